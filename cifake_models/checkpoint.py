@@ -1,0 +1,92 @@
+"""Checkpoint files: atomic writes, safe loads, and the facts every checkpoint records."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = 1
+METADATA_KEY = "cifake"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or not what it claims to be."""
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` then move the file into place, so a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def write_json(path: str | Path, data) -> Path:
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+
+    return atomic_write(path, write)
+
+
+def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:
+    """Weights plus a JSON description in the safetensors header, which holds only strings."""
+    header = {METADATA_KEY: json.dumps(metadata, allow_nan=False)}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    path = Path(path)
+    require_file(path)
+    try:
+        tensors = load_file(path)
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as handle:
+            metadata = json.loads((handle.metadata() or {})[METADATA_KEY])
+    except (SafetensorError, OSError, KeyError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a valid checkpoint ({type(error).__name__}: {error})") from error
+    return tensors, metadata
+
+
+def require_file(path: Path) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; train it with `python -m train` or restore it")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty")
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import sklearn
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+
+
+def hardware() -> str:
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name()}"
+    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

@@ -1,0 +1,146 @@
+"""The interface every detector answers, and its two implementations.
+
+Like a scikit-learn classifier, a detector has ``classes_`` and ``predict_proba(images)``;
+unlike one, it takes PIL images of any size and mode and owns all of its preprocessing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .checkpoint import CheckpointError, atomic_write, read_safetensors, require_file, save_safetensors
+from .data import CLASSES
+from .images import stack_images
+from .preprocessing import Preprocessing
+
+FAKE = CLASSES.index("FAKE")
+
+
+class Detector:
+    """Base class: PIL images in, class probabilities out."""
+
+    classes_ = np.array(CLASSES)
+
+    def __init__(self, name: str, metadata: dict | None = None):
+        self.name = name
+        self.metadata = metadata or {}
+
+    @property
+    def threshold(self) -> float:
+        """P(FAKE) at or above which an image is called FAKE (chosen on validation at training)."""
+        return float(self.metadata.get("threshold", {}).get("value", 0.5))
+
+    def predict_proba(self, images: Sequence[Image.Image] | Image.Image) -> np.ndarray:
+        """``[n, len(classes_)]`` probabilities for PIL images of any size and mode."""
+        return self.predict_proba_arrays(stack_images(images))
+
+    def predict(self, images: Sequence[Image.Image] | Image.Image) -> np.ndarray:
+        return self.decide(self.predict_proba(images))
+
+    def decide(self, proba: np.ndarray) -> np.ndarray:
+        real = self.classes_[1 - FAKE]
+        return np.where(proba[:, FAKE] >= self.threshold, self.classes_[FAKE], real)
+
+    def predict_proba_arrays(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for a uint8 ``[n, 32, 32, 3]`` batch (CIFAKE's own format)."""
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> Path:
+        raise NotImplementedError
+
+
+class TorchDetector(Detector):
+    """A torch network and the :class:`Preprocessing` it was trained with."""
+
+    def __init__(self, name: str, module: nn.Module, preprocessing: Preprocessing, metadata: dict | None = None):
+        super().__init__(name, metadata)
+        self.module = module.eval()
+        self.preprocessing = preprocessing
+
+    @torch.inference_mode()
+    def predict_proba_arrays(self, batch: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        self.module.eval()
+        device = next(self.module.parameters()).device
+        out = []
+        for start in range(0, len(batch), batch_size):
+            x = self.preprocessing.eval_transform(torch.as_tensor(batch[start : start + batch_size]).to(device))
+            out.append(torch.softmax(self.module(x).float(), dim=1).double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
+
+    def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+        """Store weights in ``dtype`` (half precision halves the file) with the metadata."""
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.module.state_dict().items()}
+        metadata = {**self.metadata, "preprocessing": self.preprocessing.to_dict(), "stored_dtype": str(dtype)}
+        self.metadata = metadata
+        return save_safetensors(path, state, metadata)
+
+    @classmethod
+    def load(cls, path: str | Path, name: str, build) -> "TorchDetector":
+        state, metadata = read_safetensors(path)
+        module = build(Preprocessing.from_dict(metadata["preprocessing"]))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        try:
+            module.load_state_dict(state)
+        except RuntimeError as error:
+            raise CheckpointError(f"{path} does not hold {name} weights: {error}") from error
+        return cls(name, module, Preprocessing.from_dict(metadata["preprocessing"]), metadata)
+
+
+class SklearnDetector(Detector):
+    """A scikit-learn estimator over flattened uint8 images, stored with skops (no pickle)."""
+
+    def __init__(self, name: str, estimator, metadata: dict | None = None):
+        super().__init__(name, metadata)
+        self.estimator = estimator
+
+    def predict_proba_arrays(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) == 0:
+            return np.zeros((0, len(self.classes_)))
+        proba = self.estimator.predict_proba(batch.reshape(len(batch), -1))
+        # The estimator's classes are label indices; put columns in our classes_ order.
+        return proba[:, np.argsort(self.estimator.classes_)]
+
+    def save(self, path: str | Path) -> Path:
+        import skops.io
+
+        payload = {"estimator": self.estimator, "metadata_json": json.dumps(self.metadata, allow_nan=False)}
+        return atomic_write(path, lambda tmp: skops.io.dump(payload, tmp))
+
+    @classmethod
+    def load(cls, path: str | Path, name: str, trusted_types: Sequence[str]) -> "SklearnDetector":
+        """Load refusing any type outside ``trusted_types`` (skops never runs pickled code)."""
+        import skops.io
+
+        path = Path(path)
+        require_file(path)
+        try:
+            untrusted = skops.io.get_untrusted_types(file=path)
+            unexpected = sorted(set(untrusted) - set(trusted_types))
+            if unexpected:
+                raise CheckpointError(f"{path} holds types this project does not trust: {unexpected}")
+            payload = skops.io.load(path, trusted=untrusted)
+            metadata = json.loads(payload["metadata_json"])
+            estimator = payload["estimator"]
+        except CheckpointError:
+            raise
+        except Exception as error:  # skops raises many kinds (zip, json, type) on a bad file
+            raise CheckpointError(f"{path} is not a valid checkpoint ({type(error).__name__}: {error})") from error
+        return cls(name, estimator, metadata)
+
+
+def time_per_image(detector: Detector, batch: np.ndarray, repeats: int = 3) -> float:
+    """Best-of-``repeats`` seconds per image for ``predict_proba_arrays`` on ``batch``."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        detector.predict_proba_arrays(batch)
+        best = min(best, time.perf_counter() - start)
+    return best / max(len(batch), 1)

@@ -1,0 +1,104 @@
+"""Tensor preprocessing of the neural detectors: one object describes what a network sees.
+
+The same :class:`Preprocessing` drives evaluation (centre crop, normalisation) and training
+(random resized crop, horizontal flip) on uint8 batches, so training, evaluation and the app
+cannot disagree. It is stored in every checkpoint and rebuilt from there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torchvision.ops import roi_align
+
+from .images import LUMA
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a uint8 ``[N, 32, 32, 3]`` batch becomes a network's input."""
+
+    grayscale: bool = False
+    crop: int = 32  # centre crop at test time, random resized crop when training
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # torchvision's RandomResizedCrop default
+    hflip: bool = True
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.grayscale else 3
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Preprocessing":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+    def to_float(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 NHWC (numpy or tensor) to float NCHW in [0, 1], grayscale if asked."""
+        batch = torch.as_tensor(batch)
+        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+        if self.grayscale:
+            luma = torch.as_tensor(LUMA, device=x.device).view(1, 3, 1, 1)
+            x = (x * luma).sum(dim=1, keepdim=True)
+        return x
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+    def eval_transform(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Test-time input: the paper's ``Resize(32) + CenterCrop(crop)``; images are 32x32 already."""
+        x = self.to_float(batch)
+        if self.crop != x.shape[-1]:
+            offset = (x.shape[-1] - self.crop) // 2
+            x = x[..., offset : offset + self.crop, offset : offset + self.crop]
+        return self.normalize(x)
+
+    def train_transform(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Training input: a random resized crop and a horizontal flip, drawn per image."""
+        x = self.to_float(batch)
+        if self.crop_scale != (1.0, 1.0) or self.crop != x.shape[-1]:
+            x = random_resized_crop(x, self.crop, self.crop_scale, generator)
+        if self.hflip:
+            flip = torch.rand(len(x), generator=generator, device=generator.device) < 0.5
+            x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+        return self.normalize(x)
+
+
+def random_resized_crop(
+    x: torch.Tensor,
+    size: int,
+    scale: tuple[float, float],
+    generator: torch.Generator,
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
+    """torchvision's ``RandomResizedCrop`` for a whole batch, a different box per image.
+
+    Boxes are drawn as torchvision draws them (area fraction in ``scale``, log-uniform aspect
+    ratio), clamped to the image instead of torchvision's ten retries, and resampled
+    bilinearly with ``roi_align`` in one call.
+    """
+    n, _, height, width = x.shape
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n, generator=generator, device=generator.device)
+
+    area = uniform(*scale) * height * width
+    aspect = torch.exp(uniform(math.log(ratio[0]), math.log(ratio[1])))
+    box_w = torch.sqrt(area * aspect).clamp(1.0, width)
+    box_h = torch.sqrt(area / aspect).clamp(1.0, height)
+    left = torch.rand(n, generator=generator, device=generator.device) * (width - box_w)
+    top = torch.rand(n, generator=generator, device=generator.device) * (height - box_h)
+    index = torch.arange(n, dtype=left.dtype, device=left.device)
+    boxes = torch.stack([index, left, top, left + box_w, top + box_h], dim=1).to(x)
+    return roi_align(x, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)

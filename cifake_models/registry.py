@@ -1,0 +1,162 @@
+"""The one list of detectors. The app, the trainer, the evaluation and the tests iterate it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from torch import nn
+
+from . import nets
+from .data import REPO_ROOT
+from .detector import Detector, SklearnDetector, TorchDetector
+from .preprocessing import Preprocessing
+from .svm import TRUSTED_TYPES, SvmRecipe
+
+CHECKPOINT_DIR = REPO_ROOT / "assets" / "checkpoints"
+REPORT_DIR = REPO_ROOT / "assets" / "reports"
+
+
+@dataclass(frozen=True)
+class TorchRecipe:
+    """How a network is trained. The registry's values are the paper's."""
+
+    epochs: int = 25
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"  # "adam" or "adamw"
+    weight_decay: float = 0.0
+    step_size: int | None = 10  # StepLR period in epochs; None keeps the rate constant
+    gamma: float = 0.1
+    images_per_epoch: int | None = None  # a fresh random subset each epoch; None: all of train
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    """What the paper reports on the official 20,000-image test split, and how it got there."""
+
+    accuracy: float
+    roc_auc: float
+    recipe: str
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    name: str
+    title: str
+    paper: PaperResult
+    recipe: TorchRecipe | SvmRecipe
+    preprocessing: Preprocessing | None = None  # None for the scikit-learn detector
+    architecture: Callable[..., nn.Module] | None = None  # (weights, in_channels) -> module
+    notes: str = ""
+
+    @property
+    def is_torch(self) -> bool:
+        return self.architecture is not None
+
+    @property
+    def checkpoint_file(self) -> str:
+        return f"{self.name}.safetensors" if self.is_torch else f"{self.name}.skops"
+
+    def build_module(self, preprocessing: Preprocessing | None = None, weights: str = "none") -> nn.Module:
+        preprocessing = preprocessing or self.preprocessing
+        return self.architecture(weights=weights, in_channels=preprocessing.channels)
+
+    def load(self, checkpoint_dir: str | Path | None = None) -> Detector:
+        path = Path(checkpoint_dir or CHECKPOINT_DIR) / self.checkpoint_file
+        if self.is_torch:
+            return TorchDetector.load(path, self.name, self.build_module)
+        return SklearnDetector.load(path, self.name, TRUSTED_TYPES)
+
+
+def _rgb_only(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def build(weights: str = "none", in_channels: int = 3) -> nn.Module:
+        if in_channels != 3:
+            raise ValueError(f"{builder.__name__} takes RGB input")
+        return builder(weights)
+
+    build.__name__ = builder.__name__
+    return build
+
+
+def _paper_cnn(weights: str = "none", in_channels: int = 1) -> nn.Module:
+    if weights != "none":
+        raise ValueError("the paper's CNN has no pretrained weights; use --weights none")
+    return nets.paper_cnn(in_channels)
+
+
+# The paper's transfer-learning pipeline, shared by its three ImageNet networks.
+_TRANSFER = "ImageNet weights, new 2-class head; RandomResizedCrop 24 + h-flip; test Resize 32 + CenterCrop 24; Adam 1e-3, StepLR(10, 0.1)"
+_AT_32 = (
+    "Trained at 32x32 (RandomResizedCrop 32, test image as is): five 2x poolings take a 24x24 "
+    "input to zero, so the paper's 24x24 crop cannot pass through this network."
+)
+
+REGISTRY: dict[str, DetectorSpec] = {
+    spec.name: spec
+    for spec in (
+        DetectorSpec(
+            name="hog_svm",
+            title="HOG + SVM",
+            paper=PaperResult(0.8143, 0.8958, "grayscale 32x32, HOG, StandardScaler, RBF SVC"),
+            recipe=SvmRecipe(),
+            notes="RBF kernel approximated by 2,000 Nystroem features + linear SVM; Platt sigmoid on validation.",
+        ),
+        DetectorSpec(
+            name="cnn",
+            title="CNN (paper)",
+            paper=PaperResult(0.8640, 0.9347, "grayscale 32x32, conv 32@3x3, maxpool 2x2, two FC; Adam 0.01, 25 epochs, batch 64"),
+            recipe=TorchRecipe(epochs=25, batch_size=64, lr=0.01, step_size=None),
+            preprocessing=Preprocessing(grayscale=True, crop=32, crop_scale=(1.0, 1.0), hflip=False, mean=(0.0,), std=(1.0,)),
+            architecture=_paper_cnn,
+        ),
+        DetectorSpec(
+            name="resnet50",
+            title="ResNet-50",
+            paper=PaperResult(0.9495, 0.9958, _TRANSFER),
+            recipe=TorchRecipe(),
+            preprocessing=Preprocessing(crop=24),
+            architecture=_rgb_only(nets.resnet50),
+        ),
+        DetectorSpec(
+            name="vgg16_bn",
+            title="VGG-16 (BN)",
+            paper=PaperResult(0.9599, 0.99, _TRANSFER),
+            recipe=TorchRecipe(),
+            preprocessing=Preprocessing(crop=32),
+            architecture=_rgb_only(nets.vgg16_bn),
+            notes=_AT_32 + " Global pooling + one linear layer replace the 4096-wide classifier.",
+        ),
+        DetectorSpec(
+            name="densenet121",
+            title="DenseNet-121",
+            paper=PaperResult(0.9774, 0.9975, _TRANSFER),
+            recipe=TorchRecipe(),
+            preprocessing=Preprocessing(crop=32),
+            architecture=_rgb_only(nets.densenet121),
+            notes=_AT_32,
+        ),
+    )
+}
+
+
+def list_detectors() -> list[str]:
+    """Names of every registered detector, in the paper's order."""
+    return list(REGISTRY)
+
+
+def get_spec(name: str) -> DetectorSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown detector {name!r}; known: {', '.join(REGISTRY)}") from None
+
+
+def load_detector(name: str, checkpoint_dir: str | Path | None = None) -> Detector:
+    """Load ``name``'s checkpoint from ``checkpoint_dir`` (default ``assets/checkpoints``)."""
+    return get_spec(name).load(checkpoint_dir)

@@ -1,0 +1,84 @@
+"""Evaluation figures, as the paper reports them, and the JSON reports the app draws from.
+
+FAKE is the positive class (what a detector looks for) for ROC and PR curves.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from sklearn import metrics
+
+from .data import CLASSES
+
+FAKE = CLASSES.index("FAKE")
+CURVE_POINTS = 200  # enough for a smooth plot, small enough for a JSON report
+
+
+def classification_figures(labels: np.ndarray, proba_fake: np.ndarray, threshold: float) -> dict:
+    """Accuracy, per-class precision/recall/F1, ROC-AUC, PR-AUC, confusion matrix and curves.
+
+    ``labels`` index :data:`CLASSES`; an image is called FAKE when ``proba_fake >= threshold``.
+    """
+    labels = np.asarray(labels)
+    proba_fake = np.asarray(proba_fake, dtype=np.float64)
+    is_fake = (labels == FAKE).astype(int)
+    predicted = np.where(proba_fake >= threshold, FAKE, 1 - FAKE)
+    precision, recall, f1, support = metrics.precision_recall_fscore_support(
+        labels, predicted, labels=range(len(CLASSES)), zero_division=0
+    )
+    both_classes = 0 < is_fake.sum() < len(is_fake)  # curves and AUCs need both
+    fpr, tpr, _ = metrics.roc_curve(is_fake, proba_fake) if both_classes else (np.zeros(0),) * 3
+    pr_precision, pr_recall, _ = metrics.precision_recall_curve(is_fake, proba_fake) if both_classes else (np.zeros(0),) * 3
+    roc_keep = _thin(len(fpr))
+    pr_keep = _thin(len(pr_recall))
+    return {
+        "n": int(len(labels)),
+        "threshold": float(threshold),
+        "accuracy": float(metrics.accuracy_score(labels, predicted)),
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            for i, name in enumerate(CLASSES)
+        },
+        "roc_auc": float(metrics.roc_auc_score(is_fake, proba_fake)) if both_classes else None,
+        "pr_auc": float(metrics.average_precision_score(is_fake, proba_fake)) if both_classes else None,
+        # rows: true class, columns: predicted class, both in CLASSES order
+        "confusion_matrix": metrics.confusion_matrix(labels, predicted, labels=range(len(CLASSES))).tolist(),
+        "roc_curve": {"fpr": fpr[roc_keep].tolist(), "tpr": tpr[roc_keep].tolist()},
+        "pr_curve": {"recall": pr_recall[pr_keep].tolist(), "precision": pr_precision[pr_keep].tolist()},
+    }
+
+
+def _thin(n: int) -> np.ndarray:
+    """At most CURVE_POINTS indices spread over ``range(n)``, always keeping both ends."""
+    return np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int)) if n else np.zeros(0, int)
+
+
+def best_threshold(labels: np.ndarray, proba_fake: np.ndarray) -> float:
+    """The P(FAKE) cut that maximises accuracy; called on the validation split only."""
+    order = np.argsort(proba_fake)
+    scores, is_fake = np.asarray(proba_fake)[order], (np.asarray(labels)[order] == FAKE)
+    # Cutting before position i calls items i.. FAKE: correct = REALs below + FAKEs from i on.
+    real_below = np.concatenate([[0], np.cumsum(~is_fake)])
+    fake_from = is_fake.sum() - np.concatenate([[0], np.cumsum(is_fake)])
+    correct = real_below + fake_from
+    # Only cut between distinct scores; a cut at a tie cannot be expressed as a threshold.
+    valid = np.concatenate([[True], scores[1:] != scores[:-1], [True]])
+    i = int(np.argmax(np.where(valid, correct, -1)))
+    if i == 0:
+        return float(scores[0]) if len(scores) else 0.5
+    if i == len(scores):
+        return float(np.nextafter(scores[-1], np.inf))
+    return float((scores[i - 1] + scores[i]) / 2)
+
+
+def load_report(name: str, report_dir: str | Path | None = None) -> dict:
+    """The evaluation report ``python -m train.evaluate`` wrote for detector ``name``."""
+    from .registry import REPORT_DIR
+
+    path = Path(report_dir or REPORT_DIR) / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no evaluation report {path}; run `python -m train.evaluate`")
+    return json.loads(path.read_text())

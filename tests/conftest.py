@@ -1,0 +1,103 @@
+"""Tiny CIFAKE data and tiny trained checkpoints, made by the tests themselves."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cifake_models import list_detectors
+from cifake_models.data import CLASSES, load_split, train_val_indices
+from cifake_models.registry import get_spec
+from train import evaluate
+from train.svm_fit import fit_svm
+from train.torch_fit import fit_torch
+
+torch.set_num_threads(1)  # tiny models: threads only add overhead, and CI has 2 cores
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifake"
+
+
+def synthetic_image(label: int, rng: np.random.Generator) -> np.ndarray:
+    """FAKE: smooth colour gradients; REAL: noisy textures; learnable by every detector."""
+    if CLASSES[label] == "FAKE":
+        ramp = np.linspace(0, 1, 32)
+        base = np.outer(ramp, ramp)[..., None] * rng.uniform(80, 255, size=3)
+        return np.clip(base + rng.normal(0, 4, (32, 32, 3)), 0, 255).astype(np.uint8)
+    return rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+
+
+def jpeg_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=75)
+    return buffer.getvalue()
+
+
+def write_tiny_cifake(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
+    """Write the same tiny CIFAKE twice: the Kaggle folders under ``root/kaggle`` and the
+    packed ``.npz`` files (as in shared/data/cifake) under ``root/packed``."""
+    rng = np.random.default_rng(seed)
+    for split, n in per_class.items():
+        files, labels, names = [], [], []
+        for label, class_name in enumerate(CLASSES):
+            folder = root / "kaggle" / split / class_name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                data = jpeg_bytes(synthetic_image(label, rng))
+                name = f"{i} ({i % 10 + 1}).jpg" if i else f"{i}.jpg"
+                (folder / name).write_bytes(data)
+                files.append(np.frombuffer(data, np.uint8))
+                labels.append(label)
+                names.append(f"{split}/{class_name}/{name}")
+        (root / "packed").mkdir(exist_ok=True)
+        np.savez(
+            root / "packed" / f"cifake-{split}.npz",
+            jpeg=np.concatenate(files),
+            jpeg_offsets=np.concatenate([[0], np.cumsum([len(f) for f in files])]).astype(np.int64),
+            labels=np.asarray(labels, np.uint8),
+            names=np.asarray(names),
+            classes=np.asarray(CLASSES),
+        )
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """Root holding ``kaggle/`` and ``packed/`` copies of a 48-train, 16-test tiny CIFAKE."""
+    return write_tiny_cifake(tmp_path_factory.mktemp("cifake"), {"train": 24, "test": 8})
+
+
+def tiny_recipe(spec, **changes):
+    """The registry's recipe cut to a few images and one epoch."""
+    if spec.is_torch:
+        return dataclasses.replace(spec.recipe, epochs=1, batch_size=8, **changes)
+    return dataclasses.replace(spec.recipe, n_components=16, **changes)
+
+
+def train_tiny(name: str, data_root: Path, out_dir: Path, **changes):
+    spec = get_spec(name)
+    split = load_split(data_root, "train")
+    train_index, val_index = train_val_indices(split.labels, 0.25, seed=0)
+    train, val = split.subset(train_index), split.subset(val_index)
+    data_info = {"source": str(data_root), "train_fingerprint": train.fingerprint(), "n_train": len(train), "n_val": len(val)}
+    if spec.is_torch:
+        return fit_torch(spec, train, val, tiny_recipe(spec, **changes), out_dir, data_info, device="cpu")
+    return fit_svm(spec, train, val, tiny_recipe(spec, **changes), out_dir, data_info)
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tiny_data, tmp_path_factory) -> dict[str, Path]:
+    """Checkpoints and evaluation reports for every registered detector, trained on tiny data.
+
+    Returns ``{"checkpoints": dir, "reports": dir, "data": dir}``; the layout is that of assets/.
+    """
+    root = tmp_path_factory.mktemp("assets")
+    checkpoints, reports = root / "checkpoints", root / "reports"
+    for name in list_detectors():
+        train_tiny(name, tiny_data / "packed", checkpoints)
+    assert evaluate.main(["--data", str(tiny_data / "packed"), "--checkpoints", str(checkpoints), "--reports", str(reports)]) == 0
+    return {"checkpoints": checkpoints, "reports": reports, "data": tiny_data / "packed"}

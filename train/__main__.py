@@ -1,0 +1,126 @@
+"""Train CIFAKE detectors: ``python -m train [DETECTOR ...] [options]``.
+
+Each detector's default recipe is the paper's (see ``cifake_models.registry``); options
+override it and the recipe actually used is recorded in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cifake_models import CHECKPOINT_DIR, get_spec, list_detectors
+from cifake_models.data import default_data_dir, load_split, train_val_indices
+from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
+from cifake_models.registry import TorchRecipe
+
+from .svm_fit import fit_svm
+from .torch_fit import fit_torch
+
+TORCH_OPTIONS = {  # command-line option -> TorchRecipe field
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "optimizer": "optimizer",
+    "weight_decay": "weight_decay",
+    "step_size": "step_size",
+    "images_per_epoch": "images_per_epoch",
+    "seed": "seed",
+}
+SVM_OPTIONS = {"svm_components": "n_components", "svm_cell": "pixels_per_cell", "svm_c": "C", "seed": "seed"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Detectors: " + ", ".join(list_detectors()),
+    )
+    parser.add_argument("detectors", nargs="*", metavar="DETECTOR", help="which to train (default: all)")
+    parser.add_argument("--data", type=Path, help="CIFAKE: Kaggle folder (train/REAL ...) or folder of cifake-*.npz (default: $CIFAKE_DATA, then ../shared/data/cifake)")
+    parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR, help="checkpoint folder (default: %(default)s)")
+    parser.add_argument("--limit", type=int, help="use only this many training images, drawn at random (smoke runs)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of train held out for validation (default: %(default)s)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default: %(default)s)")
+    parser.add_argument("--weights", choices=WEIGHT_CHOICES, default="none", help="initialisation of ResNet/VGG/DenseNet: none (from scratch) or imagenet (torchvision's, downloaded or from $TORCH_HOME)")
+    parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    recipe = parser.add_argument_group("recipe overrides (networks)")
+    recipe.add_argument("--epochs", type=int)
+    recipe.add_argument("--batch-size", type=int)
+    recipe.add_argument("--lr", type=float)
+    recipe.add_argument("--optimizer", choices=("adam", "adamw"))
+    recipe.add_argument("--weight-decay", type=float)
+    recipe.add_argument("--step-size", type=int, help="StepLR period in epochs (0: constant rate)")
+    recipe.add_argument("--images-per-epoch", type=int, help="train each epoch on a fresh random subset of this size")
+    recipe.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range (paper: 0.08 1)")
+    recipe.add_argument("--seed", type=int, help="training seed")
+    svm = parser.add_argument_group("recipe overrides (HOG + SVM)")
+    svm.add_argument("--svm-components", type=int, help="Nystroem components (kernel approximation rank)")
+    svm.add_argument("--svm-cell", type=int, help="HOG pixels per cell")
+    svm.add_argument("--svm-c", type=float, help="SVM regularisation C")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.detectors) - set(list_detectors()))
+    if unknown:
+        parser.error(f"unknown detector(s) {', '.join(unknown)}; choose from {', '.join(list_detectors())}")
+    return args
+
+
+def overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict:
+    chosen = {field: getattr(args, option) for option, field in mapping.items() if getattr(args, option) is not None}
+    if chosen.get("step_size") == 0:
+        chosen["step_size"] = None
+    return chosen
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_dir = args.data or default_data_dir()
+    started = time.perf_counter()
+    split = load_split(data_dir, "train")
+    train_index, val_index = train_val_indices(split.labels, args.val_fraction, args.split_seed)
+    if args.limit:
+        rng = np.random.default_rng(args.split_seed)
+        train_index = np.sort(rng.choice(train_index, min(args.limit, len(train_index)), replace=False))
+        n_val = max(2, round(args.limit * args.val_fraction / (1 - args.val_fraction)))
+        val_index = np.sort(rng.choice(val_index, min(n_val, len(val_index)), replace=False))
+    train, val = split.subset(train_index), split.subset(val_index)
+    data_info = {
+        "source": str(data_dir),
+        "train_fingerprint": train.fingerprint(),
+        "val_fingerprint": val.fingerprint(),
+        "n_train": len(train),
+        "n_val": len(val),
+        "val_fraction": args.val_fraction,
+        "split_seed": args.split_seed,
+    }
+    print(f"data: {len(train)} train / {len(val)} validation images from {data_dir} ({time.perf_counter() - started:.0f}s)")
+    for name in args.detectors or list_detectors():
+        spec = get_spec(name)
+        if spec.is_torch:
+            recipe = dataclasses.replace(spec.recipe, **overrides(args, TORCH_OPTIONS))
+            if args.crop_scale:
+                spec = dataclasses.replace(spec, preprocessing=dataclasses.replace(spec.preprocessing, crop_scale=tuple(args.crop_scale)))
+            try:
+                fit_torch(spec, train, val, recipe, args.out, data_info, args.weights, args.device, args.resume)
+            except ImageNetWeightsUnavailable as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+        else:
+            recipe = dataclasses.replace(spec.recipe, **overrides(args, SVM_OPTIONS))
+            fit_svm(spec, train, val, recipe, args.out, data_info)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Evaluate every shipped checkpoint on the official test split: ``python -m train.evaluate``.
+
+Writes ``<reports>/<detector>.json`` per detector: the paper's figures on the whole test split
+(accuracy, per-class precision/recall/F1, ROC-AUC, PR-AUC, confusion matrix, ROC and PR
+curves), the same without the 378 test images that also occur in train, the decision
+threshold (chosen on validation at training time), the training history and the timing.
+The test split is used here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cifake_models import CHECKPOINT_DIR, REPORT_DIR, CheckpointError, get_spec, list_detectors
+from cifake_models.checkpoint import hardware, library_versions, write_json
+from cifake_models.data import Split, default_data_dir, leaked_test_names, load_split
+from cifake_models.detector import FAKE, Detector
+from cifake_models.reports import classification_figures
+
+TIMING_BATCHES = (1, 64)
+
+
+def seconds_per_image(detector: Detector, images: np.ndarray, repeats: int = 5) -> float:
+    """Best of ``repeats`` timings of ``predict_proba_arrays`` on ``images``, per image."""
+    detector.predict_proba_arrays(images)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        detector.predict_proba_arrays(images)
+        best = min(best, time.perf_counter() - start)
+    return best / len(images)
+
+
+def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpoint: Path) -> dict:
+    spec = get_spec(detector.name)
+    proba_fake = detector.predict_proba_arrays(test.images)[:, FAKE]
+    keep = ~np.isin(test.names, sorted(leaked))
+    meta = detector.metadata
+    return {
+        "detector": spec.name,
+        "title": spec.title,
+        "checkpoint": {"file": checkpoint.name, "size_bytes": checkpoint.stat().st_size},
+        "paper": {"accuracy": spec.paper.accuracy, "roc_auc": spec.paper.roc_auc, "recipe": spec.paper.recipe},
+        "architecture": meta.get("architecture"),
+        "recipe": meta.get("recipe"),
+        "preprocessing": meta.get("preprocessing"),
+        "initialisation": meta.get("initialisation"),
+        "notes": meta.get("notes"),
+        "training": meta.get("training"),
+        "data": meta.get("data"),
+        "history": meta.get("history", []),
+        "threshold": meta.get("threshold"),
+        "validation": meta.get("validation"),
+        "test": classification_figures(test.labels, proba_fake, detector.threshold),
+        "test_leak_free": {
+            "removed": int((~keep).sum()),
+            **classification_figures(test.labels[keep], proba_fake[keep], detector.threshold),
+        },
+        "ms_per_image": {
+            f"batch_{n}": 1000 * seconds_per_image(detector, test.images[:n]) for n in TIMING_BATCHES if n <= len(test)
+        },
+        "evaluated": {
+            "split": "test",
+            "test_fingerprint": test.fingerprint(),
+            "hardware": hardware(),
+            "versions": library_versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("detectors", nargs="*", metavar="DETECTOR", help=f"default: all ({', '.join(list_detectors())})")
+    parser.add_argument("--data", type=Path, help="CIFAKE folder (default: $CIFAKE_DATA, then ../shared/data/cifake)")
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR, help="default: %(default)s")
+    parser.add_argument("--reports", type=Path, default=REPORT_DIR, help="default: %(default)s")
+    parser.add_argument("--limit", type=int, help="evaluate on a random subset of this size (smoke runs only)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_dir = args.data or default_data_dir()
+    test = load_split(data_dir, "test")
+    if args.limit:
+        test = test.subset(np.sort(np.random.default_rng(0).choice(len(test), min(args.limit, len(test)), replace=False)))
+    leaked = leaked_test_names(data_dir)
+    print(f"test: {len(test)} images, {int(np.isin(test.names, sorted(leaked)).sum())} of them also in train")
+    failures = 0
+    for name in args.detectors or list_detectors():
+        spec = get_spec(name)
+        try:
+            detector = spec.load(args.checkpoints)
+        except CheckpointError as error:
+            print(f"{name}: skipped: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        report = evaluate_detector(detector, test, leaked, args.checkpoints / spec.checkpoint_file)
+        write_json(args.reports / f"{name}.json", report)
+        t, lf = report["test"], report["test_leak_free"]
+        print(
+            f"{name}: accuracy {t['accuracy']:.4f} (paper {spec.paper.accuracy:.4f}), ROC-AUC {t['roc_auc']:.4f} "
+            f"(paper {spec.paper.roc_auc:.4f}); leak-free accuracy {lf['accuracy']:.4f}; "
+            f"{report['ms_per_image'].get('batch_1', float('nan')):.1f} ms/image"
+        )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Training loop of the neural detectors: seeded, resumable, on the GPU when there is one.
+
+Every epoch draws its shuffling and augmentation from a generator seeded by (seed, epoch), so
+a run resumed from the state saved after epoch k replays epochs k+1.. exactly as an
+uninterrupted run would. That state is written atomically after each epoch, so Ctrl-C or a
+kill loses at most the epoch in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from cifake_models.checkpoint import CheckpointError, atomic_write
+from cifake_models.data import Split
+from cifake_models.detector import TorchDetector
+from cifake_models.registry import DetectorSpec, TorchRecipe
+
+from .common import checkpoint_metadata, record_validation
+
+
+def resume_path(out_dir: Path, name: str) -> Path:
+    return out_dir / f"{name}.resume.pt"
+
+
+def fit_torch(
+    spec: DetectorSpec,
+    train: Split,
+    val: Split,
+    recipe: TorchRecipe,
+    out_dir: Path,
+    data_info: dict,
+    weights: str = "none",
+    device: str | None = None,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+) -> TorchDetector:
+    """Train ``spec``'s network and write ``out_dir/<name>.safetensors``; returns the detector."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(recipe.seed)
+    module = spec.build_module(weights=weights).to(device)
+    if device.type == "cuda":
+        module = module.to(memory_format=torch.channels_last)
+    optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[recipe.optimizer]
+    optimizer = optimizer_class(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size, recipe.gamma) if recipe.step_size else None
+    identity = {"recipe": recipe.to_dict(), "preprocessing": spec.preprocessing.to_dict(), "weights": weights, "data": data_info["train_fingerprint"]}
+
+    history: list[dict] = []
+    elapsed = 0.0
+    state_file = resume_path(out_dir, spec.name)
+    if resume and state_file.is_file():
+        state = torch.load(state_file, map_location=device, weights_only=True)
+        saved = json.loads(state["identity"])
+        if saved != identity:
+            raise CheckpointError(f"{state_file} was made with another recipe or data: {saved} != {identity}")
+        module.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler:
+            scheduler.load_state_dict(state["scheduler"])
+        history, elapsed = json.loads(state["history"]), float(state["elapsed"])
+        print(f"{spec.name}: resuming after epoch {len(history)} of {recipe.epochs}")
+
+    detector = TorchDetector(spec.name, module, spec.preprocessing)
+    # The whole train split as uint8 is 300 MB: it lives on the device and batches are cut there.
+    images = torch.as_tensor(train.images).to(device)
+    labels = torch.as_tensor(train.labels).to(device)
+    use_amp = device.type == "cuda"
+    per_epoch = min(recipe.images_per_epoch or len(images), len(images))
+
+    for epoch in range(len(history), recipe.epochs):
+        started = time.perf_counter()
+        generator = torch.Generator(device).manual_seed(recipe.seed * 100_003 + epoch)
+        torch.manual_seed(recipe.seed * 100_003 + epoch)
+        order = torch.randperm(len(images), generator=generator, device=device)[:per_epoch]
+        module.train()
+        seen = correct = 0
+        loss_sum = 0.0
+        bar = tqdm(range(0, per_epoch, recipe.batch_size), desc=f"{spec.name} {epoch + 1}/{recipe.epochs}", leave=False)
+        for start in bar:
+            batch = order[start : start + recipe.batch_size]
+            if len(batch) < 2:  # batch norm cannot train on a single image
+                continue
+            x = spec.preprocessing.train_transform(images[batch], generator)
+            if use_amp:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = module(x)
+                loss = F.cross_entropy(logits.float(), labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += len(batch)
+            loss_sum += loss.item() * len(batch)
+            correct += (logits.argmax(1) == labels[batch]).sum().item()
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+        if scheduler:
+            scheduler.step()
+        proba = detector.predict_proba_arrays(val.images)
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_accuracy": correct / max(seen, 1),
+            "val_loss": float(-np.mean(np.log(np.clip(proba[np.arange(len(val)), val.labels], 1e-12, None)))),
+            "val_accuracy": float(np.mean(proba.argmax(1) == val.labels)),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(record)
+        elapsed += record["seconds"]
+        print(
+            f"{spec.name} epoch {epoch + 1}/{recipe.epochs}: loss {record['train_loss']:.4f} "
+            f"acc {record['train_accuracy']:.4f} | val loss {record['val_loss']:.4f} "
+            f"acc {record['val_accuracy']:.4f} | {record['seconds']:.0f}s",
+            flush=True,
+        )
+        state = {
+            "model": module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler else {},
+            "history": json.dumps(history),
+            "identity": json.dumps(identity),
+            "elapsed": elapsed,
+        }
+        atomic_write(state_file, lambda tmp: torch.save(state, tmp))
+        if on_epoch_end:
+            on_epoch_end(epoch + 1, record)
+
+    detector.metadata = checkpoint_metadata(
+        spec,
+        recipe.to_dict(),
+        data_info,
+        weights,
+        history=history,
+        wall_time_s=elapsed,
+        device=str(device),
+    )
+    detector.module = detector.module.cpu().to(memory_format=torch.contiguous_format)
+    path = detector.save(out_dir / spec.checkpoint_file)
+    # Threshold and validation figures come from the file as stored (half precision).
+    stored = spec.load(out_dir)
+    record_validation(stored, val)
+    stored.save(path)
+    state_file.unlink(missing_ok=True)
+    return stored
