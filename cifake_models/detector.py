@@ -85,6 +85,8 @@ class TorchDetector(Detector):
     @classmethod
     def load(cls, path: str | Path, name: str, build) -> "TorchDetector":
         state, metadata = read_safetensors(path)
+        if metadata.get("detector") != name:
+            raise CheckpointError(f"{path} holds the detector {metadata.get('detector')!r}, not {name!r}")
         module = build(Preprocessing.from_dict(metadata["preprocessing"]))
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         try:

@@ -14,6 +14,7 @@ from PIL import Image, ImageOps
 
 SIZE = 32
 # ITU-R 601-2 luma, the weights of PIL's "L" mode; used wherever we go to grayscale.
+EXIF_ORIENTATION = 0x0112
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -23,10 +24,9 @@ def to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
     if getattr(image, "is_animated", False):
         image.seek(0)
         notes.append(f"animated ({image.n_frames} frames): used the first frame")
-    oriented = ImageOps.exif_transpose(image)
-    if oriented is not image:
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
         notes.append("rotated upright from its EXIF orientation")
-    image = oriented
     mode = image.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit grayscale: scale the full range into 8 bits instead of clipping at 255.

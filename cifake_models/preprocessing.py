@@ -86,7 +86,8 @@ def random_resized_crop(
 
     Boxes are drawn as torchvision draws them (area fraction in ``scale``, log-uniform aspect
     ratio), clamped to the image instead of torchvision's ten retries, and resampled
-    bilinearly with ``roi_align`` in one call.
+    bilinearly with ``roi_align`` in one call (adaptive sampling: one sample per output pixel for
+    a full-size box, several, averaged, where the box is shrunk, like an antialiased resize).
     """
     n, _, height, width = x.shape
 
@@ -101,4 +102,4 @@ def random_resized_crop(
     top = torch.rand(n, generator=generator, device=generator.device) * (height - box_h)
     index = torch.arange(n, dtype=left.dtype, device=left.device)
     boxes = torch.stack([index, left, top, left + box_w, top + box_h], dim=1).to(x)
-    return roi_align(x, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    return roi_align(x, boxes, output_size=size, spatial_scale=1.0, sampling_ratio=0, aligned=True)

@@ -74,18 +74,18 @@ def tiny_data(tmp_path_factory) -> Path:
 def tiny_recipe(spec, **changes):
     """The registry's recipe cut to a few images and one epoch."""
     if spec.is_torch:
-        return dataclasses.replace(spec.recipe, epochs=1, batch_size=8, **changes)
-    return dataclasses.replace(spec.recipe, n_components=16, **changes)
+        return dataclasses.replace(spec.recipe, **{"epochs": 1, "batch_size": 8, **changes})
+    return dataclasses.replace(spec.recipe, **{"n_components": 16, **changes})
 
 
-def train_tiny(name: str, data_root: Path, out_dir: Path, **changes):
+def train_tiny(name: str, data_root: Path, out_dir: Path, resume: bool = False, on_epoch_end=None, **changes):
     spec = get_spec(name)
     split = load_split(data_root, "train")
     train_index, val_index = train_val_indices(split.labels, 0.25, seed=0)
     train, val = split.subset(train_index), split.subset(val_index)
     data_info = {"source": str(data_root), "train_fingerprint": train.fingerprint(), "n_train": len(train), "n_val": len(val)}
     if spec.is_torch:
-        return fit_torch(spec, train, val, tiny_recipe(spec, **changes), out_dir, data_info, device="cpu")
+        return fit_torch(spec, train, val, tiny_recipe(spec, **changes), out_dir, data_info, device="cpu", resume=resume, on_epoch_end=on_epoch_end)
     return fit_svm(spec, train, val, tiny_recipe(spec, **changes), out_dir, data_info)
 
 

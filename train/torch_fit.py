@@ -51,7 +51,8 @@ def fit_torch(
     optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[recipe.optimizer]
     optimizer = optimizer_class(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size, recipe.gamma) if recipe.step_size else None
-    identity = {"recipe": recipe.to_dict(), "preprocessing": spec.preprocessing.to_dict(), "weights": weights, "data": data_info["train_fingerprint"]}
+    # What a resumed run must share with the saved one; through JSON, as it is stored.
+    identity = json.loads(json.dumps({"recipe": recipe.to_dict(), "preprocessing": spec.preprocessing.to_dict(), "weights": weights, "data": data_info["train_fingerprint"]}))
 
     history: list[dict] = []
     elapsed = 0.0

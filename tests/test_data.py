@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from cifake_models.data import CLASSES, leaked_test_names, load_split, train_val_indices
+from conftest import SHARED_DATA
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_kaggle_folders_and_packed_files_load_to_the_same_arrays(tiny_data, split):
+    kaggle = load_split(tiny_data / "kaggle", split)
+    packed = load_split(tiny_data / "packed", split)
+    assert kaggle.images.shape == (len(kaggle), 32, 32, 3) and kaggle.images.dtype == np.uint8
+    np.testing.assert_array_equal(kaggle.images, packed.images)
+    np.testing.assert_array_equal(kaggle.labels, packed.labels)
+    np.testing.assert_array_equal(kaggle.names, packed.names)
+    assert kaggle.fingerprint() == packed.fingerprint()
+    assert all(name.startswith(f"{split}/{CLASSES[label]}/") for name, label in zip(kaggle.names, kaggle.labels))
+
+
+def test_fingerprint_changes_with_a_single_pixel(tiny_data):
+    split = load_split(tiny_data / "packed", "train")
+    changed = split.subset(np.arange(len(split)))
+    changed.images[0, 0, 0, 0] ^= 1
+    assert changed.fingerprint() != split.fingerprint()
+
+
+def test_missing_data_gives_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither cifake-test.npz nor a test/REAL"):
+        load_split(tmp_path, "test")
+
+
+def test_validation_split_is_seeded_stratified_and_disjoint():
+    labels = np.repeat([0, 1], [500, 300])
+    train, val = train_val_indices(labels, 0.1, seed=3)
+    again_train, again_val = train_val_indices(labels, 0.1, seed=3)
+    np.testing.assert_array_equal(val, again_val)
+    assert not set(train) & set(val) and len(train) + len(val) == len(labels)
+    assert np.bincount(labels[val]).tolist() == [50, 30]
+    assert not np.array_equal(val, train_val_indices(labels, 0.1, seed=4)[1])
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "cifake-test.npz").is_file(), reason="shared CIFAKE data not present")
+def test_shared_test_split_is_the_official_one():
+    test = load_split(SHARED_DATA, "test")
+    assert test.images.shape == (20_000, 32, 32, 3)
+    assert np.bincount(test.labels).tolist() == [10_000, 10_000]
+    leaked = leaked_test_names(SHARED_DATA)
+    assert len(leaked) == 378 and leaked <= set(test.names)

@@ -1,0 +1,157 @@
+"""Every registered detector: builds, trains on tiny data, saves, reloads, predicts identically."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
+from cifake_models.checkpoint import read_safetensors
+from cifake_models.nets import ImageNetWeightsUnavailable
+
+DETECTORS = list_detectors()
+
+
+def test_registry_holds_the_papers_five_detectors():
+    assert DETECTORS == ["hog_svm", "cnn", "resnet50", "vgg16_bn", "densenet121"]
+    for name in DETECTORS:
+        spec = get_spec(name)
+        assert spec.name == name and 0.8 < spec.paper.accuracy < 1 and spec.title
+
+
+def mixed_images() -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    return [
+        rgb,
+        Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)),  # larger, portrait
+        rgb.convert("L"),
+        rgb.convert("RGBA"),
+        rgb.convert("P"),
+        rgb.convert("CMYK"),
+        Image.fromarray(rng.integers(0, 65535, (40, 50), dtype=np.uint16)),  # 16-bit
+        Image.new("RGB", (7, 3), "white"),  # smaller than 32 and far from square
+    ]
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_reloaded_detector_predicts_identically_on_any_image(name, tiny_assets):
+    first = load_detector(name, tiny_assets["checkpoints"])
+    second = load_detector(name, tiny_assets["checkpoints"])
+    images = mixed_images()
+    proba = first.predict_proba(images)
+    assert list(first.classes_) == ["FAKE", "REAL"]
+    assert proba.shape == (len(images), 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert np.all((proba >= 0) & (proba <= 1))
+    np.testing.assert_array_equal(proba, second.predict_proba(images))
+    assert set(first.predict(images)) <= {"FAKE", "REAL"}
+    assert first.predict_proba([]).shape == (0, 2)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_tiny_training_learns_the_tiny_task(name, tiny_assets):
+    """The tiny classes differ at a glance (gradients vs noise): training must pick that up."""
+    report = json.loads((tiny_assets["reports"] / f"{name}.json").read_text())
+    assert report["test"]["n"] == 16 and report["test_leak_free"]["removed"] == 0
+    assert report["validation"]["accuracy"] >= 0.5
+    assert report["threshold"]["chosen_on"] == "validation split"
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_checkpoint_describes_itself(name, tiny_assets):
+    meta = load_detector(name, tiny_assets["checkpoints"]).metadata
+    for key in ("architecture", "classes", "recipe", "initialisation", "data", "threshold", "validation", "training", "versions"):
+        assert meta[key] not in (None, "", {}), key
+    assert meta["classes"] == ["FAKE", "REAL"]
+    assert len(meta["data"]["train_fingerprint"]) == 16
+    assert "from scratch" in meta["initialisation"]
+    if get_spec(name).is_torch:
+        assert meta["preprocessing"]["crop"] in (24, 32) and len(meta["history"]) == 1
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_missing_checkpoint_names_the_file(name, tmp_path):
+    with pytest.raises(CheckpointError, match=get_spec(name).checkpoint_file):
+        load_detector(name, tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+@pytest.mark.parametrize("name", DETECTORS)
+def test_corrupt_checkpoint_gives_a_clear_error(name, damage, tiny_assets, tmp_path):
+    file = get_spec(name).checkpoint_file
+    data = (tiny_assets["checkpoints"] / file).read_bytes()
+    damaged = {"truncate": data[: len(data) // 2], "garbage": os.urandom(2048), "empty": b""}[damage]
+    (tmp_path / file).write_bytes(damaged)
+    with pytest.raises(CheckpointError, match=file):
+        load_detector(name, tmp_path)
+
+
+def test_a_checkpoint_with_the_wrong_weights_is_refused(tiny_assets, tmp_path):
+    (tmp_path / "densenet121.safetensors").write_bytes((tiny_assets["checkpoints"] / "cnn.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="densenet121"):
+        load_detector("densenet121", tmp_path)
+
+
+class Sneaky:
+    """A type no checkpoint of ours contains; loading it could run its code."""
+
+
+def test_svm_file_with_an_untrusted_type_is_refused(tmp_path):
+    import skops.io
+
+    payload = {"estimator": Sneaky(), "metadata_json": "{}"}
+    skops.io.dump(payload, tmp_path / "hog_svm.skops")
+    with pytest.raises(CheckpointError, match="does not trust"):
+        load_detector("hog_svm", tmp_path)
+
+
+def test_networks_are_stored_in_half_precision(tiny_assets):
+    tensors, meta = read_safetensors(tiny_assets["checkpoints"] / "resnet50.safetensors")
+    assert tensors["fc.weight"].dtype == torch.float16 and meta["stored_dtype"] == "torch.float16"
+
+
+IMAGENET = [name for name in DETECTORS if name in ("resnet50", "densenet121")]  # VGG-16's file is 528 MB
+
+
+@pytest.mark.parametrize("name", IMAGENET)
+def test_imagenet_path_reads_weights_from_torch_home(name, tmp_path, monkeypatch):
+    """torchvision reads $TORCH_HOME/hub/checkpoints/<file> before any download: a stand-in
+    file with the right keys proves the path works offline, and that its values are used."""
+    import torchvision
+
+    spec = get_spec(name)
+    weights_enum = {"resnet50": torchvision.models.ResNet50_Weights, "densenet121": torchvision.models.DenseNet121_Weights}[name]
+    builder = getattr(torchvision.models, name)
+    stand_in = builder(weights=None).state_dict()
+    stand_in = {k: torch.full_like(v, 0.5) if v.is_floating_point() else v for k, v in stand_in.items()}
+    folder = tmp_path / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(stand_in, folder / os.path.basename(weights_enum.IMAGENET1K_V1.url))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    module = spec.build_module(weights="imagenet")
+    first_conv = next(p for n, p in module.named_parameters() if "conv" in n)
+    assert torch.all(first_conv == 0.5)
+    head = module.fc if name == "resnet50" else module.classifier
+    assert head.out_features == 2 and not torch.all(head.weight == 0.5)
+
+
+def test_imagenet_weights_unavailable_gives_a_clear_error(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(ImageNetWeightsUnavailable, match=r"resnet50-.*\.pth.*--weights none"):
+        get_spec("resnet50").build_module(weights="imagenet")
+
+
+def test_the_papers_cnn_has_no_imagenet_weights():
+    with pytest.raises(ValueError, match="no pretrained weights"):
+        get_spec("cnn").build_module(weights="imagenet")

@@ -1,0 +1,92 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cifake_models import CheckpointError, get_spec, load_detector
+from cifake_models.checkpoint import read_safetensors
+from conftest import train_tiny
+from train.__main__ import main as train_main
+from train.torch_fit import resume_path
+
+
+class Interrupt(KeyboardInterrupt):
+    """Stands for Ctrl-C arriving after an epoch has been saved."""
+
+
+def interrupt_after(epoch: int):
+    def hook(done: int, record: dict) -> None:
+        if done == epoch:
+            raise Interrupt
+
+    return hook
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet50"])
+def test_resumed_run_equals_uninterrupted_run(name, tiny_data, tmp_path):
+    whole = train_tiny(name, tiny_data / "packed", tmp_path / "whole", epochs=3)
+    with pytest.raises(Interrupt):
+        train_tiny(name, tiny_data / "packed", tmp_path / "cut", epochs=3, on_epoch_end=interrupt_after(2))
+    assert resume_path(tmp_path / "cut", name).is_file()
+    assert not (tmp_path / "cut" / get_spec(name).checkpoint_file).exists()
+    resumed = train_tiny(name, tiny_data / "packed", tmp_path / "cut", epochs=3, resume=True)
+    for key, value in whole.module.state_dict().items():
+        torch.testing.assert_close(resumed.module.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    losses = lambda d: [h["train_loss"] for h in d.metadata["history"]]  # noqa: E731
+    assert losses(resumed) == losses(whole) and len(losses(whole)) == 3
+    assert not resume_path(tmp_path / "cut", name).exists()
+
+
+def test_resume_refuses_a_changed_recipe(tiny_data, tmp_path):
+    with pytest.raises(Interrupt):
+        train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, on_epoch_end=interrupt_after(1))
+    with pytest.raises(CheckpointError, match="another recipe"):
+        train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, lr=0.5, resume=True)
+
+
+def test_command_line_trains_and_records_the_recipe(tiny_data, tmp_path):
+    code = train_main(["cnn", "hog_svm", "--data", str(tiny_data / "kaggle"), "--out", str(tmp_path), "--epochs", "2",
+                       "--batch-size", "8", "--lr", "0.002", "--svm-components", "10", "--val-fraction", "0.25"])
+    assert code == 0
+    _, meta = read_safetensors(tmp_path / "cnn.safetensors")
+    assert meta["recipe"]["epochs"] == 2 and meta["recipe"]["lr"] == 0.002 and meta["recipe"]["batch_size"] == 8
+    assert meta["data"]["n_train"] == 36 and meta["data"]["n_val"] == 12
+    assert len(meta["history"]) == 2
+    assert load_detector("hog_svm", tmp_path).metadata["recipe"]["n_components"] == 10
+
+
+def test_command_line_help_and_bad_detector():
+    help_text = subprocess.run([sys.executable, "-m", "train", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--resume" in help_text and "--weights" in help_text and "densenet121" in help_text
+    with pytest.raises(SystemExit):
+        train_main(["alexnet"])
+
+
+def test_train_transform_is_seeded_and_crops_to_the_networks_size():
+    pre = get_spec("resnet50").preprocessing
+    batch = torch.randint(0, 256, (6, 32, 32, 3), dtype=torch.uint8)
+    a = pre.train_transform(batch, torch.Generator().manual_seed(1))
+    b = pre.train_transform(batch, torch.Generator().manual_seed(1))
+    assert a.shape == (6, 3, 24, 24) and torch.equal(a, b)
+    assert pre.eval_transform(batch.numpy()).shape == (6, 3, 24, 24)
+
+
+def test_a_full_scale_crop_keeps_the_image():
+    from cifake_models.preprocessing import random_resized_crop
+
+    x = torch.rand(4, 3, 32, 32)
+    out = random_resized_crop(x, 32, (1.0, 1.0), torch.Generator().manual_seed(0), ratio=(1.0, 1.0))
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
+
+
+def test_grayscale_matches_pil():
+    from PIL import Image
+
+    from cifake_models.preprocessing import Preprocessing
+
+    pixels = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    ours = Preprocessing(grayscale=True, mean=(0.0,), std=(1.0,)).eval_transform(pixels)[0, 0].numpy() * 255
+    pil = np.asarray(Image.fromarray(pixels[0]).convert("L"), dtype=np.float32)
+    assert np.abs(ours - pil).max() <= 1.0  # PIL rounds to integers
