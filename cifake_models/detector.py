@@ -7,7 +7,6 @@ unlike one, it takes PIL images of any size and mode and owns all of its preproc
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -137,12 +136,3 @@ class SklearnDetector(Detector):
             raise CheckpointError(f"{path} is not a valid checkpoint ({type(error).__name__}: {error})") from error
         return cls(name, estimator, metadata)
 
-
-def time_per_image(detector: Detector, batch: np.ndarray, repeats: int = 3) -> float:
-    """Best-of-``repeats`` seconds per image for ``predict_proba_arrays`` on ``batch``."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        detector.predict_proba_arrays(batch)
-        best = min(best, time.perf_counter() - start)
-    return best / max(len(batch), 1)

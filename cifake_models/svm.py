@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.kernel_approximation import Nystroem
+from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
@@ -39,6 +40,35 @@ class HogFeatures(TransformerMixin, BaseEstimator):
         return np.stack(
             [hog(g, self.orientations, cell, block, block_norm="L2-Hys", feature_vector=True) for g in images]
         ).astype(np.float32)
+
+
+class RbfFeatures(TransformerMixin, BaseEstimator):
+    """``exp(-gamma * |x - landmark|^2)`` for each landmark: a fitted Nystroem map without its
+    m x m normalisation, which :func:`fold_nystroem` moves into the linear SVM's weights."""
+
+    def __init__(self, gamma: float = 1.0):
+        self.gamma = gamma
+
+    def fit(self, X, y=None):
+        raise TypeError("RbfFeatures is made from a fitted Nystroem map by fold_nystroem, not fitted")
+
+    def transform(self, X) -> np.ndarray:
+        return rbf_kernel(np.asarray(X, dtype=np.float32), self.landmarks_, gamma=self.gamma)
+
+
+def fold_nystroem(pipeline: Pipeline) -> Pipeline:
+    """The same decision function, stored in m x d numbers instead of m x (d + m).
+
+    Nystroem maps x to ``k(x) @ N.T`` (k: kernel values at the m landmarks, N: m x m), so the
+    linear SVM's ``k(x) @ N.T @ w + b`` equals ``k(x) @ (w @ N).T + b``: an RBF expansion over
+    the landmarks, the form of an SVM's support-vector expansion.
+    """
+    rbf, svm = pipeline.named_steps["rbf"], pipeline.named_steps["svm"]
+    features = RbfFeatures(gamma=rbf.gamma)
+    features.landmarks_ = rbf.components_.astype(np.float32)
+    svm.coef_ = svm.coef_ @ rbf.normalization_
+    pipeline.steps[[name for name, _ in pipeline.steps].index("rbf")] = ("rbf", features)
+    return pipeline
 
 
 @dataclass(frozen=True)
@@ -70,6 +100,7 @@ class SvmRecipe:
 # The only types a stored SVM may contain beyond skops' defaults; anything else is refused.
 TRUSTED_TYPES = (
     f"{HogFeatures.__module__}.{HogFeatures.__qualname__}",
+    f"{RbfFeatures.__module__}.{RbfFeatures.__qualname__}",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.frozen._frozen.FrozenEstimator",

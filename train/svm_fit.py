@@ -12,7 +12,7 @@ from sklearn.frozen import FrozenEstimator
 from cifake_models.data import Split
 from cifake_models.detector import SklearnDetector
 from cifake_models.registry import DetectorSpec
-from cifake_models.svm import SvmRecipe
+from cifake_models.svm import SvmRecipe, fold_nystroem
 
 from .common import checkpoint_metadata, record_validation
 
@@ -26,10 +26,7 @@ def fit_svm(spec: DetectorSpec, train: Split, val: Split, recipe: SvmRecipe, out
     pipeline = recipe.build()
     print(f"{spec.name}: fitting on {len(train)} images ({recipe})", flush=True)
     pipeline.fit(_flat(train), train.labels)
-    rbf = pipeline.named_steps["rbf"]
-    # Half the file size, and the kernel is computed in float32 anyway by the time it matters.
-    rbf.components_ = rbf.components_.astype(np.float32)
-    rbf.normalization_ = rbf.normalization_.astype(np.float32)
+    pipeline = fold_nystroem(pipeline)
     fitted = time.perf_counter() - started
     print(f"{spec.name}: fitted in {fitted:.0f}s; calibrating on {len(val)} validation images", flush=True)
     calibrated = CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid").fit(_flat(val), val.labels)

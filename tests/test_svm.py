@@ -1,0 +1,20 @@
+import numpy as np
+
+from cifake_models.data import load_split
+from cifake_models.svm import SvmRecipe, fold_nystroem
+
+
+def test_folding_the_nystroem_map_keeps_the_decision_function(tiny_data):
+    split = load_split(tiny_data / "packed", "train")
+    x = split.images.reshape(len(split), -1)
+    pipeline = SvmRecipe(n_components=20).build().fit(x, split.labels)
+    before = pipeline.decision_function(x)
+    folded = fold_nystroem(pipeline)
+    assert folded.named_steps["rbf"].landmarks_.shape == (20, 324)
+    np.testing.assert_allclose(folded.decision_function(x), before, rtol=1e-4, atol=1e-4)
+
+
+def test_hog_features_follow_dalal_and_triggs_layout():
+    # 32x32, 8x8 cells, 2x2 blocks: 3x3 block positions x 4 cells x 9 orientations
+    features = SvmRecipe().build().named_steps["hog"].transform(np.zeros((2, 32 * 32 * 3), np.uint8))
+    assert features.shape == (2, 324) and features.dtype == np.float32

@@ -1,0 +1,128 @@
+"""The README's results and recipe tables, from the shipped reports: ``python -m train.results_table``.
+
+Rewrites each block between its two markers in README.md; ``--check`` only says whether they
+are up to date (exit 1 if not), which the tests use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from cifake_models import REPORT_DIR, get_spec, list_detectors, load_report
+from cifake_models.data import REPO_ROOT
+
+README = REPO_ROOT / "README.md"
+INITIALISATION = {"none": "from scratch", "imagenet": "ImageNet"}
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def _reports(report_dir) -> list[tuple]:
+    out = []
+    for name in list_detectors():
+        try:
+            out.append((get_spec(name), load_report(name, report_dir)))
+        except FileNotFoundError:
+            out.append((get_spec(name), None))
+    return out
+
+
+def results_table(report_dir: str | Path | None = None) -> str:
+    rows = [
+        "| detector | accuracy (paper) | accuracy (ours) | ROC-AUC (paper) | ROC-AUC (ours) | PR-AUC | leak-free accuracy | leak-free ROC-AUC | beats paper | ms/image (1 / batch of 64) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |",
+    ]
+    for spec, report in _reports(report_dir):
+        if report is None:
+            rows.append(f"| {spec.title} | {_pct(spec.paper.accuracy)} | not shipped | {spec.paper.roc_auc:.4f} | | | | | | |")
+            continue
+        test, leak_free = report["test"], report["test_leak_free"]
+        beats = test["accuracy"] > spec.paper.accuracy and test["roc_auc"] > spec.paper.roc_auc
+        rows.append(
+            f"| {spec.title} | {_pct(spec.paper.accuracy)} | **{_pct(test['accuracy'])}** | {spec.paper.roc_auc:.4f} "
+            f"| **{test['roc_auc']:.4f}** | {test['pr_auc']:.4f} | {_pct(leak_free['accuracy'])} | {leak_free['roc_auc']:.4f} "
+            f"| {'yes' if beats else 'no'} | {report['ms_per_image']['batch_1']:.1f} / {report['ms_per_image']['batch_64']:.2f} |"
+        )
+    return "\n".join(rows)
+
+
+def _recipe(report: dict) -> str:
+    recipe, pre = report["recipe"], report.get("preprocessing")
+    if pre is None:  # the SVM
+        return (
+            f"HOG {recipe['orientations']} orientations, {recipe['pixels_per_cell']}x{recipe['pixels_per_cell']} cells, "
+            f"{recipe['cells_per_block']}x{recipe['cells_per_block']} blocks; RBF via {recipe['n_components']:,} Nystroem "
+            f"landmarks + LinearSVC (C={recipe['C']}); sigmoid calibrated on validation"
+        )
+    seen = recipe["epochs"] * (recipe["images_per_epoch"] or report["data"]["n_train"])
+    crop = (
+        f"RandomResizedCrop {pre['crop']} (scale {pre['crop_scale'][0]}-{pre['crop_scale'][1]})"
+        if tuple(pre["crop_scale"]) != (1.0, 1.0) or pre["crop"] != 32
+        else "no crop"
+    )
+    schedule = f", StepLR({recipe['step_size']}, {recipe['gamma']})" if recipe["step_size"] else ""
+    return (
+        f"{'grayscale' if pre['grayscale'] else 'RGB'} {pre['crop']}x{pre['crop']}; {crop}"
+        f"{' + h-flip' if pre['hflip'] else ''}; {recipe['optimizer'].capitalize()} {recipe['lr']:g}{schedule}, batch "
+        f"{recipe['batch_size']}; {recipe['epochs']} epochs x {recipe['images_per_epoch'] or report['data']['n_train']:,} "
+        f"images = {seen:,} images seen"
+    )
+
+
+def recipes_table(report_dir: str | Path | None = None) -> str:
+    rows = ["| detector | paper's recipe | shipped checkpoint's recipe | initialisation | trained on, wall time |", "| --- | --- | --- | --- | --- |"]
+    for spec, report in _reports(report_dir):
+        if report is None:
+            rows.append(f"| {spec.title} | {spec.paper.recipe} | not shipped | | |")
+            continue
+        training = report["training"]
+        rows.append(
+            f"| {spec.title} | {spec.paper.recipe} | {_recipe(report)} | {INITIALISATION[report['weights']]} "
+            f"| {training['hardware']}; {training['wall_time_s'] / 60:.0f} min |"
+        )
+    return "\n".join(rows)
+
+
+BLOCKS: dict[str, Callable[[str | Path | None], str]] = {"results": results_table, "recipes": recipes_table}
+
+
+def markers(block: str) -> tuple[str, str]:
+    return f"<!-- {block}:start (python -m train.results_table) -->", f"<!-- {block}:end -->"
+
+
+def updated_readme(text: str, report_dir: str | Path | None = None) -> str:
+    for block, render in BLOCKS.items():
+        start, end = markers(block)
+        if start not in text or end not in text:
+            raise ValueError(f"README lacks the markers {start} ... {end}")
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{render(report_dir)}\n{end}{tail}"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.results_table", description=__doc__)
+    parser.add_argument("--reports", type=Path, default=REPORT_DIR)
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README's tables differ from the reports")
+    args = parser.parse_args(argv)
+    text = args.readme.read_text()
+    new = updated_readme(text, args.reports)
+    if args.check:
+        if new != text:
+            print(f"{args.readme}: tables are out of date; run python -m train.results_table", file=sys.stderr)
+            return 1
+        return 0
+    args.readme.write_text(new)
+    print(f"{args.readme}: tables updated from {args.reports}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
