@@ -24,22 +24,35 @@ from .images import SIZE, grayscale
 
 
 class HogFeatures(TransformerMixin, BaseEstimator):
-    """Flattened uint8 RGB 32x32 images to HOG descriptors of their luma (Dalal & Triggs 2005)."""
+    """Flattened uint8 RGB 32x32 images to HOG descriptors (Dalal & Triggs 2005).
 
-    def __init__(self, orientations: int = 9, pixels_per_cell: int = 8, cells_per_block: int = 2):
+    One descriptor per cell size in ``pixels_per_cell``, concatenated (a coarse scale adds the
+    layout of the whole image). ``colour=False`` describes the luma, as the paper does;
+    ``colour=True`` takes at each pixel the gradient of the colour channel where it is
+    strongest, as Dalal & Triggs did for colour images.
+    """
+
+    def __init__(self, orientations: int = 9, pixels_per_cell: tuple[int, ...] = (8,), cells_per_block: int = 2, colour: bool = False):
         self.orientations = orientations
         self.pixels_per_cell = pixels_per_cell
         self.cells_per_block = cells_per_block
+        self.colour = colour
 
     def fit(self, X, y=None):
         return self
 
     def transform(self, X) -> np.ndarray:
-        images = grayscale(np.asarray(X, dtype=np.uint8).reshape(-1, SIZE, SIZE, 3))
-        cell, block = (self.pixels_per_cell,) * 2, (self.cells_per_block,) * 2
-        return np.stack(
-            [hog(g, self.orientations, cell, block, block_norm="L2-Hys", feature_vector=True) for g in images]
-        ).astype(np.float32)
+        images = np.asarray(X, dtype=np.uint8).reshape(-1, SIZE, SIZE, 3)
+        images = images.astype(np.float32) / 255.0 if self.colour else grayscale(images)
+        block = (self.cells_per_block,) * 2
+        channel_axis = -1 if self.colour else None
+
+        def describe(image: np.ndarray) -> np.ndarray:
+            return np.concatenate(
+                [hog(image, self.orientations, (cell, cell), block, block_norm="L2-Hys", channel_axis=channel_axis) for cell in self.pixels_per_cell]
+            )
+
+        return np.stack([describe(image) for image in images]).astype(np.float32)
 
 
 class RbfFeatures(TransformerMixin, BaseEstimator):
@@ -73,10 +86,14 @@ def fold_nystroem(pipeline: Pipeline) -> Pipeline:
 
 @dataclass(frozen=True)
 class SvmRecipe:
+    """The registry's values follow the paper (grayscale HOG, SVC's default C and gamma)."""
+
     orientations: int = 9
-    pixels_per_cell: int = 8
+    pixels_per_cell: tuple[int, ...] = (8,)
     cells_per_block: int = 2
+    colour: bool = False
     C: float = 1.0
+    gamma_scale: float = 1.0  # gamma = gamma_scale / n_features; 1 is SVC's gamma="scale"
     n_components: int = 2000  # Nystroem landmarks: the rank of the kernel approximation
     seed: int = 0
 
@@ -84,14 +101,14 @@ class SvmRecipe:
         return asdict(self)
 
     def build(self) -> Pipeline:
-        hog_features = HogFeatures(self.orientations, self.pixels_per_cell, self.cells_per_block)
+        hog_features = HogFeatures(self.orientations, tuple(self.pixels_per_cell), self.cells_per_block, self.colour)
         n_features = hog_features.transform(np.zeros((1, SIZE * SIZE * 3), np.uint8)).shape[1]
         return Pipeline(
             [
                 ("hog", hog_features),
                 ("scale", StandardScaler()),
-                # gamma = 1 / (n_features * var), SVC's gamma="scale", on standardised features.
-                ("rbf", Nystroem(gamma=1.0 / n_features, n_components=self.n_components, random_state=self.seed)),
+                # SVC's gamma="scale" is 1 / (n_features * var): 1 / n_features on standardised features.
+                ("rbf", Nystroem(gamma=self.gamma_scale / n_features, n_components=self.n_components, random_state=self.seed)),
                 ("svm", LinearSVC(C=self.C, random_state=self.seed)),
             ]
         )

@@ -146,11 +146,8 @@ def _exif_orientation(image: Image.Image) -> int:
 
 
 def _clean_notes(notes: list[str], orientation: int) -> list[str]:
-    """Drop repeated notes, and keep the rotation note only when EXIF really asked for one.
-
-    ``ImageOps.exif_transpose`` returns a copy even when there is nothing to rotate, so
-    ``to_rgb`` notes a rotation for every image; the tag itself says whether one was made.
-    """
+    """Drop repeated notes (``to_rgb`` runs here and again inside ``to_cifake_array``), and
+    state the rotation, with its EXIF tag, exactly when the tag asked for one."""
     rotated = "rotated upright from its EXIF orientation"
     kept = [note for note in dict.fromkeys(notes) if not note.startswith(rotated)]
     if orientation not in (1, 0):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import io
 from pathlib import Path
 
@@ -101,3 +102,13 @@ def tiny_assets(tiny_data, tmp_path_factory) -> dict[str, Path]:
         train_tiny(name, tiny_data / "packed", checkpoints)
     assert evaluate.main(["--data", str(tiny_data / "packed"), "--checkpoints", str(checkpoints), "--reports", str(reports)]) == 0
     return {"checkpoints": checkpoints, "reports": reports, "data": tiny_data / "packed"}
+
+
+@pytest.fixture(scope="session")
+def app_module(tiny_assets):
+    """``app`` imported with $CIFAKE_CHECKPOINTS / $CIFAKE_REPORTS pointing at the tiny assets,
+    so that its module-level ``demo`` loads those (quick) rather than assets/."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CIFAKE_CHECKPOINTS", str(tiny_assets["checkpoints"]))
+        patch.setenv("CIFAKE_REPORTS", str(tiny_assets["reports"]))
+        yield importlib.import_module("app")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
-import importlib
 import io
 import os
+import re
 import shutil
 import socket
 import sys
@@ -23,29 +23,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# gradio's queue calls pandas options that pandas 3 deprecates; not this project's code.
+pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="module")
-def app_module(tiny_assets):
-    """``app`` imported with $CIFAKE_CHECKPOINTS / $CIFAKE_REPORTS at the tiny assets, so that
-    its module-level ``demo`` loads those (quick) rather than assets/."""
-    saved = {k: os.environ.get(k) for k in ("CIFAKE_CHECKPOINTS", "CIFAKE_REPORTS")}
-    os.environ["CIFAKE_CHECKPOINTS"] = str(tiny_assets["checkpoints"])
-    os.environ["CIFAKE_REPORTS"] = str(tiny_assets["reports"])
-    try:
-        yield importlib.import_module("app")
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +106,7 @@ def test_missing_and_corrupt_checkpoints_make_detectors_unavailable(app_module, 
     result = app_module.analyse(partial, app_module.decode_many([images["good.png"]]))[0]
     card = app_module.result_card(partial, result)
     assert "unavailable: checkpoint" in card and "does not exist" in card
-    assert "3 of 3" in result["agreement"] or "all 3" in result["agreement"] or "2 of 3" in result["agreement"]
+    assert re.fullmatch(r"(all 3|2 of 3) say (FAKE|REAL)", result["agreement"]), result["agreement"]
     table = app_module.compare_table(partial).set_index("Detector")
     assert table.loc["CNN (paper)", "Status"].startswith("unavailable: checkpoint")
     assert table.loc["CNN (paper)", "Paper accuracy"] == get_spec("cnn").paper.accuracy
@@ -136,7 +121,7 @@ def test_predict_file_gives_every_detector_real_and_fake(app_module, bank, image
     result = app_module.predict_file(bank, images["good.png"])
     assert_probabilities(result, list_detectors())
     # The same probabilities as the detectors' own predict_proba (FAKE, REAL column order).
-    pixels = np.asarray(Image.open(images["good.png"]).convert("RGB"))[None]
+    pixels = np.array(Image.open(images["good.png"]).convert("RGB"))[None]
     for name, detector in bank.detectors.items():
         proba = detector.predict_proba_arrays(pixels)[0]
         assert result[name]["FAKE"] == pytest.approx(proba[0], abs=1e-6)
@@ -196,7 +181,8 @@ def test_detect_outputs_cards_table_and_csv(app_module, bank, images):
     assert "say" in cards and "%" in cards
     assert list(table["File"]) == order
     assert table.shape[0] == 3
-    path = download["value"] if isinstance(download, dict) else download.value
+    assert download["visible"] is True
+    path = download["value"]
     rows = list(csv.DictReader(open(path, encoding="utf-8")))
     assert [r["file"] for r in rows] == order
     for name in list_detectors():
@@ -227,7 +213,7 @@ def test_compare_table_has_every_detector_and_figure(app_module, bank):
     assert list(table["Detector"]) == [get_spec(n).title for n in list_detectors()]
     for column in ["Accuracy", "Paper accuracy", "ROC-AUC", "Paper ROC-AUC", "PR-AUC", "Leak-free accuracy",
                    "FAKE precision", "FAKE recall", "FAKE F1", "REAL precision", "REAL recall", "REAL F1",
-                   "Initialisation", "Our recipe", "Paper recipe", "Checkpoint MB", "ms/image (1)", "ms/image (64)"]:
+                   "Initialisation", "Our recipe", "Paper recipe", "Checkpoint MB", "ms/image (1)"]:  # tiny test split: no batch of 64
         assert column in table.columns
         assert table[column].notna().all(), column
     for name, row in zip(list_detectors(), table.to_dict("records")):

@@ -18,3 +18,11 @@ def test_hog_features_follow_dalal_and_triggs_layout():
     # 32x32, 8x8 cells, 2x2 blocks: 3x3 block positions x 4 cells x 9 orientations
     features = SvmRecipe().build().named_steps["hog"].transform(np.zeros((2, 32 * 32 * 3), np.uint8))
     assert features.shape == (2, 324) and features.dtype == np.float32
+
+
+def test_multi_scale_and_colour_hog():
+    image = np.random.default_rng(0).integers(0, 256, (1, 32 * 32 * 3), dtype=np.uint8)
+    two_scales = SvmRecipe(pixels_per_cell=(8, 16)).build().named_steps["hog"].transform(image)
+    colour = SvmRecipe(colour=True).build().named_steps["hog"].transform(image)
+    assert two_scales.shape == (1, 324 + 36) and colour.shape == (1, 324)
+    assert not np.allclose(colour, SvmRecipe().build().named_steps["hog"].transform(image))

@@ -1,7 +1,14 @@
-"""Train CIFAKE detectors: ``python -m train [DETECTOR ...] [options]``.
+"""Train CIFAKE detectors and write their checkpoints.
 
-Each detector's default recipe is the paper's (see ``cifake_models.registry``); options
-override it and the recipe actually used is recorded in the checkpoint.
+Each detector's default recipe is the paper's (see cifake_models/registry.py); the options
+below override it, and the recipe actually used is recorded in the checkpoint. After every
+epoch the training state is saved, so an interrupted run continues with --resume.
+
+examples:
+  python -m train                              every detector, the paper's recipes
+  python -m train cnn --limit 300 --epochs 1   a smoke run
+  python -m train resnet50 --weights imagenet  the paper's transfer learning
+  python -m train resnet50 --resume            continue after Ctrl-C or a kill
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ import torch
 from cifake_models import CHECKPOINT_DIR, get_spec, list_detectors
 from cifake_models.data import default_data_dir, load_split, train_val_indices
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
-from cifake_models.registry import TorchRecipe
 
 from .svm_fit import fit_svm
 from .torch_fit import fit_torch
@@ -33,7 +39,14 @@ TORCH_OPTIONS = {  # command-line option -> TorchRecipe field
     "images_per_epoch": "images_per_epoch",
     "seed": "seed",
 }
-SVM_OPTIONS = {"svm_components": "n_components", "svm_cell": "pixels_per_cell", "svm_c": "C", "seed": "seed"}
+SVM_OPTIONS = {
+    "svm_components": "n_components",
+    "svm_cells": "pixels_per_cell",
+    "svm_colour": "colour",
+    "svm_c": "C",
+    "svm_gamma_scale": "gamma_scale",
+    "seed": "seed",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -65,8 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--seed", type=int, help="training seed")
     svm = parser.add_argument_group("recipe overrides (HOG + SVM)")
     svm.add_argument("--svm-components", type=int, help="Nystroem components (kernel approximation rank)")
-    svm.add_argument("--svm-cell", type=int, help="HOG pixels per cell")
+    svm.add_argument("--svm-cells", type=int, nargs="+", help="HOG cell sizes in pixels, one descriptor each, concatenated (paper: 8)")
+    svm.add_argument("--svm-colour", action="store_const", const=True, help="HOG of the strongest colour channel instead of the luma")
     svm.add_argument("--svm-c", type=float, help="SVM regularisation C")
+    svm.add_argument("--svm-gamma-scale", type=float, help="RBF gamma as a multiple of 1/n_features (SVC's 'scale')")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.detectors) - set(list_detectors()))
     if unknown:
@@ -118,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         else:
             recipe = dataclasses.replace(spec.recipe, **overrides(args, SVM_OPTIONS))
+            recipe = dataclasses.replace(recipe, pixels_per_cell=tuple(recipe.pixels_per_cell))
             fit_svm(spec, train, val, recipe, args.out, data_info)
     return 0
 

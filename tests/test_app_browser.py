@@ -1,0 +1,181 @@
+"""The app in a real browser (Debian's chromium, headless, through Playwright): drop and upload
+images, see every detector's answer, open the other tabs and see the table and the plots.
+Screenshots of each tab go to /tmp/shots/."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cifake_models import get_spec, list_detectors
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path("/tmp/shots")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+    pytest.skip(f"no chromium at {CHROMIUM} (Debian package `chromium`): browser tests skipped", allow_module_level=True)
+sync_playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed").sync_playwright
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
+TITLES = [get_spec(n).title for n in list_detectors()]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url(app_module, tiny_assets):
+    demo = app_module.build_demo(app_module.load_bank(tiny_assets["checkpoints"], tiny_assets["reports"]))
+    _, local_url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
+    yield local_url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser, url):
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.set_default_timeout(60_000)
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    page.wait_for_selector("#upload")
+    yield page
+    page.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, app_module) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("browser-files")
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(root / "noise.png")
+    (root / "letter.txt").write_text("Dear detector, I am not an image.")
+    return {"noise.png": root / "noise.png", "letter.txt": root / "letter.txt"}
+
+
+def card(page, file_name: str):
+    return page.locator("#results .card", has_text=file_name)
+
+
+def assert_every_detector_answered(card_locator) -> None:
+    text = card_locator.inner_text()
+    assert "say" in text or "says" in text, text
+    rows = card_locator.locator("tbody tr")
+    assert rows.count() == len(TITLES)
+    for i, title in enumerate(TITLES):
+        row = rows.nth(i).inner_text()
+        assert title in row, row
+        assert row.count("%") == 2, row  # P(REAL) and P(FAKE)
+        assert "FAKE" in row or "REAL" in row
+    image = card_locator.locator("figure img")
+    assert image.get_attribute("src").startswith("data:image/png;base64,")
+    assert image.evaluate("img => img.naturalWidth") == 128
+
+
+def test_upload_images_and_a_hostile_file(page, files):
+    SHOTS.mkdir(exist_ok=True)
+    page.locator("#upload input[type=file]").set_input_files([str(files["noise.png"]), str(files["letter.txt"])])
+    noise = card(page, "noise.png")
+    noise.wait_for()
+    assert_every_detector_answered(noise)
+    assert "resized from 64x48 to 32x32" in noise.inner_text()
+    letter = card(page, "letter.txt")
+    assert "not an image this app can read" in letter.inner_text()
+    table = page.locator("#results-table")
+    assert "noise.png" in table.inner_text() and "letter.txt" in table.inner_text()
+    assert page.locator("#csv").is_visible()
+    page.screenshot(path=str(SHOTS / "detect.png"), full_page=True)
+
+
+def test_drop_an_image_on_the_page(page, files):
+    data = base64.b64encode(files["noise.png"].read_bytes()).decode()
+    target = page.locator("#upload input[type=file]").locator("xpath=..")
+    target.evaluate(
+        """(element, data) => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "dropped.png", {type: "image/png"}));
+            for (const type of ["dragenter", "dragover", "drop"]) {
+                element.dispatchEvent(new DragEvent(type, {bubbles: true, cancelable: true, dataTransfer: transfer}));
+            }
+        }""",
+        data,
+    )
+    dropped = card(page, "dropped.png")
+    dropped.wait_for()
+    assert_every_detector_answered(dropped)
+
+
+def test_example_in_one_click(page, app_module):
+    examples = app_module.example_files()
+    if not examples:
+        pytest.skip("no assets/examples: run scripts/choose_examples.py")
+    stem = Path(examples[0]).stem
+    page.get_by_role("button", name=stem, exact=True).first.click()
+    result = page.locator("#results .card").first
+    result.wait_for()
+    assert_every_detector_answered(result)
+    page.locator("#run-examples").click()
+    page.wait_for_function(f"document.querySelectorAll('#results .card').length === {len(examples)}")
+    for path in examples:
+        assert Path(path).name in page.locator("#results").inner_text()
+
+
+def test_compare_tab(page):
+    page.get_by_role("tab", name="Compare models").click()
+    table = page.locator("#compare-table")
+    table.wait_for()
+    text = table.inner_text()
+    for title in TITLES:
+        assert title in text
+    assert "Paper accuracy" in text.replace("\n", " ")
+    page.screenshot(path=str(SHOTS / "compare.png"), full_page=True)
+
+
+def test_evaluation_tab_shows_plots(page):
+    page.get_by_role("tab", name="Evaluation").click()
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6")
+    plots = page.locator(".js-plotly-plot")
+    assert plots.count() == 6
+    roc_legend = plots.nth(0).inner_text()
+    for title in TITLES:
+        assert title in roc_legend
+    assert "Confusion matrix" in plots.nth(2).inner_text()
+    assert "Training curves" in plots.nth(5).inner_text()
+    page.screenshot(path=str(SHOTS / "evaluation.png"), full_page=True)
+    # Choosing another detector, then the leak-free split, redraws the plots.
+    page.get_by_label("Detector (for the plots below the first row)").click()
+    page.get_by_role("option", name="HOG + SVM").click()
+    page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot')].some(p => p.textContent.includes('Confusion matrix: HOG + SVM'))")
+    assert "no epochs to plot" in page.locator(".js-plotly-plot").nth(5).inner_text()
+    page.get_by_label("Leak-free test split (test images also in train removed)").check()
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6")
+    assert "HOG + SVM" in page.locator(".js-plotly-plot").nth(2).inner_text()
