@@ -2,7 +2,7 @@
 
 Exact libsvm on all 90,000 training images would take about two hours on one core and keep
 some 60,000 support vectors, so the RBF kernel is approximated with Nystroem features
-(Williams & Seeger 2001) and a linear SVM is fitted on them; ``scripts/svm_kernel_check.py``
+(Williams & Seeger 2001) and a linear SVM is fitted on them (:class:`PrimalSvm`); ``scripts/svm_kernel_check.py``
 measures the approximation against exact ``SVC`` on a common subset. Probabilities come from a
 sigmoid (Platt 1999) fitted on the validation split.
 """
@@ -12,12 +12,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.linear_model._base import LinearClassifierMixin
 from sklearn.kernel_approximation import Nystroem
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC
 from skimage.feature import hog
 
 from .images import SIZE, grayscale
@@ -53,6 +54,41 @@ class HogFeatures(TransformerMixin, BaseEstimator):
             )
 
         return np.stack([describe(image) for image in images]).astype(np.float32)
+
+
+class PrimalSvm(LinearClassifierMixin, BaseEstimator):
+    """A linear SVM with LinearSVC's default objective, ``|w|^2 / 2 + C * sum(max(0, 1 - y f(x))^2)``,
+    minimised in the primal by L-BFGS (the squared hinge makes it smooth: Keerthi & DeCoste 2005).
+
+    liblinear copies dense input into 16 bytes per value; this works on float32 features in
+    place, so 90,000 images x 10,000 Nystroem features (3.6 GB) fit in memory.
+    """
+
+    def __init__(self, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-5):
+        self.C = C
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def fit(self, X, y):
+        X = np.asarray(X, dtype=np.float32)
+        self.classes_ = np.unique(y)
+        if len(self.classes_) != 2:
+            raise ValueError(f"PrimalSvm needs two classes, got {self.classes_}")
+        sign = np.where(y == self.classes_[1], 1.0, -1.0).astype(np.float32)
+
+        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            w, b = theta[:-1].astype(np.float32), theta[-1]
+            slack = np.maximum(0.0, 1.0 - sign * (X @ w + b))
+            residual = (-2.0 * self.C * sign * slack).astype(np.float32)
+            gradient = np.concatenate([w + X.T @ residual, [residual.sum(dtype=np.float64)]])
+            return 0.5 * float(w @ w) + self.C * float(slack @ slack), gradient.astype(np.float64)
+
+        result = minimize(objective, np.zeros(X.shape[1] + 1), jac=True, method="L-BFGS-B",
+                          options={"maxiter": self.max_iter, "gtol": self.tol})
+        self.coef_ = result.x[None, :-1]
+        self.intercept_ = result.x[-1:]
+        self.n_iter_ = result.nit
+        return self
 
 
 class RbfFeatures(TransformerMixin, BaseEstimator):
@@ -109,7 +145,7 @@ class SvmRecipe:
                 ("scale", StandardScaler()),
                 # SVC's gamma="scale" is 1 / (n_features * var): 1 / n_features on standardised features.
                 ("rbf", Nystroem(gamma=self.gamma_scale / n_features, n_components=self.n_components, random_state=self.seed)),
-                ("svm", LinearSVC(C=self.C, random_state=self.seed)),
+                ("svm", PrimalSvm(C=self.C)),
             ]
         )
 
@@ -118,6 +154,7 @@ class SvmRecipe:
 TRUSTED_TYPES = (
     f"{HogFeatures.__module__}.{HogFeatures.__qualname__}",
     f"{RbfFeatures.__module__}.{RbfFeatures.__qualname__}",
+    f"{PrimalSvm.__module__}.{PrimalSvm.__qualname__}",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
     "sklearn.frozen._frozen.FrozenEstimator",

@@ -1,7 +1,7 @@
 """How close is the Nystroem approximation to exact libsvm? ``python scripts/svm_kernel_check.py``
 
 Fits the registry's HOG + SVM recipe two ways on one common subset of the train split (exact
-``SVC`` with the same RBF kernel, and Nystroem + ``LinearSVC`` at several ranks) and scores
+``SVC`` with the same RBF kernel, and Nystroem + the linear SVM at several ranks) and scores
 both on validation images. The test split is not touched.
 """
 
@@ -55,7 +55,7 @@ def main() -> None:
     for rank in args.ranks:
         started = time.perf_counter()
         approx = clone(pipeline[2:]).set_params(rbf__n_components=rank).fit(x_train, train.labels)
-        votes = score(f"Nystroem {rank} + LinearSVC", approx, started)
+        votes = score(f"Nystroem {rank} + linear SVM", approx, started)
         print(f"|   agreement with exact SVC | {np.mean(votes == exact_votes):.4f} | | |")
 
 

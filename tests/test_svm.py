@@ -26,3 +26,19 @@ def test_multi_scale_and_colour_hog():
     colour = SvmRecipe(colour=True).build().named_steps["hog"].transform(image)
     assert two_scales.shape == (1, 324 + 36) and colour.shape == (1, 324)
     assert not np.allclose(colour, SvmRecipe().build().named_steps["hog"].transform(image))
+
+
+def test_primal_svm_reaches_liblinears_optimum():
+    from sklearn.svm import LinearSVC
+
+    from cifake_models.svm import PrimalSvm
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 12)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(scale=0.7, size=400) > 0).astype(int)
+    ours = PrimalSvm(C=0.5).fit(x, y)
+    # liblinear also penalises the intercept unless it is scaled up; a large scaling removes that.
+    reference = LinearSVC(C=0.5, intercept_scaling=1000, tol=1e-8, max_iter=100_000).fit(x, y)
+    np.testing.assert_allclose(ours.coef_, reference.coef_, atol=2e-3)
+    np.testing.assert_allclose(ours.intercept_, reference.intercept_, atol=2e-3)
+    assert list(ours.classes_) == [0, 1] and (ours.predict(x) == reference.predict(x)).mean() > 0.99

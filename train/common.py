@@ -23,7 +23,7 @@ def checkpoint_metadata(
         "format_version": FORMAT_VERSION,
         "detector": spec.name,
         "title": spec.title,
-        "architecture": spec.architecture.__name__ if spec.is_torch else "HOG -> StandardScaler -> Nystroem RBF -> LinearSVC -> sigmoid",
+        "architecture": spec.architecture.__name__ if spec.is_torch else "HOG -> StandardScaler -> RBF expansion over Nystroem landmarks (linear SVM) -> sigmoid",
         "classes": list(CLASSES),
         "recipe": recipe,
         "weights": weights,
