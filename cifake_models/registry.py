@@ -93,8 +93,8 @@ def _paper_cnn(weights: str = "none", in_channels: int = 1) -> nn.Module:
 # The paper's transfer-learning pipeline, shared by its three ImageNet networks.
 _TRANSFER = "ImageNet weights, new 2-class head; RandomResizedCrop 24 + h-flip; test Resize 32 + CenterCrop 24; Adam 1e-3, StepLR(10, 0.1)"
 _AT_32 = (
-    "Trained at 32x32 (RandomResizedCrop 32, test image as is): five 2x poolings take a 24x24 "
-    "input to zero, so the paper's 24x24 crop cannot pass through this network."
+    "Runs at 32x32, the test image as it is: five 2x poolings take a 24x24 input to zero, so the "
+    "paper's 24x24 crop cannot pass through this network."
 )
 
 REGISTRY: dict[str, DetectorSpec] = {

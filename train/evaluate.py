@@ -53,7 +53,7 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
         "preprocessing": meta.get("preprocessing"),
         "weights": meta.get("weights"),
         "initialisation": meta.get("initialisation"),
-        "notes": meta.get("notes"),
+        "notes": spec.notes,
         "training": meta.get("training"),
         "data": meta.get("data"),
         "history": meta.get("history", []),
