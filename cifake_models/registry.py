@@ -105,7 +105,7 @@ REGISTRY: dict[str, DetectorSpec] = {
             title="HOG + SVM",
             paper=PaperResult(0.8143, 0.8958, "grayscale 32x32, HOG, StandardScaler, RBF SVC"),
             recipe=SvmRecipe(),
-            notes="RBF kernel approximated by 2,000 Nystroem features + linear SVM; Platt sigmoid on validation.",
+            notes="RBF kernel approximated by Nystroem landmarks (how many: see the recipe) + linear SVM; Platt sigmoid on validation.",
         ),
         DetectorSpec(
             name="cnn",
