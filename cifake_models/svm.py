@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy.optimize import minimize
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.linear_model._base import LinearClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.kernel_approximation import Nystroem
 from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.pipeline import Pipeline
@@ -56,7 +55,7 @@ class HogFeatures(TransformerMixin, BaseEstimator):
         return np.stack([describe(image) for image in images]).astype(np.float32)
 
 
-class PrimalSvm(LinearClassifierMixin, BaseEstimator):
+class PrimalSvm(ClassifierMixin, BaseEstimator):
     """A linear SVM with LinearSVC's default objective, ``|w|^2 / 2 + C * sum(max(0, 1 - y f(x))^2)``,
     minimised in the primal by L-BFGS (the squared hinge makes it smooth: Keerthi & DeCoste 2005).
 
@@ -89,6 +88,12 @@ class PrimalSvm(LinearClassifierMixin, BaseEstimator):
         self.intercept_ = result.x[-1:]
         self.n_iter_ = result.nit
         return self
+
+    def decision_function(self, X) -> np.ndarray:
+        return np.asarray(X, dtype=np.float32) @ self.coef_[0] + self.intercept_[0]
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[(self.decision_function(X) > 0).astype(int)]
 
 
 class RbfFeatures(TransformerMixin, BaseEstimator):
