@@ -39,6 +39,7 @@ from plotly.subplots import make_subplots
 from PIL import Image
 
 import cifake_models as cm
+from cifake_models.reports import describe_recipe
 from cifake_models.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, Decoded, Failed, UploadError, decode_many, decode_upload
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -343,26 +344,6 @@ def detect_outputs(bank: Bank, paths: list) -> tuple[str, pd.DataFrame, dict]:
 # --------------------------------------------------------------------------- compare tab
 
 
-def _fmt_recipe(recipe: dict | None, preprocessing: dict | None) -> str:
-    if not recipe:
-        return ""
-    if "epochs" in recipe:
-        text = f"{recipe['epochs']} epochs, batch {recipe['batch_size']}, {recipe['optimizer']} lr {recipe['lr']:g}"
-        if recipe.get("weight_decay"):
-            text += f", wd {recipe['weight_decay']:g}"
-        if recipe.get("step_size"):
-            text += f", StepLR({recipe['step_size']}, {recipe['gamma']:g})"
-        if recipe.get("images_per_epoch"):
-            text += f", {recipe['images_per_epoch']:,} images/epoch"
-    else:
-        text = ", ".join(f"{k} {v}" for k, v in recipe.items() if k != "seed")
-    if preprocessing:
-        text += "; " + ("grayscale" if preprocessing.get("grayscale") else "RGB") + f", crop {preprocessing.get('crop')}"
-        if preprocessing.get("hflip"):
-            text += " + h-flip"
-    return text
-
-
 def compare_table(bank: Bank) -> pd.DataFrame:
     rows = []
     for name in bank.names:
@@ -395,7 +376,7 @@ def compare_table(bank: Bank) -> pd.DataFrame:
             "Threshold P(FAKE)": rnd(test.get("threshold")),
             "Test images": test.get("n"),
             "Initialisation": bank.initialisation(name),
-            "Our recipe": _fmt_recipe(report.get("recipe"), report.get("preprocessing")),
+            "Our recipe": describe_recipe(report) if report.get("recipe") else "",
             "Paper recipe": spec.paper.recipe,
             "Checkpoint MB": None if size is None else round(size / 1e6, 1),
             "ms/image (1)": None if ms.get("batch_1") is None else round(ms["batch_1"], 2),

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 FORMAT_VERSION = 1
 METADATA_KEY = "cifake"
@@ -55,11 +55,9 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     path = Path(path)
     require_file(path)
     try:
-        tensors = load_file(path)
-        from safetensors import safe_open
-
         with safe_open(path, framework="pt") as handle:
             metadata = json.loads((handle.metadata() or {})[METADATA_KEY])
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, KeyError, ValueError) as error:
         raise CheckpointError(f"{path} is not a valid checkpoint ({type(error).__name__}: {error})") from error
     return tensors, metadata

@@ -74,6 +74,31 @@ def best_threshold(labels: np.ndarray, proba_fake: np.ndarray) -> float:
     return float((scores[i - 1] + scores[i]) / 2)
 
 
+def describe_recipe(report: dict) -> str:
+    """The training recipe of a report, in one line: the README's recipe table and the app use it."""
+    recipe, pre = report["recipe"], report.get("preprocessing")
+    if pre is None:  # the SVM
+        return (
+            f"{'colour' if recipe['colour'] else 'grayscale'} HOG, {recipe['orientations']} orientations, "
+            f"{' + '.join(f'{c}x{c}' for c in recipe['pixels_per_cell'])} cells, "
+            f"{recipe['cells_per_block']}x{recipe['cells_per_block']} blocks; RBF via {recipe['n_components']:,} Nystroem "
+            f"landmarks + linear SVM (C={recipe['C']}, gamma {recipe['gamma_scale']:g}/n_features); sigmoid calibrated on validation"
+        )
+    seen = recipe["epochs"] * (recipe["images_per_epoch"] or report["data"]["n_train"])
+    crop = (
+        f"RandomResizedCrop {pre['crop']} (scale {pre['crop_scale'][0]}-{pre['crop_scale'][1]})"
+        if tuple(pre["crop_scale"]) != (1.0, 1.0) or pre["crop"] != 32
+        else "no crop"
+    )
+    schedule = f", StepLR({recipe['step_size']}, {recipe['gamma']})" if recipe["step_size"] else ""
+    return (
+        f"{'grayscale' if pre['grayscale'] else 'RGB'} {pre['crop']}x{pre['crop']}; {crop}"
+        f"{' + h-flip' if pre['hflip'] else ''}; {recipe['optimizer'].capitalize()} {recipe['lr']:g}{schedule}, batch "
+        f"{recipe['batch_size']}; {recipe['epochs']} epochs x {recipe['images_per_epoch'] or report['data']['n_train']:,} "
+        f"images = {seen:,} images seen"
+    )
+
+
 def load_report(name: str, report_dir: str | Path | None = None) -> dict:
     """The evaluation report ``python -m train.evaluate`` wrote for detector ``name``."""
     from .registry import REPORT_DIR

@@ -13,14 +13,14 @@ import torch
 from PIL import Image
 
 from cifake_models import list_detectors
-from cifake_models.data import CLASSES, load_split, train_val_indices
+from cifake_models.data import CLASSES, DEFAULT_DATA_DIRS, load_split, train_val_indices
 from cifake_models.registry import get_spec
 from train import evaluate
 from train.svm_fit import fit_svm
 from train.torch_fit import fit_torch
 
 torch.set_num_threads(1)  # tiny models: threads only add overhead, and CI has 2 cores
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifake"
+SHARED_DATA = DEFAULT_DATA_DIRS[-1]  # ../shared/data/cifake beside the checkout
 
 
 def synthetic_image(label: int, rng: np.random.Generator) -> np.ndarray:

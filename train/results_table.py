@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cifake_models import REPORT_DIR, get_spec, list_detectors, load_report
+from cifake_models.reports import describe_recipe
 from cifake_models.data import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
@@ -51,30 +52,6 @@ def results_table(report_dir: str | Path | None = None) -> str:
     return "\n".join(rows)
 
 
-def _recipe(report: dict) -> str:
-    recipe, pre = report["recipe"], report.get("preprocessing")
-    if pre is None:  # the SVM
-        return (
-            f"{'colour' if recipe['colour'] else 'grayscale'} HOG, {recipe['orientations']} orientations, "
-            f"{' + '.join(f'{c}x{c}' for c in recipe['pixels_per_cell'])} cells, "
-            f"{recipe['cells_per_block']}x{recipe['cells_per_block']} blocks; RBF via {recipe['n_components']:,} Nystroem "
-            f"landmarks + linear SVM (C={recipe['C']}, gamma {recipe['gamma_scale']:g}/n_features); sigmoid calibrated on validation"
-        )
-    seen = recipe["epochs"] * (recipe["images_per_epoch"] or report["data"]["n_train"])
-    crop = (
-        f"RandomResizedCrop {pre['crop']} (scale {pre['crop_scale'][0]}-{pre['crop_scale'][1]})"
-        if tuple(pre["crop_scale"]) != (1.0, 1.0) or pre["crop"] != 32
-        else "no crop"
-    )
-    schedule = f", StepLR({recipe['step_size']}, {recipe['gamma']})" if recipe["step_size"] else ""
-    return (
-        f"{'grayscale' if pre['grayscale'] else 'RGB'} {pre['crop']}x{pre['crop']}; {crop}"
-        f"{' + h-flip' if pre['hflip'] else ''}; {recipe['optimizer'].capitalize()} {recipe['lr']:g}{schedule}, batch "
-        f"{recipe['batch_size']}; {recipe['epochs']} epochs x {recipe['images_per_epoch'] or report['data']['n_train']:,} "
-        f"images = {seen:,} images seen"
-    )
-
-
 def recipes_table(report_dir: str | Path | None = None) -> str:
     rows = ["| detector | paper's recipe | shipped checkpoint's recipe | initialisation | trained on, wall time |", "| --- | --- | --- | --- | --- |"]
     for spec, report in _reports(report_dir):
@@ -83,7 +60,7 @@ def recipes_table(report_dir: str | Path | None = None) -> str:
             continue
         training = report["training"]
         rows.append(
-            f"| {spec.title} | {spec.paper.recipe} | {_recipe(report)} | {INITIALISATION[report['weights']]} "
+            f"| {spec.title} | {spec.paper.recipe} | {describe_recipe(report)} | {INITIALISATION[report['weights']]} "
             f"| {training['hardware']}; {training['wall_time_s'] / 60:.0f} min |"
         )
     return "\n".join(rows)
