@@ -495,6 +495,11 @@ def training_figure(bank: Bank, name: str) -> go.Figure:
             fig.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", line=dict(dash=dash, color=COLOURS[0 if split == "train" else 1]),
                                      name="train" if split == "train" else "validation", legendgroup=split, showlegend=col == 1,
                                      hovertemplate=f"epoch %{{x}}: {split} {key} %{{y:.4f}}<extra></extra>"), row=1, col=col)
+    # A checkpoint trained in stages (python -m train --init-from) restarts its schedule there.
+    for before, after in zip(history, history[1:]):
+        if after.get("stage", 1) != before.get("stage", 1):
+            fig.add_vline(x=before["epoch"] + 0.5, line=dict(dash="dot", color="grey"),
+                          annotation_text=f"stage {after['stage']}", annotation_position="top left")
     fig.update_xaxes(title_text="epoch")
     fig.update_layout(title=title, height=380, margin=dict(l=50, r=20, t=70, b=45))
     return fig

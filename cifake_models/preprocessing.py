@@ -38,6 +38,10 @@ class Preprocessing:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def eval_settings(self) -> dict:
+        """The fields that decide the test-time input; the others only shape training."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("crop_scale", "hflip")}
+
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})

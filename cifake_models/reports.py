@@ -75,7 +75,13 @@ def best_threshold(labels: np.ndarray, proba_fake: np.ndarray) -> float:
 
 
 def describe_recipe(report: dict) -> str:
-    """The training recipe of a report, in one line: the README's recipe table and the app use it."""
+    """The training recipe of a report, in one line: the README's recipe table and the app use it.
+
+    A checkpoint trained in stages (``python -m train --init-from``) lists them in order.
+    """
+    stages = report.get("earlier_stages") or []
+    if stages:
+        return " THEN ".join(f"stage {i}: {describe_recipe(stage)}" for i, stage in enumerate([*stages, {**report, "earlier_stages": []}], 1))
     recipe, pre = report["recipe"], report.get("preprocessing")
     if pre is None:  # the SVM
         return (

@@ -236,6 +236,16 @@ def test_evaluation_plots(app_module, bank):
     assert "no epochs" in leak_free[5].layout.annotations[0].text
 
 
+def test_training_curves_mark_where_a_second_stage_starts(app_module, bank, monkeypatch):
+    history = [{"epoch": e, "train_loss": 0.5, "val_loss": 0.5, "train_accuracy": 0.8, "val_accuracy": 0.8} for e in (1, 2, 3)]
+    history[2]["stage"] = 2
+    monkeypatch.setitem(bank.reports, "cnn", {**bank.reports["cnn"], "history": history})
+    figure = app_module.training_figure(bank, "cnn")
+    markers = [shape.x0 for shape in figure.layout.shapes if shape.x0 == shape.x1]
+    assert markers == [2.5, 2.5]  # on the loss and the accuracy plot
+    assert [a.text for a in figure.layout.annotations].count("stage 2") == 2
+
+
 def test_blocks_settings(app_module, bank):
     demo = app_module.build_demo(bank)
     assert demo.delete_cache == (app_module.CACHE_SECONDS, app_module.CACHE_SECONDS)

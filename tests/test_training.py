@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cifake_models import CheckpointError, get_spec, load_detector
-from cifake_models.checkpoint import read_safetensors
+from cifake_models.checkpoint import file_sha256, read_safetensors
+from cifake_models.reports import describe_recipe
 from conftest import train_tiny
 from train.__main__ import main as train_main
 from train.torch_fit import resume_path
@@ -91,3 +92,31 @@ def test_grayscale_matches_pil():
     ours = Preprocessing(grayscale=True, mean=(0.0,), std=(1.0,)).eval_transform(pixels)[0, 0].numpy() * 255
     pil = np.asarray(Image.fromarray(pixels[0]).convert("L"), dtype=np.float32)
     assert np.abs(ours - pil).max() <= 1.0  # PIL rounds to integers
+
+
+def test_a_second_stage_continues_from_the_checkpoint_and_keeps_the_first_on_record(tiny_data, tmp_path):
+    data = tiny_data / "packed"
+    first = train_tiny("cnn", data, tmp_path / "first", epochs=2)
+    first_file = tmp_path / "first" / "cnn.safetensors"
+    # A zero learning rate keeps the weights: the second stage must start from the first's.
+    code = train_main(["cnn", "--data", str(data), "--out", str(tmp_path / "second"), "--init-from", str(first_file),
+                       "--epochs", "1", "--batch-size", "8", "--lr", "0"])
+    assert code == 0
+    second = load_detector("cnn", tmp_path / "second")
+    images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    np.testing.assert_allclose(second.predict_proba_arrays(images), first.predict_proba_arrays(images), atol=1e-3)
+    meta = second.metadata
+    [stage] = meta["earlier_stages"]
+    assert stage["sha256"] == file_sha256(first_file) and stage["recipe"]["epochs"] == 2
+    assert [(h["epoch"], h["stage"]) for h in meta["history"]] == [(1, 1), (2, 1), (3, 2)]
+    assert meta["training"]["wall_time_s"] > stage["training"]["wall_time_s"]
+    assert meta["initialisation"].startswith("random") and "2 stages" in meta["initialisation"]
+    assert describe_recipe(meta).startswith("stage 1: ") and " THEN stage 2: " in describe_recipe(meta)
+
+
+def test_a_second_stage_refuses_another_networks_checkpoint(tiny_data, tmp_path):
+    train_tiny("cnn", tiny_data / "packed", tmp_path)
+    with pytest.raises(CheckpointError, match="holds the detector 'cnn'"):
+        train_main(["resnet50", "--data", str(tiny_data / "packed"), "--out", str(tmp_path / "r"), "--init-from", str(tmp_path / "cnn.safetensors")])
+    with pytest.raises(SystemExit):  # one network at a time, never the SVM
+        train_main(["hog_svm", "--init-from", str(tmp_path / "cnn.safetensors")])

@@ -9,6 +9,8 @@ examples:
   python -m train cnn --limit 300 --epochs 1   a smoke run
   python -m train resnet50 --weights imagenet  the paper's transfer learning
   python -m train resnet50 --resume            continue after Ctrl-C or a kill
+  python -m train vgg16_bn --init-from assets/checkpoints/vgg16_bn.safetensors --lr 1e-4
+                                               a second training stage
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", choices=WEIGHT_CHOICES, default="none", help="initialisation of ResNet/VGG/DenseNet: none (from scratch) or imagenet (torchvision's, downloaded or from $TORCH_HOME)")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
+    parser.add_argument("--init-from", type=Path, metavar="CHECKPOINT", help="continue training from this checkpoint of the same network (a new stage with a fresh optimiser and schedule; the earlier stages stay on record)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     recipe = parser.add_argument_group("recipe overrides (networks)")
     recipe.add_argument("--epochs", type=int)
@@ -86,6 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.detectors) - set(list_detectors()))
     if unknown:
         parser.error(f"unknown detector(s) {', '.join(unknown)}; choose from {', '.join(list_detectors())}")
+    if args.init_from and (len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch or args.weights != "none"):
+        parser.error("--init-from continues one network: name exactly one network detector, without --weights")
     return args
 
 
@@ -127,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.crop_scale:
                 spec = dataclasses.replace(spec, preprocessing=dataclasses.replace(spec.preprocessing, crop_scale=tuple(args.crop_scale)))
             try:
-                fit_torch(spec, train, val, recipe, args.out, data_info, args.weights, args.device, args.resume)
+                fit_torch(spec, train, val, recipe, args.out, data_info, args.weights, args.device, args.resume, init_from=args.init_from)
             except ImageNetWeightsUnavailable as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 2

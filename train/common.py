@@ -12,13 +12,24 @@ from cifake_models.reports import best_threshold, classification_figures
 
 
 def checkpoint_metadata(
-    spec: DetectorSpec, recipe: dict, data_info: dict, weights: str, history: list, wall_time_s: float, device: str
+    spec: DetectorSpec,
+    recipe: dict,
+    data_info: dict,
+    weights: str,
+    history: list,
+    wall_time_s: float,
+    device: str,
+    earlier_stages: list[dict] = (),
 ) -> dict:
+    """``wall_time_s`` and ``history`` cover every stage; ``earlier_stages`` describe the stages
+    before this one (oldest first), each with its checkpoint's SHA-256, recipe and training."""
     initialisation = (
         "ImageNet (torchvision IMAGENET1K_V1), new 2-class head"
         if weights == "imagenet"
         else "random (from scratch): ImageNet weights were not used"
     )
+    if earlier_stages:
+        initialisation += f"; trained in {len(earlier_stages) + 1} stages, each continuing the last (see earlier_stages)"
     return {
         "format_version": FORMAT_VERSION,
         "detector": spec.name,
@@ -30,6 +41,7 @@ def checkpoint_metadata(
         "initialisation": initialisation,
         "data": data_info,
         "history": history,
+        "earlier_stages": list(earlier_stages),
         "training": {"hardware": hardware(), "device": device, "wall_time_s": round(wall_time_s, 1)},
         "versions": library_versions(),
         "notes": spec.notes,

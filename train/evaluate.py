@@ -57,6 +57,7 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
         "training": meta.get("training"),
         "data": meta.get("data"),
         "history": meta.get("history", []),
+        "earlier_stages": meta.get("earlier_stages", []),
         "threshold": meta.get("threshold"),
         "validation": meta.get("validation"),
         "test": classification_figures(test.labels, proba_fake, detector.threshold),

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cifake_models.checkpoint import CheckpointError, atomic_write
+from cifake_models.checkpoint import CheckpointError, atomic_write, file_sha256
 from cifake_models.data import Split
 from cifake_models.detector import TorchDetector
 from cifake_models.registry import DetectorSpec, TorchRecipe
@@ -41,18 +41,46 @@ def fit_torch(
     device: str | None = None,
     resume: bool = False,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    init_from: Path | None = None,
 ) -> TorchDetector:
-    """Train ``spec``'s network and write ``out_dir/<name>.safetensors``; returns the detector."""
+    """Train ``spec``'s network and write ``out_dir/<name>.safetensors``; returns the detector.
+
+    ``init_from`` continues training from an earlier checkpoint of the same detector (a second
+    stage with a fresh optimiser and schedule); the earlier stage's recipe, history and wall
+    time are kept in the new checkpoint, so the whole path from initialisation stays on record.
+    """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(recipe.seed)
-    module = spec.build_module(weights=weights).to(device)
+    earlier_stages: list[dict] = []
+    earlier_history: list[dict] = []
+    earlier_wall_time = 0.0
+    if init_from:
+        parent = TorchDetector.load(init_from, spec.name, spec.build_module)
+        if parent.preprocessing.eval_settings() != spec.preprocessing.eval_settings():
+            raise CheckpointError(f"{init_from} sees its input differently ({parent.preprocessing}) from this run ({spec.preprocessing})")
+        module = parent.module.to(device)
+        weights = parent.metadata["weights"]
+        earlier_stages = [
+            *parent.metadata.get("earlier_stages", []),
+            {"sha256": file_sha256(init_from), **{k: parent.metadata.get(k) for k in ("recipe", "preprocessing", "data", "training", "created")}},
+        ]
+        earlier_history = [{"stage": 1, **r} for r in parent.metadata.get("history", [])]
+        earlier_wall_time = parent.metadata["training"]["wall_time_s"]
+    else:
+        module = spec.build_module(weights=weights).to(device)
     if device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
     optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[recipe.optimizer]
     optimizer = optimizer_class(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size, recipe.gamma) if recipe.step_size else None
     # What a resumed run must share with the saved one; through JSON, as it is stored.
-    identity = json.loads(json.dumps({"recipe": recipe.to_dict(), "preprocessing": spec.preprocessing.to_dict(), "weights": weights, "data": data_info["train_fingerprint"]}))
+    identity = json.loads(json.dumps({
+        "recipe": recipe.to_dict(),
+        "preprocessing": spec.preprocessing.to_dict(),
+        "weights": weights,
+        "data": data_info["train_fingerprint"],
+        "init_from": earlier_stages[-1]["sha256"] if earlier_stages else None,
+    }))
 
     history: list[dict] = []
     elapsed = 0.0
@@ -139,9 +167,11 @@ def fit_torch(
         recipe.to_dict(),
         data_info,
         weights,
-        history=history,
-        wall_time_s=elapsed,
+        # One history across stages, numbered on, so the training curves show the whole path.
+        history=earlier_history + [{**r, "epoch": r["epoch"] + len(earlier_history), "stage": len(earlier_stages) + 1} for r in history],
+        wall_time_s=earlier_wall_time + elapsed,
         device=str(device),
+        earlier_stages=earlier_stages,
     )
     detector.module = detector.module.cpu().to(memory_format=torch.contiguous_format)
     path = detector.save(out_dir / spec.checkpoint_file)
@@ -151,3 +181,4 @@ def fit_torch(
     stored.save(path)
     state_file.unlink(missing_ok=True)
     return stored
+
