@@ -38,9 +38,9 @@ class Preprocessing:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def eval_settings(self) -> dict:
-        """The fields that decide the test-time input; the others only shape training."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("crop_scale", "hflip")}
+    def encoding(self) -> tuple:
+        """What the values fed to the network mean (channels, scaling); crops only change their extent."""
+        return self.grayscale, self.mean, self.std
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":

@@ -120,3 +120,15 @@ def test_a_second_stage_refuses_another_networks_checkpoint(tiny_data, tmp_path)
         train_main(["resnet50", "--data", str(tiny_data / "packed"), "--out", str(tmp_path / "r"), "--init-from", str(tmp_path / "cnn.safetensors")])
     with pytest.raises(SystemExit):  # one network at a time, never the SVM
         train_main(["hog_svm", "--init-from", str(tmp_path / "cnn.safetensors")])
+
+
+def test_a_second_stage_may_change_the_crop(tiny_data, tmp_path):
+    data = tiny_data / "packed"
+    train_tiny("resnet50", data, tmp_path / "first")  # the paper's 24x24 crop
+    code = train_main(["resnet50", "--data", str(data), "--out", str(tmp_path / "second"), "--epochs", "1", "--batch-size", "8",
+                       "--init-from", str(tmp_path / "first" / "resnet50.safetensors"), "--crop", "32", "--crop-scale", "1", "1"])
+    assert code == 0
+    second = load_detector("resnet50", tmp_path / "second")
+    assert second.preprocessing.crop == 32 and second.preprocessing.crop_scale == (1.0, 1.0)
+    assert second.metadata["earlier_stages"][0]["preprocessing"]["crop"] == 24
+    assert describe_recipe(second.metadata).startswith("stage 1: RGB 24x24")

@@ -77,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--weight-decay", type=float)
     recipe.add_argument("--step-size", type=int, help="StepLR period in epochs (0: constant rate)")
     recipe.add_argument("--images-per-epoch", type=int, help="train each epoch on a fresh random subset of this size")
+    recipe.add_argument("--crop", type=int, metavar="SIZE", help="input size: centre crop at test time, random resized crop in training (paper: 24)")
     recipe.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range (paper: 0.08 1)")
     recipe.add_argument("--seed", type=int, help="training seed")
     svm = parser.add_argument_group("recipe overrides (HOG + SVM)")
@@ -129,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = get_spec(name)
         if spec.is_torch:
             recipe = dataclasses.replace(spec.recipe, **overrides(args, TORCH_OPTIONS))
-            if args.crop_scale:
-                spec = dataclasses.replace(spec, preprocessing=dataclasses.replace(spec.preprocessing, crop_scale=tuple(args.crop_scale)))
+            crop = {"crop": args.crop, "crop_scale": tuple(args.crop_scale) if args.crop_scale else None}
+            if any(crop.values()):
+                preprocessing = dataclasses.replace(spec.preprocessing, **{k: v for k, v in crop.items() if v})
+                spec = dataclasses.replace(spec, preprocessing=preprocessing)
             try:
                 fit_torch(spec, train, val, recipe, args.out, data_info, args.weights, args.device, args.resume, init_from=args.init_from)
             except ImageNetWeightsUnavailable as error:

@@ -56,8 +56,9 @@ def fit_torch(
     earlier_wall_time = 0.0
     if init_from:
         parent = TorchDetector.load(init_from, spec.name, spec.build_module)
-        if parent.preprocessing.eval_settings() != spec.preprocessing.eval_settings():
-            raise CheckpointError(f"{init_from} sees its input differently ({parent.preprocessing}) from this run ({spec.preprocessing})")
+        # The crop may change between stages (the networks pool globally); the pixel encoding may not.
+        if parent.preprocessing.encoding() != spec.preprocessing.encoding():
+            raise CheckpointError(f"{init_from} encodes its input differently ({parent.preprocessing}) from this run ({spec.preprocessing})")
         module = parent.module.to(device)
         weights = parent.metadata["weights"]
         earlier_stages = [
