@@ -30,6 +30,7 @@ from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+from train.evaluate import best_seconds  # noqa: E402
 
 
 def free_port() -> int:
@@ -59,13 +60,7 @@ def time_startup(env: dict, port: int, timeout: float) -> tuple[float, subproces
 
 
 def best_ms_per_image(fn, n: int, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return 1000 * best / n
+    return 1000 * best_seconds(fn, repeats) / n
 
 
 def median_ms(fn, repeats: int) -> float:

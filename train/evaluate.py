@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -27,15 +28,20 @@ from cifake_models.reports import classification_figures
 TIMING_BATCHES = (1, 64)
 
 
-def seconds_per_image(detector: Detector, images: np.ndarray, repeats: int = 5) -> float:
-    """Best of ``repeats`` timings of ``predict_proba_arrays`` on ``images``, per image."""
-    detector.predict_proba_arrays(images)  # warm-up
+def best_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
+    """The fastest of ``repeats`` calls of ``fn`` after one warm-up call: the least disturbed timing."""
+    fn()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        detector.predict_proba_arrays(images)
+        fn()
         best = min(best, time.perf_counter() - start)
-    return best / len(images)
+    return best
+
+
+def seconds_per_image(detector: Detector, images: np.ndarray, repeats: int = 5) -> float:
+    """Best of ``repeats`` timings of ``predict_proba_arrays`` on ``images``, per image."""
+    return best_seconds(lambda: detector.predict_proba_arrays(images), repeats) / len(images)
 
 
 def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpoint: Path) -> dict:
