@@ -81,7 +81,7 @@ def describe_recipe(report: dict) -> str:
     """
     stages = report.get("earlier_stages") or []
     if stages:
-        return " THEN ".join(f"stage {i}: {describe_recipe(stage)}" for i, stage in enumerate([*stages, {**report, "earlier_stages": []}], 1))
+        return " → ".join(f"stage {i}: {describe_recipe(stage)}" for i, stage in enumerate([*stages, {**report, "earlier_stages": []}], 1))
     recipe, pre = report["recipe"], report.get("preprocessing")
     if pre is None:  # the SVM
         return (
