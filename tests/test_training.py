@@ -109,7 +109,7 @@ def test_a_second_stage_continues_from_the_checkpoint_and_keeps_the_first_on_rec
     [stage] = meta["earlier_stages"]
     assert stage["sha256"] == file_sha256(first_file) and stage["recipe"]["epochs"] == 2
     assert [(h["epoch"], h["stage"]) for h in meta["history"]] == [(1, 1), (2, 1), (3, 2)]
-    assert meta["training"]["wall_time_s"] > stage["training"]["wall_time_s"]
+    assert meta["training"]["wall_time_s"] >= stage["training"]["wall_time_s"]  # the total, rounded to 0.1 s
     assert meta["initialisation"].startswith("random") and "2 stages" in meta["initialisation"]
     assert describe_recipe(meta).startswith("stage 1: ") and " → stage 2: " in describe_recipe(meta)
 
