@@ -41,6 +41,7 @@ TORCH_OPTIONS = {  # command-line option -> TorchRecipe field
     "images_per_epoch": "images_per_epoch",
     "seed": "seed",
 }
+PREPROCESSING_OPTIONS = {"crop": "crop", "crop_scale": "crop_scale"}  # option -> Preprocessing field
 SVM_OPTIONS = {
     "svm_components": "n_components",
     "svm_cells": "pixels_per_cell",
@@ -130,10 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = get_spec(name)
         if spec.is_torch:
             recipe = dataclasses.replace(spec.recipe, **overrides(args, TORCH_OPTIONS))
-            crop = {"crop": args.crop, "crop_scale": tuple(args.crop_scale) if args.crop_scale else None}
-            if any(crop.values()):
-                preprocessing = dataclasses.replace(spec.preprocessing, **{k: v for k, v in crop.items() if v})
-                spec = dataclasses.replace(spec, preprocessing=preprocessing)
+            preprocessing = overrides(args, PREPROCESSING_OPTIONS)
+            if "crop_scale" in preprocessing:
+                preprocessing["crop_scale"] = tuple(preprocessing["crop_scale"])
+            spec = dataclasses.replace(spec, preprocessing=dataclasses.replace(spec.preprocessing, **preprocessing))
             try:
                 fit_torch(spec, train, val, recipe, args.out, data_info, args.weights, args.device, args.resume, init_from=args.init_from)
             except ImageNetWeightsUnavailable as error:
