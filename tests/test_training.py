@@ -113,6 +113,18 @@ def test_a_second_stage_continues_from_the_checkpoint_and_keeps_the_first_on_rec
     assert meta["initialisation"].startswith("random") and "2 stages" in meta["initialisation"]
     assert describe_recipe(meta).startswith("stage 1: ") and " → stage 2: " in describe_recipe(meta)
 
+    # A third stage keeps both earlier ones, each with its own wall time, which add up to the total.
+    code = train_main(["cnn", "--data", str(data), "--out", str(tmp_path / "third"), "--epochs", "1", "--batch-size", "8",
+                       "--init-from", str(tmp_path / "second" / "cnn.safetensors")])
+    assert code == 0
+    third = load_detector("cnn", tmp_path / "third").metadata
+    assert [s["sha256"] for s in third["earlier_stages"]] == [file_sha256(first_file), file_sha256(tmp_path / "second" / "cnn.safetensors")]
+    assert third["earlier_stages"][1]["training"]["wall_time_s"] == pytest.approx(
+        meta["training"]["wall_time_s"] - stage["training"]["wall_time_s"], abs=0.11)
+    own_times = sum(s["training"]["wall_time_s"] for s in third["earlier_stages"])
+    assert own_times <= third["training"]["wall_time_s"] + 0.11
+    assert [h["stage"] for h in third["history"]] == [1, 1, 2, 3]
+
 
 def test_a_second_stage_refuses_another_networks_checkpoint(tiny_data, tmp_path):
     train_tiny("cnn", tiny_data / "packed", tmp_path)

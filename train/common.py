@@ -22,7 +22,8 @@ def checkpoint_metadata(
     earlier_stages: list[dict] = (),
 ) -> dict:
     """``wall_time_s`` and ``history`` cover every stage; ``earlier_stages`` describe the stages
-    before this one (oldest first), each with its checkpoint's SHA-256, recipe and training."""
+    before this one (oldest first), each with its checkpoint's SHA-256, recipe, and training
+    record (hardware and that stage's own wall time)."""
     initialisation = (
         "ImageNet (torchvision IMAGENET1K_V1), new 2-class head"
         if weights == "imagenet"

@@ -61,12 +61,19 @@ def fit_torch(
             raise CheckpointError(f"{init_from} encodes its input differently ({parent.preprocessing}) from this run ({spec.preprocessing})")
         module = parent.module.to(device)
         weights = parent.metadata["weights"]
+        earlier_wall_time = parent.metadata["training"]["wall_time_s"]  # all of the parent's stages
+        # Each stage on record keeps its own wall time: the parent's total less its own earlier stages'.
+        parent_stages = parent.metadata.get("earlier_stages", [])
+        parent_own_time = earlier_wall_time - sum(stage["training"]["wall_time_s"] for stage in parent_stages)
         earlier_stages = [
-            *parent.metadata.get("earlier_stages", []),
-            {"sha256": file_sha256(init_from), **{k: parent.metadata.get(k) for k in ("recipe", "preprocessing", "data", "training", "created")}},
+            *parent_stages,
+            {
+                "sha256": file_sha256(init_from),
+                **{k: parent.metadata.get(k) for k in ("recipe", "preprocessing", "data", "created")},
+                "training": {**parent.metadata["training"], "wall_time_s": round(parent_own_time, 1)},
+            },
         ]
-        earlier_history = [{"stage": 1, **r} for r in parent.metadata.get("history", [])]
-        earlier_wall_time = parent.metadata["training"]["wall_time_s"]
+        earlier_history = [{"stage": 1, **r} for r in parent.metadata.get("history", [])]  # a first stage's records carry no "stage"
     else:
         module = spec.build_module(weights=weights).to(device)
     if device.type == "cuda":
