@@ -408,7 +408,8 @@ def compare_notes(bank: Bank) -> str:
     evaluated = next((r.get("evaluated", {}) for r in bank.reports.values()), {})
     head = ("Figures on CIFAKE's official test split (FAKE is the positive class for ROC and PR). "
             "A verdict is FAKE when P(FAKE) reaches the detector's threshold, chosen on a validation split "
-            "carved out of train, never on test. Times per image are from the evaluation run"
+            "carved out of train, never on test; so is whether P is averaged over the image and its mirror image "
+            "(the recipe says where). Times per image are from the evaluation run"
             + (f" ({evaluated.get('hardware')})" if evaluated.get("hardware") else "") + ".")
     return head + "\n\n" + "\n".join(lines)
 

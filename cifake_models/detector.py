@@ -17,7 +17,7 @@ from torch import nn
 
 from .checkpoint import CheckpointError, atomic_write, read_safetensors, require_file, save_safetensors
 from .data import CLASSES
-from .images import stack_images
+from .images import mirror, stack_images
 from .preprocessing import Preprocessing
 
 FAKE = CLASSES.index("FAKE")
@@ -48,8 +48,21 @@ class Detector:
         real = self.classes_[1 - FAKE]
         return np.where(proba[:, FAKE] >= self.threshold, self.classes_[FAKE], real)
 
+    @property
+    def averages_mirror(self) -> bool:
+        """Whether probabilities are averaged over each image and its left-right mirror: a
+        choice made on validation at training time (``train.common.record_validation``)."""
+        return bool(self.metadata.get("test_time", {}).get("mirror_average", False))
+
     def predict_proba_arrays(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for a uint8 ``[n, 32, 32, 3]`` batch (CIFAKE's own format)."""
+        proba = self.predict_proba_view(batch)
+        if self.averages_mirror:
+            proba = (proba + self.predict_proba_view(mirror(batch))) / 2
+        return proba
+
+    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities for the batch exactly as given (one view, no mirror averaging)."""
         raise NotImplementedError
 
     def save(self, path: str | Path) -> Path:
@@ -65,7 +78,7 @@ class TorchDetector(Detector):
         self.preprocessing = preprocessing
 
     @torch.inference_mode()
-    def predict_proba_arrays(self, batch: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    def predict_proba_view(self, batch: np.ndarray, batch_size: int = 500) -> np.ndarray:
         self.module.eval()
         device = next(self.module.parameters()).device
         out = []
@@ -102,7 +115,7 @@ class SklearnDetector(Detector):
         super().__init__(name, metadata)
         self.estimator = estimator
 
-    def predict_proba_arrays(self, batch: np.ndarray) -> np.ndarray:
+    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros((0, len(self.classes_)))
         proba = self.estimator.predict_proba(batch.reshape(len(batch), -1))

@@ -78,6 +78,11 @@ def stack_images(images: Sequence[Image.Image]) -> np.ndarray:
     return np.stack([to_cifake_array(image)[0] for image in images])
 
 
+def mirror(batch: np.ndarray) -> np.ndarray:
+    """A uint8 ``[N, H, W, C]`` batch flipped left to right, as a contiguous copy (torch needs one)."""
+    return np.ascontiguousarray(batch[:, :, ::-1])
+
+
 def grayscale(batch: np.ndarray) -> np.ndarray:
     """uint8 ``[N, H, W, 3]`` to float32 ``[N, H, W]`` luma in [0, 1]."""
     return (batch.astype(np.float32) @ LUMA) / 255.0

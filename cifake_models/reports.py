@@ -77,11 +77,20 @@ def best_threshold(labels: np.ndarray, proba_fake: np.ndarray) -> float:
 def describe_recipe(report: dict) -> str:
     """The training recipe of a report, in one line: the README's recipe table and the app use it.
 
-    A checkpoint trained in stages (``python -m train --init-from``) lists them in order.
+    A checkpoint trained in stages (``python -m train --init-from``) lists them in order; mirror
+    averaging at test time, where validation chose it, closes the line.
     """
-    stages = report.get("earlier_stages") or []
-    if stages:
-        return " → ".join(f"stage {i}: {describe_recipe(stage)}" for i, stage in enumerate([*stages, {**report, "earlier_stages": []}], 1))
+    stages = [*(report.get("earlier_stages") or []), report]
+    if len(stages) == 1:
+        text = _describe_stage(report)
+    else:
+        text = " → ".join(f"stage {i}: {_describe_stage(stage)}" for i, stage in enumerate(stages, 1))
+    if (report.get("test_time") or {}).get("mirror_average"):
+        text += "; test: P averaged with the mirror image"
+    return text
+
+
+def _describe_stage(report: dict) -> str:
     recipe, pre = report["recipe"], report.get("preprocessing")
     if pre is None:  # the SVM
         return (

@@ -10,6 +10,7 @@ from PIL import Image
 
 from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
 from cifake_models.checkpoint import read_safetensors
+from cifake_models.images import mirror
 from cifake_models.nets import ImageNetWeightsUnavailable
 
 DETECTORS = list_detectors()
@@ -53,6 +54,16 @@ def test_reloaded_detector_predicts_identically_on_any_image(name, tiny_assets):
 
 
 @pytest.mark.parametrize("name", DETECTORS)
+def test_mirror_averaging_makes_a_detector_blind_to_left_and_right(name, tiny_assets):
+    detector = load_detector(name, tiny_assets["checkpoints"])
+    images = np.random.default_rng(1).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    expected = (detector.predict_proba_view(images) + detector.predict_proba_view(mirror(images))) / 2
+    detector.metadata["test_time"] = {"mirror_average": True}
+    np.testing.assert_allclose(detector.predict_proba_arrays(images), expected, atol=1e-6)
+    np.testing.assert_allclose(detector.predict_proba_arrays(mirror(images)), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", DETECTORS)
 def test_tiny_training_learns_the_tiny_task(name, tiny_assets):
     """The tiny classes differ at a glance (gradients vs noise): training must pick that up."""
     report = json.loads((tiny_assets["reports"] / f"{name}.json").read_text())
@@ -64,7 +75,7 @@ def test_tiny_training_learns_the_tiny_task(name, tiny_assets):
 @pytest.mark.parametrize("name", DETECTORS)
 def test_checkpoint_describes_itself(name, tiny_assets):
     meta = load_detector(name, tiny_assets["checkpoints"]).metadata
-    for key in ("architecture", "classes", "recipe", "initialisation", "data", "threshold", "validation", "training", "versions"):
+    for key in ("architecture", "classes", "recipe", "initialisation", "data", "test_time", "threshold", "validation", "training", "versions"):
         assert meta[key] not in (None, "", {}), key
     assert meta["classes"] == ["FAKE", "REAL"]
     assert len(meta["data"]["train_fingerprint"]) == 16

@@ -7,9 +7,13 @@ import torch
 
 from cifake_models import CheckpointError, get_spec, load_detector
 from cifake_models.checkpoint import file_sha256, read_safetensors
+from cifake_models.data import CLASSES, Split
+from cifake_models.detector import Detector
 from cifake_models.reports import describe_recipe
 from conftest import train_tiny
 from train.__main__ import main as train_main
+from train.common import record_validation
+from train.revalidate import main as revalidate_main
 from train.torch_fit import resume_path
 
 
@@ -57,6 +61,20 @@ def test_command_line_trains_and_records_the_recipe(tiny_data, tmp_path):
     assert len(meta["history"]) == 2
     svm_recipe = load_detector("hog_svm", tmp_path).metadata["recipe"]
     assert svm_recipe["n_components"] == 10 and svm_recipe["pixels_per_cell"] == [8, 16]
+
+    # Revalidation rebuilds the same validation split, so it remakes the same choices; weights stay.
+    weights, _ = read_safetensors(tmp_path / "cnn.safetensors")
+    assert revalidate_main(["cnn", "hog_svm", "--data", str(tiny_data / "packed"), "--checkpoints", str(tmp_path)]) == 0
+    weights_after, meta_after = read_safetensors(tmp_path / "cnn.safetensors")
+    assert all(torch.equal(weights[k], weights_after[k]) for k in weights)
+    assert meta_after["test_time"] == meta["test_time"] and meta_after["threshold"] == meta["threshold"]
+    assert meta_after["validation"] == meta["validation"]
+
+
+def test_revalidation_refuses_a_checkpoint_whose_validation_split_it_cannot_rebuild(tiny_data, tmp_path, capsys):
+    assert train_main(["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--limit", "20"]) == 0
+    assert revalidate_main(["cnn", "--data", str(tiny_data / "packed"), "--checkpoints", str(tmp_path)]) == 1
+    assert "cannot be rebuilt" in capsys.readouterr().err
 
 
 def test_command_line_help_and_bad_detector():
@@ -144,3 +162,38 @@ def test_a_second_stage_may_change_the_crop(tiny_data, tmp_path):
     assert second.preprocessing.crop == 32 and second.preprocessing.crop_scale == (1.0, 1.0)
     assert second.metadata["earlier_stages"][0]["preprocessing"]["crop"] == 24
     assert describe_recipe(second.metadata).startswith("stage 1: RGB 24x24")
+
+
+class LeftHalfDetector(Detector):
+    """Judges by the left half of an image only: P(FAKE) rises with its brightness there."""
+
+    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
+        fake = 1 / (1 + np.exp(-(batch[:, :, :16].mean(axis=(1, 2, 3)) - 128) / 10))
+        return np.stack([fake, 1 - fake], axis=1)
+
+
+def half_lit_split(sides: str, n: int = 40) -> Split:
+    """One half of each image tells its class (FAKE bright, REAL dark), the other is mid-grey;
+    ``sides`` says which half: always the left, or either at random."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 2
+    images = np.full((n, 32, 32, 3), 128, np.uint8)
+    for image, label in zip(images, labels):
+        half = slice(0, 16) if sides == "left" or rng.random() < 0.5 else slice(16, 32)
+        image[:, half] = 200 if CLASSES[label] == "FAKE" else 50
+    return Split(images, labels, np.array([str(i) for i in range(n)]))
+
+
+@pytest.mark.parametrize("sides, averaged", [("left", False), ("either", True)])
+def test_validation_chooses_mirror_averaging_only_where_it_raises_accuracy(sides, averaged):
+    """A detector blind to the right half misses a quarter of the either-side images on its own
+    (the half it sees is grey) and none with its mirror view; where the telling half is always
+    on the left, the mirror adds nothing and the cheaper single view is kept."""
+    detector, val = LeftHalfDetector("left_half"), half_lit_split(sides)
+    figures = record_validation(detector, val)
+    assert detector.averages_mirror is averaged
+    assert detector.metadata["test_time"]["validation_accuracy"]["mirror_average"] == 1.0
+    assert detector.metadata["test_time"]["validation_accuracy"]["single"] == (1.0 if sides == "left" else pytest.approx(0.75, abs=0.1))
+    assert figures["accuracy"] == 1.0
+    verdicts = detector.decide(detector.predict_proba_arrays(val.images))
+    assert np.all(verdicts == np.array(CLASSES)[val.labels])

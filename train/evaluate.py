@@ -3,7 +3,7 @@
 Writes ``<reports>/<detector>.json`` per detector: the paper's figures on the whole test split
 (accuracy, per-class precision/recall/F1, ROC-AUC, PR-AUC, confusion matrix, ROC and PR
 curves), the same without the 378 test images that also occur in train, the decision
-threshold (chosen on validation at training time), the training history and the timing.
+threshold and mirror averaging (both chosen on validation), the training history and the timing.
 The test split is used here and nowhere else.
 """
 
@@ -64,6 +64,7 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
         "data": meta.get("data"),
         "history": meta.get("history", []),
         "earlier_stages": meta.get("earlier_stages", []),
+        "test_time": meta.get("test_time"),
         "threshold": meta.get("threshold"),
         "validation": meta.get("validation"),
         "test": classification_figures(test.labels, proba_fake, detector.threshold),
