@@ -9,7 +9,6 @@ The test split is used here and nowhere else.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -17,13 +16,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from cifake_models import CHECKPOINT_DIR, REPORT_DIR, CheckpointError, get_spec, list_detectors
+from cifake_models import REPORT_DIR, get_spec
 from cifake_models.checkpoint import hardware, library_versions, write_json
 from cifake_models.data import Split, default_data_dir, leaked_test_names, load_split
 from cifake_models.detector import FAKE, Detector
 from cifake_models.reports import classification_figures
+
+from .commands import checkpoint_command, load_checkpoints, parse
 
 TIMING_BATCHES = (1, 64)
 
@@ -87,41 +87,28 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("detectors", nargs="*", metavar="DETECTOR", help=f"default: all ({', '.join(list_detectors())})")
-    parser.add_argument("--data", type=Path, help="CIFAKE folder (default: $CIFAKE_DATA, then ../shared/data/cifake)")
-    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR, help="default: %(default)s")
+    parser = checkpoint_command("python -m train.evaluate", __doc__)
     parser.add_argument("--reports", type=Path, default=REPORT_DIR, help="default: %(default)s")
     parser.add_argument("--limit", type=int, help="evaluate on a random subset of this size (smoke runs only)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse(parser, argv)
     data_dir = args.data or default_data_dir()
     test = load_split(data_dir, "test")
     if args.limit:
         test = test.subset(np.sort(np.random.default_rng(0).choice(len(test), min(args.limit, len(test)), replace=False)))
     leaked = leaked_test_names(data_dir)
     print(f"test: {len(test)} images, {int(np.isin(test.names, sorted(leaked)).sum())} of them also in train")
-    failures = 0
-    for name in args.detectors or list_detectors():
-        spec = get_spec(name)
-        try:
-            detector = spec.load(args.checkpoints)
-        except CheckpointError as error:
-            print(f"{name}: skipped: {error}", file=sys.stderr)
-            failures += 1
-            continue
+    detectors, failures = load_checkpoints(args.detectors, args.checkpoints)
+    for detector in detectors:
+        spec = get_spec(detector.name)
         report = evaluate_detector(detector, test, leaked, args.checkpoints / spec.checkpoint_file)
-        write_json(args.reports / f"{name}.json", report)
+        write_json(args.reports / f"{spec.name}.json", report)
         t, lf = report["test"], report["test_leak_free"]
         print(
-            f"{name}: accuracy {t['accuracy']:.4f} (paper {spec.paper.accuracy:.4f}), ROC-AUC {t['roc_auc']:.4f} "
+            f"{spec.name}: accuracy {t['accuracy']:.4f} (paper {spec.paper.accuracy:.4f}), ROC-AUC {t['roc_auc']:.4f} "
             f"(paper {spec.paper.roc_auc:.4f}); leak-free accuracy {lf['accuracy']:.4f}; "
             f"{report['ms_per_image'].get('batch_1', float('nan')):.1f} ms/image"
         )
     return 1 if failures else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
