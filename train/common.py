@@ -62,7 +62,8 @@ def record_validation(detector: Detector, val: Split) -> dict:
     single = detector.predict_proba_view(val.images)[:, FAKE]
     views = {"single": single, "mirror_average": (single + detector.predict_proba_view(mirror(val.images))[:, FAKE]) / 2}
     thresholds = {view: best_threshold(val.labels, proba) for view, proba in views.items()}
-    accuracy = {view: classification_figures(val.labels, views[view], thresholds[view])["accuracy"] for view in views}
+    figures = {view: classification_figures(val.labels, views[view], thresholds[view]) for view in views}
+    accuracy = {view: figures[view]["accuracy"] for view in views}
     chosen = "mirror_average" if accuracy["mirror_average"] > accuracy["single"] else "single"
     detector.metadata["test_time"] = {
         "mirror_average": chosen == "mirror_average",
@@ -75,6 +76,5 @@ def record_validation(detector: Detector, val: Split) -> dict:
         "chosen_on": "validation split",
         "rule": "the P(FAKE) cut that maximises validation accuracy",
     }
-    figures = classification_figures(val.labels, views[chosen], detector.threshold)
-    detector.metadata["validation"] = {k: figures[k] for k in ("n", "accuracy", "roc_auc", "pr_auc")}
-    return figures
+    detector.metadata["validation"] = {k: figures[chosen][k] for k in ("n", "accuracy", "roc_auc", "pr_auc")}
+    return figures[chosen]
