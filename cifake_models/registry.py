@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from . import nets
@@ -18,6 +19,9 @@ CHECKPOINT_DIR = REPO_ROOT / "assets" / "checkpoints"
 REPORT_DIR = REPO_ROOT / "assets" / "reports"
 
 
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
+
 @dataclass(frozen=True)
 class TorchRecipe:
     """How a network is trained. The registry's values are the paper's."""
@@ -25,7 +29,7 @@ class TorchRecipe:
     epochs: int = 25
     batch_size: int = 64
     lr: float = 1e-3
-    optimizer: str = "adam"  # "adam" or "adamw"
+    optimizer: str = "adam"  # a key of OPTIMIZERS
     weight_decay: float = 0.0
     step_size: int | None = 10  # StepLR period in epochs; None keeps the rate constant
     gamma: float = 0.1

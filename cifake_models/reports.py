@@ -12,6 +12,7 @@ import numpy as np
 from sklearn import metrics
 
 from .data import CLASSES
+from .registry import OPTIMIZERS, REPORT_DIR
 
 FAKE = CLASSES.index("FAKE")
 CURVE_POINTS = 200  # enough for a smooth plot, small enough for a JSON report
@@ -106,9 +107,10 @@ def _describe_stage(report: dict) -> str:
         else "no crop"
     )
     schedule = f", StepLR({recipe['step_size']}, {recipe['gamma']})" if recipe["step_size"] else ""
+    decay = f", weight decay {recipe['weight_decay']:g}" if recipe.get("weight_decay") else ""
     return (
         f"{'grayscale' if pre['grayscale'] else 'RGB'} {pre['crop']}x{pre['crop']}; {crop}"
-        f"{' + h-flip' if pre['hflip'] else ''}; {recipe['optimizer'].capitalize()} {recipe['lr']:g}{schedule}, batch "
+        f"{' + h-flip' if pre['hflip'] else ''}; {OPTIMIZERS[recipe['optimizer']].__name__} {recipe['lr']:g}{decay}{schedule}, batch "
         f"{recipe['batch_size']}; {recipe['epochs']} epochs x {recipe['images_per_epoch'] or report['data']['n_train']:,} "
         f"images = {seen:,} images seen"
     )
@@ -116,8 +118,6 @@ def _describe_stage(report: dict) -> str:
 
 def load_report(name: str, report_dir: str | Path | None = None) -> dict:
     """The evaluation report ``python -m train.evaluate`` wrote for detector ``name``."""
-    from .registry import REPORT_DIR
-
     path = Path(report_dir or REPORT_DIR) / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"no evaluation report {path}; run `python -m train.evaluate`")

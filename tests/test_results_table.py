@@ -1,3 +1,5 @@
+import json
+
 from cifake_models import CHECKPOINT_DIR, REPORT_DIR, get_spec, list_detectors
 from train import results_table
 
@@ -23,4 +25,12 @@ def test_tables_are_rendered_from_reports(tiny_assets, tmp_path):
         assert text.count(f"| {title} |") == 2  # one row in each table
     assert "| 81.43% | **100.00%** |" in text  # tiny task: the SVM separates it perfectly
     assert "from scratch" in text
+    for name in list_detectors():
+        # The recipe row ends with validation accuracy after each stage, then single view -> mirror-averaged.
+        report = json.loads((tiny_assets["reports"] / f"{name}.json").read_text())
+        row = next(line for line in text.splitlines() if line.startswith(f"| {get_spec(name).title} |") and "from scratch" in line)
+        stages = "" if not report["history"] else f"{100 * report['history'][-1]['val_accuracy']:.2f}%"
+        single, averaged = (f"{100 * report['test_time']['validation_accuracy'][v]:.2f}%" for v in ("single", "mirror_average"))
+        chosen = f"{single} → **{averaged}**" if report["test_time"]["mirror_average"] else f"**{single}** → {averaged}"
+        assert row.endswith(f"| {stages} | {chosen} |")
     assert results_table.main(["--reports", str(tiny_assets["reports"]), "--readme", str(readme), "--check"]) == 0

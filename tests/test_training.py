@@ -53,10 +53,13 @@ def test_resume_refuses_a_changed_recipe(tiny_data, tmp_path):
 
 def test_command_line_trains_and_records_the_recipe(tiny_data, tmp_path):
     code = train_main(["cnn", "hog_svm", "--data", str(tiny_data / "kaggle"), "--out", str(tmp_path), "--epochs", "2",
-                       "--batch-size", "8", "--lr", "0.002", "--svm-components", "10", "--svm-cells", "8", "16", "--val-fraction", "0.25"])
+                       "--batch-size", "8", "--lr", "0.002", "--optimizer", "adamw", "--weight-decay", "0.01",
+                       "--svm-components", "10", "--svm-cells", "8", "16", "--val-fraction", "0.25"])
     assert code == 0
     _, meta = read_safetensors(tmp_path / "cnn.safetensors")
     assert meta["recipe"]["epochs"] == 2 and meta["recipe"]["lr"] == 0.002 and meta["recipe"]["batch_size"] == 8
+    assert meta["recipe"]["optimizer"] == "adamw" and meta["recipe"]["weight_decay"] == 0.01
+    assert "; AdamW 0.002, weight decay 0.01, batch 8; 2 epochs" in describe_recipe(meta)
     assert meta["data"]["n_train"] == 36 and meta["data"]["n_val"] == 12
     assert len(meta["history"]) == 2
     svm_recipe = load_detector("hog_svm", tmp_path).metadata["recipe"]

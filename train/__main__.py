@@ -27,6 +27,7 @@ import torch
 from cifake_models import CHECKPOINT_DIR, get_spec, list_detectors
 from cifake_models.data import default_data_dir, load_split, train_val_indices
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
+from cifake_models.registry import OPTIMIZERS
 
 from .svm_fit import fit_svm
 from .torch_fit import fit_torch
@@ -74,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--epochs", type=int)
     recipe.add_argument("--batch-size", type=int)
     recipe.add_argument("--lr", type=float)
-    recipe.add_argument("--optimizer", choices=("adam", "adamw"))
+    recipe.add_argument("--optimizer", choices=tuple(OPTIMIZERS))
     recipe.add_argument("--weight-decay", type=float)
     recipe.add_argument("--step-size", type=int, help="StepLR period in epochs (0: constant rate)")
     recipe.add_argument("--images-per-epoch", type=int, help="train each epoch on a fresh random subset of this size")

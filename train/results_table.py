@@ -52,16 +52,38 @@ def results_table(report_dir: str | Path | None = None) -> str:
     return "\n".join(rows)
 
 
+def _stage_validation(report: dict) -> str:
+    """Validation accuracy (argmax) at the end of each training stage, from the history."""
+    last: dict[int, float] = {}
+    for record in report.get("history") or []:
+        last[record.get("stage", 1)] = record["val_accuracy"]
+    return " → ".join(_pct(accuracy) for _, accuracy in sorted(last.items()))
+
+
+def _mirror_validation(report: dict) -> str:
+    """Validation accuracy with one view and with mirror averaging; the chosen one in bold."""
+    test_time = report.get("test_time")
+    if not test_time:
+        return ""
+    accuracy = test_time["validation_accuracy"]
+    single, averaged = _pct(accuracy["single"]), _pct(accuracy["mirror_average"])
+    return f"{single} → **{averaged}**" if test_time["mirror_average"] else f"**{single}** → {averaged}"
+
+
 def recipes_table(report_dir: str | Path | None = None) -> str:
-    rows = ["| detector | paper's recipe | shipped checkpoint's recipe | initialisation | trained on, wall time |", "| --- | --- | --- | --- | --- |"]
+    rows = [
+        "| detector | paper's recipe | shipped checkpoint's recipe | initialisation | trained on, wall time "
+        "| validation accuracy after each stage | validation accuracy: single view → mirror-averaged (chosen in bold) |",
+        "| --- | --- | --- | --- | --- | ---: | ---: |",
+    ]
     for spec, report in _reports(report_dir):
         if report is None:
-            rows.append(f"| {spec.title} | {spec.paper.recipe} | not shipped | | |")
+            rows.append(f"| {spec.title} | {spec.paper.recipe} | not shipped | | | | |")
             continue
         training = report["training"]
         rows.append(
             f"| {spec.title} | {spec.paper.recipe} | {describe_recipe(report)} | {INITIALISATION[report['weights']]} "
-            f"| {training['hardware']}; {training['wall_time_s'] / 60:.0f} min |"
+            f"| {training['hardware']}; {training['wall_time_s'] / 60:.0f} min | {_stage_validation(report)} | {_mirror_validation(report)} |"
         )
     return "\n".join(rows)
 

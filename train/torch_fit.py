@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from cifake_models.checkpoint import CheckpointError, atomic_write, file_sha256
 from cifake_models.data import Split
 from cifake_models.detector import TorchDetector
-from cifake_models.registry import DetectorSpec, TorchRecipe
+from cifake_models.registry import OPTIMIZERS, DetectorSpec, TorchRecipe
 
 from .common import checkpoint_metadata, record_validation
 
@@ -78,8 +78,7 @@ def fit_torch(
         module = spec.build_module(weights=weights).to(device)
     if device.type == "cuda":
         module = module.to(memory_format=torch.channels_last)
-    optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[recipe.optimizer]
-    optimizer = optimizer_class(module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    optimizer = OPTIMIZERS[recipe.optimizer](module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size, recipe.gamma) if recipe.step_size else None
     # What a resumed run must share with the saved one; through JSON, as it is stored.
     identity = json.loads(json.dumps({
