@@ -93,7 +93,18 @@ def library_versions() -> dict[str, str]:
     }
 
 
+def _cpu_name() -> str:
+    """The CPU model where Linux names it (``platform.processor()`` there only says x86_64)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware() -> str:
     if torch.cuda.is_available():
         return f"GPU: {torch.cuda.get_device_name()}"
-    return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return f"CPU: {_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

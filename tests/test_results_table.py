@@ -34,3 +34,13 @@ def test_tables_are_rendered_from_reports(tiny_assets, tmp_path):
         chosen = f"{single} → **{averaged}**" if report["test_time"]["mirror_average"] else f"**{single}** → {averaged}"
         assert row.endswith(f"| {stages} | {chosen} |")
     assert results_table.main(["--reports", str(tiny_assets["reports"]), "--readme", str(readme), "--check"]) == 0
+
+
+def test_trained_on_says_which_stage_ran_on_which_hardware():
+    one_stage = {"training": {"hardware": "CPU A", "wall_time_s": 600}}
+    assert results_table._trained_on(one_stage) == "CPU A; 10 min"
+    stages = {
+        "earlier_stages": [{"training": {"hardware": "CPU A"}}, {"training": {"hardware": "CPU A"}}],
+        "training": {"hardware": "GPU B", "wall_time_s": 1800},
+    }
+    assert results_table._trained_on(stages) == "stages 1-2: CPU A; stage 3: GPU B; 30 min in all"

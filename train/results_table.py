@@ -60,6 +60,26 @@ def _stage_validation(report: dict) -> str:
     return " → ".join(_pct(accuracy) for _, accuracy in sorted(last.items()))
 
 
+def _trained_on(report: dict) -> str:
+    """Hardware and total wall time; where stages ran on different hardware, which ran where."""
+    groups: list[tuple[str, list[int]]] = []  # (hardware, stage numbers), in stage order
+    stages = [*(report.get("earlier_stages") or []), report]
+    for number, stage in enumerate(stages, 1):
+        hardware = stage["training"]["hardware"]
+        if groups and groups[-1][0] == hardware:
+            groups[-1][1].append(number)
+        else:
+            groups.append((hardware, [number]))
+    minutes = f"{report['training']['wall_time_s'] / 60:.0f} min"
+    if len(groups) == 1:
+        return f"{groups[0][0]}; {minutes}"
+    where = "; ".join(
+        f"stage {numbers[0]}: {hardware}" if len(numbers) == 1 else f"stages {numbers[0]}-{numbers[-1]}: {hardware}"
+        for hardware, numbers in groups
+    )
+    return f"{where}; {minutes} in all"
+
+
 def _mirror_validation(report: dict) -> str:
     """Validation accuracy with one view and with mirror averaging; the chosen one in bold."""
     test_time = report.get("test_time")
@@ -80,10 +100,9 @@ def recipes_table(report_dir: str | Path | None = None) -> str:
         if report is None:
             rows.append(f"| {spec.title} | {spec.paper.recipe} | not shipped | | | | |")
             continue
-        training = report["training"]
         rows.append(
             f"| {spec.title} | {spec.paper.recipe} | {describe_recipe(report)} | {INITIALISATION[report['weights']]} "
-            f"| {training['hardware']}; {training['wall_time_s'] / 60:.0f} min | {_stage_validation(report)} | {_mirror_validation(report)} |"
+            f"| {_trained_on(report)} | {_stage_validation(report)} | {_mirror_validation(report)} |"
         )
     return "\n".join(rows)
 
