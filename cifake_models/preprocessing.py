@@ -1,7 +1,7 @@
 """Tensor preprocessing of the neural detectors: one object describes what a network sees.
 
 The same :class:`Preprocessing` drives evaluation (centre crop, normalisation) and training
-(random resized crop, horizontal flip) on uint8 batches, so training, evaluation and the app
+(random resized crop, translation, horizontal flip) on uint8 batches, so training, evaluation and the app
 cannot disagree. It is stored in every checkpoint and rebuilt from there.
 """
 
@@ -27,6 +27,9 @@ class Preprocessing:
     grayscale: bool = False
     crop: int = 32  # centre crop at test time, random resized crop when training
     crop_scale: tuple[float, float] = (0.08, 1.0)  # torchvision's RandomResizedCrop default
+    # Training only: shift by up to this many pixels, reflect-padded; 0 is off. The CIFAR recipe of
+    # He et al. 2016 (sec. 4.2: pad 4, random 32x32 crop) moves pixels without resampling them.
+    translate: int = 0
     hflip: bool = True
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
@@ -69,14 +72,27 @@ class Preprocessing:
         return self.normalize(x)
 
     def train_transform(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Training input: a random resized crop and a horizontal flip, drawn per image."""
+        """Training input: a random resized crop, a translation and a horizontal flip, drawn per image."""
         x = self.to_float(batch)
         if self.crop_scale != (1.0, 1.0) or self.crop != x.shape[-1]:
             x = random_resized_crop(x, self.crop, self.crop_scale, generator)
+        if self.translate:
+            x = random_translate(x, self.translate, generator)
         if self.hflip:
             flip = torch.rand(len(x), generator=generator, device=generator.device) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
         return self.normalize(x)
+
+
+def random_translate(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by its own offset in ``[-pixels, pixels]`` on both axes, reflect-padded."""
+    n, _, height, width = x.shape
+    padded = torch.nn.functional.pad(x, (pixels,) * 4, mode="reflect")
+    dy, dx = torch.randint(0, 2 * pixels + 1, (2, n, 1), generator=generator, device=generator.device).to(x.device)
+    rows = dy + torch.arange(height, device=x.device)  # [n, height]
+    cols = dx + torch.arange(width, device=x.device)  # [n, width]
+    images = torch.arange(n, device=x.device).view(n, 1, 1)
+    return padded.permute(0, 2, 3, 1)[images, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
 def random_resized_crop(

@@ -110,6 +110,7 @@ def _describe_stage(report: dict) -> str:
     decay = f", weight decay {recipe['weight_decay']:g}" if recipe.get("weight_decay") else ""
     return (
         f"{'grayscale' if pre['grayscale'] else 'RGB'} {pre['crop']}x{pre['crop']}; {crop}"
+        f"{f' + shift up to {shift} px (reflect pad)' if (shift := pre.get('translate')) else ''}"
         f"{' + h-flip' if pre['hflip'] else ''}; {OPTIMIZERS[recipe['optimizer']].__name__} {recipe['lr']:g}{decay}{schedule}, batch "
         f"{recipe['batch_size']}; {recipe['epochs']} epochs x {recipe['images_per_epoch'] or report['data']['n_train']:,} "
         f"images = {seen:,} images seen"

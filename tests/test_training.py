@@ -104,6 +104,30 @@ def test_a_full_scale_crop_keeps_the_image():
     torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
 
 
+def test_translation_moves_pixels_without_resampling_them():
+    from cifake_models.preprocessing import random_translate
+
+    x = torch.rand(64, 3, 32, 32)
+    out = random_translate(x, 4, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    padded = torch.nn.functional.pad(x, (4,) * 4, mode="reflect")
+    offsets = set()
+    for image, shifted in zip(padded, out):
+        # Each output is one 32x32 window of its own padded image, at an offset within 4 pixels.
+        match = [(dy, dx) for dy in range(9) for dx in range(9) if torch.equal(image[:, dy : dy + 32, dx : dx + 32], shifted)]
+        assert match
+        offsets.add(match[0])
+    assert len(offsets) > 10  # offsets are drawn per image
+
+
+def test_a_stage_may_add_translation_and_records_it(tiny_data, tmp_path):
+    code = train_main(["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--translate", "2"])
+    assert code == 0
+    detector = load_detector("cnn", tmp_path)
+    assert detector.preprocessing.translate == 2
+    assert "shift up to 2 px (reflect pad)" in describe_recipe(detector.metadata)
+
+
 def test_grayscale_matches_pil():
     from PIL import Image
 

@@ -42,7 +42,7 @@ TORCH_OPTIONS = {  # command-line option -> TorchRecipe field
     "images_per_epoch": "images_per_epoch",
     "seed": "seed",
 }
-PREPROCESSING_OPTIONS = {"crop": "crop", "crop_scale": "crop_scale"}  # option -> Preprocessing field
+PREPROCESSING_OPTIONS = {"crop": "crop", "crop_scale": "crop_scale", "translate": "translate"}  # option -> Preprocessing field
 SVM_OPTIONS = {
     "svm_components": "n_components",
     "svm_cells": "pixels_per_cell",
@@ -81,6 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--images-per-epoch", type=int, help="train each epoch on a fresh random subset of this size")
     recipe.add_argument("--crop", type=int, metavar="SIZE", help="input size: centre crop at test time, random resized crop in training (paper: 24)")
     recipe.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range (paper: 0.08 1)")
+    recipe.add_argument("--translate", type=int, metavar="PIXELS", help="shift training images by up to this many pixels, reflect-padded (CIFAR's pad-4 crop; default 0: off)")
     recipe.add_argument("--seed", type=int, help="training seed")
     svm = parser.add_argument_group("recipe overrides (HOG + SVM)")
     svm.add_argument("--svm-components", type=int, help="Nystroem components (kernel approximation rank)")
