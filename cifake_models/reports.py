@@ -18,6 +18,11 @@ FAKE = CLASSES.index("FAKE")
 CURVE_POINTS = 200  # enough for a smooth plot, small enough for a JSON report
 
 
+def percent(fraction: float) -> str:
+    """An accuracy as the README tables and `train.evaluate` print it, so the two agree digit for digit."""
+    return f"{100 * fraction:.2f}%"
+
+
 def classification_figures(labels: np.ndarray, proba_fake: np.ndarray, threshold: float) -> dict:
     """Accuracy, per-class precision/recall/F1, ROC-AUC, PR-AUC, confusion matrix and curves.
 

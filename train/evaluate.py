@@ -21,7 +21,7 @@ from cifake_models import REPORT_DIR, get_spec
 from cifake_models.checkpoint import hardware, library_versions, write_json
 from cifake_models.data import Split, default_data_dir, leaked_test_names, load_split
 from cifake_models.detector import FAKE, Detector
-from cifake_models.reports import classification_figures
+from cifake_models.reports import classification_figures, percent
 
 from .commands import checkpoint_command, load_checkpoints, parse
 
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.reports / f"{spec.name}.json", report)
         t, lf = report["test"], report["test_leak_free"]
         print(
-            f"{spec.name}: accuracy {t['accuracy']:.4f} (paper {spec.paper.accuracy:.4f}), ROC-AUC {t['roc_auc']:.4f} "
-            f"(paper {spec.paper.roc_auc:.4f}); leak-free accuracy {lf['accuracy']:.4f}; "
+            f"{spec.name}: accuracy {percent(t['accuracy'])} (paper {percent(spec.paper.accuracy)}), "
+            f"ROC-AUC {t['roc_auc']:.4f} (paper {spec.paper.roc_auc:.4f}); leak-free accuracy {percent(lf['accuracy'])}; "
             f"{report['ms_per_image'].get('batch_1', float('nan')):.1f} ms/image"
         )
     return 1 if failures else 0

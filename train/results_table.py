@@ -12,15 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cifake_models import REPORT_DIR, get_spec, list_detectors, load_report
-from cifake_models.reports import describe_recipe
+from cifake_models.reports import describe_recipe, percent
 from cifake_models.data import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
 INITIALISATION = {"none": "from scratch", "imagenet": "ImageNet"}
-
-
-def _pct(value: float) -> str:
-    return f"{100 * value:.2f}%"
 
 
 def _reports(report_dir) -> list[tuple]:
@@ -40,13 +36,13 @@ def results_table(report_dir: str | Path | None = None) -> str:
     ]
     for spec, report in _reports(report_dir):
         if report is None:
-            rows.append(f"| {spec.title} | {_pct(spec.paper.accuracy)} | not shipped | {spec.paper.roc_auc:.4f} | | | | | | |")
+            rows.append(f"| {spec.title} | {percent(spec.paper.accuracy)} | not shipped | {spec.paper.roc_auc:.4f} | | | | | | |")
             continue
         test, leak_free = report["test"], report["test_leak_free"]
         beats = test["accuracy"] > spec.paper.accuracy and test["roc_auc"] > spec.paper.roc_auc
         rows.append(
-            f"| {spec.title} | {_pct(spec.paper.accuracy)} | **{_pct(test['accuracy'])}** | {spec.paper.roc_auc:.4f} "
-            f"| **{test['roc_auc']:.4f}** | {test['pr_auc']:.4f} | {_pct(leak_free['accuracy'])} | {leak_free['roc_auc']:.4f} "
+            f"| {spec.title} | {percent(spec.paper.accuracy)} | **{percent(test['accuracy'])}** | {spec.paper.roc_auc:.4f} "
+            f"| **{test['roc_auc']:.4f}** | {test['pr_auc']:.4f} | {percent(leak_free['accuracy'])} | {leak_free['roc_auc']:.4f} "
             f"| {'yes' if beats else 'no'} | {report['ms_per_image']['batch_1']:.1f} / {report['ms_per_image']['batch_64']:.2f} |"
         )
     return "\n".join(rows)
@@ -57,7 +53,7 @@ def _stage_validation(report: dict) -> str:
     last: dict[int, float] = {}
     for record in report.get("history") or []:
         last[record.get("stage", 1)] = record["val_accuracy"]
-    return " → ".join(_pct(accuracy) for _, accuracy in sorted(last.items()))
+    return " → ".join(percent(accuracy) for _, accuracy in sorted(last.items()))
 
 
 def _trained_on(report: dict) -> str:
@@ -86,7 +82,7 @@ def _mirror_validation(report: dict) -> str:
     if not test_time:
         return ""
     accuracy = test_time["validation_accuracy"]
-    single, averaged = _pct(accuracy["single"]), _pct(accuracy["mirror_average"])
+    single, averaged = percent(accuracy["single"]), percent(accuracy["mirror_average"])
     return f"{single} → **{averaged}**" if test_time["mirror_average"] else f"**{single}** → {averaged}"
 
 
