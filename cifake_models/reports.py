@@ -19,7 +19,7 @@ CURVE_POINTS = 200  # enough for a smooth plot, small enough for a JSON report
 
 
 def percent(fraction: float) -> str:
-    """An accuracy as the README tables and `train.evaluate` print it, so the two agree digit for digit."""
+    """An accuracy as the README tables and the evaluate and revalidate commands print it, digit for digit."""
     return f"{100 * fraction:.2f}%"
 
 

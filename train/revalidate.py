@@ -12,6 +12,7 @@ import sys
 
 from cifake_models import get_spec
 from cifake_models.data import default_data_dir, load_split, train_val_indices
+from cifake_models.reports import percent
 
 from .commands import checkpoint_command, load_checkpoints, parse
 from .common import record_validation
@@ -31,10 +32,11 @@ def main(argv: list[str] | None = None) -> int:
         record_validation(detector, val)
         detector.save(args.checkpoints / get_spec(detector.name).checkpoint_file)
         test_time, validation = detector.metadata["test_time"], detector.metadata["validation"]
+        accuracy = test_time["validation_accuracy"]
         print(
             f"{detector.name}: mirror averaging {'on' if test_time['mirror_average'] else 'off'} "
-            f"(validation accuracy {test_time['validation_accuracy']['single']:.4f} single, "
-            f"{test_time['validation_accuracy']['mirror_average']:.4f} averaged); threshold {detector.threshold:.4f}; "
+            f"(validation accuracy {percent(accuracy['single'])} single, "
+            f"{percent(accuracy['mirror_average'])} averaged); threshold {detector.threshold:.4f}; "
             f"validation ROC-AUC {validation['roc_auc']:.4f}"
         )
     return 1 if failures else 0
