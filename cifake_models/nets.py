@@ -75,3 +75,43 @@ def densenet121(weights: str = "none", num_classes: int = 2) -> nn.Module:
     model = _imagenet(models.densenet121, models.DenseNet121_Weights, weights)
     model.classifier = nn.Linear(model.classifier.in_features, num_classes)
     return model
+
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class ResidualStage(nn.Module):
+    """Two 3x3 conv-BN-ReLU layers, a residual connection over the second, then an optional 2x max-pool."""
+
+    def __init__(self, cin: int, cout: int, pool: bool):
+        super().__init__()
+        self.first, self.second = _conv_bn_relu(cin, cout), _conv_bn_relu(cout, cout)
+        self.pool = nn.MaxPool2d(2) if pool else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.first(x)
+        return self.pool(x + self.second(x))
+
+
+def native32(weights: str = "none", num_classes: int = 2, width: int = 48) -> nn.Module:
+    """A network designed for 32x32 inputs: full resolution until the first pooling.
+
+    The paper's ImageNet networks downsample by 4 in their stem, so at 32x32 their blocks never
+    see single pixels, where the traces of generation (and of CIFAR's own camera pipeline)
+    live. Here the first stage's 3x3 convolutions run on all 32x32 pixels, as in He et al.
+    2016's CIFAR networks (sec. 4.2) and the fast CIFAR-10 line (Page's ResNet-9, Jordan's
+    airbench): three :class:`ResidualStage` at ``width``, 2x and 4x that many channels (32x32,
+    16x16, 8x8), then global average pooling and one linear layer. There are no pretrained weights.
+    """
+    if weights != "none":
+        raise ValueError("native32 has no pretrained weights; use --weights none")
+    return nn.Sequential(
+        ResidualStage(3, width, pool=True),
+        ResidualStage(width, 2 * width, pool=True),
+        ResidualStage(2 * width, 4 * width, pool=False),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * width, num_classes),
+    )

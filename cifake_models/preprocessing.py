@@ -15,6 +15,7 @@ import torch
 from torchvision.ops import roi_align
 
 from .images import LUMA
+from .perturbations import random_uploads
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -31,6 +32,9 @@ class Preprocessing:
     # He et al. 2016 (sec. 4.2: pad 4, random 32x32 crop) moves pixels without resampling them.
     translate: int = 0
     hflip: bool = True
+    # Training only: the share of images passed through one random upload-like change (resize,
+    # re-compression, blur...: cifake_models.perturbations) by the app's own resize path; 0 is off.
+    upload_augment: float = 0.0
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
@@ -72,7 +76,10 @@ class Preprocessing:
         return self.normalize(x)
 
     def train_transform(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Training input: a random resized crop, a translation and a horizontal flip, drawn per image."""
+        """Training input: an upload-like change, a random resized crop, a translation and a
+        horizontal flip, drawn per image."""
+        if self.upload_augment:
+            batch = random_uploads(batch, self.upload_augment, generator)
         x = self.to_float(batch)
         if self.crop_scale != (1.0, 1.0) or self.crop != x.shape[-1]:
             x = random_resized_crop(x, self.crop, self.crop_scale, generator)

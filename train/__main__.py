@@ -27,7 +27,7 @@ import torch
 from cifake_models import CHECKPOINT_DIR, get_spec, list_detectors
 from cifake_models.data import default_data_dir, load_split, train_val_indices
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
-from cifake_models.registry import OPTIMIZERS
+from cifake_models.registry import OPTIMIZERS, PRECISIONS, SCHEDULES
 
 from .svm_fit import fit_svm
 from .torch_fit import fit_torch
@@ -38,11 +38,14 @@ TORCH_OPTIONS = {  # command-line option -> TorchRecipe field
     "lr": "lr",
     "optimizer": "optimizer",
     "weight_decay": "weight_decay",
+    "schedule": "schedule",
     "step_size": "step_size",
+    "label_smoothing": "label_smoothing",
+    "precision": "precision",
     "images_per_epoch": "images_per_epoch",
     "seed": "seed",
 }
-PREPROCESSING_OPTIONS = {"crop": "crop", "crop_scale": "crop_scale", "translate": "translate"}  # option -> Preprocessing field
+PREPROCESSING_OPTIONS = {"crop": "crop", "crop_scale": "crop_scale", "translate": "translate", "upload_augment": "upload_augment"}  # option -> Preprocessing field
 SVM_OPTIONS = {
     "svm_components": "n_components",
     "svm_cells": "pixels_per_cell",
@@ -77,11 +80,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--lr", type=float)
     recipe.add_argument("--optimizer", choices=tuple(OPTIMIZERS))
     recipe.add_argument("--weight-decay", type=float)
+    recipe.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule: StepLR per epoch, or one-cycle per batch (peak --lr)")
     recipe.add_argument("--step-size", type=int, help="StepLR period in epochs (0: constant rate)")
+    recipe.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0: off)")
+    recipe.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 autocast + channels-last on a GPU, float32 on a CPU; bf16 on a CPU too")
     recipe.add_argument("--images-per-epoch", type=int, help="train each epoch on a fresh random subset of this size")
     recipe.add_argument("--crop", type=int, metavar="SIZE", help="input size: centre crop at test time, random resized crop in training (paper: 24)")
     recipe.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range (paper: 0.08 1)")
     recipe.add_argument("--translate", type=int, metavar="PIXELS", help="shift training images by up to this many pixels, reflect-padded (CIFAR's pad-4 crop; default 0: off)")
+    recipe.add_argument("--upload-augment", type=float, metavar="P", help="pass this share of training images through one random upload-like change (resize, JPEG, blur: cifake_models.perturbations) by the app's own resize path (default 0: off)")
     recipe.add_argument("--seed", type=int, help="training seed")
     svm = parser.add_argument_group("recipe overrides (HOG + SVM)")
     svm.add_argument("--svm-components", type=int, help="Nystroem components (kernel approximation rank)")

@@ -30,6 +30,15 @@ def resume_path(out_dir: Path, name: str) -> Path:
     return out_dir / f"{name}.resume.pt"
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, recipe: TorchRecipe, steps_per_epoch: int) -> tuple[object | None, bool]:
+    """The recipe's learning-rate schedule, and whether it steps after every batch (else every epoch)."""
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch), True
+    if recipe.step_size:
+        return torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size, recipe.gamma), False
+    return None, False
+
+
 def fit_torch(
     spec: DetectorSpec,
     train: Split,
@@ -76,10 +85,12 @@ def fit_torch(
         earlier_history = [{"stage": 1, **r} for r in parent.metadata.get("history", [])]  # a first stage's records carry no "stage"
     else:
         module = spec.build_module(weights=weights).to(device)
-    if device.type == "cuda":
+    use_amp = recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda")
+    if use_amp:
         module = module.to(memory_format=torch.channels_last)
+    per_epoch = min(recipe.images_per_epoch or len(train), len(train))
     optimizer = OPTIMIZERS[recipe.optimizer](module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size, recipe.gamma) if recipe.step_size else None
+    scheduler, per_batch = make_scheduler(optimizer, recipe, steps_per_epoch=len(range(0, per_epoch, recipe.batch_size)))
     # What a resumed run must share with the saved one; through JSON, as it is stored.
     identity = json.loads(json.dumps({
         "recipe": recipe.to_dict(),
@@ -108,8 +119,6 @@ def fit_torch(
     # The whole train split as uint8 is 300 MB: it lives on the device and batches are cut there.
     images = torch.as_tensor(train.images).to(device)
     labels = torch.as_tensor(train.labels).to(device)
-    use_amp = device.type == "cuda"
-    per_epoch = min(recipe.images_per_epoch or len(images), len(images))
 
     for epoch in range(len(history), recipe.epochs):
         started = time.perf_counter()
@@ -129,15 +138,17 @@ def fit_torch(
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = module(x)
-                loss = F.cross_entropy(logits.float(), labels[batch])
+                loss = F.cross_entropy(logits.float(), labels[batch], label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler and per_batch:
+                scheduler.step()
             seen += len(batch)
             loss_sum += loss.item() * len(batch)
             correct += (logits.argmax(1) == labels[batch]).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
-        if scheduler:
+        if scheduler and not per_batch:
             scheduler.step()
         proba = detector.predict_proba_arrays(val.images)
         record = {

@@ -1,0 +1,139 @@
+"""What happens to an image on its way to the app, as data: the robustness suite and the
+training augmentation that prepares the networks for it.
+
+A perturbation turns a CIFAKE 32x32 image into the file a person might upload (re-compressed,
+enlarged, shrunk and enlarged again, blurred, shifted, cropped), and the app's own conversion
+(:func:`cifake_models.images.to_cifake_array`) brings that upload back to 32x32. Evaluation and
+training both go through that one path, so what a detector is judged on and what it is trained
+on are the pixels the app would give it.
+
+Each family is one function ``(image, strength) -> image``; :data:`SUITE` lists the fixed,
+named strengths the evaluation scores, and :data:`TRAINING_RANGES` the ranges training draws
+from. A new perturbation is one line in each.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from .images import SIZE, to_cifake_array
+
+
+def _jpeg(image: Image.Image, quality: float) -> Image.Image:
+    """Re-saved as JPEG at this quality (Pillow's default 4:2:0 chroma, like CIFAKE's own files)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=int(round(quality)))
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def _enlarge(image: Image.Image, factor: float) -> Image.Image:
+    """Enlarged by ``factor`` with bicubic interpolation, as an editor or a phone would upscale."""
+    side = max(SIZE + 1, round(SIZE * factor))
+    return image.resize((side, side), Image.Resampling.BICUBIC)
+
+
+def _downscale(image: Image.Image, side: float) -> Image.Image:
+    """Shrunk to ``side`` pixels (antialiased) and enlarged back to 32: a thumbnail round trip."""
+    side = int(round(side))
+    return image.resize((side, side), Image.Resampling.BICUBIC, reducing_gap=None).resize((SIZE, SIZE), Image.Resampling.BICUBIC)
+
+
+def _blur(image: Image.Image, sigma: float) -> Image.Image:
+    """Gaussian blur; Pillow's radius is the standard deviation in pixels."""
+    return image.filter(ImageFilter.GaussianBlur(float(sigma)))
+
+
+def _shift(image: Image.Image, pixels: float) -> Image.Image:
+    """Moved ``pixels`` right and down, the uncovered edge filled by reflection: no resampling."""
+    k = int(round(pixels))
+    padded = np.pad(np.asarray(image), ((k, 0), (k, 0), (0, 0)), mode="reflect")
+    return Image.fromarray(np.ascontiguousarray(padded[:SIZE, :SIZE]))
+
+
+def _crop(image: Image.Image, pixels: float) -> Image.Image:
+    """``pixels`` cut from every border: the app enlarges what is left back to 32x32."""
+    k = int(round(pixels))
+    return image.crop((k, k, image.width - k, image.height - k))
+
+
+FAMILIES: dict[str, tuple[Callable[[Image.Image, float], Image.Image], str]] = {
+    # family: (function, what its strength means)
+    "jpeg": (_jpeg, "JPEG quality"),
+    "enlarge": (_enlarge, "enlargement factor (bicubic), then the app's downscale"),
+    "downscale": (_downscale, "shrunk to this many pixels and back to 32"),
+    "blur": (_blur, "Gaussian blur sigma in pixels"),
+    "shift": (_shift, "shift in pixels (reflect-filled)"),
+    "crop": (_crop, "pixels cut from each border, then the app's resize"),
+}
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """One family at one strength, e.g. ``Perturbation("enlarge", 8)``."""
+
+    family: str
+    strength: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.family} {self.strength:g}"
+
+    def upload(self, image: Image.Image) -> Image.Image:
+        """The file a person would upload after this happened to ``image``."""
+        return FAMILIES[self.family][0](image, self.strength)
+
+    def apply(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 ``[N, 32, 32, 3]`` in, the app's 32x32 view of each perturbed upload out."""
+        return np.stack([to_cifake_array(self.upload(Image.fromarray(image)))[0] for image in batch]) if len(batch) else batch.copy()
+
+
+# The evaluation's suite: what happens to images on the way to the app, at named strengths.
+SUITE: tuple[Perturbation, ...] = (
+    *(Perturbation("jpeg", q) for q in (90, 70, 50)),
+    *(Perturbation("enlarge", f) for f in (2, 4, 8)),
+    *(Perturbation("downscale", s) for s in (28, 24, 16)),
+    *(Perturbation("blur", s) for s in (0.5, 1.0)),
+    *(Perturbation("shift", k) for k in (1, 2)),
+    *(Perturbation("crop", k) for k in (1, 2)),
+)
+
+# Training draws a family uniformly, then a strength uniformly from its range (integers where
+# the family takes whole pixels or a quality). The ranges cover the suite's strengths.
+TRAINING_RANGES: dict[str, tuple[float, float]] = {
+    "jpeg": (50, 95),
+    "enlarge": (1.5, 8.0),
+    "downscale": (16, 28),
+    "blur": (0.3, 1.0),
+    "shift": (1, 3),
+    "crop": (1, 3),
+}
+_WHOLE = {"jpeg", "downscale", "shift", "crop"}
+
+
+def random_uploads(batch: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+    """Pass each image of a uint8 NHWC batch, with ``probability``, through one upload-like
+    change drawn from :data:`TRAINING_RANGES`; the rest stay as they are (clean images are still
+    seen). Draws come from ``generator``, so a seeded epoch replays exactly."""
+    families = list(TRAINING_RANGES)
+    n = len(batch)
+    draws = torch.rand(n, 3, generator=generator, device=generator.device).cpu().numpy()
+    chosen = np.flatnonzero(draws[:, 0] < probability)
+    if not len(chosen):
+        return batch
+    images = batch.cpu().numpy()
+    out = images.copy()
+    for i in chosen:
+        family = families[min(int(draws[i, 1] * len(families)), len(families) - 1)]
+        low, high = TRAINING_RANGES[family]
+        strength = low + (high - low) * draws[i, 2]
+        if family in _WHOLE:
+            strength = round(strength)
+        strength = float(strength)
+        out[i] = Perturbation(family, strength).apply(images[i : i + 1])[0]
+    return torch.as_tensor(out).to(batch.device)
