@@ -34,11 +34,14 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pandas as pd
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from PIL import Image
 
 import cifake_models as cm
+from cifake_models.committee import CommitteeDetector
+from cifake_models.perturbations import FAMILIES
 from cifake_models.reports import describe_recipe
 from cifake_models.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, Decoded, Failed, UploadError, decode_many, decode_upload
 
@@ -51,7 +54,7 @@ RESULTS_DIR = Path(tempfile.gettempdir()) / "cifake-app-results"  # CSV download
 CACHE_SECONDS = 3600  # uploads and CSVs older than this are deleted
 FAKE, REAL = "FAKE", "REAL"
 SPLITS = {"Official test split": "test", "Leak-free test split (test images also in train removed)": "test_leak_free"}
-COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"]
+COLOURS = plotly.colors.qualitative.D3
 
 
 # --------------------------------------------------------------------------- detectors
@@ -85,9 +88,15 @@ class Bank:
         """``{name: proba [n, 2] in (FAKE, REAL) order}`` for a uint8 ``[n, 32, 32, 3]`` batch,
         and ``{name: error}`` for any detector that failed on it (the others still answer)."""
         probas, errors = {}, {}
-        for name, detector in self.detectors.items():
+        for name, detector in self.detectors.items():  # registry order: a committee after its members
             try:
-                proba = np.asarray(detector.predict_proba_arrays(batch), dtype=np.float64)
+                if isinstance(detector, CommitteeDetector):  # combine what its members just computed
+                    missing = [m for m in detector.members if m not in probas]
+                    if missing:
+                        raise RuntimeError(f"its members {', '.join(missing)} failed on this image")
+                    proba = detector.combine({m: probas[m][:, 0] for m in detector.members})
+                else:
+                    proba = np.asarray(detector.predict_proba_arrays(batch), dtype=np.float64)
                 order = [list(detector.classes_).index(c) for c in (FAKE, REAL)]
                 probas[name] = proba[:, order]
             except Exception as error:  # one broken detector must not take the others down
@@ -108,7 +117,7 @@ def load_bank(checkpoint_dir: str | Path | None = None, report_dir: str | Path |
     start = time.perf_counter()
     for name in cm.list_detectors():
         try:
-            bank.detectors[name] = cm.load_detector(name, checkpoint_dir)
+            bank.detectors[name] = cm.load_detector(name, checkpoint_dir, loaded=bank.detectors)
         except cm.CheckpointError as error:
             bank.unavailable[name] = str(error)
         except Exception as error:  # e.g. a checkpoint of an older architecture
@@ -172,8 +181,10 @@ def analyse(bank: Bank, items: list[Decoded | Failed]) -> list[dict]:
         error = None if predictions else "no detector could score this image: " + "; ".join(
             f"{k}: {v}" for k, v in {**bank.unavailable, **detector_errors}.items()
         )
+        # The vote counts the detectors themselves; a committee's verdict is shown on its own.
+        voters = {n: v for n, v in verdicts.items() if not cm.get_spec(n).is_committee}
         results.append({"file": item.name, "error": error, "notes": item.notes, "predictions": predictions,
-                        "verdicts": verdicts, "agreement": agreement(verdicts), "majority": majority(verdicts),
+                        "verdicts": verdicts, "agreement": agreement(voters), "majority": majority(voters),
                         "detector_errors": detector_errors, "array": item.array})
     return results
 
@@ -239,8 +250,12 @@ def result_card(bank: Bank, result: dict) -> str:
             rows.append(f'<tr class="na"><td class="det">{title}</td><td colspan="4">unavailable: {html.escape(reason)}</td></tr>')
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result["notes"]) or "<li>none: already 32x32 RGB</li>"
     verdict_class = result["majority"].lower()
+    committee = "".join(
+        f'<span class="agree committee {result["verdicts"][n].lower()}">{html.escape(bank.title(n))}: {result["verdicts"][n]}</span>'
+        for n in result["verdicts"] if cm.get_spec(n).is_committee
+    )
     return f"""<div class="card">
-<div class="head"><b>{name}</b> <span class="agree {verdict_class}">{html.escape(result["agreement"])}</span></div>
+<div class="head"><b>{name}</b> {committee}<span class="agree {verdict_class}">{html.escape(result["agreement"])}</span></div>
 <div class="body">
 <figure><img src="{pixels_data_uri(result["array"])}" width="128" height="128" alt="32x32 input of {name}">
 <figcaption>what the detectors saw: 32x32, shown 4x (nearest neighbour)</figcaption></figure>
@@ -348,7 +363,7 @@ def compare_table(bank: Bank) -> pd.DataFrame:
     rows = []
     for name in bank.names:
         spec, report = cm.get_spec(name), bank.reports.get(name, {})
-        test, free = report.get("test", {}), report.get("test_leak_free", {})
+        test, free, robustness = report.get("test", {}), report.get("test_leak_free", {}), report.get("robustness", {})
         per_class = test.get("per_class", {})
         status = "available" if name in bank.detectors else f"unavailable: {bank.unavailable.get(name)}"
         if name not in bank.reports:
@@ -361,12 +376,15 @@ def compare_table(bank: Bank) -> pd.DataFrame:
             "Detector": spec.title,
             "Status": status,
             "Accuracy": rnd(test.get("accuracy")),
-            "Paper accuracy": spec.paper.accuracy,
+            "Paper accuracy": spec.paper.accuracy if spec.paper else None,
             "ROC-AUC": rnd(test.get("roc_auc")),
-            "Paper ROC-AUC": spec.paper.roc_auc,
+            "Paper ROC-AUC": spec.paper.roc_auc if spec.paper else None,
             "PR-AUC": rnd(test.get("pr_auc")),
             "Leak-free accuracy": rnd(free.get("accuracy")),
             "Leak-free ROC-AUC": rnd(free.get("roc_auc")),
+            "Resized/re-saved: mean accuracy": rnd(robustness.get("mean_accuracy")),
+            "Resized/re-saved: worst accuracy": rnd((robustness.get("worst") or {}).get("accuracy")),
+            "Worst case": (robustness.get("worst") or {}).get("perturbation"),
             "FAKE precision": rnd(per_class.get(FAKE, {}).get("precision")),
             "FAKE recall": rnd(per_class.get(FAKE, {}).get("recall")),
             "FAKE F1": rnd(per_class.get(FAKE, {}).get("f1")),
@@ -377,7 +395,7 @@ def compare_table(bank: Bank) -> pd.DataFrame:
             "Test images": test.get("n"),
             "Initialisation": bank.initialisation(name),
             "Our recipe": describe_recipe(report) if report.get("recipe") else "",
-            "Paper recipe": spec.paper.recipe,
+            "Paper recipe": spec.paper.recipe if spec.paper else "not in the paper",
             "Checkpoint MB": None if size is None else round(size / 1e6, 1),
             "ms/image (1)": None if ms.get("batch_1") is None else round(ms["batch_1"], 2),
             "ms/image (64)": None if ms.get("batch_64") is None else round(ms["batch_64"], 2),
@@ -390,6 +408,8 @@ COMPARE_GROUPS = {
     "Every detector on CIFAKE's official test split, ours beside the paper's": [
         "Detector", "Status", "Accuracy", "Paper accuracy", "ROC-AUC", "Paper ROC-AUC", "PR-AUC", "Leak-free accuracy",
         "Leak-free ROC-AUC", "Threshold P(FAKE)", "Checkpoint MB", "ms/image (1)", "ms/image (64)"],
+    "On what people upload: the test images resized, re-compressed, blurred, shifted or cropped first (the robustness suite)": [
+        "Detector", "Accuracy", "Resized/re-saved: mean accuracy", "Resized/re-saved: worst accuracy", "Worst case"],
     "Per class on the test split (FAKE is the positive class)": [
         "Detector", "Test images", "FAKE precision", "FAKE recall", "FAKE F1", "REAL precision", "REAL recall", "REAL F1"],
     "How each detector was trained": ["Detector", "Initialisation", "Our recipe", "Paper recipe", "Trained on"],
@@ -506,6 +526,32 @@ def training_figure(bank: Bank, name: str) -> go.Figure:
     return fig
 
 
+def robustness_figure(bank: Bank) -> go.Figure:
+    """Accuracy against perturbation strength, one panel per family, every detector; each line
+    starts at the detector's accuracy on the unchanged images of the same sample."""
+    names = [n for n in bank.names if bank.reports.get(n, {}).get("robustness")]
+    if not names:
+        return _empty_figure("Accuracy on resized and re-saved images", "no report holds robustness figures: run python -m train.evaluate")
+    families = list(FAMILIES)
+    columns = 3
+    fig = make_subplots(rows=-(-len(families) // columns), cols=columns, subplot_titles=families, vertical_spacing=0.16)
+    for i, name in enumerate(names):
+        robustness = bank.reports[name]["robustness"]
+        for j, family in enumerate(families):
+            scores = sorted((s["strength"], s["accuracy"]) for s in robustness["scores"] if s["family"] == family)
+            points = sorted([(FAMILIES[family].unchanged, robustness["clean_accuracy"]), *scores])
+            fig.add_trace(go.Scatter(
+                x=[x for x, _ in points], y=[y for _, y in points], mode="lines+markers", name=bank.title(name),
+                legendgroup=name, showlegend=j == 0, line=dict(color=COLOURS[i % len(COLOURS)]),
+                hovertemplate=f"{bank.title(name)}: %{{y:.1%}} at {family} %{{x}}<extra></extra>"), row=j // columns + 1, col=j % columns + 1)
+            fig.update_xaxes(title_text=FAMILIES[family].strength, title_font_size=11, row=j // columns + 1, col=j % columns + 1)
+    n = robustness["n"]
+    fig.update_yaxes(tickformat=".0%")
+    fig.update_layout(title=f"Accuracy on test images changed as on the way to an upload ({n:,} balanced test images, each detector at its own threshold)",
+                      height=620, margin=dict(l=50, r=20, t=80, b=50))
+    return fig
+
+
 def evaluation_plots(bank: Bank, name: str, split_label: str) -> tuple[go.Figure, ...]:
     split = SPLITS.get(split_label, "test")
     names = [n for n in bank.names if n in bank.reports]
@@ -518,15 +564,44 @@ def evaluation_plots(bank: Bank, name: str, split_label: str) -> tuple[go.Figure
 # --------------------------------------------------------------------------- page
 
 
+def _percent(fraction: float | None) -> str:
+    return "" if fraction is None else f"{100 * fraction:.1f}%"
+
+
 def detectors_markdown(bank: Bank) -> str:
-    rows = ["| Detector | Status | Initialisation | Threshold P(FAKE) |", "|---|---|---|---|"]
+    rows = ["| Detector | Status | Initialisation | Threshold P(FAKE) | Accuracy on CIFAKE's test files "
+            "| …resized or re-saved first: mean (worst) |", "|---|---|---|---|---:|---:|"]
     for name in bank.names:
         if name in bank.detectors:
             status, threshold = "✅ available", f"{bank.detectors[name].threshold:.3f}"
+            if getattr(bank.detectors[name], "unavailable", None):  # a committee serving on fewer members
+                status += f" without {', '.join(bank.detectors[name].unavailable)} (weights fitted for the members it has)"
         else:
             status, threshold = f"❌ unavailable: {bank.unavailable[name]}", ""
-        rows.append(f"| {bank.title(name)} | {status.replace('|', '/')} | {bank.initialisation(name)} | {threshold} |")
+        report = bank.reports.get(name, {})
+        robustness = report.get("robustness")
+        robust = (f"{_percent(robustness['mean_accuracy'])} ({_percent(robustness['worst']['accuracy'])}, "
+                  f"{robustness['worst']['perturbation']})") if robustness else ""
+        rows.append(f"| {bank.title(name)} | {status.replace('|', '/')} | {bank.initialisation(name)} | {threshold} "
+                    f"| {_percent((report.get('test') or {}).get('accuracy'))} | {robust} |")
     return "\n".join(rows)
+
+
+def scope_statement(bank: Bank) -> str:
+    """How accurate the detectors are on CIFAKE's own files and on resized or re-saved copies, from the reports."""
+    reports = {n: r for n, r in bank.reports.items() if n in bank.detectors and r.get("robustness")}
+    if not reports:
+        return ""
+    clean = [r["test"]["accuracy"] for r in reports.values()]
+    mean = [r["robustness"]["mean_accuracy"] for r in reports.values()]
+    worst_name, worst = min(((n, r["robustness"]["worst"]) for n, r in reports.items()), key=lambda item: item[1]["accuracy"])
+    return (
+        f"On CIFAKE's own test files the detectors are right {_percent(min(clean))} to {_percent(max(clean))} of the time. "
+        f"Uploads are rarely those files: on the same test images resized, re-compressed, blurred, shifted or cropped "
+        f"first, they are right {_percent(min(mean))} to {_percent(max(mean))} of the time on average, and "
+        f"{bank.title(worst_name)} falls to {_percent(worst['accuracy'])} ({worst['perturbation']}); "
+        "see *Detectors* below and the *Evaluation* tab."
+    )
 
 
 def scratch_statement(bank: Bank) -> str:
@@ -547,9 +622,10 @@ def header_markdown(bank: Bank) -> str:
     return (
         "# CIFAKE: real photo or AI-generated?\n"
         "The five detectors of *Harnessing Machine Learning for Discerning AI-Generated Synthetic Images*, "
+        "a network of ours designed for 32x32 images and a committee of all of them, "
         "trained on CIFAKE (Bird & Lotfi, 2024): 32x32 CIFAR-10 photos (REAL) and Stable Diffusion 1.4 "
         "images (FAKE). Your image is brought to 32x32 RGB first (shorter side to 32, centre crop), as the "
-        f"paper's test transform does, so fine detail is lost.{missing}\n\n" + scratch_statement(bank)
+        f"paper's test transform does, so fine detail is lost. {scope_statement(bank)}{missing}\n\n" + scratch_statement(bank)
     )
 
 
@@ -645,6 +721,7 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
                 with gr.Row():
                     one_pr = gr.Plot(first_plots[4], label="Precision-recall")
                     curves = gr.Plot(first_plots[5], label="Training curves")
+                gr.Plot(robustness_figure(bank), label="Robustness: accuracy on resized and re-saved test images", elem_id="robustness-plot")
                 plot_outputs = [all_roc, all_pr, confusion, one_roc, one_pr, curves]
                 for control in (split, chosen):
                     control.change(plots, inputs=[chosen, split], outputs=plot_outputs, api_name=f"plots_{'split' if control is split else 'detector'}",

@@ -62,14 +62,20 @@ def _crop(image: Image.Image, pixels: float) -> Image.Image:
     return image.crop((k, k, image.width - k, image.height - k))
 
 
-FAMILIES: dict[str, tuple[Callable[[Image.Image, float], Image.Image], str]] = {
-    # family: (function, what its strength means)
-    "jpeg": (_jpeg, "JPEG quality"),
-    "enlarge": (_enlarge, "enlargement factor (bicubic), then the app's downscale"),
-    "downscale": (_downscale, "shrunk to this many pixels and back to 32"),
-    "blur": (_blur, "Gaussian blur sigma in pixels"),
-    "shift": (_shift, "shift in pixels (reflect-filled)"),
-    "crop": (_crop, "pixels cut from each border, then the app's resize"),
+@dataclass(frozen=True)
+class Family:
+    change: Callable[[Image.Image, float], Image.Image]
+    strength: str  # what the strength means, for axis titles
+    unchanged: float  # the strength at which the image would stay as it is (plots start there)
+
+
+FAMILIES: dict[str, Family] = {
+    "jpeg": Family(_jpeg, "JPEG quality", 100),
+    "enlarge": Family(_enlarge, "enlarged by (bicubic), then the app's downscale", 1),
+    "downscale": Family(_downscale, "shrunk to this many pixels and back to 32", SIZE),
+    "blur": Family(_blur, "Gaussian blur sigma (pixels)", 0),
+    "shift": Family(_shift, "shifted by (pixels, reflect-filled)", 0),
+    "crop": Family(_crop, "pixels cut from each border, then the app's resize", 0),
 }
 
 
@@ -86,7 +92,7 @@ class Perturbation:
 
     def upload(self, image: Image.Image) -> Image.Image:
         """The file a person would upload after this happened to ``image``."""
-        return FAMILIES[self.family][0](image, self.strength)
+        return FAMILIES[self.family].change(image, self.strength)
 
     def apply(self, batch: np.ndarray) -> np.ndarray:
         """uint8 ``[N, 32, 32, 3]`` in, the app's 32x32 view of each perturbed upload out."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from . import nets
+from .checkpoint import CheckpointError
+from .committee import CommitteeDetector, CommitteeRecipe
 from .data import REPO_ROOT
 from .detector import Detector, SklearnDetector, TorchDetector
 from .preprocessing import Preprocessing
@@ -63,27 +65,43 @@ class DetectorSpec:
     name: str
     title: str
     paper: PaperResult | None  # None: a detector of this project's, not in the paper
-    recipe: TorchRecipe | SvmRecipe
+    recipe: TorchRecipe | SvmRecipe | CommitteeRecipe
     preprocessing: Preprocessing | None = None  # None for the scikit-learn detector
     architecture: Callable[..., nn.Module] | None = None  # (weights, in_channels) -> module
     notes: str = ""
+    members: tuple[str, ...] = ()  # a committee's: the detectors whose probabilities it combines
 
     @property
     def is_torch(self) -> bool:
         return self.architecture is not None
 
     @property
+    def is_committee(self) -> bool:
+        return bool(self.members)
+
+    @property
     def checkpoint_file(self) -> str:
-        return f"{self.name}.safetensors" if self.is_torch else f"{self.name}.skops"
+        return f"{self.name}.skops" if isinstance(self.recipe, SvmRecipe) else f"{self.name}.safetensors"
 
     def build_module(self, preprocessing: Preprocessing | None = None, weights: str = "none") -> nn.Module:
         preprocessing = preprocessing or self.preprocessing
         return self.architecture(weights=weights, in_channels=preprocessing.channels)
 
-    def load(self, checkpoint_dir: str | Path | None = None) -> Detector:
+    def load(self, checkpoint_dir: str | Path | None = None, loaded: Mapping[str, Detector] | None = None) -> Detector:
+        """The detector stored in ``checkpoint_dir``. A committee takes its members from
+        ``loaded`` when given (detectors already in memory, e.g. the app's), else from the same folder."""
         path = Path(checkpoint_dir or CHECKPOINT_DIR) / self.checkpoint_file
         if self.is_torch:
             return TorchDetector.load(path, self.name, self.build_module)
+        if self.is_committee:
+            def load_member(name: str) -> Detector:
+                if loaded is None:
+                    return get_spec(name).load(checkpoint_dir)
+                if name not in loaded:
+                    raise CheckpointError(f"{name} is not loaded")
+                return loaded[name]
+
+            return CommitteeDetector.load(path, self.name, load_member)
         return SklearnDetector.load(path, self.name, TRUSTED_TYPES)
 
 
@@ -168,6 +186,15 @@ REGISTRY: dict[str, DetectorSpec] = {
         ),
     )
 }
+# The committee combines every detector above; it is trained (fitted on validation) after them.
+REGISTRY["committee"] = DetectorSpec(
+    name="committee",
+    title="Committee (all detectors)",
+    paper=None,
+    recipe=CommitteeRecipe(),
+    members=tuple(REGISTRY),
+    notes="Not in the paper: a logistic regression on every other detector's logit, fitted on the validation split.",
+)
 
 
 def list_detectors() -> list[str]:
@@ -182,6 +209,7 @@ def get_spec(name: str) -> DetectorSpec:
         raise KeyError(f"unknown detector {name!r}; known: {', '.join(REGISTRY)}") from None
 
 
-def load_detector(name: str, checkpoint_dir: str | Path | None = None) -> Detector:
-    """Load ``name``'s checkpoint from ``checkpoint_dir`` (default ``assets/checkpoints``)."""
-    return get_spec(name).load(checkpoint_dir)
+def load_detector(name: str, checkpoint_dir: str | Path | None = None, loaded: Mapping[str, Detector] | None = None) -> Detector:
+    """Load ``name``'s checkpoint from ``checkpoint_dir`` (default ``assets/checkpoints``);
+    ``loaded``: detectors already in memory that a committee may use as its members."""
+    return get_spec(name).load(checkpoint_dir, loaded)

@@ -49,12 +49,33 @@ def classification_figures(labels: np.ndarray, proba_fake: np.ndarray, threshold
             for i, name in enumerate(CLASSES)
         },
         "roc_auc": float(metrics.roc_auc_score(is_fake, proba_fake)) if both_classes else None,
+        "ece": expected_calibration_error(labels, proba_fake),
+        "brier": float(np.mean((proba_fake - is_fake) ** 2)) if len(labels) else None,
         "pr_auc": float(metrics.average_precision_score(is_fake, proba_fake)) if both_classes else None,
         # rows: true class, columns: predicted class, both in CLASSES order
         "confusion_matrix": metrics.confusion_matrix(labels, predicted, labels=range(len(CLASSES))).tolist(),
         "roc_curve": {"fpr": fpr[roc_keep].tolist(), "tpr": tpr[roc_keep].tolist()},
         "pr_curve": {"recall": pr_recall[pr_keep].tolist(), "precision": pr_precision[pr_keep].tolist()},
     }
+
+
+def expected_calibration_error(labels: np.ndarray, proba_fake: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the predicted class's probability (Guo et al. 2017): the
+    gap between confidence and accuracy in ``bins`` equal-width bins over [0, 1], weighted by
+    how many images fall in each. The predicted class is the one above 0.5, whatever the
+    decision threshold: ECE asks whether the probabilities mean what they say."""
+    labels, proba_fake = np.asarray(labels), np.asarray(proba_fake, dtype=np.float64)
+    if not len(labels):
+        return 0.0
+    says_fake = proba_fake >= 0.5
+    confidence = np.where(says_fake, proba_fake, 1 - proba_fake)
+    correct = says_fake == (labels == FAKE)
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    gap = 0.0
+    for b in np.unique(which):
+        members = which == b
+        gap += members.sum() * abs(confidence[members].mean() - correct[members].mean())
+    return float(gap / len(labels))
 
 
 def _thin(n: int) -> np.ndarray:
@@ -98,6 +119,9 @@ def describe_recipe(report: dict) -> str:
 
 def _describe_stage(report: dict) -> str:
     recipe, pre = report["recipe"], report.get("preprocessing")
+    if report.get("members"):  # a committee
+        return (f"logistic regression (C={recipe['C']:g}) on the logits of {', '.join(report['members'])}, "
+                f"fitted on the validation split, one per subset of members")
     if pre is None:  # the SVM
         return (
             f"{'colour' if recipe['colour'] else 'grayscale'} HOG, {recipe['orientations']} orientations, "
@@ -111,14 +135,20 @@ def _describe_stage(report: dict) -> str:
         if tuple(pre["crop_scale"]) != (1.0, 1.0) or pre["crop"] != 32
         else "no crop"
     )
-    schedule = f", StepLR({recipe['step_size']}, {recipe['gamma']})" if recipe["step_size"] else ""
+    if recipe.get("schedule") == "onecycle":
+        schedule = ", one-cycle"
+    else:
+        schedule = f", StepLR({recipe['step_size']}, {recipe['gamma']})" if recipe["step_size"] else ""
     decay = f", weight decay {recipe['weight_decay']:g}" if recipe.get("weight_decay") else ""
+    smoothing = f", label smoothing {smooth:g}" if (smooth := recipe.get("label_smoothing")) else ""
+    uploads = f" + {100 * p:g}% upload-like changes" if (p := pre.get("upload_augment")) else ""
+    bf16 = ", bf16 autocast" if recipe.get("precision") == "bf16" else ""
     return (
-        f"{'grayscale' if pre['grayscale'] else 'RGB'} {pre['crop']}x{pre['crop']}; {crop}"
+        f"{'grayscale' if pre['grayscale'] else 'RGB'} {pre['crop']}x{pre['crop']}; {crop}{uploads}"
         f"{f' + shift up to {shift} px (reflect pad)' if (shift := pre.get('translate')) else ''}"
-        f"{' + h-flip' if pre['hflip'] else ''}; {OPTIMIZERS[recipe['optimizer']].__name__} {recipe['lr']:g}{decay}{schedule}, batch "
-        f"{recipe['batch_size']}; {recipe['epochs']} epochs x {recipe['images_per_epoch'] or report['data']['n_train']:,} "
-        f"images = {seen:,} images seen"
+        f"{' + h-flip' if pre['hflip'] else ''}; {OPTIMIZERS[recipe['optimizer']].__name__} {recipe['lr']:g}{decay}{schedule}"
+        f"{smoothing}{bf16}, batch {recipe['batch_size']}; {recipe['epochs']} epochs x "
+        f"{recipe['images_per_epoch'] or report['data']['n_train']:,} images = {seen:,} images seen"
     )
 
 

@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
 from cifake_models import get_spec, list_detectors
+from cifake_models.perturbations import FAMILIES
 from cifake_models.uploads import UploadError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -106,11 +108,15 @@ def test_missing_and_corrupt_checkpoints_make_detectors_unavailable(app_module, 
     result = app_module.analyse(partial, app_module.decode_many([images["good.png"]]))[0]
     card = app_module.result_card(partial, result)
     assert "unavailable: checkpoint" in card and "does not exist" in card
-    assert re.fullmatch(r"(all 3|2 of 3) say (FAKE|REAL)", result["agreement"]), result["agreement"]
+    # The vote counts the detectors still available, the committee (serving on its other members) apart.
+    voters = len([n for n in others if not get_spec(n).is_committee])
+    assert re.fullmatch(rf"(all {voters}|\d of {voters}) say (FAKE|REAL)", result["agreement"]), result["agreement"]
+    assert "Committee (all detectors): " in card
     table = app_module.compare_table(partial).set_index("Detector")
     assert table.loc["CNN (paper)", "Status"].startswith("unavailable: checkpoint")
     assert table.loc["CNN (paper)", "Paper accuracy"] == get_spec("cnn").paper.accuracy
     assert "unavailable" in app_module.detectors_markdown(partial)
+    assert "available without hog_svm, cnn" in app_module.detectors_markdown(partial)
     app_module.build_demo(partial)  # the page still builds without reports or two checkpoints
 
 
@@ -211,16 +217,47 @@ def test_scratch_statement_follows_metadata(app_module, bank):
 def test_compare_table_has_every_detector_and_figure(app_module, bank):
     table = app_module.compare_table(bank)
     assert list(table["Detector"]) == [get_spec(n).title for n in list_detectors()]
-    for column in ["Accuracy", "Paper accuracy", "ROC-AUC", "Paper ROC-AUC", "PR-AUC", "Leak-free accuracy",
+    for column in ["Accuracy", "ROC-AUC", "PR-AUC", "Leak-free accuracy",
                    "FAKE precision", "FAKE recall", "FAKE F1", "REAL precision", "REAL recall", "REAL F1",
+                   "Resized/re-saved: mean accuracy", "Resized/re-saved: worst accuracy", "Worst case",
                    "Initialisation", "Our recipe", "Paper recipe", "Checkpoint MB", "ms/image (1)"]:  # tiny test split: no batch of 64
         assert column in table.columns
         assert table[column].notna().all(), column
     for name, row in zip(list_detectors(), table.to_dict("records")):
-        report = bank.reports[name]
+        report, paper = bank.reports[name], get_spec(name).paper
         assert row["Accuracy"] == pytest.approx(report["test"]["accuracy"], abs=1e-4)
         assert row["Leak-free accuracy"] == pytest.approx(report["test_leak_free"]["accuracy"], abs=1e-4)
-        assert row["Paper ROC-AUC"] == get_spec(name).paper.roc_auc
+        assert row["Resized/re-saved: mean accuracy"] == pytest.approx(report["robustness"]["mean_accuracy"], abs=1e-4)
+        if paper:
+            assert row["Paper ROC-AUC"] == paper.roc_auc and row["Paper accuracy"] == paper.accuracy
+        else:
+            assert pd.isna(row["Paper ROC-AUC"]) and row["Paper recipe"] == "not in the paper"
+
+
+def test_detect_tab_states_accuracy_on_resized_uploads_from_the_reports(app_module, bank):
+    robustness = {n: bank.reports[n]["robustness"] for n in list_detectors()}
+    worst_name = min(robustness, key=lambda n: robustness[n]["worst"]["accuracy"])
+    worst = robustness[worst_name]["worst"]
+    header = app_module.header_markdown(bank)
+    assert f"{get_spec(worst_name).title} falls to {100 * worst['accuracy']:.1f}% ({worst['perturbation']})" in header
+    means = [r["mean_accuracy"] for r in robustness.values()]
+    assert f"{100 * min(means):.1f}% to {100 * max(means):.1f}% of the time on average" in header
+    table = app_module.detectors_markdown(bank)
+    for name in list_detectors():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {get_spec(name).title} |"))
+        r = robustness[name]
+        assert row.endswith(f"| {100 * r['mean_accuracy']:.1f}% ({100 * r['worst']['accuracy']:.1f}%, {r['worst']['perturbation']}) |")
+
+
+def test_robustness_plot_draws_every_detector_from_its_clean_accuracy(app_module, bank):
+    figure = app_module.robustness_figure(bank)
+    traces = [t for t in figure.data if t.legendgroup == "cnn"]
+    assert len(traces) == len(FAMILIES)
+    robustness = bank.reports["cnn"]["robustness"]
+    jpeg = next(t for t in traces if t.hovertemplate.endswith("at jpeg %{x}<extra></extra>"))
+    expected = sorted([(100, robustness["clean_accuracy"])] + [(s["strength"], s["accuracy"]) for s in robustness["scores"] if s["family"] == "jpeg"])
+    assert list(zip(jpeg.x, jpeg.y)) == expected
+    assert {t.legendgroup for t in figure.data} == set(list_detectors())
 
 
 def test_evaluation_plots(app_module, bank):

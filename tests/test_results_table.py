@@ -1,6 +1,7 @@
 import json
 
 from cifake_models import CHECKPOINT_DIR, REPORT_DIR, get_spec, list_detectors
+from cifake_models.perturbations import SUITE
 from train import results_table
 
 
@@ -21,8 +22,8 @@ def test_tables_are_rendered_from_reports(tiny_assets, tmp_path):
     assert results_table.main(["--reports", str(tiny_assets["reports"]), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert "stale" not in text and text.startswith("intro\n") and text.endswith("end\n")
-    for title in ("HOG + SVM", "CNN (paper)", "ResNet-50", "VGG-16 (BN)", "DenseNet-121"):
-        assert text.count(f"| {title} |") == 2  # one row in each table
+    for name in list_detectors():
+        assert text.count(f"| {get_spec(name).title} |") == 3  # one row in each table
     assert "| 81.43% | **100.00%** |" in text  # tiny task: the SVM separates it perfectly
     assert "from scratch" in text
     for name in list_detectors():
@@ -30,9 +31,19 @@ def test_tables_are_rendered_from_reports(tiny_assets, tmp_path):
         report = json.loads((tiny_assets["reports"] / f"{name}.json").read_text())
         row = next(line for line in text.splitlines() if line.startswith(f"| {get_spec(name).title} |") and "from scratch" in line)
         stages = "" if not report["history"] else f"{100 * report['history'][-1]['val_accuracy']:.2f}%"
+        if report["test_time"] is None:  # the committee: its members chose their own views
+            assert row.endswith(f"| {stages} |  |") and "logistic regression" in row
+            continue
         single, averaged = (f"{100 * report['test_time']['validation_accuracy'][v]:.2f}%" for v in ("single", "mirror_average"))
         chosen = f"{single} → **{averaged}**" if report["test_time"]["mirror_average"] else f"**{single}** → {averaged}"
         assert row.endswith(f"| {stages} | {chosen} |")
+    # The robustness table: clean accuracy, one column per perturbation of the suite, mean and worst.
+    header = next(line for line in text.splitlines() if line.startswith("| detector | clean |"))
+    assert header == "| detector | clean | " + " | ".join(p.name for p in SUITE) + " | mean | worst |"
+    for name in list_detectors():
+        robustness = json.loads((tiny_assets["reports"] / f"{name}.json").read_text())["robustness"]
+        row = next(line for line in text.splitlines() if line.startswith(f"| {get_spec(name).title} | {100 * robustness['clean_accuracy']:.2f}% |"))
+        assert row.endswith(f"| **{100 * robustness['mean_accuracy']:.2f}%** | **{100 * robustness['worst']['accuracy']:.2f}%** |")
     assert results_table.main(["--reports", str(tiny_assets["reports"]), "--readme", str(readme), "--check"]) == 0
 
 

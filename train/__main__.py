@@ -11,6 +11,8 @@ examples:
   python -m train resnet50 --resume            continue after Ctrl-C or a kill
   python -m train vgg16_bn --init-from assets/checkpoints/vgg16_bn.safetensors --lr 1e-4
                                                a second training stage
+  python -m train committee                    fit the committee on validation, from the
+                                               members' checkpoints in --out (or --members)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from cifake_models.data import default_data_dir, load_split, train_val_indices
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
 from cifake_models.registry import OPTIMIZERS, PRECISIONS, SCHEDULES
 
+from .committee_fit import fit_committee
 from .svm_fit import fit_svm
 from .torch_fit import fit_torch
 
@@ -74,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
     parser.add_argument("--init-from", type=Path, metavar="CHECKPOINT", help="continue training from this checkpoint of the same network (a new stage with a fresh optimiser and schedule; the earlier stages stay on record)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--members", type=Path, metavar="DIR", help="where the committee reads its members' checkpoints (default: --out)")
     recipe = parser.add_argument_group("recipe overrides (networks)")
     recipe.add_argument("--epochs", type=int)
     recipe.add_argument("--batch-size", type=int)
@@ -149,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             except ImageNetWeightsUnavailable as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 2
+        elif spec.is_committee:
+            fit_committee(spec, val, spec.recipe, args.members or args.out, args.out, data_info)
         else:
             recipe = dataclasses.replace(spec.recipe, **overrides(args, SVM_OPTIONS))
             recipe = dataclasses.replace(recipe, pixels_per_cell=tuple(recipe.pixels_per_cell))

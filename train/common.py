@@ -5,11 +5,20 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from cifake_models.checkpoint import FORMAT_VERSION, hardware, library_versions
+from cifake_models.committee import CommitteeDetector
 from cifake_models.data import CLASSES, Split
 from cifake_models.registry import DetectorSpec
 from cifake_models.detector import FAKE, Detector
 from cifake_models.images import mirror
 from cifake_models.reports import best_threshold, classification_figures
+from cifake_models.robustness import balanced_sample, detector_fake, perturb_all, score_suite
+
+VALIDATION_ROBUSTNESS_SAMPLE = 1000  # validation images per perturbation
+# How the detectors that are not one torch module are built, in words.
+ARCHITECTURES = {
+    "hog_svm": "HOG -> StandardScaler -> RBF expansion over Nystroem landmarks (linear SVM) -> sigmoid",
+    "committee": "logistic regression on the members' logit(P(FAKE)), one fitted per subset of members",
+}
 
 
 def checkpoint_metadata(
@@ -36,7 +45,7 @@ def checkpoint_metadata(
         "format_version": FORMAT_VERSION,
         "detector": spec.name,
         "title": spec.title,
-        "architecture": spec.architecture.__name__ if spec.is_torch else "HOG -> StandardScaler -> RBF expansion over Nystroem landmarks (linear SVM) -> sigmoid",
+        "architecture": ARCHITECTURES.get(spec.name) or spec.architecture.__name__,
         "classes": list(CLASSES),
         "recipe": recipe,
         "weights": weights,
@@ -59,6 +68,8 @@ def record_validation(detector: Detector, val: Split) -> dict:
     its mirror is a two-view ensemble at twice the inference cost. It is kept only where it
     raises validation accuracy, each variant at its own best threshold.
     """
+    if isinstance(detector, CommitteeDetector):  # its members made their own choice of views
+        return record_threshold(detector, val, detector.predict_proba_arrays(val.images)[:, FAKE])
     single = detector.predict_proba_view(val.images)[:, FAKE]
     views = {"single": single, "mirror_average": (single + detector.predict_proba_view(mirror(val.images))[:, FAKE]) / 2}
     thresholds = {view: best_threshold(val.labels, proba) for view, proba in views.items()}
@@ -71,10 +82,25 @@ def record_validation(detector: Detector, val: Split) -> dict:
         "rule": "average P over the image and its left-right mirror where that raises validation accuracy",
         "validation_accuracy": accuracy,
     }
+    return record_threshold(detector, val, views[chosen])
+
+
+def record_threshold(detector: Detector, val: Split, proba_fake, robustness_sample: int = VALIDATION_ROBUSTNESS_SAMPLE) -> dict:
+    """Record the validation-chosen threshold for ``proba_fake`` (the detector's P(FAKE) on
+    ``val``), the validation figures, and the robustness suite on a balanced sample of ``val``
+    (so robustness, too, can be compared between candidates without the test split)."""
+    threshold = best_threshold(val.labels, proba_fake)
+    figures = classification_figures(val.labels, proba_fake, threshold)
     detector.metadata["threshold"] = {
-        "value": thresholds[chosen],
+        "value": threshold,
         "chosen_on": "validation split",
         "rule": "the P(FAKE) cut that maximises validation accuracy",
     }
-    detector.metadata["validation"] = {k: figures[chosen][k] for k in ("n", "accuracy", "roc_auc", "pr_auc")}
-    return figures[chosen]
+    sample = balanced_sample(val.labels, robustness_sample)
+    images, labels = val.images[sample], val.labels[sample]
+    robustness = score_suite(detector_fake(detector), threshold, images, labels, perturb_all(images))
+    detector.metadata["validation"] = {
+        **{k: figures[k] for k in ("n", "accuracy", "roc_auc", "pr_auc", "ece")},
+        "robustness": robustness.to_dict(),
+    }
+    return figures

@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,7 +22,10 @@ from cifake_models import REPORT_DIR, get_spec
 from cifake_models.checkpoint import hardware, library_versions, write_json
 from cifake_models.data import Split, default_data_dir, leaked_test_names, load_split
 from cifake_models.detector import FAKE, Detector
+from cifake_models.committee import CommitteeDetector
+from cifake_models.perturbations import Perturbation
 from cifake_models.reports import classification_figures, percent
+from cifake_models.robustness import ROBUSTNESS_SAMPLE, balanced_sample, perturb_all, score_suite
 
 from .commands import checkpoint_command, load_checkpoints, parse
 
@@ -44,16 +48,54 @@ def seconds_per_image(detector: Detector, images: np.ndarray, repeats: int = 5) 
     return best_seconds(lambda: detector.predict_proba_arrays(images), repeats) / len(images)
 
 
-def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpoint: Path) -> dict:
+class Scorer:
+    """Each detector's P(FAKE) on each image set, computed once per run: a committee combines its
+    members' instead of running them again."""
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[str, str], np.ndarray] = {}
+
+    def fake(self, detector: Detector, key: str, images: np.ndarray) -> np.ndarray:
+        if (detector.name, key) not in self._memo:
+            if isinstance(detector, CommitteeDetector):
+                member_fake = {n: self.fake(m, key, images) for n, m in detector.members.items()}
+                proba = detector.combine(member_fake)[:, FAKE]
+            else:
+                proba = detector.predict_proba_arrays(images)[:, FAKE]
+            self._memo[detector.name, key] = proba
+        return self._memo[detector.name, key]
+
+
+@dataclass(frozen=True)
+class RobustnessSet:
+    """The balanced test sample the suite is scored on, and its perturbed copies (made once)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    perturbed: dict[Perturbation, np.ndarray]
+    seed: int = 0
+
+    @classmethod
+    def from_split(cls, test: Split, n: int, seed: int = 0) -> "RobustnessSet":
+        sample = balanced_sample(test.labels, n, seed)
+        images = test.images[sample]
+        return cls(images, test.labels[sample], perturb_all(images), seed)
+
+
+def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpoint: Path, robust: RobustnessSet, scorer: Scorer) -> dict:
     spec = get_spec(detector.name)
-    proba_fake = detector.predict_proba_arrays(test.images)[:, FAKE]
+    proba_fake = scorer.fake(detector, "test", test.images)
     keep = ~np.isin(test.names, sorted(leaked))
     meta = detector.metadata
+    robustness = score_suite(
+        lambda key, batch: scorer.fake(detector, f"robustness {key}", batch), detector.threshold, robust.images, robust.labels,
+        robust.perturbed, robust.seed,
+    )
     return {
         "detector": spec.name,
         "title": spec.title,
         "checkpoint": {"file": checkpoint.name, "size_bytes": checkpoint.stat().st_size},
-        "paper": {"accuracy": spec.paper.accuracy, "roc_auc": spec.paper.roc_auc, "recipe": spec.paper.recipe},
+        "paper": None if spec.paper is None else {"accuracy": spec.paper.accuracy, "roc_auc": spec.paper.roc_auc, "recipe": spec.paper.recipe},
         "architecture": meta.get("architecture"),
         "recipe": meta.get("recipe"),
         "preprocessing": meta.get("preprocessing"),
@@ -67,11 +109,13 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
         "test_time": meta.get("test_time"),
         "threshold": meta.get("threshold"),
         "validation": meta.get("validation"),
+        "members": getattr(detector, "member_names", None),
         "test": classification_figures(test.labels, proba_fake, detector.threshold),
         "test_leak_free": {
             "removed": int((~keep).sum()),
             **classification_figures(test.labels[keep], proba_fake[keep], detector.threshold),
         },
+        "robustness": robustness.to_dict(),
         "ms_per_image": {
             # a small test split is repeated to fill the batch
             f"batch_{n}": 1000 * seconds_per_image(detector, test.images[np.arange(n) % len(test)]) for n in TIMING_BATCHES
@@ -90,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = checkpoint_command("python -m train.evaluate", __doc__)
     parser.add_argument("--reports", type=Path, default=REPORT_DIR, help="default: %(default)s")
     parser.add_argument("--limit", type=int, help="evaluate on a random subset of this size (smoke runs only)")
+    parser.add_argument("--robustness-sample", type=int, default=ROBUSTNESS_SAMPLE, help="balanced test images the perturbation suite is scored on (default: %(default)s)")
     args = parse(parser, argv)
     data_dir = args.data or default_data_dir()
     test = load_split(data_dir, "test")
@@ -97,15 +142,21 @@ def main(argv: list[str] | None = None) -> int:
         test = test.subset(np.sort(np.random.default_rng(0).choice(len(test), min(args.limit, len(test)), replace=False)))
     leaked = leaked_test_names(data_dir)
     print(f"test: {len(test)} images, {int(np.isin(test.names, sorted(leaked)).sum())} of them also in train")
+    robust = RobustnessSet.from_split(test, args.robustness_sample)
+    print(f"robustness: {len(robust.perturbed)} perturbations of {len(robust.labels)} test images")
     detectors, failures = load_checkpoints(args.detectors, args.checkpoints)
+    scorer = Scorer()
     for detector in detectors:
         spec = get_spec(detector.name)
-        report = evaluate_detector(detector, test, leaked, args.checkpoints / spec.checkpoint_file)
+        report = evaluate_detector(detector, test, leaked, args.checkpoints / spec.checkpoint_file, robust, scorer)
         write_json(args.reports / f"{spec.name}.json", report)
-        t, lf = report["test"], report["test_leak_free"]
+        t, lf, r = report["test"], report["test_leak_free"], report["robustness"]
+        paper = f" (paper {percent(spec.paper.accuracy)})" if spec.paper else ""
+        paper_auc = f" (paper {spec.paper.roc_auc:.4f})" if spec.paper else ""
         print(
-            f"{spec.name}: accuracy {percent(t['accuracy'])} (paper {percent(spec.paper.accuracy)}), "
-            f"ROC-AUC {t['roc_auc']:.4f} (paper {spec.paper.roc_auc:.4f}); leak-free accuracy {percent(lf['accuracy'])}; "
+            f"{spec.name}: accuracy {percent(t['accuracy'])}{paper}, ROC-AUC {t['roc_auc']:.4f}{paper_auc}; "
+            f"leak-free accuracy {percent(lf['accuracy'])}; under the suite: mean {percent(r['mean_accuracy'])}, "
+            f"worst {percent(r['worst']['accuracy'])} ({r['worst']['perturbation']}); "
             f"{report['ms_per_image'].get('batch_1', float('nan')):.1f} ms/image"
         )
     return 1 if failures else 0

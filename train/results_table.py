@@ -17,6 +17,7 @@ from cifake_models.data import REPO_ROOT
 
 README = REPO_ROOT / "README.md"
 INITIALISATION = {"none": "from scratch", "imagenet": "ImageNet"}
+NOT_IN_PAPER = "not in the paper"
 
 
 def _reports(report_dir) -> list[tuple]:
@@ -35,15 +36,38 @@ def results_table(report_dir: str | Path | None = None) -> str:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |",
     ]
     for spec, report in _reports(report_dir):
+        paper_accuracy = percent(spec.paper.accuracy) if spec.paper else NOT_IN_PAPER
+        paper_auc = f"{spec.paper.roc_auc:.4f}" if spec.paper else NOT_IN_PAPER
         if report is None:
-            rows.append(f"| {spec.title} | {percent(spec.paper.accuracy)} | not shipped | {spec.paper.roc_auc:.4f} | | | | | | |")
+            rows.append(f"| {spec.title} | {paper_accuracy} | not shipped | {paper_auc} | | | | | | |")
             continue
         test, leak_free = report["test"], report["test_leak_free"]
-        beats = test["accuracy"] > spec.paper.accuracy and test["roc_auc"] > spec.paper.roc_auc
+        beats = "" if spec.paper is None else "yes" if test["accuracy"] > spec.paper.accuracy and test["roc_auc"] > spec.paper.roc_auc else "no"
         rows.append(
-            f"| {spec.title} | {percent(spec.paper.accuracy)} | **{percent(test['accuracy'])}** | {spec.paper.roc_auc:.4f} "
+            f"| {spec.title} | {paper_accuracy} | **{percent(test['accuracy'])}** | {paper_auc} "
             f"| **{test['roc_auc']:.4f}** | {test['pr_auc']:.4f} | {percent(leak_free['accuracy'])} | {leak_free['roc_auc']:.4f} "
-            f"| {'yes' if beats else 'no'} | {report['ms_per_image']['batch_1']:.1f} / {report['ms_per_image']['batch_64']:.2f} |"
+            f"| {beats} | {report['ms_per_image']['batch_1']:.1f} / {report['ms_per_image']['batch_64']:.2f} |"
+        )
+    return "\n".join(rows)
+
+
+def robustness_table(report_dir: str | Path | None = None) -> str:
+    """Accuracy under each perturbation of the suite, with the mean and the worst case."""
+    reports = [(spec, report) for spec, report in _reports(report_dir) if report and report.get("robustness")]
+    if not reports:
+        return "No report holds robustness figures yet: run `python -m train.evaluate`."
+    names = [score["perturbation"] for score in reports[0][1]["robustness"]["scores"]]
+    rows = [
+        "| detector | clean | " + " | ".join(names) + " | mean | worst |",
+        "| --- | ---: | " + " | ".join("---:" for _ in names) + " | ---: | ---: |",
+    ]
+    for spec, report in reports:
+        robustness = report["robustness"]
+        by_name = {score["perturbation"]: score["accuracy"] for score in robustness["scores"]}
+        cells = " | ".join(percent(by_name[name]) if name in by_name else "" for name in names)
+        rows.append(
+            f"| {spec.title} | {percent(robustness['clean_accuracy'])} | {cells} | **{percent(robustness['mean_accuracy'])}** "
+            f"| **{percent(robustness['worst']['accuracy'])}** |"
         )
     return "\n".join(rows)
 
@@ -93,17 +117,22 @@ def recipes_table(report_dir: str | Path | None = None) -> str:
         "| --- | --- | --- | --- | --- | ---: | ---: |",
     ]
     for spec, report in _reports(report_dir):
+        paper_recipe = spec.paper.recipe if spec.paper else NOT_IN_PAPER
         if report is None:
-            rows.append(f"| {spec.title} | {spec.paper.recipe} | not shipped | | | | |")
+            rows.append(f"| {spec.title} | {paper_recipe} | not shipped | | | | |")
             continue
         rows.append(
-            f"| {spec.title} | {spec.paper.recipe} | {describe_recipe(report)} | {INITIALISATION[report['weights']]} "
+            f"| {spec.title} | {paper_recipe} | {describe_recipe(report)} | {INITIALISATION[report['weights']]} "
             f"| {_trained_on(report)} | {_stage_validation(report)} | {_mirror_validation(report)} |"
         )
     return "\n".join(rows)
 
 
-BLOCKS: dict[str, Callable[[str | Path | None], str]] = {"results": results_table, "recipes": recipes_table}
+BLOCKS: dict[str, Callable[[str | Path | None], str]] = {
+    "results": results_table,
+    "robustness": robustness_table,
+    "recipes": recipes_table,
+}
 
 
 def markers(block: str) -> tuple[str, str]:

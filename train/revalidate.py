@@ -31,13 +31,17 @@ def main(argv: list[str] | None = None) -> int:
             continue
         record_validation(detector, val)
         detector.save(args.checkpoints / get_spec(detector.name).checkpoint_file)
-        test_time, validation = detector.metadata["test_time"], detector.metadata["validation"]
-        accuracy = test_time["validation_accuracy"]
+        test_time, validation = detector.metadata.get("test_time"), detector.metadata["validation"]
+        views = ""
+        if test_time:
+            accuracy = test_time["validation_accuracy"]
+            views = (f"mirror averaging {'on' if test_time['mirror_average'] else 'off'} (validation accuracy "
+                     f"{percent(accuracy['single'])} single, {percent(accuracy['mirror_average'])} averaged); ")
+        robustness = validation["robustness"]
         print(
-            f"{detector.name}: mirror averaging {'on' if test_time['mirror_average'] else 'off'} "
-            f"(validation accuracy {percent(accuracy['single'])} single, "
-            f"{percent(accuracy['mirror_average'])} averaged); threshold {detector.threshold:.4f}; "
-            f"validation ROC-AUC {validation['roc_auc']:.4f}"
+            f"{detector.name}: {views}threshold {detector.threshold:.4f}; validation accuracy {percent(validation['accuracy'])}, "
+            f"ROC-AUC {validation['roc_auc']:.4f}; under the suite: mean {percent(robustness['mean_accuracy'])}, "
+            f"worst {percent(robustness['worst']['accuracy'])} ({robustness['worst']['perturbation']})"
         )
     return 1 if failures else 0
 

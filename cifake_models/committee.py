@@ -1,0 +1,115 @@
+"""A committee of detectors: a logistic regression on its members' logits, fitted on validation.
+
+Stacking (Wolpert 1992) rather than a vote count: each member's P(FAKE) becomes a logit, and
+a logistic regression fitted on the validation split weighs them, so the committee's verdict is
+a measured detector of its own. A member whose checkpoint is missing at serving time is left
+out without a refit: the regression is fitted at training time for every subset of members,
+and the committee uses the one fitted on exactly the members it has.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import CheckpointError, read_safetensors, save_safetensors
+from .detector import FAKE, Detector
+
+LOGIT_CLIP = 1e-6  # P is clipped to [1e-6, 1 - 1e-6] before the logit: a member's 0 or 1 stays finite
+
+
+@dataclass(frozen=True)
+class CommitteeRecipe:
+    C: float = 1.0  # inverse L2 strength of the logistic regression (scikit-learn's C)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def logits(proba_fake: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(proba_fake, dtype=np.float64), LOGIT_CLIP, 1 - LOGIT_CLIP)
+    return np.log(p / (1 - p))
+
+
+def fit_subsets(member_fake: Mapping[str, np.ndarray], labels: np.ndarray, recipe: CommitteeRecipe) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic regressions of FAKE on the members' logits, one per non-empty subset of members.
+
+    Returns ``masks`` (bool ``[n_subsets, n_members]``) and ``coefficients``
+    (``[n_subsets, n_members + 1]``: a weight per member, 0 where left out, then the intercept).
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    names = list(member_fake)
+    features = np.stack([logits(member_fake[n]) for n in names], axis=1)
+    is_fake = (np.asarray(labels) == FAKE).astype(int)
+    masks, coefficients = [], []
+    for size in range(1, len(names) + 1):
+        for subset in itertools.combinations(range(len(names)), size):
+            model = LogisticRegression(C=recipe.C, max_iter=1000).fit(features[:, subset], is_fake)
+            row = np.zeros(len(names) + 1)
+            row[list(subset)] = model.coef_[0]
+            row[-1] = model.intercept_[0]
+            mask = np.zeros(len(names), bool)
+            mask[list(subset)] = True
+            masks.append(mask)
+            coefficients.append(row)
+    return np.array(masks), np.array(coefficients)
+
+
+class CommitteeDetector(Detector):
+    """P(FAKE) = sigmoid(sum of weight x member logit + intercept), over the members it has."""
+
+    def __init__(self, name: str, members: Mapping[str, Detector], member_names: Sequence[str],
+                 masks: np.ndarray, coefficients: np.ndarray, metadata: dict | None = None,
+                 unavailable: Mapping[str, str] | None = None):
+        super().__init__(name, metadata)
+        self.unavailable = dict(unavailable or {})  # member -> why it could not be loaded
+        self.member_names = list(member_names)  # every member the regressions were fitted on, in order
+        self.members = {n: members[n] for n in self.member_names if n in members}  # those loaded
+        if not self.members:
+            raise CheckpointError(f"{name}: none of its members ({', '.join(self.member_names)}) could be loaded")
+        self.masks, self.coefficients = np.asarray(masks, bool), np.asarray(coefficients, np.float64)
+        present = np.array([n in self.members for n in self.member_names])
+        row = np.flatnonzero((self.masks == present).all(axis=1))
+        if not len(row):
+            raise CheckpointError(f"{name}: no regression stored for the members {sorted(self.members)}")
+        self.weights = self.coefficients[row[0]]
+
+    def combine(self, member_fake: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``[n, 2]`` probabilities from the members' P(FAKE) (as each member returns it)."""
+        z = np.full(len(next(iter(member_fake.values()))), self.weights[-1])
+        for i, name in enumerate(self.member_names):
+            if name in self.members:
+                z += self.weights[i] * logits(member_fake[name])
+        fake = 1 / (1 + np.exp(-z))
+        proba = np.empty((len(z), 2))
+        proba[:, FAKE], proba[:, 1 - FAKE] = fake, 1 - fake
+        return proba
+
+    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
+        return self.combine({n: m.predict_proba_arrays(batch)[:, FAKE] for n, m in self.members.items()})
+
+    def save(self, path: str | Path) -> Path:
+        tensors = {"masks": torch.as_tensor(self.masks, dtype=torch.uint8), "coefficients": torch.as_tensor(self.coefficients)}
+        self.metadata = {**self.metadata, "members": self.member_names}
+        return save_safetensors(path, tensors, self.metadata)
+
+    @classmethod
+    def load(cls, path: str | Path, name: str, load_member: Callable[[str], Detector]) -> "CommitteeDetector":
+        """Members come from ``load_member``; one that fails to load is left out, and
+        :attr:`unavailable` says why."""
+        tensors, metadata = read_safetensors(path)
+        if metadata.get("detector") != name:
+            raise CheckpointError(f"{path} holds the detector {metadata.get('detector')!r}, not {name!r}")
+        members, unavailable = {}, {}
+        for member in metadata["members"]:
+            try:
+                members[member] = load_member(member)
+            except Exception as error:  # any unloadable member is left out; the others serve
+                unavailable[member] = f"{type(error).__name__}: {error}"
+        return cls(name, members, metadata["members"], tensors["masks"].numpy(), tensors["coefficients"].numpy(), metadata, unavailable)

@@ -1,0 +1,87 @@
+"""The committee: a logistic regression over its members' logits, one per subset of members."""
+
+import numpy as np
+import pytest
+
+from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
+from cifake_models.committee import CommitteeDetector, CommitteeRecipe, fit_subsets, logits
+from cifake_models.detector import FAKE, Detector
+
+
+class Fixed(Detector):
+    """A member whose P(FAKE) for image i is given in advance (images carry i in their first pixel)."""
+
+    def __init__(self, name, proba_fake):
+        super().__init__(name)
+        self.proba_fake = np.asarray(proba_fake)
+
+    def predict_proba_view(self, batch):
+        fake = self.proba_fake[batch[:, 0, 0, 0].astype(int)]
+        return np.stack([fake, 1 - fake], axis=1)
+
+
+def two_half_experts(n=200, seed=0):
+    """Member a knows the first half of the images, member b the second; each guesses elsewhere."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    truth = np.where(labels == FAKE, 0.95, 0.05)
+    guess = rng.uniform(0.4, 0.6, n)
+    first = np.arange(n) < n // 2
+    return labels, {"a": np.where(first, truth, guess), "b": np.where(first, guess, truth)}
+
+
+def images_for(n):
+    images = np.zeros((n, 32, 32, 3), np.uint8)
+    images[:, 0, 0, 0] = np.arange(n)
+    return images
+
+
+def test_the_committee_beats_members_that_know_different_images():
+    labels, fake = two_half_experts()
+    masks, coefficients = fit_subsets(fake, labels, CommitteeRecipe())
+    members = {name: Fixed(name, p) for name, p in fake.items()}
+    committee = CommitteeDetector("committee", members, list(members), masks, coefficients)
+    accuracy = lambda p: np.mean((p >= 0.5) == (labels == FAKE))  # noqa: E731
+    combined = committee.predict_proba_arrays(images_for(len(labels)))[:, FAKE]
+    assert accuracy(combined) == 1.0
+    assert max(accuracy(fake["a"]), accuracy(fake["b"])) < 0.8
+    assert (committee.weights[:2] > 0).all()
+
+
+def test_a_missing_member_uses_the_regression_fitted_without_it():
+    labels, fake = two_half_experts()
+    masks, coefficients = fit_subsets(fake, labels, CommitteeRecipe())
+    assert len(masks) == 3  # {a}, {b}, {a, b}
+    alone = CommitteeDetector("committee", {"a": Fixed("a", fake["a"])}, ["a", "b"], masks, coefficients)
+    solo_masks, solo_coefficients = fit_subsets({"a": fake["a"]}, labels, CommitteeRecipe())
+    np.testing.assert_allclose(alone.weights[[0, 2]], solo_coefficients[0])
+    assert alone.weights[1] == 0
+    expected = 1 / (1 + np.exp(-(solo_coefficients[0, 0] * logits(fake["a"]) + solo_coefficients[0, 1])))
+    np.testing.assert_allclose(alone.predict_proba_arrays(images_for(len(labels)))[:, FAKE], expected)
+
+
+def test_the_committee_is_registered_over_every_other_detector():
+    spec = get_spec("committee")
+    assert spec.members == tuple(n for n in list_detectors() if n != "committee")
+    assert list_detectors()[-1] == "committee"  # trained and evaluated after its members
+
+
+def test_stored_committee_serves_without_a_member(tiny_assets, tmp_path):
+    checkpoints = tiny_assets["checkpoints"]
+    full = load_detector("committee", checkpoints)
+    assert not full.unavailable and list(full.members) == list(get_spec("committee").members)
+    for file in checkpoints.iterdir():
+        if file.name != get_spec("densenet121").checkpoint_file:
+            (tmp_path / file.name).write_bytes(file.read_bytes())
+    partial = load_detector("committee", tmp_path)
+    assert "densenet121" in partial.unavailable and "densenet121" not in partial.members
+    images = images_for(5)
+    proba = partial.predict_proba_arrays(images)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert not np.allclose(proba, full.predict_proba_arrays(images))
+
+
+def test_a_committee_with_no_member_is_refused(tiny_assets, tmp_path):
+    (tmp_path / "committee.safetensors").write_bytes((tiny_assets["checkpoints"] / "committee.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match="none of its members"):
+        load_detector("committee", tmp_path)

@@ -1,0 +1,110 @@
+"""The perturbation suite, its scoring, and the training augmentation built from it."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cifake_models.checkpoint import read_safetensors
+from cifake_models.perturbations import SUITE, TRAINING_RANGES, Perturbation, random_uploads
+from cifake_models.reports import describe_recipe, expected_calibration_error
+from cifake_models.robustness import Robustness, balanced_sample, perturb_all, score_suite
+from cifake_models.uploads import decode_upload
+from train.__main__ import main as train_main
+
+IMAGES = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("perturbation", SUITE, ids=lambda p: p.name)
+def test_each_perturbation_gives_the_pixels_the_app_would_see(perturbation, tmp_path):
+    """The suite scores what the app makes of the upload: the perturbed file, saved and sent
+    through the app's own decoder and resize, has exactly the suite's pixels."""
+    seen = []
+    for i, image in enumerate(IMAGES):
+        path = tmp_path / f"upload{i}.png"  # lossless: the upload is the perturbed image itself
+        perturbation.upload(Image.fromarray(image)).save(path)
+        seen.append(decode_upload(path).array)
+    np.testing.assert_array_equal(perturbation.apply(IMAGES), np.stack(seen))
+
+
+# Whether a larger strength changes the pixels more (True) or less (False). Enlarging has no
+# such order: every factor ends in the same antialiased downscale, which smooths most of it away.
+MORE_WITH_STRENGTH = {"jpeg": False, "downscale": False, "blur": True, "shift": True, "crop": True}
+
+
+def test_every_perturbation_changes_the_pixels_and_stronger_changes_more():
+    for family in TRAINING_RANGES:
+        strengths = sorted(p.strength for p in SUITE if p.family == family)
+        changes = [np.abs(Perturbation(family, s).apply(IMAGES).astype(int) - IMAGES).mean() for s in strengths]
+        assert all(c > 0 for c in changes), family
+        if family in MORE_WITH_STRENGTH:
+            assert changes == sorted(changes, reverse=not MORE_WITH_STRENGTH[family]), (family, changes)
+
+
+def test_shift_moves_pixels_without_resampling():
+    shifted = Perturbation("shift", 2).apply(IMAGES)
+    np.testing.assert_array_equal(shifted[:, 2:, 2:], IMAGES[:, :30, :30])
+
+
+def test_jpeg_perturbation_is_a_real_jpeg_round_trip():
+    out = Perturbation("jpeg", 50).apply(IMAGES)
+    again = Perturbation("jpeg", 50).apply(out)  # re-encoding a decoded JPEG at the same quality is nearly idempotent
+    assert np.abs(out.astype(int) - IMAGES).mean() > 5 * np.abs(again.astype(int) - out).mean()
+
+
+def test_random_uploads_is_seeded_and_leaves_clean_images_when_asked():
+    batch = torch.as_tensor(np.random.default_rng(1).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8))
+    draw = lambda p, seed: random_uploads(batch, p, torch.Generator().manual_seed(seed))  # noqa: E731
+    assert torch.equal(draw(0.0, 0), batch)
+    assert torch.equal(draw(0.5, 3), draw(0.5, 3))
+    assert not torch.equal(draw(0.5, 3), draw(0.5, 4))
+    changed = (draw(1.0, 0) != batch).flatten(1).any(1)
+    assert changed.all()
+    share = (draw(0.5, 0) != batch).flatten(1).any(1).float().mean()
+    assert 0.25 < share < 0.75
+
+
+def test_suite_scores_find_a_detector_that_only_knows_exact_pixels():
+    """A 'detector' that recognises the clean images byte for byte, and guesses 0.5 otherwise,
+    is perfect on clean images and at chance under every perturbation that changes pixels."""
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(40) % 2
+    known = {image.tobytes(): 1.0 - label for image, label in zip(images, labels)}  # P(FAKE): FAKE is label 0
+
+    def predict_fake(_key, batch):
+        return np.array([known.get(image.tobytes(), 0.5) for image in batch])
+
+    suite = (Perturbation("enlarge", 4), Perturbation("blur", 1.0))
+    result = score_suite(predict_fake, 0.75, images, labels, perturb_all(images, suite))
+    assert result.clean_accuracy == 1.0 and result.clean_roc_auc == 1.0
+    assert [s.accuracy for s in result.scores] == [0.5, 0.5]
+    assert result.mean_accuracy == 0.5 and result.worst.perturbation in ("enlarge 4", "blur 1")
+    assert Robustness.from_dict(result.to_dict()) == result
+
+
+def test_balanced_sample_takes_half_of_each_class():
+    labels = np.array([0] * 70 + [1] * 30)
+    sample = balanced_sample(labels, 40, seed=0)
+    assert len(sample) == 40 and (labels[sample] == 0).sum() == 20
+    assert np.array_equal(sample, balanced_sample(labels, 40, seed=0))
+
+
+def test_expected_calibration_error():
+    rng = np.random.default_rng(3)
+    labels = np.zeros(20000, int)  # all FAKE
+    honest = np.full(20000, 0.7)
+    right = rng.random(20000) < 0.7  # right 70% of the time at 70% confidence
+    labels[~right] = 1
+    assert expected_calibration_error(labels, honest) < 0.01
+    assert expected_calibration_error(labels, np.full(20000, 0.99)) == pytest.approx(0.29, abs=0.01)
+
+
+def test_training_with_upload_augmentation_records_it(tiny_data, tmp_path):
+    assert train_main(["native32", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1",
+                       "--batch-size", "8", "--upload-augment", "0.5", "--val-fraction", "0.25"]) == 0
+    _, meta = read_safetensors(tmp_path / "native32.safetensors")
+    assert meta["preprocessing"]["upload_augment"] == 0.5
+    assert "50% upload-like changes" in describe_recipe(meta)
+    names = [s["perturbation"] for s in meta["validation"]["robustness"]["scores"]]
+    assert names == [p.name for p in SUITE]

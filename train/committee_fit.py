@@ -1,0 +1,45 @@
+"""Fit the committee on the validation split, from its members' checkpoints."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from cifake_models.checkpoint import CheckpointError, file_sha256
+from cifake_models.committee import CommitteeDetector, CommitteeRecipe, fit_subsets
+from cifake_models.data import Split
+from cifake_models.detector import FAKE
+from cifake_models.registry import DetectorSpec, get_spec
+
+from .common import checkpoint_metadata, record_threshold
+
+
+def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, members_dir: Path, out_dir: Path, data_info: dict) -> CommitteeDetector:
+    """Every member must be in ``members_dir`` and must have held out the same validation split:
+    a member that trained on these images would be trusted for fitting them."""
+    started = time.perf_counter()
+    members = {name: get_spec(name).load(members_dir) for name in spec.members}
+    for name, member in members.items():
+        seen = (member.metadata.get("data") or {}).get("val_fingerprint")
+        if seen != data_info["val_fingerprint"]:
+            raise CheckpointError(f"{name} held out another validation split ({seen}, not {data_info['val_fingerprint']}): the committee cannot be fitted on it")
+    print(f"{spec.name}: scoring {len(val)} validation images with {', '.join(members)}", flush=True)
+    member_fake = {name: member.predict_proba_arrays(val.images)[:, FAKE] for name, member in members.items()}
+    masks, coefficients = fit_subsets(member_fake, val.labels, recipe)
+    detector = CommitteeDetector(spec.name, members, list(members), masks, coefficients)
+    detector.metadata = checkpoint_metadata(
+        spec, recipe.to_dict(), data_info, "none", history=[], wall_time_s=time.perf_counter() - started, device="cpu"
+    )
+    scratch = all(m.metadata.get("weights") == "none" for m in members.values())
+    detector.metadata["initialisation"] = (
+        "random (from scratch) members only, ImageNet weights were not used; the regression is fitted on the validation split"
+        if scratch else "members' own (see each member); the regression is fitted on the validation split"
+    )
+    detector.metadata["member_checkpoints"] = {
+        name: {"file": get_spec(name).checkpoint_file, "sha256": file_sha256(members_dir / get_spec(name).checkpoint_file)} for name in members
+    }
+    figures = record_threshold(detector, val, detector.combine(member_fake)[:, FAKE])
+    detector.save(out_dir / spec.checkpoint_file)
+    weights = ", ".join(f"{n} {w:+.2f}" for n, w in zip(members, detector.weights))
+    print(f"{spec.name}: weights {weights}; validation accuracy {figures['accuracy']:.4f}, ROC-AUC {figures['roc_auc']:.4f}", flush=True)
+    return detector
