@@ -162,12 +162,14 @@ def test_compare_tab(page):
 
 def test_evaluation_tab_shows_plots(page):
     page.get_by_role("tab", name="Evaluation").click()
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6")
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 7")
     plots = page.locator(".js-plotly-plot")
-    assert plots.count() == 6
+    assert plots.count() == 7
     roc_legend = plots.nth(0).inner_text()
+    robustness = page.locator("#robustness-plot .js-plotly-plot").inner_text()
     for title in TITLES:
-        assert title in roc_legend
+        assert title in roc_legend and title in robustness
+    assert "Accuracy on test images changed as on the way to an upload" in robustness
     assert "Confusion matrix" in plots.nth(2).inner_text()
     assert "Training curves" in plots.nth(5).inner_text()
     page.screenshot(path=str(SHOTS / "evaluation.png"), full_page=True)

@@ -101,10 +101,15 @@ def test_expected_calibration_error():
 
 
 def test_training_with_upload_augmentation_records_it(tiny_data, tmp_path):
-    assert train_main(["native32", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1",
-                       "--batch-size", "8", "--upload-augment", "0.5", "--val-fraction", "0.25"]) == 0
+    assert train_main(["native32", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "2",
+                       "--batch-size", "8", "--upload-augment", "0.5", "--precision", "bf16", "--val-fraction", "0.25"]) == 0
     _, meta = read_safetensors(tmp_path / "native32.safetensors")
-    assert meta["preprocessing"]["upload_augment"] == 0.5
-    assert "50% upload-like changes" in describe_recipe(meta)
+    assert meta["preprocessing"]["upload_augment"] == 0.5 and meta["recipe"]["precision"] == "bf16"
+    description = describe_recipe(meta)
+    assert "50% upload-like changes" in description
+    assert "one-cycle, label smoothing 0.1, bf16 autocast" in description  # native32's registry recipe, and the option
+    # One-cycle steps per batch: half-way the rate is near its peak, at the end far below it.
+    mid, end = (record["lr"] for record in meta["history"])
+    assert mid > 0.3 * meta["recipe"]["lr"] and end < 0.1 * meta["recipe"]["lr"]
     names = [s["perturbation"] for s in meta["validation"]["robustness"]["scores"]]
     assert names == [p.name for p in SUITE]
