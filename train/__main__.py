@@ -11,6 +11,8 @@ examples:
   python -m train resnet50 --resume            continue after Ctrl-C or a kill
   python -m train vgg16_bn --init-from assets/checkpoints/vgg16_bn.safetensors --lr 1e-4
                                                a second training stage
+  torchrun --nproc_per_node 4 -m train resnet50
+                                               4 GPUs (or CPU processes): DistributedDataParallel
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from cifake_models.data import default_data_dir, load_split, train_val_indices
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
 from cifake_models.registry import OPTIMIZERS, PRECISIONS, SCHEDULES
 
+from . import distributed
 from .svm_fit import fit_svm
 from .torch_fit import fit_torch
 
@@ -116,6 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.device = distributed.start(args.device)
+    try:
+        return run(args)
+    finally:
+        distributed.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    main_rank = distributed.current().main
     data_dir = args.data or default_data_dir()
     started = time.perf_counter()
     split = load_split(data_dir, "train")
@@ -135,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         "val_fraction": args.val_fraction,
         "split_seed": args.split_seed,
     }
-    print(f"data: {len(train)} train / {len(val)} validation images from {data_dir} ({time.perf_counter() - started:.0f}s)")
+    if main_rank:
+        print(f"data: {len(train)} train / {len(val)} validation images from {data_dir} ({time.perf_counter() - started:.0f}s)")
     for name in args.detectors or list_detectors():
         spec = get_spec(name)
         if spec.is_torch:
@@ -149,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             except ImageNetWeightsUnavailable as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 2
-        else:
+        elif main_rank:  # one process fits the SVM; it has no use for the others
             recipe = dataclasses.replace(spec.recipe, **overrides(args, SVM_OPTIONS))
             recipe = dataclasses.replace(recipe, pixels_per_cell=tuple(recipe.pixels_per_cell))
             fit_svm(spec, train, val, recipe, args.out, data_info)
