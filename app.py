@@ -10,7 +10,8 @@ Run ``python app.py`` and open http://127.0.0.1:7860. Three tabs:
 
 Programs call two named endpoints with ``gradio_client``: ``/predict`` (one image file ->
 ``{detector: {"REAL": p, "FAKE": p}}``) and ``/predict_batch`` (files -> a list of
-``{"file", "error", "notes", "predictions"}``).
+``{"file", "error", "notes", "predictions"}``). Requests that arrive together share forward
+passes (``cifake_models.serving``), and the networks run in ONNX Runtime.
 
 Checkpoints and evaluation reports are read once, at start-up, from ``$CIFAKE_CHECKPOINTS``
 and ``$CIFAKE_REPORTS`` (default ``assets/checkpoints`` and ``assets/reports``). A detector
@@ -40,19 +41,22 @@ from plotly.subplots import make_subplots
 from PIL import Image
 
 import cifake_models as cm
-from cifake_models.committee import CommitteeDetector
 from cifake_models.perturbations import FAMILIES
 from cifake_models.reports import describe_recipe
+from cifake_models.results import FAKE, REAL, Answers, ImageResult, csv_header, results, stack
+from cifake_models.serving import SharedPasses
 from cifake_models.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, Decoded, Failed, UploadError, decode_many, decode_upload
 
 REPO_ROOT = Path(__file__).resolve().parent
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
 MAX_BATCH_FILES = 100  # files per request; more are reported as skipped, not processed
+# /predict requests decoded at once; they then wait for a shared forward pass (cifake_models.serving),
+# so more of them at a time means larger, cheaper passes, not more work in parallel.
+PREDICT_CONCURRENCY = 16
 SERVER_MAX_FILE_SIZE = 2 * MAX_UPLOAD_BYTES  # gradio refuses bigger uploads outright
 MAX_CARDS = 24  # result cards drawn per request; the table and CSV hold every file
 RESULTS_DIR = Path(tempfile.gettempdir()) / "cifake-app-results"  # CSV downloads, pruned hourly
 CACHE_SECONDS = 3600  # uploads and CSVs older than this are deleted
-FAKE, REAL = "FAKE", "REAL"
 SPLITS = {"Official test split": "test", "Leak-free test split (test images also in train removed)": "test_leak_free"}
 COLOURS = plotly.colors.qualitative.D3
 
@@ -71,6 +75,7 @@ class Bank:
     reports: dict[str, dict] = field(default_factory=dict)
     report_errors: dict[str, str] = field(default_factory=dict)
     load_seconds: float = 0.0
+    passes: SharedPasses | None = None  # every request's forward passes, shared
 
     @property
     def names(self) -> list[str]:
@@ -84,24 +89,12 @@ class Bank:
             return str(self.detectors[name].metadata.get("initialisation") or "not recorded")
         return str(self.reports.get(name, {}).get("initialisation") or "unknown (no checkpoint)")
 
-    def predict(self, batch: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-        """``{name: proba [n, 2] in (FAKE, REAL) order}`` for a uint8 ``[n, 32, 32, 3]`` batch,
-        and ``{name: error}`` for any detector that failed on it (the others still answer)."""
-        probas, errors = {}, {}
-        for name, detector in self.detectors.items():  # registry order: a committee after its members
-            try:
-                if isinstance(detector, CommitteeDetector):  # combine what its members just computed
-                    missing = [m for m in detector.members if m not in probas]
-                    if missing:
-                        raise RuntimeError(f"its members {', '.join(missing)} failed on this image")
-                    proba = detector.combine({m: probas[m][:, 0] for m in detector.members})
-                else:
-                    proba = np.asarray(detector.predict_proba_arrays(batch), dtype=np.float64)
-                order = [list(detector.classes_).index(c) for c in (FAKE, REAL)]
-                probas[name] = proba[:, order]
-            except Exception as error:  # one broken detector must not take the others down
-                errors[name] = f"{type(error).__name__}: {error}"
-        return probas, errors
+    def predict(self, batch: np.ndarray) -> Answers:
+        """Every available detector on a uint8 ``[n, 32, 32, 3]`` batch, in a forward pass shared
+        with the requests running at the same time (see ``cifake_models.results.predict_all``)."""
+        if self.passes is None:
+            self.passes = SharedPasses(self.detectors)
+        return self.passes.predict(batch)
 
 
 def resolve_dirs(checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None) -> tuple[Path, Path]:
@@ -117,7 +110,7 @@ def load_bank(checkpoint_dir: str | Path | None = None, report_dir: str | Path |
     start = time.perf_counter()
     for name in cm.list_detectors():
         try:
-            bank.detectors[name] = cm.load_detector(name, checkpoint_dir, loaded=bank.detectors)
+            bank.detectors[name] = cm.load_detector(name, checkpoint_dir, loaded=bank.detectors).prepare_for_serving()
         except cm.CheckpointError as error:
             bank.unavailable[name] = str(error)
         except Exception as error:  # e.g. a checkpoint of an older architecture
@@ -135,58 +128,10 @@ def load_bank(checkpoint_dir: str | Path | None = None, report_dir: str | Path |
 # --------------------------------------------------------------------------- predictions
 
 
-def probabilities(proba_row: np.ndarray) -> dict[str, float]:
-    return {REAL: round(float(proba_row[1]), 6), FAKE: round(float(proba_row[0]), 6)}
-
-
-def agreement(verdicts: dict[str, str]) -> str:
-    """``"4 of 5 say FAKE"``, ``"all 5 say REAL"``, ``"split: 2 FAKE, 2 REAL"``."""
-    n, fakes = len(verdicts), sum(v == FAKE for v in verdicts.values())
-    if n == 0:
-        return "no detector available"
-    if fakes in (0, n):
-        label = FAKE if fakes else REAL
-        return f"all {n} say {label}" if n > 1 else f"1 of 1 says {label}"
-    if fakes * 2 == n:
-        return f"split: {fakes} FAKE, {n - fakes} REAL"
-    majority, count = (FAKE, fakes) if fakes * 2 > n else (REAL, n - fakes)
-    return f"{count} of {n} say {majority}"
-
-
-def majority(verdicts: dict[str, str]) -> str:
-    fakes = sum(v == FAKE for v in verdicts.values())
-    if not verdicts or fakes * 2 == len(verdicts):
-        return "undecided"
-    return FAKE if fakes * 2 > len(verdicts) else REAL
-
-
-def analyse(bank: Bank, items: list[Decoded | Failed]) -> list[dict]:
-    """One result per upload: ``file``, ``error``, ``notes``, ``predictions``, ``verdicts``,
-    ``agreement``, ``majority``, ``detector_errors`` and the ``array`` the detectors saw."""
-    decoded = [item for item in items if isinstance(item, Decoded)]
-    batch = np.stack([d.array for d in decoded]) if decoded else np.zeros((0, 32, 32, 3), np.uint8)
-    probas, detector_errors = bank.predict(batch) if decoded else ({}, {})
-    index = {id(d): i for i, d in enumerate(decoded)}
-    results = []
-    for item in items:
-        if isinstance(item, Failed):
-            results.append({"file": item.name, "error": item.error, "notes": [], "predictions": {}, "verdicts": {},
-                            "agreement": "", "majority": "", "detector_errors": {}, "array": None})
-            continue
-        i = index[id(item)]
-        predictions, verdicts = {}, {}
-        for name, proba in probas.items():
-            predictions[name] = probabilities(proba[i])
-            verdicts[name] = FAKE if proba[i, 0] >= bank.detectors[name].threshold else REAL
-        error = None if predictions else "no detector could score this image: " + "; ".join(
-            f"{k}: {v}" for k, v in {**bank.unavailable, **detector_errors}.items()
-        )
-        # The vote counts the detectors themselves; a committee's verdict is shown on its own.
-        voters = {n: v for n, v in verdicts.items() if not cm.get_spec(n).is_committee}
-        results.append({"file": item.name, "error": error, "notes": item.notes, "predictions": predictions,
-                        "verdicts": verdicts, "agreement": agreement(voters), "majority": majority(voters),
-                        "detector_errors": detector_errors, "array": item.array})
-    return results
+def analyse(bank: Bank, items: list[Decoded | Failed]) -> list[ImageResult]:
+    """One result per upload, in order; every decoded image goes through one shared pass."""
+    batch = stack(items)
+    return results(items, bank.predict(batch) if len(batch) else ({}, {}, {}), bank.unavailable)
 
 
 def limit_batch(paths: list) -> tuple[list, list[Failed]]:
@@ -202,16 +147,15 @@ def predict_file(bank: Bank, path) -> dict[str, dict[str, float]]:
     if path is None:
         raise UploadError("no file was sent")
     result = analyse(bank, [decode_upload(path)])[0]
-    if result["error"]:
-        raise UploadError(result["error"])
-    return result["predictions"]
+    if result.error:
+        raise UploadError(result.error)
+    return result.probabilities()
 
 
 def predict_files(bank: Bank, paths: list) -> list[dict]:
     """One JSON-ready result per file, in order; a bad file gets its ``error``, never an exception."""
     paths, skipped = limit_batch(paths)
-    results = analyse(bank, decode_many(paths) + skipped)
-    return [{"file": r["file"], "error": r["error"], "notes": r["notes"], "predictions": r["predictions"]} for r in results]
+    return [r.api_record() for r in analyse(bank, decode_many(paths) + skipped)]
 
 
 # --------------------------------------------------------------------------- detect tab output
@@ -230,34 +174,34 @@ def _bar(p: float, colour: str) -> str:
             f'<span>{100 * p:.1f}%</span></div>')
 
 
-def result_card(bank: Bank, result: dict) -> str:
-    name = html.escape(result["file"])
-    if result["error"] and not result["predictions"]:
-        return f'<div class="card error"><div class="head"><b>{name}</b></div><p class="msg">⚠ {html.escape(result["error"])}</p></div>'
+def result_card(bank: Bank, result: ImageResult) -> str:
+    name = html.escape(result.file)
+    if result.error and not result.predictions:
+        return f'<div class="card error"><div class="head"><b>{name}</b></div><p class="msg">⚠ {html.escape(result.error)}</p></div>'
     rows = []
     for det in bank.names:
         title = html.escape(bank.title(det))
-        if det in result["predictions"]:
-            p = result["predictions"][det]
-            verdict = result["verdicts"][det]
+        if det in result.predictions:
+            p = result.predictions[det]
+            verdict = p.verdict
             threshold = bank.detectors[det].threshold
             rows.append(
-                f'<tr><td class="det">{title}</td><td>{_bar(p[REAL], "#2e7d32")}</td><td>{_bar(p[FAKE], "#c62828")}</td>'
+                f'<tr><td class="det">{title}</td><td>{_bar(p.p_real, "#2e7d32")}</td><td>{_bar(p.p_fake, "#c62828")}</td>'
                 f'<td class="verdict {verdict.lower()}">{verdict}</td><td class="thr">{threshold:.3f}</td></tr>'
             )
         else:
-            reason = bank.unavailable.get(det) or result["detector_errors"].get(det, "unavailable")
+            reason = bank.unavailable.get(det) or result.detector_errors.get(det, "unavailable")
             rows.append(f'<tr class="na"><td class="det">{title}</td><td colspan="4">unavailable: {html.escape(reason)}</td></tr>')
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result["notes"]) or "<li>none: already 32x32 RGB</li>"
-    verdict_class = result["majority"].lower()
-    committee = "".join(
-        f'<span class="agree committee {result["verdicts"][n].lower()}">{html.escape(bank.title(n))}: {result["verdicts"][n]}</span>'
-        for n in result["verdicts"] if cm.get_spec(n).is_committee
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) or "<li>none: already 32x32 RGB</li>"
+    verdict_class = result.majority.lower()
+    committees = "".join(
+        f'<span class="agree committee {p.verdict.lower()}">{html.escape(bank.title(n))}: {p.verdict}</span>'
+        for n, p in result.committees.items()
     )
     return f"""<div class="card">
-<div class="head"><b>{name}</b> {committee}<span class="agree {verdict_class}">{html.escape(result["agreement"])}</span></div>
+<div class="head"><b>{name}</b> {committees}<span class="agree {verdict_class}">{html.escape(result.agreement)}</span></div>
 <div class="body">
-<figure><img src="{pixels_data_uri(result["array"])}" width="128" height="128" alt="32x32 input of {name}">
+<figure><img src="{pixels_data_uri(result.array)}" width="128" height="128" alt="32x32 input of {name}">
 <figcaption>what the detectors saw: 32x32, shown 4x (nearest neighbour)</figcaption></figure>
 <div class="probs"><table><thead><tr><th>Detector</th><th>P(REAL)</th><th>P(FAKE)</th><th>Verdict</th><th title="P(FAKE) at or above which the detector says FAKE, chosen on the validation split">Threshold</th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
@@ -292,23 +236,23 @@ tr.na td { color: var(--body-text-color-subdued); font-style: italic; }
 """
 
 
-def results_html(bank: Bank, results: list[dict]) -> str:
-    if not results:
+def results_html(bank: Bank, answers: list[ImageResult]) -> str:
+    if not answers:
         return '<p class="more">Drop images above, paste one, or click an example to see every detector\'s answer.</p>'
-    cards = [result_card(bank, r) for r in results[:MAX_CARDS]]
-    if len(results) > MAX_CARDS:
-        cards.append(f'<p class="more">Showing the first {MAX_CARDS} of {len(results)} files; the table below and the CSV hold all of them.</p>')
+    cards = [result_card(bank, r) for r in answers[:MAX_CARDS]]
+    if len(answers) > MAX_CARDS:
+        cards.append(f'<p class="more">Showing the first {MAX_CARDS} of {len(answers)} files; the table below and the CSV hold all of them.</p>')
     return "\n".join(cards)
 
 
-def results_table(bank: Bank, results: list[dict]) -> pd.DataFrame:
+def results_table(bank: Bank, answers: list[ImageResult]) -> pd.DataFrame:
     """The table shown under the cards: one row per file, P(FAKE) per available detector."""
     columns = ["File", "Majority", "Agreement"] + [bank.title(n) for n in bank.detectors] + ["Notes / error"]
     rows = []
-    for r in results:
-        row = [r["file"], r["majority"], r["agreement"]]
-        row += [round(r["predictions"][n][FAKE], 4) if n in r["predictions"] else None for n in bank.detectors]
-        row.append(r["error"] or "; ".join(r["notes"]))
+    for r in answers:
+        row = [r.file, r.majority, r.agreement]
+        row += [round(r.predictions[n].p_fake, 4) if n in r.predictions else None for n in bank.detectors]
+        row.append(r.error or "; ".join(r.notes))
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 
@@ -319,7 +263,7 @@ def results_widths(bank: Bank) -> list[str]:
     return ["14%", "8%", "12%"] + [f"{share:.1f}%"] * len(bank.detectors) + ["20%"]
 
 
-def write_csv(bank: Bank, results: list[dict]) -> str:
+def write_csv(bank: Bank, answers: list[ImageResult]) -> str:
     """Every result, with P(REAL), P(FAKE) and the verdict of each detector, as a CSV file."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     cutoff = time.time() - CACHE_SECONDS
@@ -332,18 +276,10 @@ def write_csv(bank: Bank, results: list[dict]) -> str:
             pass
     path = RESULTS_DIR / uuid.uuid4().hex / "cifake_results.csv"
     path.parent.mkdir()
-    header = ["file", "error", "notes", "majority", "agreement"]
-    for name in bank.names:
-        header += [f"{name}_p_real", f"{name}_p_fake", f"{name}_verdict"]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(header)
-        for r in results:
-            row = [r["file"], r["error"] or "", "; ".join(r["notes"]), r["majority"], r["agreement"]]
-            for name in bank.names:
-                p = r["predictions"].get(name)
-                row += [p[REAL], p[FAKE], r["verdicts"][name]] if p else ["", "", ""]
-            writer.writerow(row)
+        writer.writerow(csv_header(bank.names))
+        writer.writerows(r.row(bank.names) for r in answers)
     return str(path)
 
 
@@ -351,9 +287,9 @@ def detect_outputs(bank: Bank, paths: list) -> tuple[str, pd.DataFrame, dict]:
     paths, skipped = limit_batch(paths)
     if not paths:
         return results_html(bank, []), results_table(bank, []), gr.update(value=None, visible=False)
-    results = analyse(bank, decode_many(paths) + skipped)
-    return (results_html(bank, results), results_table(bank, results),
-            gr.update(value=write_csv(bank, results), visible=True))
+    answers = analyse(bank, decode_many(paths) + skipped)
+    return (results_html(bank, answers), results_table(bank, answers),
+            gr.update(value=write_csv(bank, answers), visible=True))
 
 
 # --------------------------------------------------------------------------- compare tab
@@ -733,7 +669,7 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
         api_json = gr.JSON(visible=False, label="probabilities")
         api_list = gr.JSON(visible=False, label="results")
         api_trigger = gr.Button(visible=False)  # never clicked: it only carries the two API events
-        api_trigger.click(predict, inputs=api_file, outputs=api_json, api_name="predict", concurrency_limit=2)
+        api_trigger.click(predict, inputs=api_file, outputs=api_json, api_name="predict", concurrency_limit=PREDICT_CONCURRENCY)
         api_trigger.click(predict_batch, inputs=api_files, outputs=api_list, api_name="predict_batch", concurrency_limit=2)
     demo.queue(max_size=64)
     demo.bank = bank  # for tests and scripts
@@ -742,7 +678,13 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
 
 demo = build_demo()
 
-if __name__ == "__main__":
+
+def main() -> None:
+    """``cifake-app`` (or ``python app.py``): serve the app."""
     # Files over SERVER_MAX_FILE_SIZE are refused by gradio itself; smaller ones over
     # MAX_UPLOAD_BYTES reach the app and get a per-file message.
     demo.launch(max_file_size=SERVER_MAX_FILE_SIZE)
+
+
+if __name__ == "__main__":
+    main()

@@ -56,14 +56,21 @@ class Detector:
 
     def predict_proba_arrays(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for a uint8 ``[n, 32, 32, 3]`` batch (CIFAKE's own format)."""
-        proba = self.predict_proba_view(batch)
-        if self.averages_mirror:
-            proba = (proba + self.predict_proba_view(mirror(batch))) / 2
-        return proba
+        if not self.averages_mirror:
+            return self.predict_proba_view(batch)
+        # Both views in one call: for a few images a network's cost is mostly per call, not per
+        # image, so one forward pass of 2n images costs far less than two of n.
+        both = self.predict_proba_view(np.concatenate([batch, mirror(batch)]))
+        return (both[: len(batch)] + both[len(batch) :]) / 2
 
     def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for the batch exactly as given (one view, no mirror averaging)."""
         raise NotImplementedError
+
+    def prepare_for_serving(self) -> "Detector":
+        """Switch to the fastest way of answering that gives the same probabilities (within
+        1e-4); for the app and ``cifake-score``, never for training or evaluation."""
+        return self
 
     def save(self, path: str | Path) -> Path:
         raise NotImplementedError
@@ -76,6 +83,7 @@ class TorchDetector(Detector):
         super().__init__(name, metadata)
         self.module = module.eval()
         self.preprocessing = preprocessing
+        self.network = None  # set by prepare_for_serving: the module's forward pass in ONNX Runtime
 
     @torch.inference_mode()
     def predict_proba_view(self, batch: np.ndarray, batch_size: int = 500) -> np.ndarray:
@@ -84,8 +92,15 @@ class TorchDetector(Detector):
         out = []
         for start in range(0, len(batch), batch_size):
             x = self.preprocessing.eval_transform(torch.as_tensor(batch[start : start + batch_size]).to(device))
-            out.append(torch.softmax(self.module(x).float(), dim=1).double().cpu().numpy())
+            logits = self.network(x) if self.network is not None else self.module(x)
+            out.append(torch.softmax(logits.float(), dim=1).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
+
+    def prepare_for_serving(self) -> "TorchDetector":
+        from .onnx_runtime import OnnxNetwork
+
+        self.network = OnnxNetwork(self.module.cpu(), self.preprocessing.channels, self.preprocessing.crop)
+        return self
 
     def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
         """Store weights in ``dtype`` (half precision halves the file) with the metadata."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,19 +171,22 @@ def decode_upload(path: str | os.PathLike, name: str | None = None) -> Decoded:
     return decode_bytes(read_upload(path), name)
 
 
-def decode_many(paths: Iterable[str | os.PathLike | None]) -> list[Decoded | Failed]:
-    """Decode each upload on its own: a file that fails becomes :class:`Failed`, never an exception."""
-    results: list[Decoded | Failed] = []
-    for path in paths:
-        if path is None:
-            continue
-        name = os.path.basename(os.fspath(path))
-        try:
-            results.append(decode_upload(path, name))
-        except UploadError as error:
-            results.append(Failed(name, str(error)))
-        except MemoryError:
-            results.append(Failed(name, "the image needs more memory to decode than this server has"))
-        except Exception as error:  # never let one file take down a batch
-            results.append(Failed(name, f"could not decode ({type(error).__name__}: {error})"))
-    return results
+def decode_or_fail(name: str, decode: Callable[[], Decoded]) -> Decoded | Failed:
+    """``decode()``, or :class:`Failed` with the reason: never an exception, so that one file
+    never takes down a batch."""
+    try:
+        return decode()
+    except UploadError as error:
+        return Failed(name, str(error))
+    except MemoryError:
+        return Failed(name, "the image needs more memory to decode than this server has")
+    except Exception as error:
+        return Failed(name, f"could not decode ({type(error).__name__}: {error})")
+
+
+def decode_many(paths: Iterable[str | os.PathLike | None], names: Iterable[str] | None = None) -> list[Decoded | Failed]:
+    """Decode each file on its own, named ``names`` (default: the files' base names); a file
+    that fails becomes :class:`Failed`."""
+    paths = [path for path in paths if path is not None]
+    names = list(names) if names is not None else [os.path.basename(os.fspath(path)) for path in paths]
+    return [decode_or_fail(name, lambda: decode_upload(path, name)) for path, name in zip(paths, names, strict=True)]

@@ -29,8 +29,7 @@ import numpy as np
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-from train.evaluate import best_seconds  # noqa: E402
+from train.evaluate import best_seconds
 
 
 def free_port() -> int:

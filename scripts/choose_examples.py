@@ -17,9 +17,8 @@ import numpy as np
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 
-from cifake_models.data import CLASSES, leaked_test_names, load_split  # noqa: E402
+from cifake_models.data import CLASSES, leaked_test_names, load_split
 
 MAX_TOTAL_BYTES = 200_000
 

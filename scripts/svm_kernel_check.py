@@ -8,7 +8,6 @@ both on validation images. The test split is not touched.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -17,9 +16,8 @@ from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 from sklearn.svm import SVC
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cifake_models import get_spec  # noqa: E402
-from cifake_models.data import load_split, train_val_indices  # noqa: E402
+from cifake_models import get_spec
+from cifake_models.data import load_split, train_val_indices
 
 
 def main() -> None:

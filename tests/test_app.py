@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import socket
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +16,11 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from cifake_models import get_spec, list_detectors
+from cifake_models import get_spec, list_detectors, results
 from cifake_models.perturbations import FAMILIES
 from cifake_models.uploads import UploadError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # gradio's queue calls pandas options that pandas 3 deprecates; not this project's code.
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
@@ -110,7 +107,7 @@ def test_missing_and_corrupt_checkpoints_make_detectors_unavailable(app_module, 
     assert "unavailable: checkpoint" in card and "does not exist" in card
     # The vote counts the detectors still available, the committee (serving on its other members) apart.
     voters = len([n for n in others if not get_spec(n).is_committee])
-    assert re.fullmatch(rf"(all {voters}|\d of {voters}) say (FAKE|REAL)", result["agreement"]), result["agreement"]
+    assert re.fullmatch(rf"(all {voters}|\d of {voters}) say (FAKE|REAL)", result.agreement), result.agreement
     assert "Committee (all detectors): " in card
     table = app_module.compare_table(partial).set_index("Detector")
     assert table.loc["CNN (paper)", "Status"].startswith("unavailable: checkpoint")
@@ -171,10 +168,10 @@ def test_batch_limit_reports_skipped_files(app_module, bank, images, monkeypatch
         (["FAKE"], "1 of 1 says FAKE", "FAKE"),
     ],
 )
-def test_agreement(app_module, verdicts, text, majority):
+def test_agreement(verdicts, text, majority):
     verdicts = {f"d{i}": v for i, v in enumerate(verdicts)}
-    assert app_module.agreement(verdicts) == text
-    assert app_module.majority(verdicts) == majority
+    assert results.agreement(verdicts) == text
+    assert results.majority(verdicts) == majority
 
 
 def test_detect_outputs_cards_table_and_csv(app_module, bank, images):

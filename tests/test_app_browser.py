@@ -8,7 +8,6 @@ import base64
 import os
 import shutil
 import socket
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +17,6 @@ from cifake_models import get_spec, list_detectors
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path("/tmp/shots")
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):

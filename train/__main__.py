@@ -13,6 +13,8 @@ examples:
                                                a second training stage
   python -m train committee                    fit the committee on validation, from the
                                                members' checkpoints in --out (or --members)
+  torchrun --nproc_per_node 4 -m train resnet50
+                                               4 GPUs (or CPU processes): DistributedDataParallel
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from cifake_models.data import default_data_dir, load_split, train_val_indices
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
 from cifake_models.registry import OPTIMIZERS, PRECISIONS, SCHEDULES
 
+from . import distributed
 from .committee_fit import fit_committee
 from .svm_fit import fit_svm
 from .torch_fit import fit_torch
@@ -120,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    args.device = distributed.start(args.device)
+    try:
+        return run(args)
+    finally:
+        distributed.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    main_rank = distributed.current().main
     data_dir = args.data or default_data_dir()
     started = time.perf_counter()
     split = load_split(data_dir, "train")
@@ -139,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         "val_fraction": args.val_fraction,
         "split_seed": args.split_seed,
     }
-    print(f"data: {len(train)} train / {len(val)} validation images from {data_dir} ({time.perf_counter() - started:.0f}s)")
+    if main_rank:
+        print(f"data: {len(train)} train / {len(val)} validation images from {data_dir} ({time.perf_counter() - started:.0f}s)")
     for name in args.detectors or list_detectors():
         spec = get_spec(name)
         if spec.is_torch:
@@ -153,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             except ImageNetWeightsUnavailable as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 2
+        elif not main_rank:  # one process fits the SVM and the committee; the others have no use for them
+            continue
         elif spec.is_committee:
             fit_committee(spec, val, spec.recipe, args.members or args.out, args.out, data_info)
         else:

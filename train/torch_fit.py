@@ -3,7 +3,9 @@
 Every epoch draws its shuffling and augmentation from a generator seeded by (seed, epoch), so
 a run resumed from the state saved after epoch k replays epochs k+1.. exactly as an
 uninterrupted run would. That state is written atomically after each epoch, so Ctrl-C or a
-kill loses at most the epoch in progress.
+kill loses at most the epoch in progress. Under torchrun the same loop runs in every process
+(``train.distributed``): each trains on its slice of every batch, and rank 0 alone validates and
+writes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from cifake_models.checkpoint import CheckpointError, atomic_write, file_sha256
@@ -23,6 +26,7 @@ from cifake_models.data import Split
 from cifake_models.detector import TorchDetector
 from cifake_models.registry import OPTIMIZERS, DetectorSpec, TorchRecipe
 
+from . import distributed
 from .common import checkpoint_metadata, record_validation
 
 
@@ -51,14 +55,16 @@ def fit_torch(
     resume: bool = False,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     init_from: Path | None = None,
-) -> TorchDetector:
-    """Train ``spec``'s network and write ``out_dir/<name>.safetensors``; returns the detector.
+) -> TorchDetector | None:
+    """Train ``spec``'s network and write ``out_dir/<name>.safetensors``; returns the detector
+    (``None`` on the ranks other than 0 of a distributed run, which write nothing).
 
     ``init_from`` continues training from an earlier checkpoint of the same detector (a second
     stage with a fresh optimiser and schedule); the earlier stage's recipe, history and wall
     time are kept in the new checkpoint, so the whole path from initialisation stays on record.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ranks = distributed.current()
     torch.manual_seed(recipe.seed)
     earlier_stages: list[dict] = []
     earlier_history: list[dict] = []
@@ -113,43 +119,54 @@ def fit_torch(
         if scheduler:
             scheduler.load_state_dict(state["scheduler"])
         history, elapsed = json.loads(state["history"]), float(state["elapsed"])
-        print(f"{spec.name}: resuming after epoch {len(history)} of {recipe.epochs}")
+        if ranks.main:
+            print(f"{spec.name}: resuming after epoch {len(history)} of {recipe.epochs}")
 
     detector = TorchDetector(spec.name, module, spec.preprocessing)
     # The whole train split as uint8 is 300 MB: it lives on the device and batches are cut there.
     images = torch.as_tensor(train.images).to(device)
     labels = torch.as_tensor(train.labels).to(device)
+    # Gradients are averaged over the processes (DDP); each starts from rank 0's weights.
+    trained = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None) if ranks.world > 1 else module
 
     for epoch in range(len(history), recipe.epochs):
         started = time.perf_counter()
         generator = torch.Generator(device).manual_seed(recipe.seed * 100_003 + epoch)
         torch.manual_seed(recipe.seed * 100_003 + epoch)
         order = torch.randperm(len(images), generator=generator, device=device)[:per_epoch]
-        module.train()
+        trained.train()
         seen = correct = 0
         loss_sum = 0.0
-        bar = tqdm(range(0, per_epoch, recipe.batch_size), desc=f"{spec.name} {epoch + 1}/{recipe.epochs}", leave=False)
+        bar = tqdm(range(0, per_epoch, recipe.batch_size), desc=f"{spec.name} {epoch + 1}/{recipe.epochs}", leave=False, disable=not ranks.main)
         for start in bar:
             batch = order[start : start + recipe.batch_size]
-            if len(batch) < 2:  # batch norm cannot train on a single image
+            if len(batch) < 2 * ranks.world:  # batch norm cannot train on a single image
                 continue
-            x = spec.preprocessing.train_transform(images[batch], generator)
+            # Every process augments the whole batch, so the generator's draws are one process's,
+            # then trains on its own slice.
+            x = ranks.shard(spec.preprocessing.train_transform(images[batch], generator))
+            y = ranks.shard(labels[batch])
             if use_amp:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = module(x)
-                loss = F.cross_entropy(logits.float(), labels[batch], label_smoothing=recipe.label_smoothing)
+                logits = trained(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # DDP averages the processes' gradients; weighting each slice's mean loss by its share
+            # of the batch makes that the gradient of the whole batch's mean loss (x 1 in one process).
+            (loss * (len(y) * ranks.world / len(batch))).backward()
             optimizer.step()
             if scheduler and per_batch:
                 scheduler.step()
-            seen += len(batch)
-            loss_sum += loss.item() * len(batch)
-            correct += (logits.argmax(1) == labels[batch]).sum().item()
+            seen += len(y)
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
         if scheduler and not per_batch:
             scheduler.step()
+        seen, loss_sum, correct = ranks.sum([seen, loss_sum, correct], device)
+        if not ranks.main:
+            continue  # rank 0 validates, reports and saves; the others go on to the next epoch
         proba = detector.predict_proba_arrays(val.images)
         record = {
             "epoch": epoch + 1,
@@ -180,6 +197,8 @@ def fit_torch(
         if on_epoch_end:
             on_epoch_end(epoch + 1, record)
 
+    if not ranks.main:
+        return None
     detector.metadata = checkpoint_metadata(
         spec,
         recipe.to_dict(),

@@ -1,0 +1,47 @@
+"""Serving a network through ONNX Runtime instead of PyTorch's eager mode.
+
+At 32x32 these networks do little arithmetic per layer, so PyTorch's per-operator overhead
+dominates their time for a few images; ONNX Runtime runs the same graph, with batch norm folded
+into the convolutions, at a fraction of that overhead (``scripts/benchmark_app.py`` measures
+both side by side, and the other candidates). Training and evaluation stay on PyTorch; only the
+app and ``cifake-score`` serve through here, and their probabilities equal PyTorch's within 1e-4
+(a test checks every network).
+
+The graph is exported from the loaded module at start-up (a few seconds for the five networks),
+so there is no second file to keep in step with the checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class OnnxNetwork:
+    """A module's forward pass on float NCHW batches of any size, run by ONNX Runtime."""
+
+    def __init__(self, module: nn.Module, channels: int, size: int, threads: int | None = None):
+        import onnxruntime
+
+        buffer = io.BytesIO()
+        example = torch.zeros(2, channels, size, size)
+        with warnings.catch_warnings():
+            # The TorchScript exporter is deprecated in favour of torch.export, which needs one
+            # more package (onnxscript) and takes longer for the same graph of these networks.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), (example,), buffer, input_names=["x"], output_names=["logits"],
+                              dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+        options = onnxruntime.SessionOptions()
+        # As many threads as torch uses, so --threads and torch.set_num_threads keep meaning the same.
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        return torch.from_numpy(self.session.run(None, {"x": x})[0])
+

@@ -1,0 +1,171 @@
+"""One image's answer from every detector: the typed result behind the app's cards, table, CSV
+and API, and behind ``cifake-score``'s CSV and JSON Lines.
+
+The rules live here once: a detector's verdict (:meth:`Detector.decide`, its threshold chosen on
+validation), how far the detectors agree, the majority, and the columns of a results file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .committee import CommitteeDetector
+from .data import CLASSES
+from .detector import Detector
+from .registry import REGISTRY
+from .uploads import Decoded, Failed
+
+FAKE, REAL = "FAKE", "REAL"
+COLUMNS = ("file", "error", "notes", "majority", "agreement")  # then three per detector: see csv_header
+DECIMALS = 6  # probabilities are reported rounded to this many decimals
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One detector's answer for one image."""
+
+    p_real: float
+    p_fake: float
+    verdict: str  # FAKE when p_fake reaches the detector's threshold, else REAL
+
+    def mapping(self) -> dict[str, float]:
+        return {REAL: self.p_real, FAKE: self.p_fake}
+
+
+@dataclass
+class ImageResult:
+    """Every available detector's answer for one file, or why there is none."""
+
+    file: str
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    predictions: dict[str, Prediction] = field(default_factory=dict)
+    detector_errors: dict[str, str] = field(default_factory=dict)  # detectors that failed on this batch
+    array: np.ndarray | None = None  # the uint8 32x32 RGB image the detectors saw
+
+    @property
+    def verdicts(self) -> dict[str, str]:
+        """Each detector's verdict, committees apart: the vote counts the detectors themselves."""
+        return {name: p.verdict for name, p in self.predictions.items() if not _is_committee(name)}
+
+    @property
+    def committees(self) -> dict[str, Prediction]:
+        """The committees' answers: measured combinations of the others, shown on their own."""
+        return {name: p for name, p in self.predictions.items() if _is_committee(name)}
+
+    @property
+    def agreement(self) -> str:
+        return agreement(self.verdicts) if self.array is not None else ""
+
+    @property
+    def majority(self) -> str:
+        return majority(self.verdicts) if self.array is not None else ""
+
+    def probabilities(self) -> dict[str, dict[str, float]]:
+        """``{detector: {"REAL": p, "FAKE": p}}``, as the API answers."""
+        return {name: p.mapping() for name, p in self.predictions.items()}
+
+    def api_record(self) -> dict:
+        return {"file": self.file, "error": self.error, "notes": self.notes, "predictions": self.probabilities()}
+
+    def row(self, names: Sequence[str]) -> list:
+        """The CSV row for :func:`csv_header` ``(names)``; a detector without an answer gets empty cells."""
+        row = [self.file, self.error or "", "; ".join(self.notes), self.majority, self.agreement]
+        for name in names:
+            p = self.predictions.get(name)
+            row += [p.p_real, p.p_fake, p.verdict] if p else ["", "", ""]
+        return row
+
+
+def _is_committee(name: str) -> bool:
+    return name in REGISTRY and REGISTRY[name].is_committee
+
+
+def csv_header(names: Sequence[str]) -> list[str]:
+    header = list(COLUMNS)
+    for name in names:
+        header += [f"{name}_p_real", f"{name}_p_fake", f"{name}_verdict"]
+    return header
+
+
+def agreement(verdicts: Mapping[str, str]) -> str:
+    """``"4 of 5 say FAKE"``, ``"all 5 say REAL"``, ``"split: 2 FAKE, 2 REAL"``."""
+    n, fakes = len(verdicts), sum(v == FAKE for v in verdicts.values())
+    if n == 0:
+        return "no detector available"
+    if fakes in (0, n):
+        label = FAKE if fakes else REAL
+        return f"all {n} say {label}" if n > 1 else f"1 of 1 says {label}"
+    if fakes * 2 == n:
+        return f"split: {fakes} FAKE, {n - fakes} REAL"
+    majority, count = (FAKE, fakes) if fakes * 2 > n else (REAL, n - fakes)
+    return f"{count} of {n} say {majority}"
+
+
+def majority(verdicts: Mapping[str, str]) -> str:
+    fakes = sum(v == FAKE for v in verdicts.values())
+    if not verdicts or fakes * 2 == len(verdicts):
+        return "undecided"
+    return FAKE if fakes * 2 > len(verdicts) else REAL
+
+
+Answers = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]
+
+
+def predict_all(detectors: Mapping[str, Detector], batch: np.ndarray) -> Answers:
+    """Every detector on a uint8 ``[n, 32, 32, 3]`` batch: ``(probas, verdicts, errors)``, where
+    ``probas[name]`` is ``[n, 2]`` in (FAKE, REAL) order, ``verdicts[name]`` its ``[n]`` verdicts,
+    and ``errors[name]`` says why a detector failed (the others still answer)."""
+    probas, verdicts, errors = {}, {}, {}
+    for name, detector in detectors.items():  # registry order: a committee after its members
+        try:
+            if isinstance(detector, CommitteeDetector):  # it combines what its members just computed
+                failed = [m for m in detector.members if m not in probas]
+                if failed:
+                    raise RuntimeError(f"its members {', '.join(failed)} failed on this batch")
+                proba = detector.combine({m: probas[m][:, CLASSES.index(FAKE)] for m in detector.members})
+            else:
+                proba = np.asarray(detector.predict_proba_arrays(batch), dtype=np.float64)
+            verdicts[name] = detector.decide(proba)
+            probas[name] = proba[:, [list(detector.classes_).index(c) for c in CLASSES]]
+        except Exception as error:  # one broken detector must not take the others down
+            errors[name] = f"{type(error).__name__}: {error}"
+    return probas, verdicts, errors
+
+
+def results(items: Sequence[Decoded | Failed], answers: Answers, unavailable: Mapping[str, str] = {}) -> list[ImageResult]:
+    """One :class:`ImageResult` per item, in order, from :func:`predict_all`'s answers for the
+    stacked arrays of the decoded items; ``unavailable`` explains detectors that never loaded."""
+    probas, verdicts, detector_errors = answers
+    fake, real = CLASSES.index(FAKE), CLASSES.index(REAL)
+    out, i = [], 0
+    for item in items:
+        if isinstance(item, Failed):
+            out.append(ImageResult(item.name, item.error))
+            continue
+        predictions = {
+            name: Prediction(round(float(proba[i, real]), DECIMALS), round(float(proba[i, fake]), DECIMALS), str(verdicts[name][i]))
+            for name, proba in probas.items()
+        }
+        error = None if predictions else "no detector could score this image: " + "; ".join(
+            f"{k}: {v}" for k, v in {**unavailable, **detector_errors}.items()
+        )
+        out.append(ImageResult(item.name, error, item.notes, predictions, detector_errors, item.array))
+        i += 1
+    return out
+
+
+def stack(items: Sequence[Decoded | Failed]) -> np.ndarray:
+    """The arrays of the decoded items as one uint8 ``[n, 32, 32, 3]`` batch (failed ones left out)."""
+    arrays = [item.array for item in items if isinstance(item, Decoded)]
+    return np.stack(arrays) if arrays else np.zeros((0, 32, 32, 3), np.uint8)
+
+
+def score(detectors: Mapping[str, Detector], items: Sequence[Decoded | Failed], unavailable: Mapping[str, str] = {}) -> list[ImageResult]:
+    """Decoded (or failed) files in, one :class:`ImageResult` each out, every detector in one pass."""
+    batch = stack(items)
+    answers = predict_all(detectors, batch) if len(batch) else ({}, {}, {})
+    return results(items, answers, unavailable)

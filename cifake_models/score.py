@@ -1,0 +1,232 @@
+"""Score a folder, a glob or a list of image files with every detector (or chosen ones).
+
+examples:
+  cifake-score photos/ --out scores.csv                  every image under photos/, recursively
+  cifake-score "shots/**/*.png" a.jpg --out scores.jsonl  a glob (quoted) and a file; JSON Lines
+  cifake-score --list files.txt --detectors cnn resnet50 --out scores.csv
+  find /data -name "*.jpg" | cifake-score --list - --out scores.csv
+
+The output has the columns of the app's CSV download (file, error, notes, majority, agreement,
+then P(REAL), P(FAKE) and the verdict of each detector), one row per file. A file that cannot be
+read gets a row with its reason in ``error``, and the run goes on. Rows are appended a batch at a
+time, so after an interruption (Ctrl-C, a kill, a crash) the same command continues where it
+stopped: files already in the output are not scored again. ``--overwrite`` starts afresh.
+
+Images are decoded by worker processes (``--workers``, default: every core) while the detectors
+score the previous batch (networks in ONNX Runtime, using every core).
+
+``file`` is the path relative to the folder given (for a folder), or the path as given (for a
+glob, a file or a list), so it names each file once and the app's CSV, which names an upload by
+its file name, matches a flat folder's rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import io
+import json
+import os
+import sys
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .checkpoint import CheckpointError
+from .registry import CHECKPOINT_DIR, get_spec, list_detectors
+from .results import ImageResult, csv_header, score
+from .uploads import ALLOWED_FORMATS, Decoded, Failed, decode_bytes, decode_many, decode_or_fail
+
+FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
+# Files a folder contributes: the extensions Pillow registers for the formats the app accepts.
+Image.init()
+IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in ALLOWED_FORMATS)
+
+
+class BatchScorer:
+    """Detectors loaded once, then batches of images in, rows of results out.
+
+    The folder command scores through it, and so can a distributed engine: it is a stateful
+    callable for Ray Data's ``map_batches`` (each actor loads the detectors once), taking the
+    ``bytes`` and ``path`` columns of ``ray.data.read_binary_files(..., include_paths=True)`` and
+    returning the output's columns (see the README).
+    """
+
+    def __init__(self, detectors: Sequence[str] | None = None, checkpoint_dir: str | Path | None = None):
+        self.names = list(detectors or list_detectors())
+        self.detectors, self.unavailable = {}, {}
+        for name in self.names:
+            try:
+                self.detectors[name] = get_spec(name).load(checkpoint_dir or CHECKPOINT_DIR).prepare_for_serving()
+            except CheckpointError as error:
+                self.unavailable[name] = str(error)
+        self.columns = csv_header(self.names)
+
+    def score(self, items: Sequence[Decoded | Failed]) -> list[ImageResult]:
+        return score(self.detectors, items, self.unavailable)
+
+    def records(self, items: Sequence[Decoded | Failed]) -> list[dict]:
+        """One ``{column: value}`` per item; empty cells are ``None``."""
+        return [{k: (None if v == "" else v) for k, v in zip(self.columns, r.row(self.names))} for r in self.score(items)]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        """Ray Data's batch format: ``{"bytes": [...], "path": [...]}`` in, ``{column: [...]}`` out."""
+        items = [decode_or_fail(str(path), lambda: decode_bytes(bytes(data), str(path))) for data, path in zip(batch["bytes"], batch["path"])]
+        records = self.records(items)
+        return {column: [record[column] for record in records] for column in self.columns}
+
+
+def collect(inputs: Sequence[str], list_file: str | None = None) -> list[tuple[str, Path]]:
+    """``(name, path)`` for every file the inputs give, in order, each once."""
+    found: list[tuple[str, Path]] = []
+    for spec in inputs:
+        path = Path(spec)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found += [(p.relative_to(path).as_posix(), p) for p in files]
+        elif glob.has_magic(spec):
+            found += [(p, Path(p)) for p in sorted(glob.glob(spec, recursive=True)) if Path(p).is_file()]
+        else:
+            found.append((spec, path))  # a missing file gets its row and its reason, like any bad file
+    if list_file:
+        handle = sys.stdin if list_file == "-" else open(list_file, encoding="utf-8")
+        with handle:
+            found += [(line, Path(line)) for line in (raw.strip() for raw in handle) if line]
+    seen: dict[str, Path] = {}
+    for name, path in found:
+        if name in seen and seen[name] != path:
+            raise SystemExit(f"error: two inputs both give the name {name!r} ({seen[name]} and {path}); score them into separate outputs")
+        seen.setdefault(name, path)
+    return list(seen.items())
+
+
+def finished(out: Path, fmt: str, columns: list[str]) -> set[str]:
+    """Names already in ``out``. A line cut short by a kill is removed first; an output with
+    other columns (other detectors) is refused rather than mixed."""
+    if not out.is_file() or out.stat().st_size == 0:
+        return set()
+    data = out.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) < len(data):
+        with open(out, "r+b") as handle:
+            handle.truncate(len(complete))
+    text = complete.decode("utf-8")
+    if fmt == "csv":
+        rows = list(csv.reader(io.StringIO(text)))
+        if rows and rows[0] != columns:
+            raise SystemExit(f"error: {out} has other columns than this run ({rows[0][:8]}...); choose another --out or pass --overwrite")
+        return {row[0] for row in rows[1:]}
+    records = [json.loads(line) for line in text.splitlines() if line]
+    if records and list(records[0]) != columns:
+        raise SystemExit(f"error: {out} has other columns than this run; choose another --out or pass --overwrite")
+    return {record["file"] for record in records}
+
+
+def encode(records: list[dict], fmt: str, header: list[str] | None) -> bytes:
+    buffer = io.StringIO()
+    if fmt == "csv":
+        writer = csv.writer(buffer)
+        if header:
+            writer.writerow(header)
+        writer.writerows([("" if v is None else v) for v in record.values()] for record in records)
+    else:
+        buffer.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _decode(chunk: list[tuple[str, str]]) -> list[Decoded | Failed]:
+    return decode_many([path for _, path in chunk], [name for name, _ in chunk])
+
+
+def decoded_batches(todo: list[tuple[str, Path]], batch_size: int, pool: ProcessPoolExecutor | None, ahead_max: int = 2) -> Iterator[list[Decoded | Failed]]:
+    """Batches of decoded files, in order, decoded by the ``pool``'s processes up to ``ahead_max``
+    batches ahead (in this process when there is no pool)."""
+    chunks = [[(name, str(path)) for name, path in todo[i : i + batch_size]] for i in range(0, len(todo), batch_size)]
+    if pool is None:
+        yield from map(_decode, chunks)
+        return
+    ahead: deque[Future] = deque()
+    for chunk in chunks:
+        ahead.append(pool.submit(_decode, chunk))
+        if len(ahead) > ahead_max:
+            yield ahead.popleft().result()
+    while ahead:
+        yield ahead.popleft().result()
+
+
+def append(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="cifake-score", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="*", metavar="PATH", help="folders (scanned recursively), files, or quoted globs (** allowed)")
+    parser.add_argument("--list", metavar="FILE", help="a file of paths, one per line (- reads standard input)")
+    parser.add_argument("--out", type=Path, required=True, help="results file: .csv or .jsonl (JSON Lines)")
+    parser.add_argument("--format", choices=sorted(set(FORMATS.values())), help="default: from --out's extension")
+    parser.add_argument("--detectors", nargs="+", metavar="NAME", choices=list_detectors(), help=f"default: all ({', '.join(list_detectors())})")
+    parser.add_argument("--checkpoints", type=Path, default=None, help=f"default: $CIFAKE_CHECKPOINTS or {CHECKPOINT_DIR}")
+    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (default: every core, %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="start afresh instead of continuing an existing --out")
+    args = parser.parse_args(argv)
+    if not args.inputs and not args.list:
+        parser.error("give folders, files or globs, or --list FILE")
+    args.format = args.format or FORMATS.get(args.out.suffix.lower())
+    if args.format is None:
+        parser.error(f"cannot tell the format from {args.out.name}: name it .csv or .jsonl, or pass --format")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    files = collect(args.inputs, args.list)
+    # The decoding processes are forked before the detectors load, so they carry no runtime threads.
+    pool = ProcessPoolExecutor(args.workers) if args.workers > 1 else None
+    scorer = BatchScorer(args.detectors, args.checkpoints or os.environ.get("CIFAKE_CHECKPOINTS"))
+    for name, reason in scorer.unavailable.items():
+        print(f"{name}: unavailable, its columns stay empty: {reason}", file=sys.stderr)
+    if not scorer.detectors:
+        print("error: no detector could be loaded", file=sys.stderr)
+        if pool:
+            pool.shutdown()
+        return 2
+    if args.overwrite:
+        args.out.unlink(missing_ok=True)
+    done = finished(args.out, args.format, scorer.columns)
+    todo = [(name, path) for name, path in files if name not in done]
+    if done:
+        print(f"{args.out}: {len(files) - len(todo)} of {len(files)} files already scored; continuing with {len(todo)}", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    fd = os.open(args.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        header = scorer.columns if os.fstat(fd).st_size == 0 and args.format == "csv" else None
+        with tqdm(total=len(todo), unit="img", desc="scoring") as bar:
+            for items in decoded_batches(todo, args.batch_size, pool, ahead_max=args.workers):
+                records = scorer.records(items)
+                # One write per batch, appended: a kill leaves whole batches, at worst one cut line,
+                # which the next run removes (finished()).
+                append(fd, encode(records, args.format, header))
+                header = None
+                failed += sum(record["error"] is not None for record in records)
+                bar.update(len(items))
+    finally:
+        os.close(fd)
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    print(f"{args.out}: scored {len(todo)} files ({failed} with an error, given in the error column)"
+          f" with {', '.join(scorer.detectors)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

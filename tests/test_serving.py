@@ -1,0 +1,73 @@
+"""Serving: ONNX Runtime answers as PyTorch does, and concurrent requests share forward passes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from cifake_models import get_spec, list_detectors, load_detector
+from cifake_models.detector import Detector
+from cifake_models.onnx_runtime import OnnxNetwork
+from cifake_models.results import predict_all
+from cifake_models.serving import SharedPasses
+
+NETWORKS = [name for name in list_detectors() if get_spec(name).is_torch]
+
+
+@pytest.mark.parametrize("name", NETWORKS)
+def test_onnx_runtime_gives_pytorchs_probabilities(name, tiny_assets):
+    images = np.random.default_rng(0).integers(0, 256, (7, 32, 32, 3), dtype=np.uint8)
+    torch_proba = load_detector(name, tiny_assets["checkpoints"]).predict_proba_arrays(images)
+    served = load_detector(name, tiny_assets["checkpoints"]).prepare_for_serving()
+    assert isinstance(served.network, OnnxNetwork)
+    np.testing.assert_allclose(served.predict_proba_arrays(images), torch_proba, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(served.predict_proba_arrays(images[:1]), torch_proba[:1], atol=1e-4, rtol=0)
+
+
+class SlowBrightness(Detector):
+    """P(FAKE) from the mean brightness; each call takes a while, so callers pile up behind it."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.calls: list[int] = []
+
+    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
+        self.calls.append(len(batch))
+        time.sleep(0.2)
+        fake = batch.mean(axis=(1, 2, 3)) / 255
+        return np.stack([fake, 1 - fake], axis=1)
+
+
+def test_requests_arriving_together_share_passes_and_keep_their_answers():
+    detector = SlowBrightness("slow")
+    shared = SharedPasses({"slow": detector})
+    rng = np.random.default_rng(0)
+    requests = [rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for n in (1, 3, 1, 2, 1, 1, 4, 1)]
+    answers: dict[int, tuple] = {}
+
+    def ask(i: int) -> None:
+        answers[i] = shared.predict(requests[i])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.01)  # the first request starts a pass; the others arrive while it runs
+    for thread in threads:
+        thread.join()
+    assert shared.passes < len(requests)  # requests shared passes...
+    assert sum(detector.calls) == sum(len(r) for r in requests)  # ...and each image was seen once
+    for i, batch in enumerate(requests):
+        probas, verdicts, errors = answers[i]
+        alone = predict_all({"slow": detector}, batch)
+        np.testing.assert_array_equal(probas["slow"], alone[0]["slow"])
+        np.testing.assert_array_equal(verdicts["slow"], alone[1]["slow"])
+        assert errors == {}
+
+
+def test_an_empty_request_needs_no_pass():
+    shared = SharedPasses({"slow": SlowBrightness("slow")})
+    probas, verdicts, errors = shared.predict(np.zeros((0, 32, 32, 3), np.uint8))
+    assert probas["slow"].shape == (0, 2) and errors == {} and shared.passes == 0

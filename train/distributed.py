@@ -1,0 +1,66 @@
+"""Training on several processes (GPUs, or machines) with torch.distributed, as torchrun starts them.
+
+``torchrun --nproc_per_node N -m train ...`` runs the same command in N processes; each joins
+the process group here (NCCL on GPUs, gloo on CPUs), and :func:`train.torch_fit.fit_torch`
+wraps its network in ``DistributedDataParallel``. The recipe's batch size stays the batch of the
+whole run: every process draws the same order and augmentation from the same seeded generator
+as one process would, and trains on its own slice of each batch, so N processes see the images
+one process sees, each image once. Only rank 0 prints, validates and writes files. Without
+torchrun there is one process, no group, and training runs exactly as before.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands in the run: rank ``rank`` of ``world``."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Whether this process prints, validates and writes files."""
+        return self.rank == 0
+
+    def shard(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's slice of a batch: consecutive, sizes differing by at most one."""
+        return batch.tensor_split(self.world)[self.rank] if self.world > 1 else batch
+
+    def sum(self, values: list[float], device: torch.device) -> list[float]:
+        """Each value summed over every process (an all-reduce; NCCL needs ``device`` to be the GPU)."""
+        if self.world == 1:
+            return values
+        total = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(total)
+        return total.tolist()
+
+
+def current() -> Ranks:
+    return Ranks(dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else Ranks()
+
+
+def start(device: str | None) -> str | None:
+    """Join the process group when torchrun started this process (``WORLD_SIZE`` over 1); return
+    the device this process trains on (its own GPU under torchrun, else ``device`` unchanged)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    on_gpu = torch.cuda.is_available() and device != "cpu"
+    if on_gpu:
+        local_rank = int(os.environ["LOCAL_RANK"])
+        torch.cuda.set_device(local_rank)
+        device = f"cuda:{local_rank}"
+    dist.init_process_group("nccl" if on_gpu else "gloo")
+    return device
+
+
+def stop() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
