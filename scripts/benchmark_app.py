@@ -1,12 +1,22 @@
 """How fast is the app on this machine? ``python scripts/benchmark_app.py [--checkpoints DIR --reports DIR]``
 
-Reports, as a small table:
+Measures side by side, in one run, and prints as tables:
 
-* start-up: seconds from launching ``python app.py`` until its server answers HTTP;
-* per detector and for all of them together, milliseconds per image for a batch of 1 and of 64
-  (``predict_proba_arrays`` on 32x32 arrays, best of ``--repeats``);
-* end to end in-process: decoding PNG uploads, every detector, the result cards and the CSV;
-* through HTTP with ``gradio_client``: ``/predict`` with one image, ``/predict_batch`` with 64.
+1. **One image, in-process**: a plain ResNet-50 forward pass at 32x32 (batch 1, PyTorch), then
+   every detector and all of them on one image, for each way of running them: two forward passes
+   per image (image, then mirror: how the app ran before), both views in one pass, that plus
+   channels-last, a frozen TorchScript graph, and ONNX Runtime (what the app and ``cifake-score``
+   now use); with the largest difference in probability from the two-pass PyTorch answer over
+   ``--check-images`` test images. Also per image for a batch of 64.
+2. **The app**: start-up of ``python app.py`` until HTTP answers; decode + detectors + cards +
+   CSV in-process; ``gradio_client`` ``/predict`` and ``/predict_batch``.
+3. **Many users at once**: ``--users`` gradio_client users on this machine, each sending
+   ``--requests`` test images one by one to ``/predict``, against the app and against a Gradio
+   app with the same endpoint that answers instantly (``--serve-instant``), while one more
+   client keeps sending corrupt files: images per second, p50/p95 latency, errors.
+4. **A folder** (``--folder-images``, default all 20,000 test images, as their original JPEG
+   files): ``cifake-score`` killed part-way and resumed, its images per second against the
+   in-process batch speed, and its CSV against the app's for the same files.
 
 Not a test: timings depend on the machine and on whatever else runs on it.
 """
@@ -14,22 +24,28 @@ Not a test: timings depend on the machine and on whatever else runs on it.
 from __future__ import annotations
 
 import argparse
-import io
+import csv
 import os
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from cifake_models.data import default_data_dir, load_split
+from cifake_models.images import mirror
 from train.evaluate import best_seconds
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -38,16 +54,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def time_startup(env: dict, port: int, timeout: float) -> tuple[float, subprocess.Popen]:
-    """Start ``python app.py`` and return the seconds until ``GET /`` answers, and the process."""
+def start_server(command: list[str], env: dict, port: int, timeout: float) -> tuple[float, subprocess.Popen]:
+    """Start a Gradio server and return the seconds until ``GET /`` answers, and the process."""
     env = {**env, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False"}
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, str(REPO_ROOT / "app.py")], cwd=REPO_ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}/"
     while time.perf_counter() - start < timeout:
         if process.poll() is not None:
-            raise RuntimeError(f"app.py exited with {process.returncode}: {process.stderr.read()[-2000:]}")
+            raise RuntimeError(f"{command} exited with {process.returncode}: {process.stderr.read()[-2000:]}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -55,7 +70,32 @@ def time_startup(env: dict, port: int, timeout: float) -> tuple[float, subproces
         except OSError:
             time.sleep(0.05)
     process.terminate()
-    raise TimeoutError(f"app.py did not answer on {url} within {timeout:.0f} s")
+    raise TimeoutError(f"{command} did not answer on {url} within {timeout:.0f} s")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def serve_instant() -> None:
+    """A Gradio app with the app's ``/predict`` endpoint (same components, queue and concurrency)
+    that answers at once without reading the file: what Gradio and the clients cost by themselves."""
+    import gradio as gr
+
+    import app
+
+    answer = {name: {"REAL": 0.5, "FAKE": 0.5} for name in app.demo.bank.detectors}
+    with gr.Blocks(analytics_enabled=False) as demo:
+        api_file = gr.File(file_count="single", type="filepath", visible=False, label="image")
+        api_json = gr.JSON(visible=False, label="probabilities")
+        gr.Button(visible=False).click(lambda image: answer, inputs=api_file, outputs=api_json, api_name="predict",
+                                       concurrency_limit=app.PREDICT_CONCURRENCY)
+    demo.queue(max_size=64)
+    demo.launch(max_file_size=app.SERVER_MAX_FILE_SIZE)
 
 
 def best_ms_per_image(fn, n: int, repeats: int) -> float:
@@ -72,14 +112,169 @@ def median_ms(fn, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}")
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(widths[0]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)))
+
+
+# --------------------------------------------------------------------------- 1. one image, in-process
+
+
+class ChannelsLast(torch.nn.Module):
+    """A network run on channels-last tensors (oneDNN's preferred layout on CPUs)."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.inner = module.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.contiguous(memory_format=torch.channels_last))
+
+
+def variants(name: str, checkpoint_dir: Path) -> dict[str, object]:
+    """``{way of running: function(uint8 batch) -> probabilities}`` for one detector, each loaded
+    afresh from its checkpoint; the candidates replace the forward pass (``TorchDetector.network``)."""
+    from cifake_models import load_detector
+
+    plain = load_detector(name, checkpoint_dir)
+
+    def two_passes(batch: np.ndarray) -> np.ndarray:
+        if not plain.averages_mirror:
+            return plain.predict_proba_view(batch)
+        return (plain.predict_proba_view(batch) + plain.predict_proba_view(mirror(batch))) / 2
+
+    ways = {"two passes (before)": two_passes, "one pass": plain.predict_proba_arrays}
+    if not hasattr(plain, "module"):
+        return ways  # HOG + SVM: scikit-learn, nothing else to try
+    last = load_detector(name, checkpoint_dir)
+    last.network = ChannelsLast(last.module)
+    ways["one pass, channels-last"] = last.predict_proba_arrays
+    frozen = load_detector(name, checkpoint_dir)
+    with torch.no_grad():
+        example = frozen.preprocessing.eval_transform(np.zeros((2, 32, 32, 3), np.uint8))
+        frozen.network = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(frozen.module, example)))
+    ways["one pass, TorchScript frozen"] = frozen.predict_proba_arrays
+    ways["one pass, ONNX Runtime (served)"] = load_detector(name, checkpoint_dir).prepare_for_serving().predict_proba_arrays
+    return ways
+
+
+def one_image(checkpoint_dir: Path, titles: dict[str, str], images: np.ndarray, repeats: int) -> None:
+    torch.manual_seed(0)
+    from torchvision.models import resnet50
+
+    plain = resnet50(num_classes=2).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.inference_mode():
+        reference = best_ms_per_image(lambda: plain(x), 1, 3 * repeats)
+    one, batch64 = images[:1], images[np.arange(64) % len(images)]
+    ways = {name: variants(name, checkpoint_dir) for name in titles}
+    labels = list(dict.fromkeys(label for w in ways.values() for label in w))
+    rows, totals, totals64 = [], dict.fromkeys(labels, 0.0), dict.fromkeys(labels, 0.0)
+    for name, way in ways.items():
+        before = way["two passes (before)"](images)
+        for label in labels:
+            fn = way.get(label, way["one pass"])  # the SVM has one way to run in one pass
+            ms1 = best_ms_per_image(lambda: fn(one), 1, repeats)
+            ms64 = best_ms_per_image(lambda: fn(batch64), 64, max(2, repeats // 2))
+            diff = float(np.abs(fn(images) - before).max())
+            totals[label] += ms1
+            totals64[label] += ms64
+            rows.append([f"{titles[name]}: {label}", f"{ms1:.2f}", f"{ms64:.2f}", f"{diff:.1e}"])
+    for label in labels:
+        rows.append([f"all {len(titles)} detectors: {label}", f"{totals[label]:.1f}", f"{totals64[label]:.2f}",
+                     f"{totals[label] / reference:.1f}x"])
+    print_table(f"1. One image in-process (ms). Plain ResNet-50 forward at 32x32, batch 1, PyTorch: {reference:.2f} ms.\n"
+                f"   Last column: largest |P difference| from 'two passes (before)' over {len(images)} test images; "
+                "for all detectors, the time in multiples of the plain ResNet-50 forward.",
+                ["", "1 image", "per image, batch 64", "diff / ratio"], rows)
+
+
+# --------------------------------------------------------------------------- 3. many users
+
+
+def crowd(url: str, paths: list[str], users: int, requests: int, corrupt: str) -> dict:
+    """``users`` clients sending ``requests`` images each, and one client sending corrupt files."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    clients = [Client(url, verbose=False, download_files=False) for _ in range(users + 1)]
+    latencies: list[float] = []
+    errors: list[str] = []
+    corrupt_answers = {"refused": 0, "answered": 0}
+    done = threading.Event()
+
+    def user(i: int) -> None:
+        for j in range(requests):
+            start = time.perf_counter()
+            try:
+                clients[i].predict(handle_file(paths[(i * requests + j) % len(paths)]), api_name="/predict")
+                latencies.append(time.perf_counter() - start)
+            except Exception as error:
+                errors.append(f"{type(error).__name__}: {error}")
+
+    def vandal() -> None:
+        while not done.is_set():
+            try:
+                clients[users].predict(handle_file(corrupt), api_name="/predict")
+                corrupt_answers["answered"] += 1  # the instant app does not read the file
+            except AppError:
+                corrupt_answers["refused"] += 1
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
+    spoiler = threading.Thread(target=vandal)
+    spoiler.start()
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    done.set()
+    spoiler.join()
+    ordered = sorted(latencies)
+    return {"images/s": len(latencies) / wall, "p50": ordered[len(ordered) // 2] if ordered else float("nan"),
+            "p95": ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))] if ordered else float("nan"),
+            "errors": errors, "corrupt": corrupt_answers}
+
+
+# --------------------------------------------------------------------------- 4. a folder
+
+
+def score_folder(folder: Path, out: Path, env: dict, kill_after: float | None) -> tuple[float, int]:
+    """Run ``cifake-score`` on ``folder``; SIGKILL it after ``kill_after`` seconds if given.
+    Returns the wall time and the exit code (-9 when killed)."""
+    command = [sys.executable, "-m", "cifake_models.score", str(folder), "--out", str(out)]
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        process.wait(timeout=kill_after)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    return time.perf_counter() - start, process.returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoints", type=Path, default=None, help="default: $CIFAKE_CHECKPOINTS or assets/checkpoints")
     parser.add_argument("--reports", type=Path, default=None, help="default: $CIFAKE_REPORTS or assets/reports")
+    parser.add_argument("--data", type=Path, default=None, help="CIFAKE (test split images are the inputs; default: as python -m train)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--check-images", type=int, default=500, help="test images on which the ways of running are compared")
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=20, help="images each user sends")
+    parser.add_argument("--folder-images", type=int, default=20_000, help="0 skips the folder test")
+    parser.add_argument("--kill-after", type=float, default=60, help="seconds before the folder run is killed, then resumed")
     parser.add_argument("--startup-timeout", type=float, default=180)
+    parser.add_argument("--parts", type=int, nargs="+", choices=(1, 2, 3, 4), default=(1, 2, 3, 4), help="which measurements (default: all)")
+    parser.add_argument("--serve-instant", action="store_true", help=argparse.SUPPRESS)  # the instant app, as a server
     args = parser.parse_args(argv)
+    if args.serve_instant:
+        serve_instant()
+        return 0
 
     env = dict(os.environ)
     if args.checkpoints:
@@ -88,63 +283,133 @@ def main(argv: list[str] | None = None) -> int:
         env["CIFAKE_REPORTS"] = str(args.reports.resolve())
     os.environ.update({k: v for k, v in env.items() if k.startswith("CIFAKE_")})
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    test = load_split(args.data or default_data_dir(), "test")
+    rng = np.random.default_rng(0)
+    sample = test.images[np.sort(rng.choice(len(test), args.check_images, replace=False))]
 
-    rows: list[tuple[str, str, str]] = []
+    work = Path(tempfile.mkdtemp(prefix="cifake-bench-"))
     port = free_port()
-    startup, process = time_startup(env, port, args.startup_timeout)
-    rows.append(("python app.py until HTTP answers", f"{startup:.1f} s", ""))
+    startup, process = start_server([sys.executable, str(REPO_ROOT / "app.py")], env, port, args.startup_timeout)
     try:
-        import torch
-
-        if args.threads:
-            torch.set_num_threads(args.threads)
         import app
 
         bank = app.demo.bank
-        rng = np.random.default_rng(0)
-        batch = rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
-        for name, detector in bank.detectors.items():
-            one = best_ms_per_image(lambda: detector.predict_proba_arrays(batch[:1]), 1, args.repeats)
-            many = best_ms_per_image(lambda: detector.predict_proba_arrays(batch), 64, args.repeats)
-            rows.append((f"  {bank.title(name)}", f"{one:.2f} ms", f"{many:.2f} ms"))
-        one = best_ms_per_image(lambda: bank.predict(batch[:1]), 1, args.repeats)
-        many = best_ms_per_image(lambda: bank.predict(batch), 64, args.repeats)
-        rows.append((f"all {len(bank.detectors)} detectors (arrays)", f"{one:.1f} ms", f"{many:.2f} ms"))
-
-        folder = Path(tempfile.mkdtemp(prefix="cifake-bench-"))
-        paths = []
-        for i, pixels in enumerate(batch):
-            buffer = io.BytesIO()
-            Image.fromarray(pixels).save(buffer, format="PNG")
-            (folder / f"{i:02d}.png").write_bytes(buffer.getvalue())
-            paths.append(str(folder / f"{i:02d}.png"))
-        one = best_ms_per_image(lambda: app.detect_outputs(bank, paths[:1]), 1, args.repeats)
-        many = best_ms_per_image(lambda: app.detect_outputs(bank, paths), 64, args.repeats)
-        rows.append(("decode + detectors + cards + CSV", f"{one:.1f} ms", f"{many:.2f} ms"))
-
-        from gradio_client import Client, handle_file
-
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
-        one = median_ms(lambda: client.predict(handle_file(paths[0]), api_name="/predict"), args.repeats)
-        many = median_ms(lambda: client.predict([handle_file(p) for p in paths], api_name="/predict_batch"), max(1, args.repeats // 2)) / 64
-        rows.append(("gradio_client /predict, /predict_batch", f"{one:.1f} ms", f"{many:.2f} ms"))
+        print(f"CIFAKE app benchmark: {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads; "
+              f"checkpoints {bank.checkpoint_dir}; {len(bank.detectors)} detectors loaded"
+              + (f", unavailable: {', '.join(bank.unavailable)}" if bank.unavailable else ""), flush=True)
+        if 1 in args.parts:
+            one_image(bank.checkpoint_dir, {n: bank.title(n) for n in bank.detectors}, sample, args.repeats)
+        if 2 in args.parts:
+            the_app(app, bank, port, sample, startup, work, args.repeats)
+        if 3 in args.parts:
+            served, jpegs, corrupt = many_users(args, test, rng, port, work)
     finally:
-        process.terminate()
+        stop(process)
+    if 3 in args.parts:
+        instant_port = free_port()
+        _, instant = start_server([sys.executable, str(Path(__file__).resolve()), "--serve-instant"], env, instant_port, args.startup_timeout)
         try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-    import torch
-
-    print(f"\nCIFAKE app benchmark: {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads; "
-          f"checkpoints {bank.checkpoint_dir}; {len(bank.detectors)} detectors loaded"
-          + (f", unavailable: {', '.join(bank.unavailable)}" if bank.unavailable else ""))
-    width = max(len(r[0]) for r in rows)
-    print(f"{'':{width}}  {'1 image':>12}  {'per image, batch 64':>20}")
-    for label, one, many in rows:
-        print(f"{label:{width}}  {one:>12}  {many:>20}")
+            baseline = crowd(f"http://127.0.0.1:{instant_port}/", jpegs, args.users, args.requests, str(corrupt))
+        finally:
+            stop(instant)
+        print_crowd(args, served, baseline)
+    if 4 in args.parts and args.folder_images:
+        folder_test(args, env, bank, test, work)
     return 0
+
+
+def the_app(app, bank, port: int, sample: np.ndarray, startup: float, work: Path, repeats: int) -> None:
+    from gradio_client import Client, handle_file
+
+    paths = []
+    for i, pixels in enumerate(sample[:64]):
+        paths.append(str(work / f"{i:02d}.png"))
+        Image.fromarray(pixels).save(paths[-1])
+    rows = [["python app.py until HTTP answers", f"{startup:.1f} s", ""]]
+    one = best_ms_per_image(lambda: app.detect_outputs(bank, paths[:1]), 1, repeats)
+    many = best_ms_per_image(lambda: app.detect_outputs(bank, paths), 64, repeats)
+    rows.append(["decode + detectors + cards + CSV", f"{one:.1f} ms", f"{many:.2f} ms"])
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+    one = median_ms(lambda: client.predict(handle_file(paths[0]), api_name="/predict"), repeats)
+    many = median_ms(lambda: client.predict([handle_file(p) for p in paths], api_name="/predict_batch"), max(1, repeats // 2)) / 64
+    rows.append(["gradio_client /predict, /predict_batch", f"{one:.1f} ms", f"{many:.2f} ms"])
+    print_table("2. The app", ["", "1 image", "per image, batch 64"], rows)
+
+
+def many_users(args, test, rng, port: int, work: Path) -> tuple[dict, list[str], Path]:
+    """The crowd against the app; returns its figures, the files sent, and the corrupt file."""
+    split_files = jpeg_files(args.data or default_data_dir())
+    jpegs = []
+    for name in test.names[np.sort(rng.choice(len(test), args.users * args.requests, replace=False))]:
+        jpegs.append(str(work / file_name(name)))
+        Path(jpegs[-1]).write_bytes(split_files[file_name(name)])
+    corrupt = work / "corrupt.jpg"
+    corrupt.write_bytes(Path(jpegs[0]).read_bytes()[:300])  # a JPEG cut short
+    return crowd(f"http://127.0.0.1:{port}/", jpegs, args.users, args.requests, str(corrupt)), jpegs, corrupt
+
+
+def print_crowd(args, served: dict, baseline: dict) -> None:
+    rows = []
+    for label, r in (("the app", served), ("an app that answers instantly", baseline)):
+        rows.append([label, f"{r['images/s']:.1f}", f"{r['p50']:.2f}", f"{r['p95']:.2f}", str(len(r["errors"])),
+                     f"{r['corrupt']['refused']} refused, {r['corrupt']['answered']} answered"])
+    rows.append(["app / instant", f"{served['images/s'] / baseline['images/s']:.0%}", "", f"{served['p95'] / baseline['p95']:.2f}x", "", ""])
+    print_table(f"3. {args.users} gradio_client users x {args.requests} test images to /predict, plus one sending corrupt files",
+                ["", "images/s", "p50 s", "p95 s", "errors", "corrupt files"], rows)
+    for error in (served["errors"] + baseline["errors"])[:5]:
+        print(f"   error: {error}")
+
+
+def file_name(dataset_name: str) -> str:
+    """``test/REAL/0042 (3).jpg`` -> ``REAL_0042_(3).jpg``: one flat folder holds both classes."""
+    return f"{dataset_name.split('/')[1]}_{Path(dataset_name).name.replace(' ', '_')}"
+
+
+def jpeg_files(data_dir: Path) -> dict[str, bytes]:
+    """The test split's original JPEG files, byte for byte, by :func:`file_name`."""
+    with np.load(Path(data_dir) / "cifake-test.npz", allow_pickle=False) as packed:
+        jpeg, offsets, names = packed["jpeg"], packed["jpeg_offsets"], packed["names"]
+        return {file_name(n): jpeg[a:b].tobytes() for n, a, b in zip(names, offsets[:-1], offsets[1:])}
+
+
+def folder_test(args, env: dict, bank, test, work: Path) -> None:
+    import app
+
+    folder = work / "test-split"
+    folder.mkdir()
+    files = jpeg_files(args.data or default_data_dir())
+    names = [file_name(n) for n in test.names[np.sort(np.random.default_rng(1).permutation(len(test))[: args.folder_images])]]
+    for name in names:
+        (folder / name).write_bytes(files[name])
+    out = work / "scores.csv"
+    killed_after, code = score_folder(folder, out, env, args.kill_after)
+    written = max(0, sum(1 for _ in open(out, encoding="utf-8")) - 1) if out.exists() else 0
+    resumed_in, code2 = score_folder(folder, out, env, None)
+    with open(out, encoding="utf-8", newline="") as handle:
+        table = list(csv.reader(handle))
+    unique = len({row[0] for row in table[1:]})
+    wall = killed_after + resumed_in
+    # In-process batch speed: every detector (as served) on the same images as arrays, batches of 64.
+    arrays = test.images[: min(len(names), 2048)]
+    start = time.perf_counter()
+    for i in range(0, len(arrays), 64):
+        bank.predict(arrays[i : i + 64])
+    in_process = len(arrays) / (time.perf_counter() - start)
+    sample = sorted(folder.iterdir())[: app.MAX_BATCH_FILES]
+    _, _, download = app.detect_outputs(bank, [str(p) for p in sample])
+    apps = list(csv.reader(open(download["value"], encoding="utf-8", newline="")))
+    ours = {row[0]: row for row in table[1:]}
+    same = apps[0] == table[0] and all(ours[row[0]] == row for row in apps[1:])
+    rows = [
+        ["first run, killed (SIGKILL)", f"{killed_after:.0f} s", f"{written} rows written" + (" (finished before the kill)" if code == 0 else "")],
+        ["same command again (resumes)", f"{resumed_in:.0f} s", f"exit {code2}; {len(table) - 1} rows, {unique} distinct files"],
+        ["cifake-score, both runs", f"{len(names) / wall:.0f} images/s", "including start-up (load + ONNX export) twice"],
+        ["in-process batches of 64 (served detectors)", f"{in_process:.0f} images/s", f"on {len(arrays)} arrays, no decoding"],
+        [f"CSV vs the app's for {len(sample)} of the files", "identical" if same else "DIFFERENT", ""],
+    ]
+    print_table(f"4. cifake-score on {len(names):,} test-split JPEG files", ["", "", ""], rows)
 
 
 if __name__ == "__main__":
