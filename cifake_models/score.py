@@ -29,6 +29,8 @@ import io
 import json
 import os
 import sys
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -140,6 +142,17 @@ def encode(records: list[dict], fmt: str, header: list[str] | None) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
+def _exit_with(parent: int) -> None:
+    """Decoding processes leave when the command goes: a kill (SIGKILL) reaches only the command."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def _decode(chunk: list[tuple[str, str]]) -> list[Decoded | Failed]:
     return decode_many([path for _, path in chunk], [name for name, _ in chunk])
 
@@ -190,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     files = collect(args.inputs, args.list)
     # The decoding processes are forked before the detectors load, so they carry no runtime threads.
-    pool = ProcessPoolExecutor(args.workers) if args.workers > 1 else None
+    pool = ProcessPoolExecutor(args.workers, initializer=_exit_with, initargs=(os.getpid(),)) if args.workers > 1 else None
     scorer = BatchScorer(args.detectors, args.checkpoints or os.environ.get("CIFAKE_CHECKPOINTS"))
     for name, reason in scorer.unavailable.items():
         print(f"{name}: unavailable, its columns stay empty: {reason}", file=sys.stderr)
