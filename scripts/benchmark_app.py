@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cifake_models.committee import CommitteeDetector
 from cifake_models.data import default_data_dir, load_split
 from cifake_models.images import mirror
 from train.evaluate import best_seconds
@@ -300,7 +301,14 @@ def main(argv: list[str] | None = None) -> int:
               f"checkpoints {bank.checkpoint_dir}; {len(bank.detectors)} detectors loaded"
               + (f", unavailable: {', '.join(bank.unavailable)}" if bank.unavailable else ""), flush=True)
         if 1 in args.parts:
-            one_image(bank.checkpoint_dir, {n: bank.title(n) for n in bank.detectors}, sample, args.repeats)
+            # A committee runs no network of its own: in the app it combines its members' answers.
+            members = {n: bank.title(n) for n, d in bank.detectors.items() if not isinstance(d, CommitteeDetector)}
+            one_image(bank.checkpoint_dir, members, sample, args.repeats)
+            for committee in (d for d in bank.detectors.values() if isinstance(d, CommitteeDetector)):
+                answers = {m: np.array([0.5]) for m in committee.members}
+                ms = best_ms_per_image(lambda: committee.combine(answers), 1, args.repeats)
+                print(f"{bank.title(committee.name)}: combining its {len(answers)} members' answers for one image: {ms:.3f} ms "
+                      "(no forward pass of its own)\n", flush=True)
         if 2 in args.parts:
             the_app(app, bank, port, sample, startup, work, args.repeats)
         if 3 in args.parts:
