@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ LOGIT_CLIP = 1e-6  # P is clipped to [1e-6, 1 - 1e-6] before the logit: a member
 
 @dataclass(frozen=True)
 class CommitteeRecipe:
+    architecture: ClassVar[str] = "logistic regression on the members' logit(P(FAKE)), one fitted per subset of members"
+
     C: float = 1.0  # inverse L2 strength of the logistic regression (scikit-learn's C)
 
     def to_dict(self) -> dict:

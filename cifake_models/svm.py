@@ -10,6 +10,7 @@ sigmoid (Platt 1999) fitted on the validation split.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 from scipy.optimize import minimize
@@ -128,6 +129,8 @@ def fold_nystroem(pipeline: Pipeline) -> Pipeline:
 @dataclass(frozen=True)
 class SvmRecipe:
     """The registry's values follow the paper (grayscale HOG, SVC's default C and gamma)."""
+
+    architecture: ClassVar[str] = "HOG -> StandardScaler -> RBF expansion over Nystroem landmarks (linear SVM) -> sigmoid"
 
     orientations: int = 9
     pixels_per_cell: tuple[int, ...] = (8,)

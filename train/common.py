@@ -14,11 +14,6 @@ from cifake_models.reports import best_threshold, classification_figures
 from cifake_models.robustness import balanced_sample, detector_fake, perturb_all, score_suite
 
 VALIDATION_ROBUSTNESS_SAMPLE = 1000  # validation images per perturbation
-# How the detectors that are not one torch module are built, in words.
-ARCHITECTURES = {
-    "hog_svm": "HOG -> StandardScaler -> RBF expansion over Nystroem landmarks (linear SVM) -> sigmoid",
-    "committee": "logistic regression on the members' logit(P(FAKE)), one fitted per subset of members",
-}
 
 
 def checkpoint_metadata(
@@ -45,7 +40,8 @@ def checkpoint_metadata(
         "format_version": FORMAT_VERSION,
         "detector": spec.name,
         "title": spec.title,
-        "architecture": ARCHITECTURES.get(spec.name) or spec.architecture.__name__,
+        # a network's builder, or how a detector that is no torch module is built, in words
+        "architecture": spec.architecture.__name__ if spec.is_torch else spec.recipe.architecture,
         "classes": list(CLASSES),
         "recipe": recipe,
         "weights": weights,
