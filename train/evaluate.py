@@ -70,6 +70,7 @@ class Scorer:
 class RobustnessSet:
     """The balanced test sample the suite is scored on, and its perturbed copies (made once)."""
 
+    index: np.ndarray  # rows of the test split
     images: np.ndarray
     labels: np.ndarray
     perturbed: dict[Perturbation, np.ndarray]
@@ -79,7 +80,7 @@ class RobustnessSet:
     def from_split(cls, test: Split, n: int, seed: int = 0) -> "RobustnessSet":
         sample = balanced_sample(test.labels, n, seed)
         images = test.images[sample]
-        return cls(images, test.labels[sample], perturb_all(images), seed)
+        return cls(sample, images, test.labels[sample], perturb_all(images), seed)
 
 
 def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpoint: Path, robust: RobustnessSet, scorer: Scorer) -> dict:
@@ -88,7 +89,9 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
     keep = ~np.isin(test.names, sorted(leaked))
     meta = detector.metadata
     robustness = score_suite(
-        lambda key, batch: scorer.fake(detector, f"robustness {key}", batch), detector.threshold, robust.images, robust.labels,
+        # The clean sample is part of the test split, already scored above.
+        lambda key, batch: proba_fake[robust.index] if key == "clean" else scorer.fake(detector, f"robustness {key}", batch),
+        detector.threshold, robust.images, robust.labels,
         robust.perturbed, robust.seed,
     )
     return {
