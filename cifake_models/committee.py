@@ -18,11 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .calibration import log_odds
 from .checkpoint import CheckpointError, read_safetensors, save_safetensors
 from .detector import FAKE, Detector
-
-LOGIT_CLIP = 1e-6  # P is clipped to [1e-6, 1 - 1e-6] before the logit: a member's 0 or 1 stays finite
-
 
 @dataclass(frozen=True)
 class CommitteeRecipe:
@@ -34,11 +32,6 @@ class CommitteeRecipe:
         return asdict(self)
 
 
-def logits(proba_fake: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(proba_fake, dtype=np.float64), LOGIT_CLIP, 1 - LOGIT_CLIP)
-    return np.log(p / (1 - p))
-
-
 def fit_subsets(member_fake: Mapping[str, np.ndarray], labels: np.ndarray, recipe: CommitteeRecipe) -> tuple[np.ndarray, np.ndarray]:
     """Logistic regressions of FAKE on the members' logits, one per non-empty subset of members.
 
@@ -48,7 +41,7 @@ def fit_subsets(member_fake: Mapping[str, np.ndarray], labels: np.ndarray, recip
     from sklearn.linear_model import LogisticRegression
 
     names = list(member_fake)
-    features = np.stack([logits(member_fake[n]) for n in names], axis=1)
+    features = np.stack([log_odds(member_fake[n]) for n in names], axis=1)
     is_fake = (np.asarray(labels) == FAKE).astype(int)
     masks, coefficients = [], []
     for size in range(1, len(names) + 1):
@@ -84,18 +77,23 @@ class CommitteeDetector(Detector):
         self.weights = self.coefficients[row[0]]
 
     def combine(self, member_fake: Mapping[str, np.ndarray]) -> np.ndarray:
-        """``[n, 2]`` probabilities from the members' P(FAKE) (as each member returns it)."""
+        """``[n, 2]`` calibrated probabilities from the members' P(FAKE) (as each member returns
+        it): what the committee answers, for callers that already ran its members."""
+        return self.calibrate(self.combine_raw(member_fake))
+
+    def combine_raw(self, member_fake: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The regression's probabilities, before the committee's own calibration."""
         z = np.full(len(next(iter(member_fake.values()))), self.weights[-1])
         for i, name in enumerate(self.member_names):
             if name in self.members:
-                z += self.weights[i] * logits(member_fake[name])
+                z += self.weights[i] * log_odds(member_fake[name])
         fake = 1 / (1 + np.exp(-z))
         proba = np.empty((len(z), 2))
         proba[:, FAKE], proba[:, 1 - FAKE] = fake, 1 - fake
         return proba
 
     def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
-        return self.combine({n: m.predict_proba_arrays(batch)[:, FAKE] for n, m in self.members.items()})
+        return self.combine_raw({n: m.predict_proba_arrays(batch)[:, FAKE] for n, m in self.members.items()})
 
     def save(self, path: str | Path) -> Path:
         tensors = {"masks": torch.as_tensor(self.masks, dtype=torch.uint8), "coefficients": torch.as_tensor(self.coefficients)}

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .calibration import UNSURE, Calibration, UnsureBand
 from .checkpoint import CheckpointError, atomic_write, read_safetensors, require_file, save_safetensors
 from .data import CLASSES
 from .images import mirror, stack_images
@@ -44,9 +45,24 @@ class Detector:
     def predict(self, images: Sequence[Image.Image] | Image.Image) -> np.ndarray:
         return self.decide(self.predict_proba(images))
 
+    @property
+    def calibration(self) -> Calibration:
+        """How raw probabilities become calibrated ones (fitted on validation; identity if none is recorded)."""
+        return Calibration.from_metadata(self.metadata)
+
+    @property
+    def unsure_band(self) -> UnsureBand | None:
+        """Where the detector answers UNSURE (chosen on validation); None: it always decides."""
+        band = self.metadata.get("unsure")
+        return UnsureBand(band["low"], band["high"], band["confidence"], band["target_accuracy"]) if band else None
+
     def decide(self, proba: np.ndarray) -> np.ndarray:
-        real = self.classes_[1 - FAKE]
-        return np.where(proba[:, FAKE] >= self.threshold, self.classes_[FAKE], real)
+        """FAKE, REAL or UNSURE for each row of (calibrated) ``proba``: the one rule for a verdict."""
+        p = np.asarray(proba)[:, FAKE]
+        verdicts = np.where(p >= self.threshold, self.classes_[FAKE], self.classes_[1 - FAKE]).astype(object)
+        if self.unsure_band is not None:
+            verdicts[~self.unsure_band.decides(p)] = UNSURE
+        return verdicts.astype(str)
 
     @property
     def averages_mirror(self) -> bool:
@@ -55,7 +71,18 @@ class Detector:
         return bool(self.metadata.get("test_time", {}).get("mirror_average", False))
 
     def predict_proba_arrays(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities for a uint8 ``[n, 32, 32, 3]`` batch (CIFAKE's own format)."""
+        """Calibrated probabilities for a uint8 ``[n, 32, 32, 3]`` batch (CIFAKE's own format)."""
+        return self.calibrate(self.predict_proba_raw(batch))
+
+    def calibrate(self, proba: np.ndarray) -> np.ndarray:
+        """``[n, 2]`` raw probabilities -> calibrated ones (:attr:`calibration`)."""
+        proba = np.array(proba, dtype=np.float64)
+        proba[:, FAKE] = self.calibration.apply(proba[:, FAKE])
+        proba[:, 1 - FAKE] = 1 - proba[:, FAKE]
+        return proba
+
+    def predict_proba_raw(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities before calibration, over the views chosen on validation."""
         if not self.averages_mirror:
             return self.predict_proba_view(batch)
         # Both views in one call: for a few images a network's cost is mostly per call, not per

@@ -50,13 +50,47 @@ def classification_figures(labels: np.ndarray, proba_fake: np.ndarray, threshold
         },
         "roc_auc": float(metrics.roc_auc_score(is_fake, proba_fake)) if both_classes else None,
         "ece": expected_calibration_error(labels, proba_fake),
-        "brier": float(np.mean((proba_fake - is_fake) ** 2)) if len(labels) else None,
+        "brier": brier_score(labels, proba_fake) if len(labels) else None,
         "pr_auc": float(metrics.average_precision_score(is_fake, proba_fake)) if both_classes else None,
         # rows: true class, columns: predicted class, both in CLASSES order
         "confusion_matrix": metrics.confusion_matrix(labels, predicted, labels=range(len(CLASSES))).tolist(),
         "roc_curve": {"fpr": fpr[roc_keep].tolist(), "tpr": tpr[roc_keep].tolist()},
         "pr_curve": {"recall": pr_recall[pr_keep].tolist(), "precision": pr_precision[pr_keep].tolist()},
+        "reliability": reliability(labels, proba_fake),
+        "threshold_sweep": threshold_sweep(labels, proba_fake, threshold),
     }
+
+
+def reliability(labels: np.ndarray, proba_fake: np.ndarray, bins: int = 15) -> dict:
+    """The reliability diagram's points: per non-empty equal-width bin of P(FAKE), the mean
+    P(FAKE) and the share of FAKE images in it (on the diagonal when calibrated)."""
+    labels, proba_fake = np.asarray(labels), np.asarray(proba_fake, dtype=np.float64)
+    which = np.minimum((proba_fake * bins).astype(int), bins - 1)
+    present = np.unique(which)
+    return {
+        "p_fake_mean": [float(proba_fake[which == b].mean()) for b in present],
+        "fake_share": [float((labels[which == b] == FAKE).mean()) for b in present],
+        "count": [int((which == b).sum()) for b in present],
+    }
+
+
+def threshold_sweep(labels: np.ndarray, proba_fake: np.ndarray, threshold: float, step: float = 0.005) -> dict:
+    """How many FAKE and REAL images are called FAKE at each cut from 0 to 1 (and at the
+    detector's own): a confusion matrix for any threshold, for the threshold explorer."""
+    labels, proba_fake = np.asarray(labels), np.asarray(proba_fake, dtype=np.float64)
+    cuts = np.union1d(np.round(np.arange(0, 1 + step / 2, step), 6), [threshold])
+    fake_scores, real_scores = np.sort(proba_fake[labels == FAKE]), np.sort(proba_fake[labels != FAKE])
+
+    def called_fake(sorted_scores: np.ndarray) -> list[int]:  # how many reach each cut
+        return (len(sorted_scores) - np.searchsorted(sorted_scores, cuts, side="left")).tolist()
+
+    return {"threshold": cuts.tolist(), "fake_called_fake": called_fake(fake_scores), "real_called_fake": called_fake(real_scores),
+            "n_fake": int(len(fake_scores)), "n_real": int(len(real_scores))}
+
+
+def brier_score(labels: np.ndarray, proba_fake: np.ndarray) -> float:
+    """Mean squared error of P(FAKE) against the 0/1 truth (Brier 1950)."""
+    return float(np.mean((np.asarray(proba_fake, dtype=np.float64) - (np.asarray(labels) == FAKE)) ** 2))
 
 
 def expected_calibration_error(labels: np.ndarray, proba_fake: np.ndarray, bins: int = 15) -> float:

@@ -29,10 +29,11 @@ class Prediction:
 
     p_real: float
     p_fake: float
-    verdict: str  # FAKE when p_fake reaches the detector's threshold, else REAL
+    verdict: str  # FAKE, REAL or UNSURE: Detector.decide, from the threshold and unsure band chosen on validation
 
-    def mapping(self) -> dict[str, float]:
-        return {REAL: self.p_real, FAKE: self.p_fake}
+    def mapping(self) -> dict[str, float | str]:
+        """``{"REAL": p, "FAKE": p, "verdict": v}``: calibrated probabilities and the verdict, as the API answers."""
+        return {REAL: self.p_real, FAKE: self.p_fake, "verdict": self.verdict}
 
 
 @dataclass
@@ -64,8 +65,8 @@ class ImageResult:
     def majority(self) -> str:
         return majority(self.verdicts) if self.array is not None else ""
 
-    def probabilities(self) -> dict[str, dict[str, float]]:
-        """``{detector: {"REAL": p, "FAKE": p}}``, as the API answers."""
+    def probabilities(self) -> dict[str, dict[str, float | str]]:
+        """``{detector: {"REAL": p, "FAKE": p, "verdict": v}}``, as the API answers."""
         return {name: p.mapping() for name, p in self.predictions.items()}
 
     def api_record(self) -> dict:
@@ -92,24 +93,32 @@ def csv_header(names: Sequence[str]) -> list[str]:
 
 
 def agreement(verdicts: Mapping[str, str]) -> str:
-    """``"4 of 5 say FAKE"``, ``"all 5 say REAL"``, ``"split: 2 FAKE, 2 REAL"``."""
-    n, fakes = len(verdicts), sum(v == FAKE for v in verdicts.values())
+    """``"4 of 5 say FAKE"``, ``"all 5 say REAL"``, ``"split: 2 FAKE, 2 REAL"``, each followed by
+    how many are unsure (``", 1 unsure"``) where any are."""
+    n = len(verdicts)
     if n == 0:
         return "no detector available"
-    if fakes in (0, n):
+    fakes, reals = (sum(v == label for v in verdicts.values()) for label in (FAKE, REAL))
+    unsure = n - fakes - reals
+    if unsure == n:
+        return f"all {n} unsure" if n > 1 else "1 of 1 is unsure"
+    if fakes == n or reals == n:
         label = FAKE if fakes else REAL
         return f"all {n} say {label}" if n > 1 else f"1 of 1 says {label}"
-    if fakes * 2 == n:
-        return f"split: {fakes} FAKE, {n - fakes} REAL"
-    majority, count = (FAKE, fakes) if fakes * 2 > n else (REAL, n - fakes)
-    return f"{count} of {n} say {majority}"
+    if fakes == reals:
+        text = f"split: {fakes} FAKE, {reals} REAL"
+    else:
+        label, count = (FAKE, fakes) if fakes > reals else (REAL, reals)
+        text = f"{count} of {n} say{'s' if count == 1 else ''} {label}"
+    return text + (f", {unsure} unsure" if unsure else "")
 
 
 def majority(verdicts: Mapping[str, str]) -> str:
-    fakes = sum(v == FAKE for v in verdicts.values())
-    if not verdicts or fakes * 2 == len(verdicts):
-        return "undecided"
-    return FAKE if fakes * 2 > len(verdicts) else REAL
+    """FAKE or REAL when more than half of the detectors say so, else "undecided"."""
+    for label in (FAKE, REAL):
+        if sum(v == label for v in verdicts.values()) * 2 > len(verdicts):
+            return label
+    return "undecided"
 
 
 Answers = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]

@@ -90,8 +90,3 @@ def score_suite(
         scores.append(PerturbedScore(perturbation.name, perturbation.family, perturbation.strength,
                                      figures["accuracy"], figures["roc_auc"], figures["ece"]))
     return Robustness(len(labels), sample_seed, clean["accuracy"], clean["roc_auc"], tuple(scores))
-
-
-def detector_fake(detector) -> Callable[[str, np.ndarray], np.ndarray]:
-    """A detector's P(FAKE) on uint8 batches, as :func:`score_suite` takes it."""
-    return lambda _key, batch: detector.predict_proba_arrays(batch)[:, FAKE]

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
-from cifake_models.committee import CommitteeDetector, CommitteeRecipe, fit_subsets, logits
+from cifake_models.calibration import log_odds
+from cifake_models.committee import CommitteeDetector, CommitteeRecipe, fit_subsets
 from cifake_models.detector import FAKE, Detector
 
 
@@ -56,7 +57,7 @@ def test_a_missing_member_uses_the_regression_fitted_without_it():
     solo_masks, solo_coefficients = fit_subsets({"a": fake["a"]}, labels, CommitteeRecipe())
     np.testing.assert_allclose(alone.weights[[0, 2]], solo_coefficients[0])
     assert alone.weights[1] == 0
-    expected = 1 / (1 + np.exp(-(solo_coefficients[0, 0] * logits(fake["a"]) + solo_coefficients[0, 1])))
+    expected = 1 / (1 + np.exp(-(solo_coefficients[0, 0] * log_odds(fake["a"]) + solo_coefficients[0, 1])))
     np.testing.assert_allclose(alone.predict_proba_arrays(images_for(len(labels)))[:, FAKE], expected)
 
 

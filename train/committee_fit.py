@@ -11,7 +11,7 @@ from cifake_models.data import Split
 from cifake_models.detector import FAKE
 from cifake_models.registry import DetectorSpec, get_spec
 
-from .common import checkpoint_metadata, record_threshold
+from .common import checkpoint_metadata, record_calibration
 
 
 def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, members_dir: Path, out_dir: Path, data_info: dict) -> CommitteeDetector:
@@ -38,7 +38,7 @@ def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, membe
     detector.metadata["member_checkpoints"] = {
         name: {"file": get_spec(name).checkpoint_file, "sha256": file_sha256(members_dir / get_spec(name).checkpoint_file)} for name in members
     }
-    figures = record_threshold(detector, val, detector.combine(member_fake)[:, FAKE])
+    figures = record_calibration(detector, val, detector.combine_raw(member_fake)[:, FAKE])
     detector.save(out_dir / spec.checkpoint_file)
     weights = ", ".join(f"{n} {w:+.2f}" for n, w in zip(members, detector.weights))
     print(f"{spec.name}: weights {weights}; validation accuracy {figures['accuracy']:.4f}, ROC-AUC {figures['roc_auc']:.4f}", flush=True)

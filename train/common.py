@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import numpy as np
+
+from cifake_models.calibration import Calibration, UnsureBand, selective_figures
 from cifake_models.checkpoint import FORMAT_VERSION, hardware, library_versions
 from cifake_models.committee import CommitteeDetector
 from cifake_models.data import CLASSES, Split
 from cifake_models.registry import DetectorSpec
 from cifake_models.detector import FAKE, Detector
 from cifake_models.images import mirror
-from cifake_models.reports import best_threshold, classification_figures
-from cifake_models.robustness import balanced_sample, detector_fake, perturb_all, score_suite
+from cifake_models.reports import best_threshold, brier_score, classification_figures, expected_calibration_error
+from cifake_models.robustness import balanced_sample, perturb_all, score_suite
 
 VALIDATION_ROBUSTNESS_SAMPLE = 1000  # validation images per perturbation
 
@@ -57,15 +60,16 @@ def checkpoint_metadata(
 
 
 def record_validation(detector: Detector, val: Split) -> dict:
-    """Choose on validation whether to average over the mirror image, and the decision
-    threshold; record both with the validation figures.
+    """Make every choice that is made on validation, in order, and record it with the
+    validation figures: the views (mirror averaging), the calibration, the decision threshold,
+    the unsure band, and the robustness suite's figures.
 
     CIFAKE's classes do not change under a left-right flip, so the mean of P over an image and
     its mirror is a two-view ensemble at twice the inference cost. It is kept only where it
     raises validation accuracy, each variant at its own best threshold.
     """
     if isinstance(detector, CommitteeDetector):  # its members made their own choice of views
-        return record_threshold(detector, val, detector.predict_proba_arrays(val.images)[:, FAKE])
+        return record_calibration(detector, val, detector.predict_proba_raw(val.images)[:, FAKE])
     single = detector.predict_proba_view(val.images)[:, FAKE]
     views = {"single": single, "mirror_average": (single + detector.predict_proba_view(mirror(val.images))[:, FAKE]) / 2}
     thresholds = {view: best_threshold(val.labels, proba) for view, proba in views.items()}
@@ -78,25 +82,54 @@ def record_validation(detector: Detector, val: Split) -> dict:
         "rule": "average P over the image and its left-right mirror where that raises validation accuracy",
         "validation_accuracy": accuracy,
     }
-    return record_threshold(detector, val, views[chosen])
+    return record_calibration(detector, val, views[chosen])
 
 
-def record_threshold(detector: Detector, val: Split, proba_fake, robustness_sample: int = VALIDATION_ROBUSTNESS_SAMPLE) -> dict:
-    """Record the validation-chosen threshold for ``proba_fake`` (the detector's P(FAKE) on
-    ``val``), the validation figures, and the robustness suite on a balanced sample of ``val``
-    (so robustness, too, can be compared between candidates without the test split)."""
+def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, robustness_sample: int = VALIDATION_ROBUSTNESS_SAMPLE) -> dict:
+    """From the detector's uncalibrated P(FAKE) on ``val``: fit the calibration (on ``val`` and
+    the robustness suite's copies of a balanced sample of it: what uploads look like), then
+    choose the threshold and the unsure band on the calibrated validation probabilities, and
+    record them with the validation figures and the suite's (so robustness, too, can be
+    compared between candidates without the test split)."""
+    sample = balanced_sample(val.labels, robustness_sample)
+    labels = val.labels[sample]
+    perturbed = perturb_all(val.images[sample])
+    raw_perturbed = {p.name: detector.predict_proba_raw(batch)[:, FAKE] for p, batch in perturbed.items()}
+    calibration = Calibration.fit(
+        np.concatenate([val.labels, *[labels] * len(perturbed)]), np.concatenate([raw_fake, *raw_perturbed.values()])
+    )
+    proba_fake = calibration.apply(raw_fake)
     threshold = best_threshold(val.labels, proba_fake)
+    band = UnsureBand.choose(val.labels, proba_fake, threshold)
     figures = classification_figures(val.labels, proba_fake, threshold)
+    detector.metadata["calibration"] = {
+        **calibration.to_dict(),
+        "validation": {
+            "ece_before": expected_calibration_error(val.labels, raw_fake),
+            "ece_after": figures["ece"],
+            "brier_before": brier_score(val.labels, raw_fake),
+            "brier_after": figures["brier"],
+        },
+    }
     detector.metadata["threshold"] = {
         "value": threshold,
         "chosen_on": "validation split",
-        "rule": "the P(FAKE) cut that maximises validation accuracy",
+        "rule": "the calibrated P(FAKE) cut that maximises validation accuracy",
     }
-    sample = balanced_sample(val.labels, robustness_sample)
-    images, labels = val.images[sample], val.labels[sample]
-    robustness = score_suite(detector_fake(detector), threshold, images, labels, perturb_all(images))
+    detector.metadata["unsure"] = {
+        **band.to_dict(),
+        "chosen_on": "validation split",
+        "rule": (f"UNSURE unless the calibrated probability of the called class reaches the lowest level at which "
+                 f"validation accuracy on the decided images is at least {band.target_accuracy:.0%}"),
+        "validation": selective_figures(val.labels, proba_fake, band, threshold),
+    }
+    clean = proba_fake[sample]
+    robustness = score_suite(
+        lambda key, _batch: clean if key == "clean" else calibration.apply(raw_perturbed[key]),
+        threshold, val.images[sample], labels, perturbed,
+    )
     detector.metadata["validation"] = {
-        **{k: figures[k] for k in ("n", "accuracy", "roc_auc", "pr_auc", "ece")},
+        **{k: figures[k] for k in ("n", "accuracy", "roc_auc", "pr_auc", "ece", "brier")},
         "robustness": robustness.to_dict(),
     }
     return figures

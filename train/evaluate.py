@@ -24,7 +24,8 @@ from cifake_models.data import Split, default_data_dir, leaked_test_names, load_
 from cifake_models.detector import FAKE, Detector
 from cifake_models.committee import CommitteeDetector
 from cifake_models.perturbations import Perturbation
-from cifake_models.reports import classification_figures, percent
+from cifake_models.calibration import selective_curve, selective_figures
+from cifake_models.reports import brier_score, classification_figures, expected_calibration_error, percent, reliability
 from cifake_models.robustness import ROBUSTNESS_SAMPLE, balanced_sample, perturb_all, score_suite
 
 from .commands import checkpoint_command, load_checkpoints, parse
@@ -50,20 +51,25 @@ def seconds_per_image(detector: Detector, images: np.ndarray, repeats: int = 5) 
 
 class Scorer:
     """Each detector's P(FAKE) on each image set, computed once per run: a committee combines its
-    members' instead of running them again."""
+    members' instead of running them again. The memo holds raw (uncalibrated) probabilities, so
+    the report can show calibration before and after."""
 
     def __init__(self) -> None:
         self._memo: dict[tuple[str, str], np.ndarray] = {}
 
-    def fake(self, detector: Detector, key: str, images: np.ndarray) -> np.ndarray:
+    def raw(self, detector: Detector, key: str, images: np.ndarray) -> np.ndarray:
         if (detector.name, key) not in self._memo:
             if isinstance(detector, CommitteeDetector):
                 member_fake = {n: self.fake(m, key, images) for n, m in detector.members.items()}
-                proba = detector.combine(member_fake)[:, FAKE]
+                proba = detector.combine_raw(member_fake)[:, FAKE]
             else:
-                proba = detector.predict_proba_arrays(images)[:, FAKE]
+                proba = detector.predict_proba_raw(images)[:, FAKE]
             self._memo[detector.name, key] = proba
         return self._memo[detector.name, key]
+
+    def fake(self, detector: Detector, key: str, images: np.ndarray) -> np.ndarray:
+        """Calibrated, as the detector answers."""
+        return detector.calibration.apply(self.raw(detector, key, images))
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,38 @@ class RobustnessSet:
         sample = balanced_sample(test.labels, n, seed)
         images = test.images[sample]
         return cls(sample, images, test.labels[sample], perturb_all(images), seed)
+
+
+def calibration_report(detector: Detector, test: Split, robust: RobustnessSet, scorer: Scorer) -> dict:
+    """The calibration recorded at training, and how it does on the test split and the suite:
+    expected calibration error and Brier score before and after."""
+    raw, calibrated = scorer.raw(detector, "test", test.images), scorer.fake(detector, "test", test.images)
+    suite_before, suite_after = (
+        [expected_calibration_error(robust.labels, score(detector, f"robustness {p.name}", batch)) for p, batch in robust.perturbed.items()]
+        for score in (scorer.raw, scorer.fake)
+    )
+    return {
+        **(detector.metadata.get("calibration") or {"method": "none recorded (identity)"}),
+        "test": {
+            "ece_before": expected_calibration_error(test.labels, raw),
+            "ece_after": expected_calibration_error(test.labels, calibrated),
+            "brier_before": brier_score(test.labels, raw),
+            "brier_after": brier_score(test.labels, calibrated),
+            "reliability_before": reliability(test.labels, raw),
+        },
+        "suite": {
+            "mean_ece_before": float(np.mean(suite_before)),
+            "mean_ece_after": float(np.mean(suite_after)),
+            "worst_ece_after": float(np.max(suite_after)),
+        },
+    }
+
+
+def unsure_report(detector: Detector, test: Split, proba_fake: np.ndarray) -> dict | None:
+    band = detector.unsure_band
+    if band is None:
+        return None
+    return {**detector.metadata["unsure"], "test": selective_figures(test.labels, proba_fake, band, detector.threshold)}
 
 
 def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpoint: Path, robust: RobustnessSet, scorer: Scorer) -> dict:
@@ -113,7 +151,12 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
         "threshold": meta.get("threshold"),
         "validation": meta.get("validation"),
         "members": getattr(detector, "member_names", None),
-        "test": classification_figures(test.labels, proba_fake, detector.threshold),
+        "calibration": calibration_report(detector, test, robust, scorer),
+        "unsure": unsure_report(detector, test, proba_fake),
+        "test": {
+            **classification_figures(test.labels, proba_fake, detector.threshold),
+            "selective": selective_curve(test.labels, proba_fake, detector.threshold).to_dict(),
+        },
         "test_leak_free": {
             "removed": int((~keep).sum()),
             **classification_figures(test.labels[keep], proba_fake[keep], detector.threshold),
@@ -131,6 +174,14 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },
     }
+
+
+def unsure_text(unsure: dict | None) -> str:
+    if not unsure:
+        return "no unsure band; "
+    test = unsure["test"]
+    decided = "none decided" if test["accuracy"] is None else f"{percent(test['accuracy'])} right on those"
+    return f"outside its unsure band ({unsure['low']:.3f}-{unsure['high']:.3f}) it decides {percent(test['coverage'])} of test images, {decided}; "
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{spec.name}: accuracy {percent(t['accuracy'])}{paper}, ROC-AUC {t['roc_auc']:.4f}{paper_auc}; "
             f"leak-free accuracy {percent(lf['accuracy'])}; under the suite: mean {percent(r['mean_accuracy'])}, "
-            f"worst {percent(r['worst']['accuracy'])} ({r['worst']['perturbation']}); "
+            f"worst {percent(r['worst']['accuracy'])} ({r['worst']['perturbation']}); ECE {t['ece']:.4f} "
+            f"(before calibration {report['calibration']['test']['ece_before']:.4f}), suite mean {report['calibration']['suite']['mean_ece_after']:.4f}; "
+            f"{unsure_text(report['unsure'])}"
             f"{report['ms_per_image'].get('batch_1', float('nan')):.1f} ms/image"
         )
     return 1 if failures else 0

@@ -72,6 +72,30 @@ def robustness_table(report_dir: str | Path | None = None) -> str:
     return "\n".join(rows)
 
 
+def trust_table(report_dir: str | Path | None = None) -> str:
+    """Calibration before and after (test split and suite), and the unsure band's trade-off."""
+    reports = [(spec, report) for spec, report in _reports(report_dir) if report and report.get("calibration", {}).get("test")]
+    if not reports:
+        return "No report holds calibration figures yet: run `python -m train.evaluate`."
+    rows = [
+        "| detector | ECE, test: raw → calibrated | Brier, test: raw → calibrated | ECE under the suite (mean): raw → calibrated "
+        "| worst ECE under the suite | unsure band on P(FAKE) | test images decided | accuracy on those (target) |",
+        "| --- | ---: | ---: | ---: | ---: | :---: | ---: | ---: |",
+    ]
+    for spec, report in reports:
+        test, suite, unsure = report["calibration"]["test"], report["calibration"]["suite"], report.get("unsure")
+        band = decided = right = ""
+        if unsure:
+            band = f"{unsure['low']:.3f} – {unsure['high']:.3f}"
+            decided = percent(unsure["test"]["coverage"])
+            right = f"{percent(unsure['test']['accuracy']) if unsure['test']['accuracy'] is not None else 'none decided'} ({unsure['target_accuracy']:.0%})"
+        rows.append(
+            f"| {spec.title} | {test['ece_before']:.4f} → **{test['ece_after']:.4f}** | {test['brier_before']:.4f} → {test['brier_after']:.4f} "
+            f"| {suite['mean_ece_before']:.4f} → **{suite['mean_ece_after']:.4f}** | {suite['worst_ece_after']:.4f} | {band} | {decided} | {right} |"
+        )
+    return "\n".join(rows)
+
+
 def _stage_validation(report: dict) -> str:
     """Validation accuracy (argmax) at the end of each training stage, from the history."""
     last: dict[int, float] = {}
@@ -131,6 +155,7 @@ def recipes_table(report_dir: str | Path | None = None) -> str:
 BLOCKS: dict[str, Callable[[str | Path | None], str]] = {
     "results": results_table,
     "robustness": robustness_table,
+    "trust": trust_table,
     "recipes": recipes_table,
 }
 

@@ -2,7 +2,8 @@
 
 ``python -m train.revalidate [DETECTOR ...]`` rebuilds each checkpoint's validation split from
 the split recorded in it (its fraction and seed; the fingerprint must match), chooses mirror
-averaging and the decision threshold as training does (``train.common.record_validation``)
+averaging, the calibration, the decision threshold and the unsure band as training does
+(``train.common.record_validation``)
 and rewrites the checkpoint with them. The weights are not touched; the test split is not read.
 """
 
@@ -37,11 +38,13 @@ def main(argv: list[str] | None = None) -> int:
             accuracy = test_time["validation_accuracy"]
             views = (f"mirror averaging {'on' if test_time['mirror_average'] else 'off'} (validation accuracy "
                      f"{percent(accuracy['single'])} single, {percent(accuracy['mirror_average'])} averaged); ")
-        robustness = validation["robustness"]
+        robustness, calibration, unsure = validation["robustness"], detector.metadata["calibration"], detector.metadata["unsure"]
         print(
             f"{detector.name}: {views}threshold {detector.threshold:.4f}; validation accuracy {percent(validation['accuracy'])}, "
             f"ROC-AUC {validation['roc_auc']:.4f}; under the suite: mean {percent(robustness['mean_accuracy'])}, "
-            f"worst {percent(robustness['worst']['accuracy'])} ({robustness['worst']['perturbation']})"
+            f"worst {percent(robustness['worst']['accuracy'])} ({robustness['worst']['perturbation']}); "
+            f"ECE {calibration['validation']['ece_before']:.4f} -> {calibration['validation']['ece_after']:.4f}; "
+            f"unsure below {unsure['confidence']:.3f} confidence: decides {percent(unsure['validation']['coverage'])}"
         )
     return 1 if failures else 0
 

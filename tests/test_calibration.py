@@ -1,0 +1,119 @@
+"""Calibration, the unsure band, and the report figures behind the reliability diagram and the
+threshold explorer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cifake_models import get_spec, list_detectors, load_detector, load_report, results
+from cifake_models.calibration import UNSURE, Calibration, UnsureBand, selective_curve, selective_figures, sigmoid
+from cifake_models.data import CLASSES
+from cifake_models.reports import classification_figures, expected_calibration_error, reliability, threshold_sweep
+
+FAKE = CLASSES.index("FAKE")
+
+
+def overconfident(n: int = 20000, seed: int = 0, temperature: float = 3.0, bias: float = 0.8, spread: float = 2.5):
+    """Labels drawn from true log-odds z, and a detector that reports sigmoid(temperature * z - ...):
+    too sure of itself, and leaning to FAKE."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, spread, n)
+    labels = np.where(rng.random(n) < sigmoid(z), FAKE, 1 - FAKE)
+    return labels, sigmoid(temperature * (z - bias))
+
+
+def test_calibration_recovers_the_distortion_and_removes_the_error():
+    labels, raw = overconfident()
+    calibration = Calibration.fit(labels, raw)
+    # raw = sigmoid(3 (z - 0.8)), so z = (ln raw - ln(1 - raw)) / 3 + 0.8
+    assert calibration.a == pytest.approx(1 / 3, rel=0.1) and calibration.b == pytest.approx(1 / 3, rel=0.1)
+    assert calibration.c == pytest.approx(0.8, abs=0.15)
+    before, after = expected_calibration_error(labels, raw), expected_calibration_error(labels, calibration.apply(raw))
+    assert before > 0.05 and after < 0.015
+    # Monotone: the order of images, hence ROC-AUC, is untouched.
+    assert np.all(np.diff(calibration.apply(np.sort(raw))) >= 0)
+
+
+def test_the_unsure_band_is_the_narrowest_that_reaches_the_target():
+    labels, raw = overconfident(20000, seed=1, spread=6.0)
+    p = Calibration.fit(labels, raw).apply(raw)
+    band = UnsureBand.choose(labels, p, threshold=0.5, target_accuracy=0.99)
+    decided = selective_figures(labels, p, band, 0.5)
+    assert decided["accuracy"] >= 0.99 and 0.2 < decided["coverage"] < 1
+    narrower = UnsureBand.around(0.5, band.confidence - 0.0025)
+    assert selective_figures(labels, p, narrower, 0.5)["accuracy"] < 0.99
+    # Coverage only falls as the confidence asked for rises.
+    curve = selective_curve(labels, p, 0.5)
+    assert np.all(np.diff(curve.coverage) <= 0)
+
+
+def test_a_detector_answers_unsure_inside_its_band_and_uses_its_calibration(tiny_assets):
+    detector = load_detector("cnn", tiny_assets["checkpoints"])
+    detector.metadata.update(threshold={"value": 0.5}, unsure={"low": 0.3, "high": 0.8, "confidence": 0.8, "target_accuracy": 0.99})
+    p_fake = np.array([0.1, 0.9, 0.5, 0.75, 0.29, 0.8])
+    proba = np.empty((len(p_fake), 2))
+    proba[:, FAKE], proba[:, 1 - FAKE] = p_fake, 1 - p_fake
+    expected = np.where(p_fake >= 0.8, "FAKE", np.where(p_fake < 0.3, "REAL", UNSURE))
+    np.testing.assert_array_equal(detector.decide(proba), expected)
+    detector.metadata["calibration"] = {"a": 0.5, "b": 2.0, "c": 0.5, "method": "test"}
+    raw = detector.predict_proba_raw(np.zeros((2, 32, 32, 3), np.uint8))
+    np.testing.assert_allclose(detector.predict_proba_arrays(np.zeros((2, 32, 32, 3), np.uint8))[:, FAKE],
+                               Calibration(0.5, 2.0, 0.5).apply(raw[:, FAKE]))
+
+
+@pytest.mark.parametrize("name", list_detectors())
+def test_training_records_calibration_and_band_on_validation(name, tiny_assets):
+    meta = load_detector(name, tiny_assets["checkpoints"]).metadata
+    assert meta["calibration"]["a"] >= 0 and meta["calibration"]["b"] >= 0
+    assert set(meta["calibration"]["validation"]) == {"ece_before", "ece_after", "brier_before", "brier_after"}
+    assert meta["unsure"]["low"] <= meta["threshold"]["value"] <= meta["unsure"]["high"]
+    report = load_report(name, tiny_assets["reports"])
+    assert report["unsure"]["test"]["coverage"] <= 1 and "ece_before" in report["calibration"]["test"]
+    assert len(report["test"]["selective"]["coverage"]) == len(report["test"]["selective"]["confidence"])
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "text", "majority"),
+    [
+        (["FAKE", "FAKE", UNSURE], "2 of 3 say FAKE, 1 unsure", "FAKE"),
+        (["FAKE", UNSURE], "1 of 2 says FAKE, 1 unsure", "undecided"),
+        ([UNSURE, UNSURE], "all 2 unsure", "undecided"),
+        (["REAL", "FAKE", UNSURE, UNSURE], "split: 1 FAKE, 1 REAL, 2 unsure", "undecided"),
+    ],
+)
+def test_agreement_counts_the_unsure(verdicts, text, majority):
+    verdicts = {f"d{i}": v for i, v in enumerate(verdicts)}
+    assert results.agreement(verdicts) == text
+    assert results.majority(verdicts) == majority
+
+
+def test_the_threshold_sweep_gives_the_confusion_matrix_at_any_cut():
+    rng = np.random.default_rng(0)
+    labels, p = rng.integers(0, 2, 500), rng.random(500)
+    sweep = threshold_sweep(labels, p, threshold=0.4321)
+    for t in (0.0, 0.25, 0.4321, 0.9, 1.0):
+        i = sweep["threshold"].index(t)
+        tp, fp = sweep["fake_called_fake"][i], sweep["real_called_fake"][i]
+        matrix = [[tp, sweep["n_fake"] - tp], [fp, sweep["n_real"] - fp]]  # rows FAKE, REAL as in CLASSES
+        assert matrix == classification_figures(labels, p, t)["confusion_matrix"]
+
+
+def test_reliability_bins_cover_every_image_and_track_the_truth():
+    labels, raw = overconfident(5000)
+    bins = reliability(labels, raw)
+    assert sum(bins["count"]) == 5000
+    # The overconfident detector's top bin holds fewer FAKEs than it claims.
+    assert bins["fake_share"][-1] < bins["p_fake_mean"][-1] - 0.02
+
+
+def test_one_sided_overconfidence_needs_the_second_slope():
+    """Overconfident about FAKE only: beta calibration mends it, one shared slope cannot."""
+    rng = np.random.default_rng(2)
+    z = rng.normal(0, 2.5, 20000)
+    labels = np.where(rng.random(len(z)) < sigmoid(z), FAKE, 1 - FAKE)
+    raw = sigmoid(np.where(z > 0, 3 * z, z))
+    calibration = Calibration.fit(labels, raw)
+    assert expected_calibration_error(labels, calibration.apply(raw)) < 0.015
+    shared = Calibration.fit_shared_slope(labels, raw)
+    assert expected_calibration_error(labels, shared.apply(raw)) > 2 * expected_calibration_error(labels, calibration.apply(raw))
