@@ -185,12 +185,9 @@ class ThresholdPoint:
         return np.array([[counts[true, called] for called in CLASSES] for true in CLASSES])
 
 
-def threshold_point(figures: dict | None, threshold: float) -> ThresholdPoint | None:
-    """The split's counts at the stored threshold nearest ``threshold`` (the sweep holds a grid,
-    not every value); None when the split's figures hold no ``threshold_sweep``."""
-    sweep = (figures or {}).get("threshold_sweep")
-    if not sweep or not sweep["threshold"]:
-        return None
+def threshold_point(sweep: dict, threshold: float) -> ThresholdPoint:
+    """The counts of a split's ``threshold_sweep`` at its stored threshold nearest ``threshold``
+    (the sweep holds a grid of thresholds, not every value)."""
     i = int(np.argmin(np.abs(np.asarray(sweep["threshold"], dtype=float) - threshold)))
     return ThresholdPoint(float(sweep["threshold"][i]), int(sweep["fake_called_fake"][i]), int(sweep["real_called_fake"][i]),
                           int(sweep["n_fake"]), int(sweep["n_real"]))
@@ -201,15 +198,22 @@ def starting_threshold(report: dict) -> float:
     return float((report.get("threshold") or {}).get("value", 0.5))
 
 
+def _lacking(figures: dict | None, key: str, heading: str, what: str) -> go.Figure | None:
+    """A figure that says what is missing, or None when a split's ``figures`` hold ``key`` to plot."""
+    if figures is None:
+        return _empty_figure(heading, NOT_EVALUATED)
+    if not figures.get(key):
+        return _empty_figure(heading, f"this report has no {what}: {REEVALUATE}")
+    return None
+
+
 def threshold_explorer(figures: dict | None, threshold: float, title: str) -> tuple[go.Figure, ThresholdPoint | None]:
     """The confusion matrix of one detector (``title``) on one split's ``figures`` at the stored
-    threshold nearest ``threshold``, and its counts; a message instead where there is no sweep."""
+    threshold nearest ``threshold``, and its counts; a message and None where there is no sweep."""
     heading = f"Threshold explorer: {title}"
-    if figures is None:
-        return _empty_figure(heading, NOT_EVALUATED), None
-    point = threshold_point(figures, threshold)
-    if point is None:
-        return _empty_figure(heading, f"this report has no threshold sweep: {REEVALUATE}"), None
+    if missing := _lacking(figures, "threshold_sweep", heading, "threshold sweep"):
+        return missing, None
+    point = threshold_point(figures["threshold_sweep"], threshold)
     return _confusion_heatmap(point.confusion_matrix(), f"{heading} at P(FAKE) ≥ {point.threshold:.3f} "
                                                         f"(accuracy {point.accuracy:.4f}, n={point.n_fake + point.n_real:,})"), point
 
@@ -218,12 +222,9 @@ def reliability_figure(report: dict, split: str, title: str) -> go.Figure:
     """Share of FAKE images against mean P(FAKE), per bin of P(FAKE): on the diagonal, a
     probability means what it says. Beside it, before calibration, where the report has that."""
     heading = f"Reliability: {title}"
-    figures = report.get(split)
-    if figures is None:
-        return _empty_figure(heading, NOT_EVALUATED)
-    after = figures.get("reliability")
-    if not after:
-        return _empty_figure(heading, f"this report has no reliability diagram: {REEVALUATE}")
+    if missing := _lacking(report.get(split), "reliability", heading, "reliability diagram"):
+        return missing
+    after = report[split]["reliability"]
     before = ((report.get("calibration") or {}).get(split) or {}).get("reliability_before")
     fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="perfectly calibrated", hoverinfo="skip"))
     curves = [("before calibration", before, COLOURS[1]), ("after calibration", after, COLOURS[0])] if before else [(title, after, COLOURS[0])]
@@ -231,7 +232,7 @@ def reliability_figure(report: dict, split: str, title: str) -> go.Figure:
         fig.add_trace(go.Scatter(x=bins["p_fake_mean"], y=bins["fake_share"], customdata=bins["count"], mode="lines+markers",
                                  name=name, line=dict(color=colour),
                                  hovertemplate=f"{name}: mean P(FAKE) %{{x:.3f}}, FAKE %{{y:.1%}} of %{{customdata:,}} images<extra></extra>"))
-    ece = figures.get("ece")
+    ece = report[split].get("ece")
     return _layout(fig, heading + (f" (expected calibration error {ece:.4f})" if ece is not None else ""),
                    "mean P(FAKE) in the bin", "share of the bin's images that are FAKE")
 
@@ -240,12 +241,9 @@ def selective_figure(report: dict, split: str, title: str) -> go.Figure:
     """Accuracy on the images a detector decides against the share it decides, as the band in
     which it says UNSURE widens; the band it uses marked, where the report has it."""
     heading = f"Accuracy against coverage: {title}"
-    figures = report.get(split)
-    if figures is None:
-        return _empty_figure(heading, NOT_EVALUATED)
-    curve = figures.get("selective")
-    if not curve:
-        return _empty_figure(heading, f"this report has no accuracy/coverage curve: {REEVALUATE}")
+    if missing := _lacking(report.get(split), "selective", heading, "accuracy/coverage curve"):
+        return missing
+    curve = report[split]["selective"]
     fig = go.Figure(go.Scatter(x=curve["coverage"], y=curve["accuracy"], customdata=curve["confidence"], mode="lines",
                                name="decided when confidence ≥ level", line=dict(color=COLOURS[0]),
                                hovertemplate="confidence ≥ %{customdata:.3f}: %{x:.1%} decided, %{y:.2%} right<extra></extra>"))
