@@ -351,7 +351,7 @@ def test_threshold_summary_states_precision_recall_and_false_positives():
     _, point = figures.threshold_explorer(NEW["test"], 0.5, "CNN (paper)")
     summary = texts.threshold_markdown(point)
     assert "P(FAKE) ≥ 0.500" in summary and "**precision 87.5%**" in summary and "**recall 87.5%**" in summary
-    assert "**false-positive rate 12.5%** (1 of 8 REAL images called FAKE)" in summary
+    assert "**false-positive rate 12.5%** (1 of 8 REAL images called FAKE); accuracy 87.5% on 16 images" in summary
     _, nothing_called = figures.threshold_explorer(NEW["test"], 1.0, "CNN (paper)")
     assert nothing_called.precision is None and "precision undefined (no image called FAKE)" in texts.threshold_markdown(nothing_called)
 

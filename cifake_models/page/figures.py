@@ -214,8 +214,8 @@ def threshold_explorer(figures: dict | None, threshold: float, title: str) -> tu
     if missing := _lacking(figures, "threshold_sweep", heading, "threshold sweep"):
         return missing, None
     point = threshold_point(figures["threshold_sweep"], threshold)
-    return _confusion_heatmap(point.confusion_matrix(), f"{heading} at P(FAKE) ≥ {point.threshold:.3f} "
-                                                        f"(accuracy {point.accuracy:.4f}, n={point.n_fake + point.n_real:,})"), point
+    # A short title, so that it fits half the page: the summary beside the plot says the rest.
+    return _confusion_heatmap(point.confusion_matrix(), f"{heading}, P(FAKE) ≥ {point.threshold:.3f}"), point
 
 
 def reliability_figure(report: dict, split: str, title: str) -> go.Figure:

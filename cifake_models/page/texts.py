@@ -102,5 +102,5 @@ def threshold_markdown(point: ThresholdPoint | None) -> str:
         f"At P(FAKE) ≥ {point.threshold:.3f}, the nearest threshold the report holds (FAKE is the positive class): "
         f"**precision {precision}**, **recall {_percent(point.recall)}** ({point.fake_called_fake:,} of {point.n_fake:,} FAKE "
         f"images caught), **false-positive rate {_percent(point.false_positive_rate)}** ({point.real_called_fake:,} of "
-        f"{point.n_real:,} REAL images called FAKE)."
+        f"{point.n_real:,} REAL images called FAKE); accuracy {_percent(point.accuracy)} on {point.n_fake + point.n_real:,} images."
     )
