@@ -37,6 +37,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import gradio as gr  # at module level: gr.api reads the hint gr.FileData from this module's names
 import numpy as np
 import torch
 from PIL import Image
@@ -44,6 +45,7 @@ from PIL import Image
 from cifake_models.committee import CommitteeDetector
 from cifake_models.data import default_data_dir, load_split
 from cifake_models.images import mirror
+from cifake_models.page.analysis import MAX_BATCH_FILES
 from train.evaluate import best_seconds
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -83,18 +85,17 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def serve_instant() -> None:
-    """A Gradio app with the app's ``/predict`` endpoint (same components, queue and concurrency)
-    that answers at once without reading the file: what Gradio and the clients cost by themselves."""
-    import gradio as gr
-
+    """A Gradio app with the app's ``/predict`` endpoint (same ``gr.api`` typing, queue and
+    concurrency) that answers at once without reading the file: what Gradio and the clients cost by themselves."""
     import app
 
     answer = {name: {"REAL": 0.5, "FAKE": 0.5} for name in app.demo.bank.detectors}
+
+    def predict(image: gr.FileData) -> dict[str, dict[str, float]]:
+        return answer
+
     with gr.Blocks(analytics_enabled=False) as demo:
-        api_file = gr.File(file_count="single", type="filepath", visible=False, label="image")
-        api_json = gr.JSON(visible=False, label="probabilities")
-        gr.Button(visible=False).click(lambda image: answer, inputs=api_file, outputs=api_json, api_name="predict",
-                                       concurrency_limit=app.PREDICT_CONCURRENCY)
+        gr.api(predict, api_name="predict", concurrency_limit=app.PREDICT_CONCURRENCY)
     demo.queue(max_size=64)
     demo.launch(max_file_size=app.SERVER_MAX_FILE_SIZE)
 
@@ -405,7 +406,7 @@ def folder_test(args, env: dict, bank, test, work: Path) -> None:
     for i in range(0, len(arrays), 64):
         bank.predict(arrays[i : i + 64])
     in_process = len(arrays) / (time.perf_counter() - start)
-    sample = sorted(folder.iterdir())[: app.MAX_BATCH_FILES]
+    sample = sorted(folder.iterdir())[:MAX_BATCH_FILES]
     _, _, download = app.detect_outputs(bank, [str(p) for p in sample])
     apps = list(csv.reader(open(download["value"], encoding="utf-8", newline="")))
     ours = {row[0]: row for row in table[1:]}

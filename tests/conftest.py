@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import io
@@ -94,6 +95,11 @@ def train_tiny(name: str, data_root: Path, out_dir: Path, resume: bool = False, 
     return fit_svm(spec, train, val, tiny_recipe(spec, **changes), out_dir, data_info)
 
 
+# After one tiny epoch (five steps) ResNet-50 gives every image the same P(FAKE), so it would ship
+# in the tiny assets as a detector that learned nothing; three epochs learn the tiny task.
+TINY_ASSET_CHANGES = {"resnet50": {"epochs": 3}}
+
+
 @pytest.fixture(scope="session")
 def tiny_assets(tiny_data, tmp_path_factory) -> dict[str, Path]:
     """Checkpoints and evaluation reports for every registered detector, trained on tiny data.
@@ -103,7 +109,7 @@ def tiny_assets(tiny_data, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("assets")
     checkpoints, reports = root / "checkpoints", root / "reports"
     for name in list_detectors():
-        train_tiny(name, tiny_data / "packed", checkpoints)
+        train_tiny(name, tiny_data / "packed", checkpoints, **TINY_ASSET_CHANGES.get(name, {}))
     assert evaluate.main(["--data", str(tiny_data / "packed"), "--checkpoints", str(checkpoints), "--reports", str(reports)]) == 0
     return {"checkpoints": checkpoints, "reports": reports, "data": tiny_data / "packed"}
 
@@ -116,3 +122,23 @@ def app_module(tiny_assets):
         patch.setenv("CIFAKE_CHECKPOINTS", str(tiny_assets["checkpoints"]))
         patch.setenv("CIFAKE_REPORTS", str(tiny_assets["reports"]))
         yield importlib.import_module("app")
+
+
+def with_new_figures(report: dict) -> dict:
+    """A copy of a tiny report holding, hand-made, the figures ``train.evaluate`` is gaining and
+    the app reads (threshold sweep, reliability before and after calibration, accuracy against
+    coverage, the unsure band's point), and a leak-free split whose numbers differ from the
+    official split's (the tiny data's leak-free split removes nothing, so they would be equal)."""
+    report = copy.deepcopy(report)
+    report["test"]["threshold_sweep"] = {"threshold": [0.0, 0.25, 0.5, 0.75, 1.0], "fake_called_fake": [8, 8, 7, 4, 0],
+                                         "real_called_fake": [8, 3, 1, 0, 0], "n_fake": 8, "n_real": 8}
+    report["test"]["reliability"] = {"p_fake_mean": [0.1, 0.45, 0.9], "fake_share": [0.0, 0.5, 1.0], "count": [6, 4, 6]}
+    report["test"]["selective"] = {"confidence": [0.5, 0.75, 0.9], "coverage": [1.0, 0.75, 0.5], "accuracy": [0.875, 0.95, None]}
+    report["calibration"] = {"test": {"reliability_before": {"p_fake_mean": [0.3, 0.6], "fake_share": [0.1, 0.9], "count": [8, 8]}}}
+    report["unsure"] = {"test": {"coverage": 0.75, "accuracy": 0.95}}
+    report["test_leak_free"] = {
+        **report["test_leak_free"], "removed": 2, "n": 14, "accuracy": 11 / 14, "confusion_matrix": [[6, 2], [1, 5]],
+        "roc_curve": {"fpr": [0.0, 0.2, 1.0], "tpr": [0.0, 0.75, 1.0]}, "roc_auc": 0.8,
+        "threshold_sweep": {"threshold": [0.0, 0.5, 1.0], "fake_called_fake": [8, 6, 0], "real_called_fake": [6, 1, 0], "n_fake": 8, "n_real": 6},
+    }
+    return report

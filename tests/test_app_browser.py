@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from cifake_models import get_spec, list_detectors
+from cifake_models.page.bank import example_files, load_bank
+from conftest import with_new_figures
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path("/tmp/shots")
@@ -35,7 +37,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def url(app_module, tiny_assets):
-    demo = app_module.build_demo(app_module.load_bank(tiny_assets["checkpoints"], tiny_assets["reports"]))
+    bank = load_bank(tiny_assets["checkpoints"], tiny_assets["reports"])
+    for name in ("cnn", "hog_svm"):  # the detector the tab opens on, and the one chosen below
+        bank.reports[name] = with_new_figures(bank.reports[name])
+    demo = app_module.build_demo(bank)
     _, local_url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     yield local_url
     demo.close()
@@ -67,7 +72,7 @@ def page(browser, url):
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, app_module) -> dict[str, Path]:
+def files(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("browser-files")
     from PIL import Image
 
@@ -130,8 +135,8 @@ def test_drop_an_image_on_the_page(page, files):
     assert_every_detector_answered(dropped)
 
 
-def test_example_in_one_click(page, app_module):
-    examples = app_module.example_files()
+def test_example_in_one_click(page):
+    examples = example_files()
     if not examples:
         pytest.skip("no assets/examples: run scripts/choose_examples.py")
     stem = Path(examples[0]).stem
@@ -158,9 +163,9 @@ def test_compare_tab(page):
 
 def test_evaluation_tab_shows_plots(page):
     page.get_by_role("tab", name="Evaluation").click()
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 7")
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 10")
     plots = page.locator(".js-plotly-plot")
-    assert plots.count() == 7
+    assert plots.count() == 10
     roc_legend = plots.nth(0).inner_text()
     robustness = page.locator("#robustness-plot .js-plotly-plot").inner_text()
     for title in TITLES:
@@ -168,12 +173,31 @@ def test_evaluation_tab_shows_plots(page):
     assert "Accuracy on test images changed as on the way to an upload" in robustness
     assert "Confusion matrix" in plots.nth(2).inner_text()
     assert "Training curves" in plots.nth(5).inner_text()
+    assert "after calibration" in page.locator("#reliability-plot").inner_text()
+    assert "its unsure band" in page.locator("#selective-plot").inner_text()
     page.screenshot(path=str(SHOTS / "evaluation.png"), full_page=True)
-    # Choosing another detector, then the leak-free split, redraws the plots.
+    # Choosing another detector, then the leak-free split, redraws the plots with that split's numbers.
     page.get_by_label("Detector (for the plots below the first row)").click()
     page.get_by_role("option", name="HOG + SVM").click()
-    page.wait_for_function("[...document.querySelectorAll('.js-plotly-plot')].some(p => p.textContent.includes('Confusion matrix: HOG + SVM'))")
+    confusion = "[...document.querySelectorAll('.js-plotly-plot')][2].textContent"
+    page.wait_for_function(f"{confusion}.includes('Confusion matrix: HOG + SVM')")
+    assert "n=16" in plots.nth(2).inner_text()
     assert "no epochs to plot" in page.locator(".js-plotly-plot").nth(5).inner_text()
     page.get_by_label("Leak-free test split (test images also in train removed)").check()
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 6")
-    assert "HOG + SVM" in page.locator(".js-plotly-plot").nth(2).inner_text()
+    page.wait_for_function(f"{confusion}.includes('n=14')")  # the leak-free split's confusion matrix (conftest)
+    assert "accuracy 0.7857" in plots.nth(2).inner_text()
+    page.wait_for_function("document.querySelector('#threshold-summary').textContent.includes('1 of 6 REAL images called FAKE')")
+
+
+def test_threshold_slider_redraws_the_confusion_matrix(page):
+    page.get_by_role("tab", name="Evaluation").click()
+    explorer = page.locator("#threshold-plot")
+    explorer.locator(".js-plotly-plot").wait_for()
+    assert "P(FAKE) ≥" in explorer.inner_text()  # at the detector's own threshold
+    number = page.locator("#threshold input[type=number]")
+    number.fill("0.7")
+    number.press("Tab")
+    page.wait_for_function("document.querySelector('#threshold-plot').textContent.includes('P(FAKE) ≥ 0.750')")
+    summary = page.locator("#threshold-summary").inner_text()
+    assert "recall 50.0%" in summary and "false-positive rate 0.0%" in summary, summary
+    page.screenshot(path=str(SHOTS / "threshold.png"), full_page=True)

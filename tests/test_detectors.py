@@ -10,6 +10,7 @@ from PIL import Image
 
 from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
 from cifake_models.checkpoint import read_safetensors
+from cifake_models.data import CLASSES, load_split
 from cifake_models.images import mirror
 from cifake_models.nets import ImageNetWeightsUnavailable
 
@@ -70,10 +71,18 @@ def test_mirror_averaging_makes_a_detector_blind_to_left_and_right(name, tiny_as
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_tiny_training_learns_the_tiny_task(name, tiny_assets):
-    """The tiny classes differ at a glance (gradients vs noise): training must pick that up."""
+    """The tiny classes differ at a glance (gradients vs noise). On the 16 held-out test images a
+    detector that learned them is right at least 14 times and calls both classes; one that calls
+    everything FAKE (or REAL), or answers at random, does not pass."""
+    detector = load_detector(name, tiny_assets["checkpoints"])
+    test = load_split(tiny_assets["data"], "test")
+    p_fake = detector.predict_proba_arrays(test.images)[:, list(detector.classes_).index("FAKE")]
+    called_fake = p_fake >= detector.threshold
+    is_fake = test.labels == CLASSES.index("FAKE")
+    assert called_fake.any() and not called_fake.all(), f"{name} calls every test image {'FAKE' if called_fake.all() else 'REAL'}"
+    assert np.mean(called_fake == is_fake) >= 14 / 16, p_fake
     report = json.loads((tiny_assets["reports"] / f"{name}.json").read_text())
     assert report["test"]["n"] == 16 and report["test_leak_free"]["removed"] == 0
-    assert report["validation"]["accuracy"] >= 0.5
     assert report["threshold"]["chosen_on"] == "validation split"
 
 
@@ -88,7 +97,7 @@ def test_checkpoint_describes_itself(name, tiny_assets):
     assert len(meta["data"]["train_fingerprint"]) == 16
     assert "from scratch" in meta["initialisation"]
     if get_spec(name).is_torch:
-        assert meta["preprocessing"]["crop"] in (24, 32) and len(meta["history"]) == 1
+        assert meta["preprocessing"]["crop"] in (24, 32) and len(meta["history"]) == meta["recipe"]["epochs"]
 
 
 @pytest.mark.parametrize("name", DETECTORS)

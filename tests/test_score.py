@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +14,9 @@ import pytest
 from PIL import Image
 
 from cifake_models import list_detectors, score
+from cifake_models.page.analysis import analyse_files
+from cifake_models.page.bank import load_bank
+from cifake_models.page.tables import write_csv
 from cifake_models.results import csv_header
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
@@ -42,13 +44,13 @@ def rows(path: Path) -> list[list[str]]:
     return list(csv.reader(open(path, encoding="utf-8", newline="")))
 
 
-def test_folder_csv_equals_the_apps_csv_for_the_same_files(app_module, tiny_assets, folder, tmp_path):
+def test_folder_csv_equals_the_apps_csv_for_the_same_files(tiny_assets, folder, tmp_path):
     out = tmp_path / "scores.csv"
     assert run([str(folder), "--out", str(out)], tiny_assets["checkpoints"]) == 0
-    bank = app_module.load_bank(tiny_assets["checkpoints"], tiny_assets["reports"])
+    bank = load_bank(tiny_assets["checkpoints"], tiny_assets["reports"])
     files = sorted(p for p in folder.iterdir() if p.suffix != ".txt")
-    _, _, download = app_module.detect_outputs(bank, [str(p) for p in files])
-    assert out.read_bytes() == Path(download["value"]).read_bytes()
+    download = write_csv(bank, analyse_files(bank, [str(p) for p in files]))  # the app's Download button
+    assert out.read_bytes() == Path(download).read_bytes()
     table = rows(out)
     assert table[0] == csv_header(list_detectors()) and len(table) == 1 + 8
     errors = {row[0]: row[1] for row in table[1:]}

@@ -1,0 +1,86 @@
+"""What the page loads once, at start-up: every registered detector, its evaluation report, and
+the example images. A detector whose checkpoint is missing or corrupt is kept as unavailable,
+with the reason, so that the others keep working and the page can say why."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import cifake_models as cm
+from cifake_models.data import REPO_ROOT
+from cifake_models.results import Answers
+from cifake_models.serving import SharedPasses
+
+EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
+
+
+@dataclass
+class Bank:
+    """Every registered detector, loaded once: the usable ones, and why the others are not."""
+
+    checkpoint_dir: Path
+    report_dir: Path
+    detectors: dict[str, cm.Detector] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    reports: dict[str, dict] = field(default_factory=dict)
+    report_errors: dict[str, str] = field(default_factory=dict)
+    load_seconds: float = 0.0
+    passes: SharedPasses | None = None  # every request's forward passes, shared
+
+    @property
+    def names(self) -> list[str]:
+        return cm.list_detectors()
+
+    def title(self, name: str) -> str:
+        return cm.get_spec(name).title
+
+    def initialisation(self, name: str) -> str:
+        if name in self.detectors:
+            return str(self.detectors[name].metadata.get("initialisation") or "not recorded")
+        return str(self.reports.get(name, {}).get("initialisation") or "unknown (no checkpoint)")
+
+    def predict(self, batch: np.ndarray) -> Answers:
+        """Every available detector on a uint8 ``[n, 32, 32, 3]`` batch, in a forward pass shared
+        with the requests running at the same time (see ``cifake_models.results.predict_all``)."""
+        if self.passes is None:
+            self.passes = SharedPasses(self.detectors)
+        return self.passes.predict(batch)
+
+
+def resolve_dirs(checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Explicit arguments, then ``$CIFAKE_CHECKPOINTS`` / ``$CIFAKE_REPORTS``, then assets/."""
+    checkpoint_dir = checkpoint_dir or os.environ.get("CIFAKE_CHECKPOINTS") or cm.CHECKPOINT_DIR
+    report_dir = report_dir or os.environ.get("CIFAKE_REPORTS") or cm.REPORT_DIR
+    return Path(checkpoint_dir), Path(report_dir)
+
+
+def load_bank(checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None) -> Bank:
+    checkpoint_dir, report_dir = resolve_dirs(checkpoint_dir, report_dir)
+    bank = Bank(checkpoint_dir, report_dir)
+    start = time.perf_counter()
+    for name in cm.list_detectors():
+        try:
+            bank.detectors[name] = cm.load_detector(name, checkpoint_dir, loaded=bank.detectors).prepare_for_serving()
+        except cm.CheckpointError as error:
+            bank.unavailable[name] = str(error)
+        except Exception as error:  # e.g. a checkpoint of an older architecture
+            bank.unavailable[name] = f"could not load {cm.get_spec(name).checkpoint_file}: {type(error).__name__}: {error}"
+        try:
+            bank.reports[name] = cm.load_report(name, report_dir)
+        except FileNotFoundError as error:
+            bank.report_errors[name] = str(error)
+        except Exception as error:
+            bank.report_errors[name] = f"unreadable report: {type(error).__name__}: {error}"
+    bank.load_seconds = time.perf_counter() - start
+    return bank
+
+
+def example_files() -> list[str]:
+    if not EXAMPLES_DIR.is_dir():
+        return []
+    return [str(p) for p in sorted(EXAMPLES_DIR.iterdir()) if p.suffix.lower() in (".png", ".jpg", ".jpeg")]

@@ -1,0 +1,76 @@
+"""The Detect tab's result cards: for each file, every detector's P(REAL), P(FAKE), verdict and
+threshold, how far the detectors agree, the conversions made, and the 32x32 image the
+detectors saw. Their stylesheet is ``cards.css`` beside this file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cifake_models.results import ImageResult
+
+from .bank import Bank
+
+CARD_CSS = (Path(__file__).parent / "cards.css").read_text(encoding="utf-8")
+MAX_CARDS = 24  # result cards drawn per request; the table and CSV hold every file
+
+
+def pixels_data_uri(array: np.ndarray, scale: int = 4) -> str:
+    """The 32x32 array upscaled with nearest neighbour (no smoothing), as a PNG data URI."""
+    image = Image.fromarray(array).resize((32 * scale, 32 * scale), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _bar(p: float, colour: str) -> str:
+    return (f'<div class="bar"><div class="fill" style="width:{100 * p:.1f}%;background:{colour}"></div>'
+            f'<span>{100 * p:.1f}%</span></div>')
+
+
+def result_card(bank: Bank, result: ImageResult) -> str:
+    name = html.escape(result.file)
+    if result.error and not result.predictions:
+        return f'<div class="card error"><div class="head"><b>{name}</b></div><p class="msg">⚠ {html.escape(result.error)}</p></div>'
+    rows = []
+    for det in bank.names:
+        title = html.escape(bank.title(det))
+        if det in result.predictions:
+            p = result.predictions[det]
+            verdict = p.verdict
+            threshold = bank.detectors[det].threshold
+            rows.append(
+                f'<tr><td class="det">{title}</td><td>{_bar(p.p_real, "#2e7d32")}</td><td>{_bar(p.p_fake, "#c62828")}</td>'
+                f'<td class="verdict {verdict.lower()}">{verdict}</td><td class="thr">{threshold:.3f}</td></tr>'
+            )
+        else:
+            reason = bank.unavailable.get(det) or result.detector_errors.get(det, "unavailable")
+            rows.append(f'<tr class="na"><td class="det">{title}</td><td colspan="4">unavailable: {html.escape(reason)}</td></tr>')
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) or "<li>none: already 32x32 RGB</li>"
+    verdict_class = result.majority.lower()
+    committees = "".join(
+        f'<span class="agree committee {p.verdict.lower()}">{html.escape(bank.title(n))}: {p.verdict}</span>'
+        for n, p in result.committees.items()
+    )
+    return f"""<div class="card">
+<div class="head"><b>{name}</b> {committees}<span class="agree {verdict_class}">{html.escape(result.agreement)}</span></div>
+<div class="body">
+<figure><img src="{pixels_data_uri(result.array)}" width="128" height="128" alt="32x32 input of {name}">
+<figcaption>what the detectors saw: 32x32, shown 4x (nearest neighbour)</figcaption></figure>
+<div class="probs"><table><thead><tr><th>Detector</th><th>P(REAL)</th><th>P(FAKE)</th><th>Verdict</th><th title="P(FAKE) at or above which the detector says FAKE, chosen on the validation split">Threshold</th></tr></thead>
+<tbody>{"".join(rows)}</tbody></table>
+<div class="notes">Conversions: <ul>{notes}</ul></div></div></div></div>"""
+
+
+def results_html(bank: Bank, answers: list[ImageResult]) -> str:
+    if not answers:
+        return '<p class="more">Drop images above, paste one, or click an example to see every detector\'s answer.</p>'
+    cards = [result_card(bank, r) for r in answers[:MAX_CARDS]]
+    if len(answers) > MAX_CARDS:
+        cards.append(f'<p class="more">Showing the first {MAX_CARDS} of {len(answers)} files; the table below and the CSV hold all of them.</p>')
+    return "\n".join(cards)

@@ -1,0 +1,106 @@
+"""The page's markdown: the header (what the detectors are, how far to trust them on uploads), the
+Detectors table, the notes under the Compare tab's tables, and the threshold explorer's summary.
+Every figure quoted comes from the evaluation reports, never typed here."""
+
+from __future__ import annotations
+
+import cifake_models as cm
+
+from .bank import Bank
+from .figures import ThresholdPoint
+
+
+def compare_notes(bank: Bank) -> str:
+    lines = []
+    for name in bank.names:
+        spec, report = cm.get_spec(name), bank.reports.get(name, {})
+        notes = report.get("notes") or spec.notes
+        free = report.get("test_leak_free", {})
+        extra = f" Leak-free split: {free.get('removed')} test images that also occur in train removed." if free else ""
+        if notes or extra:
+            lines.append(f"- **{spec.title}**: {notes}{extra}")
+    evaluated = next((r.get("evaluated", {}) for r in bank.reports.values()), {})
+    head = ("Figures on CIFAKE's official test split (FAKE is the positive class for ROC and PR). "
+            "A verdict is FAKE when P(FAKE) reaches the detector's threshold, chosen on a validation split "
+            "carved out of train, never on test; so is whether P is averaged over the image and its mirror image "
+            "(the recipe says where). Times per image are from the evaluation run"
+            + (f" ({evaluated.get('hardware')})" if evaluated.get("hardware") else "") + ".")
+    return head + "\n\n" + "\n".join(lines)
+
+
+def _percent(fraction: float | None) -> str:
+    return "" if fraction is None else f"{100 * fraction:.1f}%"
+
+
+def detectors_markdown(bank: Bank) -> str:
+    rows = ["| Detector | Status | Initialisation | Threshold P(FAKE) | Accuracy on CIFAKE's test files "
+            "| …resized or re-saved first: mean (worst) |", "|---|---|---|---|---:|---:|"]
+    for name in bank.names:
+        if name in bank.detectors:
+            status, threshold = "✅ available", f"{bank.detectors[name].threshold:.3f}"
+            if getattr(bank.detectors[name], "unavailable", None):  # a committee serving on fewer members
+                status += f" without {', '.join(bank.detectors[name].unavailable)} (weights fitted for the members it has)"
+        else:
+            status, threshold = f"❌ unavailable: {bank.unavailable[name]}", ""
+        report = bank.reports.get(name, {})
+        robustness = report.get("robustness")
+        robust = (f"{_percent(robustness['mean_accuracy'])} ({_percent(robustness['worst']['accuracy'])}, "
+                  f"{robustness['worst']['perturbation']})") if robustness else ""
+        rows.append(f"| {bank.title(name)} | {status.replace('|', '/')} | {bank.initialisation(name)} | {threshold} "
+                    f"| {_percent((report.get('test') or {}).get('accuracy'))} | {robust} |")
+    return "\n".join(rows)
+
+
+def scope_statement(bank: Bank) -> str:
+    """How accurate the detectors are on CIFAKE's own files and on resized or re-saved copies, from the reports."""
+    reports = {n: r for n, r in bank.reports.items() if n in bank.detectors and r.get("robustness")}
+    if not reports:
+        return ""
+    clean = [r["test"]["accuracy"] for r in reports.values()]
+    mean = [r["robustness"]["mean_accuracy"] for r in reports.values()]
+    worst_name, worst = min(((n, r["robustness"]["worst"]) for n, r in reports.items()), key=lambda item: item[1]["accuracy"])
+    return (
+        f"On CIFAKE's own test files the detectors are right {_percent(min(clean))} to {_percent(max(clean))} of the time. "
+        f"Uploads are rarely those files: on the same test images resized, re-compressed, blurred, shifted or cropped "
+        f"first, they are right {_percent(min(mean))} to {_percent(max(mean))} of the time on average, and "
+        f"{bank.title(worst_name)} falls to {_percent(worst['accuracy'])} ({worst['perturbation']}); "
+        "see *Detectors* below and the *Evaluation* tab."
+    )
+
+
+def scratch_statement(bank: Bank) -> str:
+    inits = {n: bank.initialisation(n) for n in bank.detectors}
+    if inits and all(v.lower().startswith("random") for v in inits.values()):
+        return ("**Every detector here was trained from scratch on CIFAKE: ImageNet weights were not used** "
+                "(the paper fine-tuned ImageNet-pretrained ResNet-50, VGG-16 and DenseNet-121, so its figures "
+                "are not the same experiment).")
+    scratch = [bank.title(n) for n, v in inits.items() if v.lower().startswith("random")]
+    if scratch:
+        return f"**Trained from scratch (ImageNet weights not used): {', '.join(scratch)}.** Other checkpoints' initialisation is listed below."
+    return ""
+
+
+def header_markdown(bank: Bank) -> str:
+    n_ok, n_all = len(bank.detectors), len(bank.names)
+    missing = f" **{n_all - n_ok} of {n_all} detectors are unavailable** (see *Detectors* below)." if n_ok < n_all else ""
+    return (
+        "# CIFAKE: real photo or AI-generated?\n"
+        "The five detectors of *Harnessing Machine Learning for Discerning AI-Generated Synthetic Images*, "
+        "a network of ours designed for 32x32 images and a committee of all of them, "
+        "trained on CIFAKE (Bird & Lotfi, 2024): 32x32 CIFAR-10 photos (REAL) and Stable Diffusion 1.4 "
+        "images (FAKE). Your image is brought to 32x32 RGB first (shorter side to 32, centre crop), as the "
+        f"paper's test transform does, so fine detail is lost. {scope_statement(bank)}{missing}\n\n" + scratch_statement(bank)
+    )
+
+
+def threshold_markdown(point: ThresholdPoint | None) -> str:
+    """What the explorer's confusion matrix means, FAKE the positive class; empty without a sweep."""
+    if point is None:
+        return ""
+    precision = _percent(point.precision) if point.precision is not None else "undefined (no image called FAKE)"
+    return (
+        f"At P(FAKE) ≥ {point.threshold:.3f}, the nearest threshold the report holds (FAKE is the positive class): "
+        f"**precision {precision}**, **recall {_percent(point.recall)}** ({point.fake_called_fake:,} of {point.n_fake:,} FAKE "
+        f"images caught), **false-positive rate {_percent(point.false_positive_rate)}** ({point.real_called_fake:,} of "
+        f"{point.n_real:,} REAL images called FAKE); accuracy {_percent(point.accuracy)} on {point.n_fake + point.n_real:,} images."
+    )
