@@ -10,7 +10,7 @@ Run ``python app.py`` and open http://127.0.0.1:7860. Three tabs:
   accuracy/coverage, a threshold explorer, robustness (plotly).
 
 Programs call two named endpoints (``gr.api``) with ``gradio_client``: ``/predict`` (one image
-file -> ``{detector: {"REAL": p, "FAKE": p}}``) and ``/predict_batch`` (files -> a list of
+file -> ``{detector: {"REAL": p, "FAKE": p, "verdict": v}}``) and ``/predict_batch`` (files -> a list of
 ``{"file", "error", "notes", "predictions"}``). Requests that arrive together share forward
 passes (``cifake_models.serving``), and the networks run in ONNX Runtime.
 
@@ -88,7 +88,8 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
         return detect_outputs(bank, examples)
 
     def predict(image: FileData) -> dict[str, dict[str, float]]:
-        """One image file -> {detector name: {"REAL": p, "FAKE": p}} for every available detector."""
+        """One image file -> {detector name: {"REAL": p, "FAKE": p, "verdict": "FAKE" | "REAL" | "UNSURE"}}
+        for every available detector; the probabilities are calibrated."""
         path = uploaded_path(image)
         try:
             return predict_file(bank, path)

@@ -70,7 +70,7 @@ def assert_probabilities(mapping: dict, names: list[str]) -> None:
     assert sorted(mapping) == sorted(names)
     for name in names:
         p = mapping[name]
-        assert set(p) == {"REAL", "FAKE"}
+        assert set(p) == {"REAL", "FAKE", "verdict"} and p["verdict"] in ("FAKE", "REAL", "UNSURE")
         assert 0.0 <= p["REAL"] <= 1.0 and 0.0 <= p["FAKE"] <= 1.0
         assert p["REAL"] + p["FAKE"] == pytest.approx(1.0, abs=1e-5)
 

@@ -36,8 +36,9 @@ def analyse_files(bank: Bank, paths: list) -> list[ImageResult]:
     return analyse(bank, decode_many(paths) + skipped)
 
 
-def predict_file(bank: Bank, path) -> dict[str, dict[str, float]]:
-    """``{detector: {"REAL": p, "FAKE": p}}`` for one uploaded file; unavailable detectors are left
+def predict_file(bank: Bank, path) -> dict[str, dict[str, float | str]]:
+    """``{detector: {"REAL": p, "FAKE": p, "verdict": v}}`` for one uploaded file (calibrated
+    probabilities; FAKE, REAL or UNSURE); unavailable detectors are left
     out. Raises :class:`UploadError` for a file that is not a usable image."""
     if path is None:
         raise UploadError("no file was sent")

@@ -33,6 +33,14 @@ def _bar(p: float, colour: str) -> str:
             f'<span>{100 * p:.1f}%</span></div>')
 
 
+def decision_rule(detector) -> str:
+    """``FAKE ≥ 0.912, REAL < 0.085`` (UNSURE between), or the bare threshold where no band is recorded."""
+    band = detector.unsure_band
+    if band is None or band.low == band.high:
+        return f"{detector.threshold:.3f}"
+    return f"FAKE ≥ {band.high:.3f}, REAL &lt; {band.low:.3f}"
+
+
 def result_card(bank: Bank, result: ImageResult) -> str:
     name = html.escape(result.file)
     if result.error and not result.predictions:
@@ -43,10 +51,9 @@ def result_card(bank: Bank, result: ImageResult) -> str:
         if det in result.predictions:
             p = result.predictions[det]
             verdict = p.verdict
-            threshold = bank.detectors[det].threshold
             rows.append(
                 f'<tr><td class="det">{title}</td><td>{_bar(p.p_real, "#2e7d32")}</td><td>{_bar(p.p_fake, "#c62828")}</td>'
-                f'<td class="verdict {verdict.lower()}">{verdict}</td><td class="thr">{threshold:.3f}</td></tr>'
+                f'<td class="verdict {verdict.lower()}">{verdict}</td><td class="thr">{decision_rule(bank.detectors[det])}</td></tr>'
             )
         else:
             reason = bank.unavailable.get(det) or result.detector_errors.get(det, "unavailable")
@@ -62,7 +69,7 @@ def result_card(bank: Bank, result: ImageResult) -> str:
 <div class="body">
 <figure><img src="{pixels_data_uri(result.array)}" width="128" height="128" alt="32x32 input of {name}">
 <figcaption>what the detectors saw: 32x32, shown 4x (nearest neighbour)</figcaption></figure>
-<div class="probs"><table><thead><tr><th>Detector</th><th>P(REAL)</th><th>P(FAKE)</th><th>Verdict</th><th title="P(FAKE) at or above which the detector says FAKE, chosen on the validation split">Threshold</th></tr></thead>
+<div class="probs"><table><thead><tr><th>Detector</th><th>P(REAL)</th><th>P(FAKE)</th><th>Verdict</th><th title="calibrated P(FAKE) at or above which the detector says FAKE, and below which REAL; UNSURE between (chosen on the validation split: outside the band, 99% of validation images are right)">Decides</th></tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
 <div class="notes">Conversions: <ul>{notes}</ul></div></div></div></div>"""
 

@@ -89,7 +89,9 @@ def header_markdown(bank: Bank) -> str:
         "a network of ours designed for 32x32 images and a committee of all of them, "
         "trained on CIFAKE (Bird & Lotfi, 2024): 32x32 CIFAR-10 photos (REAL) and Stable Diffusion 1.4 "
         "images (FAKE). Your image is brought to 32x32 RGB first (shorter side to 32, centre crop), as the "
-        f"paper's test transform does, so fine detail is lost. {scope_statement(bank)}{missing}\n\n" + scratch_statement(bank)
+        f"paper's test transform does, so fine detail is lost. {scope_statement(bank)} "
+        "Probabilities are calibrated on the validation split, and a detector answers **UNSURE** where, on "
+        f"validation, it would be right less than 99% of the time.{missing}\n\n" + scratch_statement(bank)
     )
 
 
