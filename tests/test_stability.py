@@ -65,7 +65,7 @@ def test_a_blur_sensitive_detector_flips_under_blur_and_a_blind_one_is_stable():
     assert answer.sentence.startswith("flips to REAL when") and blur[0].change.when in answer.sentence
 
     flat = results[1].detectors["sharpness"]  # no edges to lose: REAL on every copy
-    assert flat.verdict == "REAL" and flat.stable and flat.p_fake == 0
+    assert flat.verdict == "REAL" and flat.stable and flat.p_fake < 1e-3
 
     blind = results[1].detectors["blind"]
     assert blind.stable and blind.verdict == "FAKE" and [c.change for c in blind.copies] == list(CHANGES)
