@@ -43,17 +43,20 @@ class HogFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X) -> np.ndarray:
+        images = self.inputs(X)
+        return np.stack([np.concatenate([self.describe(image, cell) for cell in self.pixels_per_cell]) for image in images]).astype(np.float32)
+
+    def inputs(self, X) -> np.ndarray:
+        """Flattened (or ``[n, 32, 32, 3]``) uint8 images as HOG reads them: luma or RGB in [0, 1]."""
         images = np.asarray(X, dtype=np.uint8).reshape(-1, SIZE, SIZE, 3)
-        images = images.astype(np.float32) / 255.0 if self.colour else grayscale(images)
+        return images.astype(np.float32) / 255.0 if self.colour else grayscale(images)
+
+    def describe(self, image: np.ndarray, cell: int, visualize: bool = False):
+        """One image's HOG descriptor at one cell size; with ``visualize``, also skimage's picture
+        of it (what :mod:`cifake_models.explain` shows)."""
         block = (self.cells_per_block,) * 2
-        channel_axis = -1 if self.colour else None
-
-        def describe(image: np.ndarray) -> np.ndarray:
-            return np.concatenate(
-                [hog(image, self.orientations, (cell, cell), block, block_norm="L2-Hys", channel_axis=channel_axis) for cell in self.pixels_per_cell]
-            )
-
-        return np.stack([describe(image) for image in images]).astype(np.float32)
+        return hog(image, self.orientations, (cell, cell), block, block_norm="L2-Hys",
+                   channel_axis=-1 if self.colour else None, visualize=visualize)
 
 
 class PrimalSvm(ClassifierMixin, BaseEstimator):

@@ -18,6 +18,12 @@ Measures side by side, in one run, and prints as tables:
    files): ``cifake-score`` killed part-way and resumed, its images per second against the
    in-process batch speed, and its CSV against the app's for the same files.
 
+5. **Stability and heatmaps** (``--extras``, instead of 1-4): one image through every detector as
+   the app serves them, then with :mod:`cifake_models.stability`'s check, with
+   :mod:`cifake_models.explain`'s heatmaps, and with both; ms per image, median of ``--repeats``,
+   in wall time and in the process's CPU time (less sensitive to other jobs on the machine), in
+   total and per detector; and each heatmap's completeness error (IG's check of its own accuracy).
+
 Not a test: timings depend on the machine and on whatever else runs on it.
 """
 
@@ -193,6 +199,81 @@ def one_image(checkpoint_dir: Path, titles: dict[str, str], images: np.ndarray, 
                 ["", "1 image", "per image, batch 64", "diff / ratio"], rows)
 
 
+# --------------------------------------------------------------------------- 5. stability and heatmaps
+
+
+def median_wall_cpu_ms(fn, repeats: int) -> tuple[float, float]:
+    """Median wall and CPU (all of this process's threads) milliseconds of ``fn()``, after one warm-up."""
+    fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return 1000 * statistics.median(wall), 1000 * statistics.median(cpu)
+
+
+def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: int) -> None:
+    """Issue 14's additions against what one image costs today, on the served detectors."""
+    from captum.attr import IntegratedGradients
+
+    from cifake_models import explain, list_detectors, load_detector, stability
+    from cifake_models.data import decode_rgb
+    from cifake_models.detector import FAKE, TorchDetector
+    from cifake_models.results import predict_all
+
+    detectors = {}
+    for name in list_detectors():  # as app.load_bank loads them
+        detectors[name] = load_detector(name, checkpoint_dir, loaded=detectors).prepare_for_serving()
+    files = jpeg_files(data_dir)
+    names = sorted(files)
+    images = np.stack([decode_rgb(files[names[i]]) for i in np.random.default_rng(0).choice(len(names), n_images, replace=False)])
+
+    def cost(fn) -> tuple[float, float]:  # per image, over the sample, one image per call
+        per_image = [median_wall_cpu_ms(lambda: fn(image), repeats) for image in images]
+        return statistics.median(w for w, _ in per_image), statistics.median(c for _, c in per_image)
+
+    def row(label: str, fn) -> list[str]:
+        wall, cpu = cost(fn)
+        return [label, f"{wall:.0f}", f"{cpu:.0f}"]
+
+    both = lambda image: (predict_all(detectors, image[None]), stability.check(detectors, image[None]),
+                          explain.heatmaps(detectors, image))
+    rows = [
+        row("all detectors (today)", lambda image: predict_all(detectors, image[None])),
+        row(f"+ stability ({len(stability.CHANGES)} changed copies, one pass)",
+            lambda image: (predict_all(detectors, image[None]), stability.check(detectors, image[None]))),
+        row("+ heatmaps", lambda image: (predict_all(detectors, image[None]), explain.heatmaps(detectors, image))),
+        row("+ both", both),
+    ]
+    for name, detector in detectors.items():
+        if not isinstance(detector, CommitteeDetector):  # a committee has no map (explain.NO_HEATMAP)
+            rows.append(row(f"  heatmap: {name}", lambda image: explain.heatmaps({name: detector}, image)))
+    print_table(f"5. One image (ms, median over {len(images)} test images of the median of {repeats} runs): "
+                f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads",
+                ["", "wall", "CPU"], rows)
+
+    # Are explain.STEPS path points enough? IG's own check, completeness (the attributions sum to
+    # logit(image) - logit(black)), and whether the map shown has converged: its correlation with
+    # the map from four times as many points. Medians over the images.
+    rows = []
+    for name, detector in detectors.items():
+        if isinstance(detector, TorchDetector):
+            x = detector.preprocessing.eval_transform(torch.as_tensor(images))
+            base = detector.preprocessing.eval_transform(torch.zeros((1, 32, 32, 3), dtype=torch.uint8))
+            _, delta = IntegratedGradients(detector.module).attribute(
+                x, baselines=base, target=FAKE, n_steps=explain.STEPS, return_convergence_delta=True)
+            with torch.no_grad():
+                gap = detector.module(x)[:, FAKE] - detector.module(base)[:, FAKE]
+            similar = [np.corrcoef(explain.integrated_gradients(detector, image).values.ravel(),
+                                   explain.integrated_gradients(detector, image, 4 * explain.STEPS).values.ravel())[0, 1]
+                       for image in images]
+            rows.append([name, f"{float((delta.abs() / gap.abs()).median()):.3f}", f"{np.median(similar):.3f}"])
+    print_table(f"   Integrated Gradients with {explain.STEPS} steps (one view)",
+                ["", "|sum - logit gap| / |gap|", f"map's correlation with {4 * explain.STEPS} steps'"], rows)
+
+
 # --------------------------------------------------------------------------- 3. many users
 
 
@@ -272,10 +353,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kill-after", type=float, default=60, help="seconds before the folder run is killed, then resumed")
     parser.add_argument("--startup-timeout", type=float, default=180)
     parser.add_argument("--parts", type=int, nargs="+", choices=(1, 2, 3, 4), default=(1, 2, 3, 4), help="which measurements (default: all)")
+    parser.add_argument("--extras", action="store_true", help="measure the stability check and heatmaps (5) instead of 1-4")
+    parser.add_argument("--extras-images", type=int, default=8, help="test images the extras are measured on")
     parser.add_argument("--serve-instant", action="store_true", help=argparse.SUPPRESS)  # the instant app, as a server
     args = parser.parse_args(argv)
     if args.serve_instant:
         serve_instant()
+        return 0
+    if args.extras:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        checkpoints = args.checkpoints or os.environ.get("CIFAKE_CHECKPOINTS")
+        extras(Path(checkpoints) if checkpoints else None, args.data or default_data_dir(), args.repeats, args.extras_images)
         return 0
 
     env = dict(os.environ)

@@ -1,0 +1,129 @@
+"""Does a verdict survive what an upload goes through? Each image is scored again after a few
+mild, everyday changes, made by the robustness suite's own functions
+(:mod:`cifake_models.perturbations`), and every detector says whether its verdict holds.
+
+The changes are applied as the suite applies them (:meth:`Perturbation.apply`): to the 32x32
+array the app made of the upload, saved or resampled as a PIL image, then brought back to 32x32
+by the app's own conversion. So a copy is exactly what the app would have shown the detectors
+had the person uploaded the changed file.
+
+All copies of all images go through every detector in one batched pass
+(:func:`cifake_models.results.predict_all`): at 32x32 a network's cost is mostly per call.
+Verdicts are opaque labels (whatever :meth:`Detector.decide` returns), compared for equality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import CLASSES
+from .detector import Detector
+from .perturbations import Perturbation
+from .results import predict_all
+
+P_FAKE = CLASSES.index("FAKE")  # predict_all's probabilities are in CLASSES order
+
+
+@dataclass(frozen=True)
+class Change:
+    """One everyday change, and the words that name it in a sentence."""
+
+    perturbation: Perturbation
+    noun: str  # "stable under re-saving, resizing and blur"
+    when: str  # "flips to REAL when resized to 24 px and back"
+
+
+# Mild strengths a real upload meets, each one of the robustness suite's own (so the evaluation
+# report measures every detector's accuracy under exactly these): JPEG quality 70, about what
+# image hosts and messengers re-save at; a thumbnail round trip through 24 px; a blur of half a pixel.
+CHANGES: tuple[Change, ...] = (
+    Change(Perturbation("jpeg", 70), "re-saving", "re-saved as JPEG at quality 70"),
+    Change(Perturbation("downscale", 24), "resizing", "resized to 24 px and back"),
+    Change(Perturbation("blur", 0.5), "blur", "blurred slightly (sigma 0.5 px)"),
+)
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One detector's answer for one changed copy of the image."""
+
+    change: Change
+    verdict: str
+    p_fake: float
+
+
+@dataclass(frozen=True)
+class Stability:
+    """One detector's verdict on the image as uploaded, and on each changed copy."""
+
+    detector: str
+    verdict: str
+    p_fake: float
+    copies: tuple[Copy, ...]  # in CHANGES order
+
+    @property
+    def flips(self) -> tuple[Copy, ...]:
+        """The copies on which the verdict differs from the image's."""
+        return tuple(copy for copy in self.copies if copy.verdict != self.verdict)
+
+    @property
+    def stable(self) -> bool:
+        return not self.flips
+
+    @property
+    def sentence(self) -> str:
+        """``"stable under re-saving, resizing and blur"``, ``"flips to REAL when resized to 24 px
+        and back"``, ``"flips to REAL when blurred slightly (sigma 0.5 px); to UNSURE when ..."``."""
+        if self.stable:
+            return "stable under " + _join([copy.change.noun for copy in self.copies], "and")
+        by_verdict: dict[str, list[str]] = {}
+        for copy in self.flips:
+            by_verdict.setdefault(copy.verdict, []).append(copy.change.when)
+        parts = [f"to {verdict} when {_join(whens, 'or')}" for verdict, whens in by_verdict.items()]
+        return "flips " + "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class ImageStability:
+    """Every detector's :class:`Stability` for one image; ``errors``: detectors that failed on the pass."""
+
+    detectors: dict[str, Stability]
+    errors: dict[str, str]
+
+
+def _join(words: Sequence[str], conjunction: str) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
+
+
+def copies(arrays: np.ndarray, changes: Sequence[Change] = CHANGES) -> np.ndarray:
+    """uint8 ``[n, 32, 32, 3]`` in, ``[1 + len(changes), n, 32, 32, 3]`` out: the images as they
+    are, then each change applied to all of them."""
+    return np.stack([arrays, *(change.perturbation.apply(arrays) for change in changes)])
+
+
+def check(detectors: Mapping[str, Detector], arrays: np.ndarray, changes: Sequence[Change] = CHANGES) -> list[ImageStability]:
+    """One :class:`ImageStability` per image of the uint8 ``[n, 32, 32, 3]`` batch ``arrays``.
+
+    The images themselves are scored again in the same pass as their copies, so a verdict is
+    always compared with one computed the same way (a committee, too, from its members' answers
+    on the same copies)."""
+    n = len(arrays)
+    if n == 0:
+        return []
+    views = copies(arrays, changes)
+    probas, verdicts, errors = predict_all(detectors, views.reshape(-1, *arrays.shape[1:]))
+    out = []
+    for i in range(n):
+        answers = {}
+        for name, verdict in verdicts.items():
+            rows = np.arange(len(views)) * n + i  # image i as it is, then under each change
+            p_fake = probas[name][rows, P_FAKE]
+            answers[name] = Stability(
+                name, str(verdict[rows[0]]), float(p_fake[0]),
+                tuple(Copy(change, str(v), float(p)) for change, v, p in zip(changes, verdict[rows[1:]], p_fake[1:])),
+            )
+        out.append(ImageStability(answers, dict(errors)))
+    return out
