@@ -34,7 +34,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from gradio import FileData
 
-from cifake_models.page.analysis import MAX_BATCH_FILES, analyse_files, predict_file, predict_files
+from cifake_models.page.analysis import MAX_BATCH_FILES, MAX_HEATMAPS, analyse_files, predict_file, predict_files
 from cifake_models.page.bank import Bank, example_files, load_bank
 from cifake_models.page.cards import CARD_CSS, results_html
 from cifake_models.page.figures import (
@@ -52,7 +52,7 @@ SERVER_MAX_FILE_SIZE = 2 * MAX_UPLOAD_BYTES  # gradio refuses bigger uploads out
 
 def detect_outputs(bank: Bank, paths: list) -> tuple[str, pd.DataFrame, dict]:
     """The Detect tab for some uploaded files: cards, table, and the CSV download (hidden without files)."""
-    answers = analyse_files(bank, paths)
+    answers = analyse_files(bank, paths, check_stability=True, heatmaps=MAX_HEATMAPS)
     download = gr.update(value=write_csv(bank, answers), visible=True) if answers else gr.update(value=None, visible=False)
     return results_html(bank, answers), results_table(bank, answers), download
 
@@ -87,18 +87,20 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
     def detect_examples() -> tuple:
         return detect_outputs(bank, examples)
 
-    def predict(image: FileData) -> dict[str, dict[str, float]]:
+    def predict(image: FileData, stability: bool = False) -> dict[str, dict]:
         """One image file -> {detector name: {"REAL": p, "FAKE": p, "verdict": "FAKE" | "REAL" | "UNSURE"}}
-        for every available detector; the probabilities are calibrated."""
+        for every available detector; the probabilities are calibrated. With stability=True, each
+        mapping also has "stable" (bool) and "stability" (e.g. "flips to REAL when resized to 24 px and back")."""
         path = uploaded_path(image)
         try:
-            return predict_file(bank, path)
+            return predict_file(bank, path, stability)
         except UploadError as error:
             raise gr.Error(f"{os.path.basename(path or '')}: {error}", print_exception=False) from None
 
-    def predict_batch(images: list[FileData]) -> list[dict]:
-        """Several image files -> one {"file", "error", "notes", "predictions"} per file, in order."""
-        return predict_files(bank, [uploaded_path(image) for image in images or []])
+    def predict_batch(images: list[FileData], stability: bool = False) -> list[dict]:
+        """Several image files -> one {"file", "error", "notes", "predictions"} per file, in order
+        (predictions as /predict answers them)."""
+        return predict_files(bank, [uploaded_path(image) for image in images or []], stability)
 
     def explore(name: str, split: str, threshold: float) -> tuple[go.Figure, str]:
         name = chosen_detector(bank, name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from .data import CLASSES
 from .detector import Detector
 from .registry import REGISTRY
 from .uploads import Decoded, Failed
+
+if TYPE_CHECKING:  # both modules use this one's predict_all
+    from .explain import Heatmap
+    from .stability import Stability
 
 FAKE, REAL = "FAKE", "REAL"
 COLUMNS = ("file", "error", "notes", "majority", "agreement")  # then three per detector: see csv_header
@@ -46,6 +51,10 @@ class ImageResult:
     predictions: dict[str, Prediction] = field(default_factory=dict)
     detector_errors: dict[str, str] = field(default_factory=dict)  # detectors that failed on this batch
     array: np.ndarray | None = None  # the uint8 32x32 RGB image the detectors saw
+    # Optional extras (cifake_models.page.analysis adds them): each detector's verdict on changed
+    # copies of the image (cifake_models.stability), and where its evidence lies (cifake_models.explain).
+    stability: dict[str, Stability] | None = None
+    heatmaps: dict[str, Heatmap] | None = None
 
     @property
     def verdicts(self) -> dict[str, str]:
@@ -65,9 +74,14 @@ class ImageResult:
     def majority(self) -> str:
         return majority(self.verdicts) if self.array is not None else ""
 
-    def probabilities(self) -> dict[str, dict[str, float | str]]:
-        """``{detector: {"REAL": p, "FAKE": p, "verdict": v}}``, as the API answers."""
-        return {name: p.mapping() for name, p in self.predictions.items()}
+    def probabilities(self) -> dict[str, dict[str, float | str | bool]]:
+        """``{detector: {"REAL": p, "FAKE": p, "verdict": v}}``, as the API answers; with the
+        stability check, also ``"stable": bool`` and ``"stability": "flips to REAL when ..."``."""
+        out = {name: p.mapping() for name, p in self.predictions.items()}
+        for name, check in (self.stability or {}).items():
+            if name in out:
+                out[name].update(stable=check.stable, stability=check.sentence)
+        return out
 
     def api_record(self) -> dict:
         return {"file": self.file, "error": self.error, "notes": self.notes, "predictions": self.probabilities()}

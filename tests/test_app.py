@@ -21,7 +21,7 @@ import plotly.graph_objects as go
 import pytest
 from PIL import Image
 
-from cifake_models import CLASSES, get_spec, list_detectors, results
+from cifake_models import CLASSES, get_spec, list_detectors, results, stability
 from cifake_models.page import analysis, figures, tables, texts
 from cifake_models.page.analysis import analyse_files, predict_file, predict_files
 from cifake_models.page.bank import load_bank, resolve_dirs
@@ -194,12 +194,33 @@ def test_agreement(verdicts, text, majority):
     assert results.majority(verdicts) == majority
 
 
+def test_predict_file_checks_stability_on_request(bank, images):
+    plain, checked = predict_file(bank, images["good.png"]), predict_file(bank, images["good.png"], check_stability=True)
+    pixels = np.array(Image.open(images["good.png"]).convert("RGB"))[None]
+    expected = stability.check(bank.detectors, pixels)[0].detectors
+    for name in list_detectors():
+        assert "stability" not in plain[name]
+        assert checked[name]["stable"] == expected[name].stable and checked[name]["stability"] == expected[name].sentence
+        assert {k: checked[name][k] for k in plain[name]} == plain[name]
+
+
+def test_only_the_first_images_get_heatmaps(app_module, bank, images, monkeypatch):
+    monkeypatch.setattr(app_module, "MAX_HEATMAPS", 1)
+    cards, _, _ = app_module.detect_outputs(bank, [str(images["good.png"]), str(images["photo.png"])])
+    first, second = cards.split('<div class="card">')[1:]
+    networks = [get_spec(n).title for n in list_detectors() if not get_spec(n).is_committee]
+    assert all(f'alt="{title} heatmap"' in first for title in networks) and "heatmap" not in second
+    assert "Integrated Gradients" in first and "committee has no map" in first
+
+
 def test_detect_outputs_cards_table_and_csv(app_module, bank, images):
     order = ["good.png", "notes.txt", "photo.png"]
     cards, table, download = app_module.detect_outputs(bank, [str(images[n]) for n in order])
     for name in list_detectors():
         assert get_spec(name).title in cards
-    assert cards.count("data:image/png;base64,") == 2  # the 32x32 input of each good image
+    # The 32x32 input of each good image, and each one's heatmaps: every detector but the committee.
+    assert cards.count("data:image/png;base64,") == 2 * len(list_detectors())
+    assert cards.count("Holds up?") == 2
     assert "not an image this app can read" in cards
     assert list(table["File"]) == order
     assert download["visible"] is True
@@ -209,7 +230,7 @@ def test_detect_outputs_cards_table_and_csv(app_module, bank, images):
     for name in list_detectors():
         p_real, p_fake = float(rows[0][f"{name}_p_real"]), float(rows[0][f"{name}_p_fake"])
         assert p_real + p_fake == pytest.approx(1.0, abs=1e-5)
-        assert rows[0][f"{name}_verdict"] in ("FAKE", "REAL")
+        assert rows[0][f"{name}_verdict"] in ("FAKE", "REAL", "UNSURE")
         # The card shows the same P(FAKE) (to 0.1%), the table the same to 4 decimals.
         assert f"{100 * p_fake:.1f}%</span>" in cards
         assert table.loc[0, get_spec(name).title] == pytest.approx(p_fake, abs=5e-5)
@@ -301,9 +322,19 @@ def test_evaluation_plots(bank):
     matrix = np.asarray(bank.reports["cnn"]["test"]["confusion_matrix"])
     assert np.asarray(plots.confusion.data[0].z) == pytest.approx(matrix / matrix.sum(axis=1, keepdims=True))
     assert len(plots.training.data) == 4  # train/val loss and accuracy
-    # Today's reports hold no reliability or accuracy/coverage figures: the plots say so.
-    assert "no reliability diagram: run python -m train.evaluate" in plots.reliability.layout.annotations[0].text
-    assert "no accuracy/coverage curve" in plots.selective.layout.annotations[0].text
+    # The evaluation wrote calibration and accuracy/coverage figures: both curves, and the band's point.
+    report = bank.reports["cnn"]
+    before, after = (t for t in plots.reliability.data if t.name != "perfectly calibrated")
+    assert (before.name, after.name) == ("before calibration", "after calibration")
+    assert list(after.y) == report["test"]["reliability"]["fake_share"]
+    assert list(before.x) == report["calibration"]["test"]["reliability_before"]["p_fake_mean"]
+    curve, band = plots.selective.data
+    assert list(curve.x) == report["test"]["selective"]["coverage"] and band.x[0] == report["unsure"]["test"]["coverage"]
+    # A report without them (an older one) says what is missing instead of failing.
+    old = {k: v for k, v in report.items() if k not in ("calibration", "unsure")}
+    old["test"] = {k: v for k, v in report["test"].items() if k not in ("reliability", "selective")}
+    assert "no reliability diagram: run python -m train.evaluate" in figures.reliability_figure(old, "test", "CNN").layout.annotations[0].text
+    assert "no accuracy/coverage curve" in figures.selective_figure(old, "test", "CNN").layout.annotations[0].text
     assert "no epochs" in figures.evaluation_plots(bank, "hog_svm", "test").training.layout.annotations[0].text
 
 
@@ -413,10 +444,10 @@ def test_evaluation_tab_follows_the_split_the_detector_and_the_slider(app_module
     assert "n=14" in confusion.layout.title.text
     assert "6 of 8 FAKE images caught" in drawn[-1] and "1 of 6 REAL images called FAKE" in drawn[-1]
 
-    # Another detector: the slider goes back to that detector's own threshold; its report has no sweep.
+    # Another detector: the slider goes back to that detector's own threshold, and the explorer with it.
     *_, threshold, explorer, summary = event(demo, "plots_detector").fn("hog_svm", "test")
     assert threshold == bank.reports["hog_svm"]["threshold"]["value"]
-    assert "no threshold sweep" in explorer.layout.annotations[0].text and summary == ""
+    assert f"P(FAKE) ≥ {threshold:.3f}" in explorer.layout.title.text and "recall" in summary
 
     # Moving the slider moves the explorer.
     explorer, summary = event(demo, "threshold").fn("cnn", "test", 0.7)

@@ -8,18 +8,37 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
+from cifake_models import explain, stability
 from cifake_models.results import ImageResult, results, stack
 from cifake_models.uploads import Decoded, Failed, UploadError, decode_many, decode_upload
 
 from .bank import Bank
 
 MAX_BATCH_FILES = 100  # files per request; more are reported as skipped, not processed
+# Images of a request that get heatmaps: Integrated Gradients costs about a third of a second per
+# image for all networks on a 2-core CPU (scripts/benchmark_app.py --extras), so a batch of 100
+# files would wait half a minute for maps nobody scrolls to.
+MAX_HEATMAPS = 4
 
 
-def analyse(bank: Bank, items: list[Decoded | Failed]) -> list[ImageResult]:
-    """One result per upload, in order; every decoded image goes through one shared pass."""
+def analyse(bank: Bank, items: list[Decoded | Failed], check_stability: bool = False, heatmaps: int = 0) -> list[ImageResult]:
+    """One result per upload, in order; every decoded image goes through one shared pass. With
+    ``check_stability``, every detector also scores changed copies of each image (one more
+    batched pass); the first ``heatmaps`` images get each network's map of its evidence."""
     batch = stack(items)
-    return results(items, bank.predict(batch) if len(batch) else ({}, {}, {}), bank.unavailable)
+    out = results(items, bank.predict(batch) if len(batch) else ({}, {}, {}), bank.unavailable)
+    scored = [r for r in out if r.array is not None and r.predictions]
+    if check_stability and scored:
+        for result, checked in zip(scored, stability.check(bank.detectors, np.stack([r.array for r in scored]))):
+            result.stability = checked.detectors
+    for result in scored[:heatmaps]:
+        try:
+            result.heatmaps = explain.heatmaps(bank.detectors, result.array)
+        except Exception as error:  # a map is an extra: the verdicts stand without it
+            result.notes.append(f"heatmaps unavailable: {type(error).__name__}: {error}")
+    return out
 
 
 def limit_batch(paths: list) -> tuple[list, list[Failed]]:
@@ -30,24 +49,26 @@ def limit_batch(paths: list) -> tuple[list, list[Failed]]:
     return paths[:MAX_BATCH_FILES], skipped
 
 
-def analyse_files(bank: Bank, paths: list) -> list[ImageResult]:
+def analyse_files(bank: Bank, paths: list, check_stability: bool = False, heatmaps: int = 0) -> list[ImageResult]:
     """One result per file (files past :data:`MAX_BATCH_FILES` say they were skipped)."""
     paths, skipped = limit_batch(paths)
-    return analyse(bank, decode_many(paths) + skipped)
+    return analyse(bank, decode_many(paths) + skipped, check_stability, heatmaps)
 
 
-def predict_file(bank: Bank, path) -> dict[str, dict[str, float | str]]:
+def predict_file(bank: Bank, path, check_stability: bool = False) -> dict[str, dict[str, float | str | bool]]:
     """``{detector: {"REAL": p, "FAKE": p, "verdict": v}}`` for one uploaded file (calibrated
     probabilities; FAKE, REAL or UNSURE); unavailable detectors are left
-    out. Raises :class:`UploadError` for a file that is not a usable image."""
+    out. With ``check_stability``, each detector's mapping also says whether its verdict holds
+    on changed copies (``"stable"``, ``"stability"``). Raises :class:`UploadError` for a file
+    that is not a usable image."""
     if path is None:
         raise UploadError("no file was sent")
-    result = analyse(bank, [decode_upload(path)])[0]
+    result = analyse(bank, [decode_upload(path)], check_stability)[0]
     if result.error:
         raise UploadError(result.error)
     return result.probabilities()
 
 
-def predict_files(bank: Bank, paths: list) -> list[dict]:
+def predict_files(bank: Bank, paths: list, check_stability: bool = False) -> list[dict]:
     """One JSON-ready result per file, in order; a bad file gets its ``error``, never an exception."""
-    return [r.api_record() for r in analyse_files(bank, paths)]
+    return [r.api_record() for r in analyse_files(bank, paths, check_stability)]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cifake_models.explain import NO_HEATMAP
 from cifake_models.results import ImageResult
 
 from .bank import Bank
@@ -21,8 +22,9 @@ MAX_CARDS = 24  # result cards drawn per request; the table and CSV hold every f
 
 
 def pixels_data_uri(array: np.ndarray, scale: int = 4) -> str:
-    """The 32x32 array upscaled with nearest neighbour (no smoothing), as a PNG data URI."""
-    image = Image.fromarray(array).resize((32 * scale, 32 * scale), Image.Resampling.NEAREST)
+    """A uint8 RGB array upscaled ``scale`` times with nearest neighbour (no smoothing), as a PNG data URI."""
+    height, width = array.shape[:2]
+    image = Image.fromarray(array).resize((width * scale, height * scale), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
@@ -41,6 +43,30 @@ def decision_rule(detector) -> str:
     return f"FAKE ≥ {band.high:.3f}, REAL &lt; {band.low:.3f}"
 
 
+def _stability_cell(result: ImageResult, name: str) -> str:
+    if result.stability is None:
+        return ""
+    check = result.stability.get(name)
+    if check is None:
+        return '<td class="stability">not checked</td>'
+    return f'<td class="stability {"stable" if check.stable else "flips"}">{html.escape(check.sentence)}</td>'
+
+
+def heatmap_strip(bank: Bank, result: ImageResult) -> str:
+    """Each detector's map of its evidence, laid over the 32x32 image, in registry order."""
+    if not result.heatmaps:
+        return ""
+    figures = "".join(
+        f'<figure><img src="{pixels_data_uri(heatmap.image(128, under=result.array), scale=1)}" width="128" height="128" '
+        f'alt="{html.escape(bank.title(name))} heatmap"><figcaption>{html.escape(bank.title(name))}</figcaption></figure>'
+        for name, heatmap in result.heatmaps.items()
+    )
+    methods = "; ".join(dict.fromkeys(heatmap.method for heatmap in result.heatmaps.values()))
+    committees = f" {NO_HEATMAP}" if result.committees else ""
+    return (f'<div class="heatmaps"><div class="maps">{figures}</div>'
+            f'<p class="method">Why: {html.escape(methods)}.{html.escape(committees)}</p></div>')
+
+
 def result_card(bank: Bank, result: ImageResult) -> str:
     name = html.escape(result.file)
     if result.error and not result.predictions:
@@ -53,25 +79,28 @@ def result_card(bank: Bank, result: ImageResult) -> str:
             verdict = p.verdict
             rows.append(
                 f'<tr><td class="det">{title}</td><td>{_bar(p.p_real, "#2e7d32")}</td><td>{_bar(p.p_fake, "#c62828")}</td>'
-                f'<td class="verdict {verdict.lower()}">{verdict}</td><td class="thr">{decision_rule(bank.detectors[det])}</td></tr>'
+                f'<td class="verdict {verdict.lower()}">{verdict}</td><td class="thr">{decision_rule(bank.detectors[det])}</td>'
+                f'{_stability_cell(result, det)}</tr>'
             )
         else:
             reason = bank.unavailable.get(det) or result.detector_errors.get(det, "unavailable")
-            rows.append(f'<tr class="na"><td class="det">{title}</td><td colspan="4">unavailable: {html.escape(reason)}</td></tr>')
+            rows.append(f'<tr class="na"><td class="det">{title}</td><td colspan="{4 + (result.stability is not None)}">unavailable: {html.escape(reason)}</td></tr>')
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) or "<li>none: already 32x32 RGB</li>"
     verdict_class = result.majority.lower()
     committees = "".join(
         f'<span class="agree committee {p.verdict.lower()}">{html.escape(bank.title(n))}: {p.verdict}</span>'
         for n, p in result.committees.items()
     )
+    stability_head = ('<th title="the verdict again after re-saving as JPEG 70, a 24 px round trip and a slight blur">'
+                      "Holds up?</th>") if result.stability is not None else ""
     return f"""<div class="card">
 <div class="head"><b>{name}</b> {committees}<span class="agree {verdict_class}">{html.escape(result.agreement)}</span></div>
 <div class="body">
 <figure><img src="{pixels_data_uri(result.array)}" width="128" height="128" alt="32x32 input of {name}">
 <figcaption>what the detectors saw: 32x32, shown 4x (nearest neighbour)</figcaption></figure>
-<div class="probs"><table><thead><tr><th>Detector</th><th>P(REAL)</th><th>P(FAKE)</th><th>Verdict</th><th title="calibrated P(FAKE) at or above which the detector says FAKE, and below which REAL; UNSURE between (chosen on the validation split: outside the band, 99% of validation images are right)">Decides</th></tr></thead>
+<div class="probs"><table><thead><tr><th>Detector</th><th>P(REAL)</th><th>P(FAKE)</th><th>Verdict</th><th title="calibrated P(FAKE) at or above which the detector says FAKE, and below which REAL; UNSURE between (chosen on the validation split: outside the band, 99% of validation images are right)">Decides</th>{stability_head}</tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
-<div class="notes">Conversions: <ul>{notes}</ul></div></div></div></div>"""
+<div class="notes">Conversions: <ul>{notes}</ul></div></div></div>{heatmap_strip(bank, result)}</div>"""
 
 
 def results_html(bank: Bank, answers: list[ImageResult]) -> str:
