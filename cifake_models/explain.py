@@ -101,7 +101,7 @@ def integrated_gradients(detector: TorchDetector, array: np.ndarray, steps: int 
     views = np.stack([array, mirror(array[None])[0]]) if detector.averages_mirror else array[None]
     device = next(detector.module.parameters()).device
     transform = detector.preprocessing.eval_transform
-    inputs = transform(torch.as_tensor(views).to(device))
+    inputs = transform(torch.tensor(views, device=device))  # a copy: an upload's array may be read-only
     baseline = transform(torch.zeros((1, SIZE, SIZE, 3), dtype=torch.uint8, device=device))
     attributions = IntegratedGradients(detector.module.eval()).attribute(
         inputs, baselines=baseline, target=FAKE, n_steps=steps, internal_batch_size=steps * len(views)
