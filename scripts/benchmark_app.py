@@ -148,10 +148,10 @@ def variants(name: str, checkpoint_dir: Path) -> dict[str, object]:
 
     plain = load_detector(name, checkpoint_dir)
 
-    def two_passes(batch: np.ndarray) -> np.ndarray:
+    def two_passes(batch: np.ndarray) -> np.ndarray:  # calibrated, as every other way answers
         if not plain.averages_mirror:
-            return plain.predict_proba_view(batch)
-        return (plain.predict_proba_view(batch) + plain.predict_proba_view(mirror(batch))) / 2
+            return plain.calibrate(plain.predict_proba_view(batch))
+        return plain.calibrate((plain.predict_proba_view(batch) + plain.predict_proba_view(mirror(batch))) / 2)
 
     ways = {"two passes (before)": two_passes, "one pass": plain.predict_proba_arrays}
     if not hasattr(plain, "module"):

@@ -6,7 +6,7 @@ accuracy/coverage plot and threshold explorer after moving its slider.
     python scripts/screenshots.py [--out DIR] [--images FILE ...]
 
 The tests drive the same page on tiny checkpoints (tests/test_app_browser.py); this shows the
-real ones, for the README and issue notes.
+real ones: the README's screenshots in docs/screenshots/ are its output.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/cifake-shots"))
+    parser.add_argument("--out", type=Path, default=Path("docs/screenshots"))
     parser.add_argument("--images", nargs="+", help="files to upload (default: the first REAL and FAKE examples)")
     parser.add_argument("--threshold", type=float, default=0.9, help="where to move the threshold slider")
     args = parser.parse_args(argv)
@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
             number.press("Tab")
             page.wait_for_function(f"document.querySelector('#threshold-plot').textContent.includes('P(FAKE) ≥ {args.threshold:.3f}')")
             page.locator("#threshold-plot").screenshot(path=str(args.out / "threshold.png"))
-            page.screenshot(path=str(args.out / "evaluation.png"), full_page=True)
             browser.close()
     finally:
         app.demo.close()
