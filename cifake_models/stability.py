@@ -22,7 +22,7 @@ import numpy as np
 from .data import CLASSES
 from .detector import Detector
 from .perturbations import Perturbation
-from .results import predict_all
+from .results import Answers, predict_all
 
 P_FAKE = CLASSES.index("FAKE")  # predict_all's probabilities are in CLASSES order
 
@@ -104,17 +104,27 @@ def copies(arrays: np.ndarray, changes: Sequence[Change] = CHANGES) -> np.ndarra
     return np.stack([arrays, *(change.perturbation.apply(arrays) for change in changes)])
 
 
-def check(detectors: Mapping[str, Detector], arrays: np.ndarray, changes: Sequence[Change] = CHANGES) -> list[ImageStability]:
+def check(detectors: Mapping[str, Detector], arrays: np.ndarray, changes: Sequence[Change] = CHANGES,
+          answers: Answers | None = None) -> list[ImageStability]:
     """One :class:`ImageStability` per image of the uint8 ``[n, 32, 32, 3]`` batch ``arrays``.
 
-    The images themselves are scored again in the same pass as their copies, so a verdict is
-    always compared with one computed the same way (a committee, too, from its members' answers
-    on the same copies)."""
+    ``answers`` are :func:`predict_all`'s for ``arrays`` from the same ``detectors``, where the
+    caller already has them (the page does): then only the copies are scored. Otherwise the
+    images themselves are scored again in the same pass as their copies. Either way a verdict
+    is compared with one computed the same way (a committee's, too, from its members' answers)."""
     n = len(arrays)
     if n == 0:
         return []
     views = copies(arrays, changes)
-    probas, verdicts, errors = predict_all(detectors, views.reshape(-1, *arrays.shape[1:]))
+    if answers is None:
+        probas, verdicts, errors = predict_all(detectors, views.reshape(-1, *arrays.shape[1:]))
+    else:
+        (own_probas, own_verdicts, own_errors), (copy_probas, copy_verdicts, copy_errors) = (
+            answers, predict_all(detectors, views[1:].reshape(-1, *arrays.shape[1:])))
+        answered = [name for name in copy_verdicts if name in own_verdicts]
+        probas = {name: np.concatenate([own_probas[name], copy_probas[name]]) for name in answered}
+        verdicts = {name: np.concatenate([own_verdicts[name], copy_verdicts[name]]) for name in answered}
+        errors = {**own_errors, **copy_errors}
     out = []
     for i in range(n):
         answers = {}

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from cifake_models import explain, stability
 from cifake_models.results import ImageResult, results, stack
 from cifake_models.uploads import Decoded, Failed, UploadError, decode_many, decode_upload
@@ -28,12 +26,13 @@ def analyse(bank: Bank, items: list[Decoded | Failed], check_stability: bool = F
     ``check_stability``, every detector also scores changed copies of each image (one more
     batched pass); the first ``heatmaps`` images get each network's map of its evidence."""
     batch = stack(items)
-    out = results(items, bank.predict(batch) if len(batch) else ({}, {}, {}), bank.unavailable)
-    scored = [r for r in out if r.array is not None and r.predictions]
-    if check_stability and scored:
-        for result, checked in zip(scored, stability.check(bank.detectors, np.stack([r.array for r in scored]))):
-            result.stability = checked.detectors
-    for result in scored[:heatmaps]:
+    answers = bank.predict(batch) if len(batch) else ({}, {}, {})
+    out = results(items, answers, bank.unavailable)
+    decoded = [r for r in out if r.array is not None]  # the rows of batch, in order
+    if check_stability and decoded:
+        for result, checked in zip(decoded, stability.check(bank.detectors, batch, answers=answers)):
+            result.stability = checked.detectors if result.predictions else None
+    for result in [r for r in decoded if r.predictions][:heatmaps]:
         try:
             result.heatmaps = explain.heatmaps(bank.detectors, result.array)
         except Exception as error:  # a map is an extra: the verdicts stand without it
