@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .calibration import log_odds
+from .calibration import log_odds, sigmoid
 from .checkpoint import CheckpointError, read_safetensors, save_safetensors
 from .detector import FAKE, Detector
+
 
 @dataclass(frozen=True)
 class CommitteeRecipe:
@@ -87,7 +88,7 @@ class CommitteeDetector(Detector):
         for i, name in enumerate(self.member_names):
             if name in self.members:
                 z += self.weights[i] * log_odds(member_fake[name])
-        fake = 1 / (1 + np.exp(-z))
+        fake = sigmoid(z)
         proba = np.empty((len(z), 2))
         proba[:, FAKE], proba[:, 1 - FAKE] = fake, 1 - fake
         return proba

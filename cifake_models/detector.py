@@ -60,8 +60,8 @@ class Detector:
         """FAKE, REAL or UNSURE for each row of (calibrated) ``proba``: the one rule for a verdict."""
         p = np.asarray(proba)[:, FAKE]
         verdicts = np.where(p >= self.threshold, self.classes_[FAKE], self.classes_[1 - FAKE]).astype(object)
-        if self.unsure_band is not None:
-            verdicts[~self.unsure_band.decides(p)] = UNSURE
+        if (band := self.unsure_band) is not None:
+            verdicts[~band.decides(p)] = UNSURE
         return verdicts.astype(str)
 
     @property

@@ -86,9 +86,9 @@ def record_validation(detector: Detector, val: Split) -> dict:
 
 
 def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, robustness_sample: int = VALIDATION_ROBUSTNESS_SAMPLE) -> dict:
-    """From the detector's uncalibrated P(FAKE) on ``val``: fit the calibration (on ``val`` and
-    the robustness suite's copies of a balanced sample of it: what uploads look like), then
-    choose the threshold and the unsure band on the calibrated validation probabilities, and
+    """From the detector's uncalibrated P(FAKE) on ``val``: fit the calibration on ``val`` alone
+    and on ``val`` with the robustness suite's copies of a balanced sample of it (what uploads
+    look like), keep the fit nearer both ECE targets, then choose the threshold and the unsure band on the calibrated validation probabilities, and
     record them with the validation figures and the suite's (so robustness, too, can be
     compared between candidates without the test split)."""
     sample = balanced_sample(val.labels, robustness_sample)
@@ -97,7 +97,7 @@ def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, rob
     raw_perturbed = {p.name: detector.predict_proba_raw(batch)[:, FAKE] for p, batch in perturbed.items()}
     candidates = {
         "validation split": Calibration.fit(val.labels, raw_fake),
-        "validation split and the suite's copies of 1,000 of its images": Calibration.fit(
+        f"validation split and the suite's copies of {len(sample):,} of its images": Calibration.fit(
             np.concatenate([val.labels, *[labels] * len(perturbed)]), np.concatenate([raw_fake, *raw_perturbed.values()])
         ),
     }

@@ -26,7 +26,7 @@ from cifake_models.committee import CommitteeDetector
 from cifake_models.perturbations import Perturbation
 from cifake_models.calibration import selective_curve, selective_figures
 from cifake_models.reports import brier_score, classification_figures, expected_calibration_error, percent, reliability
-from cifake_models.robustness import ROBUSTNESS_SAMPLE, balanced_sample, perturb_all, score_suite
+from cifake_models.robustness import ROBUSTNESS_SAMPLE, Robustness, balanced_sample, perturb_all, score_suite
 
 from .commands import checkpoint_command, load_checkpoints, parse
 
@@ -89,21 +89,21 @@ class RobustnessSet:
         return cls(sample, images, test.labels[sample], perturb_all(images), seed)
 
 
-def calibration_report(detector: Detector, test: Split, robust: RobustnessSet, scorer: Scorer) -> dict:
+def calibration_report(detector: Detector, test: Split, robust: RobustnessSet, scorer: Scorer, figures: dict, robustness: Robustness) -> dict:
     """The calibration recorded at training, and how it does on the test split and the suite:
-    expected calibration error and Brier score before and after."""
-    raw, calibrated = scorer.raw(detector, "test", test.images), scorer.fake(detector, "test", test.images)
-    suite_before, suite_after = (
-        [expected_calibration_error(robust.labels, score(detector, f"robustness {p.name}", batch)) for p, batch in robust.perturbed.items()]
-        for score in (scorer.raw, scorer.fake)
-    )
+    expected calibration error and Brier score before it (from the raw probabilities) and after
+    it (from the calibrated test ``figures`` and ``robustness`` already computed)."""
+    raw = scorer.raw(detector, "test", test.images)
+    suite_before = [expected_calibration_error(robust.labels, scorer.raw(detector, f"robustness {p.name}", batch))
+                    for p, batch in robust.perturbed.items()]
+    suite_after = [score.ece for score in robustness.scores]
     return {
         **(detector.metadata.get("calibration") or {"method": "none recorded (identity)"}),
         "test": {
             "ece_before": expected_calibration_error(test.labels, raw),
-            "ece_after": expected_calibration_error(test.labels, calibrated),
+            "ece_after": figures["ece"],
             "brier_before": brier_score(test.labels, raw),
-            "brier_after": brier_score(test.labels, calibrated),
+            "brier_after": figures["brier"],
             "reliability_before": reliability(test.labels, raw),
         },
         "suite": {
@@ -132,6 +132,7 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
         detector.threshold, robust.images, robust.labels,
         robust.perturbed, robust.seed,
     )
+    figures = classification_figures(test.labels, proba_fake, detector.threshold)
     return {
         "detector": spec.name,
         "title": spec.title,
@@ -151,10 +152,10 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
         "threshold": meta.get("threshold"),
         "validation": meta.get("validation"),
         "members": getattr(detector, "member_names", None),
-        "calibration": calibration_report(detector, test, robust, scorer),
+        "calibration": calibration_report(detector, test, robust, scorer, figures, robustness),
         "unsure": unsure_report(detector, test, proba_fake),
         "test": {
-            **classification_figures(test.labels, proba_fake, detector.threshold),
+            **figures,
             "selective": selective_curve(test.labels, proba_fake, detector.threshold).to_dict(),
         },
         "test_leak_free": {
