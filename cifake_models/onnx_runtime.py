@@ -21,10 +21,15 @@ import torch
 from torch import nn
 
 
+# Whether served networks' threads busy-wait between operators; chosen by measurement
+# (scripts/benchmark_app.py runs both settings side by side, alone and under many users).
+SPINNING = True
+
+
 class OnnxNetwork:
     """A module's forward pass on float NCHW batches of any size, run by ONNX Runtime."""
 
-    def __init__(self, module: nn.Module, channels: int, size: int, threads: int | None = None):
+    def __init__(self, module: nn.Module, channels: int, size: int, threads: int | None = None, spinning: bool | None = None):
         import onnxruntime
 
         buffer = io.BytesIO()
@@ -39,6 +44,9 @@ class OnnxNetwork:
         # As many threads as torch uses, so --threads and torch.set_num_threads keep meaning the same.
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        # Spinning: ONNX Runtime's worker threads busy-wait between operators (its default), which
+        # saves a wake-up per operator but burns cores that other requests' threads could use.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if (SPINNING if spinning is None else spinning) else "0")
         self.session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -200,6 +200,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
     args = parse_args(argv)
     files = collect(args.inputs, args.list)
     # The decoding processes are forked before the detectors load, so they carry no runtime threads.
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.out}: {len(files) - len(todo)} of {len(files)} files already scored; continuing with {len(todo)}", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     failed = 0
+    loaded = time.perf_counter()
     fd = os.open(args.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         header = scorer.columns if os.fstat(fd).st_size == 0 and args.format == "csv" else None
@@ -236,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         os.close(fd)
         if pool:
             pool.shutdown(cancel_futures=True)
+    seconds = time.perf_counter() - loaded
     print(f"{args.out}: scored {len(todo)} files ({failed} with an error, given in the error column)"
-          f" with {', '.join(scorer.detectors)}", file=sys.stderr)
+          f" with {', '.join(scorer.detectors)} in {seconds:.1f} s ({len(todo) / max(seconds, 1e-9):.1f} files/s)"
+          f" after {loaded - started:.1f} s of start-up", file=sys.stderr)
     return 0
 
 

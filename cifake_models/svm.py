@@ -16,7 +16,6 @@ import numpy as np
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.kernel_approximation import Nystroem
-from sklearn.metrics.pairwise import rbf_kernel
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from skimage.feature import hog
@@ -111,7 +110,23 @@ class RbfFeatures(TransformerMixin, BaseEstimator):
         raise TypeError("RbfFeatures is made from a fitted Nystroem map by fold_nystroem, not fitted")
 
     def transform(self, X) -> np.ndarray:
-        return rbf_kernel(np.asarray(X, dtype=np.float32), self.landmarks_, gamma=self.gamma)
+        # |x - l|^2 = |x|^2 + |l|^2 - 2 x.l, with the norms in float64. sklearn's rbf_kernel gives
+        # the same values (within 1e-5; float32 dot products) but upcasts all 16,000 x 360
+        # landmarks to float64 in chunks on every call, which made one image 6 times slower.
+        X = np.asarray(X, dtype=np.float32)
+        squared = np.einsum("ij,ij->i", X, X, dtype=np.float64)[:, None] + self._landmark_norms()[None, :] - 2.0 * (X @ self.landmarks_.T)
+        return np.exp(-self.gamma * np.maximum(squared, 0.0))
+
+    def _landmark_norms(self) -> np.ndarray:
+        """``|l|^2`` per landmark, computed once per loaded model."""
+        if getattr(self, "_norms", None) is None:
+            self._norms = np.einsum("ij,ij->i", self.landmarks_, self.landmarks_, dtype=np.float64)
+        return self._norms
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_norms", None)  # derived from landmarks_, so never stored in a checkpoint
+        return state
 
 
 def fold_nystroem(pipeline: Pipeline) -> Pipeline:

@@ -6,17 +6,19 @@ Measures side by side, in one run, and prints as tables:
    every detector and all of them on one image, for each way of running them: two forward passes
    per image (image, then mirror: how the app ran before), both views in one pass, that plus
    channels-last, a frozen TorchScript graph, and ONNX Runtime (what the app and ``cifake-score``
-   now use); with the largest difference in probability from the two-pass PyTorch answer over
+   now use), with its threads busy-waiting between operators and without; with the largest difference in probability from the two-pass PyTorch answer over
    ``--check-images`` test images. Also per image for a batch of 64.
 2. **The app**: start-up of ``python app.py`` until HTTP answers; decode + detectors + cards +
    CSV in-process; ``gradio_client`` ``/predict`` and ``/predict_batch``.
 3. **Many users at once**: ``--users`` gradio_client users on this machine, each sending
-   ``--requests`` test images one by one to ``/predict``, against the app and against a Gradio
-   app with the same endpoint that answers instantly (``--serve-instant``), while one more
-   client keeps sending corrupt files: images per second, p50/p95 latency, errors.
+   ``--requests`` test images one by one to ``/predict``, against the app, the app with ONNX
+   Runtime's spinning set the other way (``--serve-other-spinning``), and a Gradio app with the
+   same endpoint that answers instantly (``--serve-instant``), while one more client keeps sending
+   corrupt files: images per second, p50/p95 latency, errors.
 4. **A folder** (``--folder-images``, default all 20,000 test images, as their original JPEG
-   files): ``cifake-score`` killed part-way and resumed, its images per second against the
-   in-process batch speed, and its CSV against the app's for the same files.
+   files): ``cifake-score`` killed part-way and resumed, its images per second (over both runs
+   with their start-ups, and the resumed run's own rate once loaded) against the in-process batch
+   speed, and its CSV against the app's for the same files.
 
 5. **Stability and heatmaps** (``--extras``, instead of 1-4): one image through every detector as
    the app serves them, then with :mod:`cifake_models.stability`'s check, with
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import signal
 import socket
 import statistics
@@ -51,6 +54,7 @@ from PIL import Image
 from cifake_models.committee import CommitteeDetector
 from cifake_models.data import default_data_dir, load_split
 from cifake_models.images import mirror
+from cifake_models.onnx_runtime import SPINNING, OnnxNetwork
 from cifake_models.page.analysis import MAX_BATCH_FILES
 from train.evaluate import best_seconds
 
@@ -104,6 +108,17 @@ def serve_instant() -> None:
         gr.api(predict, api_name="predict", concurrency_limit=app.PREDICT_CONCURRENCY)
     demo.queue(max_size=64)
     demo.launch(max_file_size=app.SERVER_MAX_FILE_SIZE)
+
+
+def serve_other_spinning() -> None:
+    """The app with its networks' ONNX Runtime threads set the other way (busy-waiting between
+    operators or not: ``onnx_runtime.SPINNING``), so both settings meet the same crowd."""
+    from cifake_models import onnx_runtime
+
+    onnx_runtime.SPINNING = not SPINNING
+    import app
+
+    app.main()
 
 
 def best_ms_per_image(fn, n: int, repeats: int) -> float:
@@ -165,6 +180,9 @@ def variants(name: str, checkpoint_dir: Path) -> dict[str, object]:
         frozen.network = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(frozen.module, example)))
     ways["one pass, TorchScript frozen"] = frozen.predict_proba_arrays
     ways["one pass, ONNX Runtime (served)"] = load_detector(name, checkpoint_dir).prepare_for_serving().predict_proba_arrays
+    waiting = load_detector(name, checkpoint_dir)
+    waiting.network = OnnxNetwork(waiting.module, waiting.preprocessing.channels, waiting.preprocessing.crop, spinning=not SPINNING)
+    ways[f"one pass, ONNX Runtime, spinning {'off' if SPINNING else 'on'}"] = waiting.predict_proba_arrays
     return ways
 
 
@@ -326,18 +344,21 @@ def crowd(url: str, paths: list[str], users: int, requests: int, corrupt: str) -
 # --------------------------------------------------------------------------- 4. a folder
 
 
-def score_folder(folder: Path, out: Path, env: dict, kill_after: float | None) -> tuple[float, int]:
+def score_folder(folder: Path, out: Path, env: dict, kill_after: float | None) -> tuple[float, int, str]:
     """Run ``cifake-score`` on ``folder``; SIGKILL it after ``kill_after`` seconds if given.
-    Returns the wall time and the exit code (-9 when killed)."""
+    Returns the wall time, the exit code (-9 when killed) and the command's last line (its summary)."""
     command = [sys.executable, "-m", "cifake_models.score", str(folder), "--out", str(out)]
+    log = out.with_suffix(".log")
     start = time.perf_counter()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        process.wait(timeout=kill_after)
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    return time.perf_counter() - start, process.returncode
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            process.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+    lines = log.read_text().replace("\r", "\n").strip().splitlines()
+    return time.perf_counter() - start, process.returncode, lines[-1] if lines else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,9 +378,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extras", action="store_true", help="measure the stability check and heatmaps (5) instead of 1-4")
     parser.add_argument("--extras-images", type=int, default=8, help="test images the extras are measured on")
     parser.add_argument("--serve-instant", action="store_true", help=argparse.SUPPRESS)  # the instant app, as a server
+    parser.add_argument("--serve-other-spinning", action="store_true", help=argparse.SUPPRESS)  # the app, other ORT setting
     args = parser.parse_args(argv)
     if args.serve_instant:
         serve_instant()
+        return 0
+    if args.serve_other_spinning:
+        serve_other_spinning()
         return 0
     if args.extras:
         if args.threads:
@@ -407,13 +432,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop(process)
     if 3 in args.parts:
-        instant_port = free_port()
-        _, instant = start_server([sys.executable, str(Path(__file__).resolve()), "--serve-instant"], env, instant_port, args.startup_timeout)
-        try:
-            baseline = crowd(f"http://127.0.0.1:{instant_port}/", jpegs, args.users, args.requests, str(corrupt))
-        finally:
-            stop(instant)
-        print_crowd(args, served, baseline)
+        others = {}
+        for flag in ("--serve-other-spinning", "--serve-instant"):
+            other_port = free_port()
+            _, other = start_server([sys.executable, str(Path(__file__).resolve()), flag], env, other_port, args.startup_timeout)
+            try:
+                others[flag] = crowd(f"http://127.0.0.1:{other_port}/", jpegs, args.users, args.requests, str(corrupt))
+            finally:
+                stop(other)
+        print_crowd(args, served, others["--serve-other-spinning"], others["--serve-instant"])
     if 4 in args.parts and args.folder_images:
         folder_test(args, env, bank, test, work)
     return 0
@@ -449,15 +476,17 @@ def many_users(args, test, rng, port: int, work: Path) -> tuple[dict, list[str],
     return crowd(f"http://127.0.0.1:{port}/", jpegs, args.users, args.requests, str(corrupt)), jpegs, corrupt
 
 
-def print_crowd(args, served: dict, baseline: dict) -> None:
+def print_crowd(args, served: dict, other_spinning: dict, baseline: dict) -> None:
     rows = []
-    for label, r in (("the app", served), ("an app that answers instantly", baseline)):
+    spinning = lambda on: f"ONNX Runtime threads {'spinning' if on else 'not spinning'}"
+    for label, r in ((f"the app ({spinning(SPINNING)}: served)", served), (f"the app ({spinning(not SPINNING)})", other_spinning),
+                     ("an app that answers instantly", baseline)):
         rows.append([label, f"{r['images/s']:.1f}", f"{r['p50']:.2f}", f"{r['p95']:.2f}", str(len(r["errors"])),
                      f"{r['corrupt']['refused']} refused, {r['corrupt']['answered']} answered"])
     rows.append(["app / instant", f"{served['images/s'] / baseline['images/s']:.0%}", "", f"{served['p95'] / baseline['p95']:.2f}x", "", ""])
     print_table(f"3. {args.users} gradio_client users x {args.requests} test images to /predict, plus one sending corrupt files",
                 ["", "images/s", "p50 s", "p95 s", "errors", "corrupt files"], rows)
-    for error in (served["errors"] + baseline["errors"])[:5]:
+    for error in (served["errors"] + other_spinning["errors"] + baseline["errors"])[:5]:
         print(f"   error: {error}")
 
 
@@ -483,9 +512,11 @@ def folder_test(args, env: dict, bank, test, work: Path) -> None:
     for name in names:
         (folder / name).write_bytes(files[name])
     out = work / "scores.csv"
-    killed_after, code = score_folder(folder, out, env, args.kill_after)
+    killed_after, code, _ = score_folder(folder, out, env, args.kill_after)
     written = max(0, sum(1 for _ in open(out, encoding="utf-8")) - 1) if out.exists() else 0
-    resumed_in, code2 = score_folder(folder, out, env, None)
+    resumed_in, code2, summary = score_folder(folder, out, env, None)
+    # The resumed run's own rate, from its summary: files scored per second once the detectors are loaded.
+    own = re.search(r"in ([\d.]+) s \(([\d.]+) files/s\) after ([\d.]+) s of start-up", summary)
     with open(out, encoding="utf-8", newline="") as handle:
         table = list(csv.reader(handle))
     unique = len({row[0] for row in table[1:]})
@@ -505,6 +536,8 @@ def folder_test(args, env: dict, bank, test, work: Path) -> None:
         ["first run, killed (SIGKILL)", f"{killed_after:.0f} s", f"{written} rows written" + (" (finished before the kill)" if code == 0 else "")],
         ["same command again (resumes)", f"{resumed_in:.0f} s", f"exit {code2}; {len(table) - 1} rows, {unique} distinct files"],
         ["cifake-score, both runs", f"{len(names) / wall:.0f} images/s", "including start-up (load + ONNX export) twice"],
+        ["cifake-score, resumed run, once loaded", f"{float(own[2]):.0f} images/s" if own else "?",
+         f"{own[1]} s scoring after {own[3]} s of start-up (its own summary)" if own else f"no summary: {summary!r}"],
         ["in-process batches of 64 (served detectors)", f"{in_process:.0f} images/s", f"on {len(arrays)} arrays, no decoding"],
         [f"CSV vs the app's for {len(sample)} of the files", "identical" if same else "DIFFERENT", ""],
     ]

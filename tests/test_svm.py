@@ -42,3 +42,22 @@ def test_primal_svm_reaches_liblinears_optimum():
     np.testing.assert_allclose(ours.coef_, reference.coef_, atol=2e-3)
     np.testing.assert_allclose(ours.intercept_, reference.intercept_, atol=2e-3)
     assert list(ours.classes_) == [0, 1] and (ours.predict(x) == reference.predict(x)).mean() > 0.99
+
+
+def test_rbf_features_equal_sklearns_kernel():
+    from sklearn.metrics.pairwise import rbf_kernel
+
+    from cifake_models.svm import RbfFeatures
+
+    rng = np.random.default_rng(0)
+    landmarks = rng.normal(size=(50, 360)).astype(np.float32)
+    # Points at a spread of distances from the landmarks, so kernel values span (0, 1).
+    x = (landmarks + rng.normal(size=(50, 360)) * rng.uniform(0, 1.5, size=(50, 1))).astype(np.float32)
+    features = RbfFeatures(gamma=2 / 360)
+    features.landmarks_ = landmarks
+    expected = rbf_kernel(x, landmarks, gamma=2 / 360)
+    assert expected.max() > 0.5 and expected.std() > 0.05
+    # float32 dot products: within 1e-5 of the float64 distances sklearn computes
+    np.testing.assert_allclose(features.transform(x), expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(features.transform(landmarks[:3]).diagonal(), 1.0, atol=1e-6)
+    assert "_norms" not in features.__getstate__()  # a cache, not part of what a checkpoint stores

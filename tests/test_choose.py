@@ -1,0 +1,38 @@
+import torch
+
+from cifake_models.checkpoint import read_safetensors, save_safetensors
+from cifake_models.registry import get_spec
+from train.choose import main
+
+
+def write(folder, clean: float, suite_mean: float) -> None:
+    """A stand-in checkpoint of resnet50 whose only content is what the rule reads."""
+    folder.mkdir(parents=True, exist_ok=True)
+    validation = {"accuracy": clean, "robustness": {"mean_accuracy": suite_mean, "worst": {"accuracy": suite_mean - 0.05}}}
+    save_safetensors(folder / get_spec("resnet50").checkpoint_file, {"w": torch.zeros(1)}, {"validation": validation})
+
+
+def shipped_clean(folder) -> float:
+    return read_safetensors(folder / get_spec("resnet50").checkpoint_file)[1]["validation"]["accuracy"]
+
+
+def test_the_most_robust_eligible_candidate_ships(tmp_path):
+    # ResNet-50's paper accuracy is 94.95%, below the shipped 95.8%: candidates must stay above it.
+    write(tmp_path / "shipped", 0.958, 0.80)
+    write(tmp_path / "below_paper", 0.949, 0.95)  # within 1.5 points, but under the paper
+    write(tmp_path / "too_far", 0.942, 0.96)  # 1.6 points below the shipped one
+    write(tmp_path / "good", 0.952, 0.90)
+    write(tmp_path / "better", 0.951, 0.92)
+    folders = [str(tmp_path / f) for f in ("below_paper", "too_far", "good", "better")]
+    assert main(["resnet50", *folders, "--checkpoints", str(tmp_path / "shipped")]) == 0
+    assert shipped_clean(tmp_path / "shipped") == 0.958  # without --ship nothing moves
+    assert main(["resnet50", *folders, "--checkpoints", str(tmp_path / "shipped"), "--ship"]) == 0
+    assert shipped_clean(tmp_path / "shipped") == 0.951
+
+
+def test_the_shipped_checkpoint_stays_when_no_candidate_is_more_robust(tmp_path, capsys):
+    write(tmp_path / "shipped", 0.958, 0.93)
+    write(tmp_path / "weaker", 0.957, 0.92)
+    assert main(["resnet50", str(tmp_path / "weaker"), str(tmp_path / "missing"), "--checkpoints", str(tmp_path / "shipped"), "--ship"]) == 0
+    assert shipped_clean(tmp_path / "shipped") == 0.958
+    assert "skipped" in capsys.readouterr().out  # a folder without a checkpoint is reported, not fatal

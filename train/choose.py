@@ -1,0 +1,57 @@
+"""Which checkpoint of a network ships? ``python -m train.choose NAME FOLDER... [--ship]``
+
+The rule, fixed before any test figure of the candidates was read, uses validation figures only
+(each checkpoint records its own, robustness suite included): among the shipped checkpoint and
+the candidates in the FOLDERs, keep those whose clean validation accuracy is within 1.5 points of
+the shipped one's and, where the shipped one is above the paper's accuracy, still above it; of
+those, the one with the highest mean validation accuracy under the robustness suite ships.
+``--ship`` copies it into the checkpoint folder (the shipped file stays if it wins).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from cifake_models.checkpoint import CheckpointError, read_safetensors
+from cifake_models.registry import CHECKPOINT_DIR, get_spec
+
+CLEAN_TOLERANCE = 0.015
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", help="a network of the registry")
+    parser.add_argument("folders", nargs="+", type=Path, help="folders holding a candidate checkpoint of it")
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR, help="where the shipped one lives (default: %(default)s)")
+    parser.add_argument("--ship", action="store_true", help="copy the chosen checkpoint into --checkpoints")
+    args = parser.parse_args(argv)
+    spec = get_spec(args.name)
+    shipped = args.checkpoints / spec.checkpoint_file
+    base = read_safetensors(shipped)[1]["validation"]["accuracy"]
+    paper = spec.paper.accuracy if spec.paper else None
+    best: tuple[Path, float] | None = None
+    for path in [shipped, *(folder / spec.checkpoint_file for folder in args.folders)]:
+        try:
+            validation = read_safetensors(path)[1]["validation"]
+        except (CheckpointError, OSError, KeyError) as error:
+            print(f"{path}: skipped ({error})")
+            continue
+        clean, suite = validation["accuracy"], validation["robustness"]
+        eligible = clean >= base - CLEAN_TOLERANCE and (paper is None or base <= paper or clean > paper)
+        print(f"{path}: validation {clean:.2%} clean, suite mean {suite['mean_accuracy']:.2%}, worst {suite['worst']['accuracy']:.2%}"
+              f" ({'eligible' if eligible else 'not eligible'})")
+        if eligible and (best is None or suite["mean_accuracy"] > best[1]):
+            best = (path, suite["mean_accuracy"])
+    assert best is not None  # the shipped checkpoint is always eligible
+    print(f"{args.name}: {'keep ' if best[0] == shipped else ''}{best[0]}")
+    if args.ship and best[0] != shipped:
+        shutil.copy(best[0], shipped)
+        print(f"{args.name}: shipped {best[0]} as {shipped}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
