@@ -21,9 +21,11 @@ import torch
 from torch import nn
 
 
-# Whether served networks' threads busy-wait between operators; chosen by measurement
-# (scripts/benchmark_app.py runs both settings side by side, alone and under many users).
-SPINNING = True
+# Whether served networks' threads busy-wait between operators (ONNX Runtime's default). Off:
+# with other requests' threads, the page's or the decoding workers on the same cores, busy-waiting
+# threads take the cores those need; scripts/benchmark_app.py runs both settings side by side,
+# alone and under many users.
+SPINNING = False
 
 
 class OnnxNetwork:
@@ -44,8 +46,7 @@ class OnnxNetwork:
         # As many threads as torch uses, so --threads and torch.set_num_threads keep meaning the same.
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
-        # Spinning: ONNX Runtime's worker threads busy-wait between operators (its default), which
-        # saves a wake-up per operator but burns cores that other requests' threads could use.
+        # Spinning saves a wake-up per operator, at the price of a core busy-waiting between them.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if (SPINNING if spinning is None else spinning) else "0")
         self.session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
