@@ -6,8 +6,9 @@ Measures side by side, in one run, and prints as tables:
    every detector and all of them on one image, for each way of running them: two forward passes
    per image (image, then mirror: how the app ran before), both views in one pass, that plus
    channels-last, a frozen TorchScript graph, and ONNX Runtime (what the app and ``cifake-score``
-   now use), with its threads busy-waiting between operators and without; with the largest difference in probability from the two-pass PyTorch answer over
-   ``--check-images`` test images. Also per image for a batch of 64.
+   now use), with its threads busy-waiting between operators and without; with the largest
+   difference in probability from the two-pass PyTorch answer over ``--check-images`` test
+   images. Also per image for a batch of 64.
 2. **The app**: start-up of ``python app.py`` until HTTP answers; decode + detectors + cards +
    CSV in-process; ``gradio_client`` ``/predict`` and ``/predict_batch``.
 3. **Many users at once**: ``--users`` gradio_client users on this machine, each sending
@@ -478,8 +479,8 @@ def many_users(args, test, rng, port: int, work: Path) -> tuple[dict, list[str],
 
 def print_crowd(args, served: dict, other_spinning: dict, baseline: dict) -> None:
     rows = []
-    spinning = lambda on: f"ONNX Runtime threads {'spinning' if on else 'not spinning'}"
-    for label, r in ((f"the app ({spinning(SPINNING)}: served)", served), (f"the app ({spinning(not SPINNING)})", other_spinning),
+    threads = {True: "ONNX Runtime threads spinning", False: "ONNX Runtime threads not spinning"}
+    for label, r in ((f"the app ({threads[SPINNING]}: served)", served), (f"the app ({threads[not SPINNING]})", other_spinning),
                      ("an app that answers instantly", baseline)):
         rows.append([label, f"{r['images/s']:.1f}", f"{r['p50']:.2f}", f"{r['p95']:.2f}", str(len(r["errors"])),
                      f"{r['corrupt']['refused']} refused, {r['corrupt']['answered']} answered"])
