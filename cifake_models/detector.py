@@ -123,10 +123,11 @@ class TorchDetector(Detector):
             out.append(torch.softmax(logits.float(), dim=1).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
 
-    def prepare_for_serving(self) -> "TorchDetector":
+    def prepare_for_serving(self, spinning: bool | None = None) -> "TorchDetector":
+        """``spinning``: ONNX Runtime's busy-waiting threads (default ``onnx_runtime.SPINNING``)."""
         from .onnx_runtime import OnnxNetwork
 
-        self.network = OnnxNetwork(self.module.cpu(), self.preprocessing.channels, self.preprocessing.crop)
+        self.network = OnnxNetwork(self.module.cpu(), self.preprocessing.channels, self.preprocessing.crop, spinning=spinning)
         return self
 
     def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:

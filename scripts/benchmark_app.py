@@ -55,7 +55,7 @@ from PIL import Image
 from cifake_models.committee import CommitteeDetector
 from cifake_models.data import default_data_dir, load_split
 from cifake_models.images import mirror
-from cifake_models.onnx_runtime import SPINNING, OnnxNetwork
+from cifake_models.onnx_runtime import SPINNING
 from cifake_models.page.analysis import MAX_BATCH_FILES
 from train.evaluate import best_seconds
 
@@ -181,9 +181,8 @@ def variants(name: str, checkpoint_dir: Path) -> dict[str, object]:
         frozen.network = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(frozen.module, example)))
     ways["one pass, TorchScript frozen"] = frozen.predict_proba_arrays
     ways["one pass, ONNX Runtime (served)"] = load_detector(name, checkpoint_dir).prepare_for_serving().predict_proba_arrays
-    waiting = load_detector(name, checkpoint_dir)
-    waiting.network = OnnxNetwork(waiting.module, waiting.preprocessing.channels, waiting.preprocessing.crop, spinning=not SPINNING)
-    ways[f"one pass, ONNX Runtime, spinning {'off' if SPINNING else 'on'}"] = waiting.predict_proba_arrays
+    other = load_detector(name, checkpoint_dir).prepare_for_serving(spinning=not SPINNING)
+    ways[f"one pass, ONNX Runtime, spinning {'off' if SPINNING else 'on'}"] = other.predict_proba_arrays
     return ways
 
 
