@@ -122,11 +122,14 @@ TRAINING_RANGES: dict[str, tuple[float, float]] = {
 _WHOLE = {"jpeg", "downscale", "shift", "crop"}
 
 
-def random_uploads(batch: torch.Tensor, probability: float, generator: torch.Generator) -> torch.Tensor:
+def random_uploads(
+    batch: torch.Tensor, probability: float, generator: torch.Generator, ranges: dict[str, tuple[float, float]] = TRAINING_RANGES
+) -> torch.Tensor:
     """Pass each image of a uint8 NHWC batch, with ``probability``, through one upload-like
-    change drawn from :data:`TRAINING_RANGES`; the rest stay as they are (clean images are still
-    seen). Draws come from ``generator``, so a seeded epoch replays exactly."""
-    families = list(TRAINING_RANGES)
+    change drawn from ``ranges`` (a family uniformly, then a strength uniformly in its range);
+    the rest stay as they are (clean images are still seen). Draws come from ``generator``, so a
+    seeded epoch replays exactly."""
+    families = list(ranges)
     n = len(batch)
     draws = torch.rand(n, 3, generator=generator, device=generator.device).cpu().numpy()
     chosen = np.flatnonzero(draws[:, 0] < probability)
@@ -136,7 +139,7 @@ def random_uploads(batch: torch.Tensor, probability: float, generator: torch.Gen
     out = images.copy()
     for i in chosen:
         family = families[min(int(draws[i, 1] * len(families)), len(families) - 1)]
-        low, high = TRAINING_RANGES[family]
+        low, high = ranges[family]
         strength = low + (high - low) * draws[i, 2]
         if family in _WHOLE:
             strength = round(strength)

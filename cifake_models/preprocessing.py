@@ -15,7 +15,7 @@ import torch
 from torchvision.ops import roi_align
 
 from .images import LUMA
-from .perturbations import random_uploads
+from .perturbations import TRAINING_RANGES, random_uploads
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -35,6 +35,9 @@ class Preprocessing:
     # Training only: the share of images passed through one random upload-like change (resize,
     # re-compression, blur...: cifake_models.perturbations) by the app's own resize path; 0 is off.
     upload_augment: float = 0.0
+    # ... and the strength range each family draws from, as (family, low, high). Checkpoints
+    # that do not record it were trained with these defaults.
+    upload_ranges: tuple[tuple[str, float, float], ...] = tuple((f, low, high) for f, (low, high) in TRAINING_RANGES.items())
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
@@ -51,7 +54,10 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Preprocessing":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        def frozen(value):  # JSON gives lists; the dataclass holds (nested) tuples
+            return tuple(frozen(v) for v in value) if isinstance(value, list) else value
+
+        return cls(**{k: frozen(v) for k, v in data.items()})
 
     def to_float(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 NHWC (numpy or tensor) to float NCHW in [0, 1], grayscale if asked."""
@@ -79,7 +85,8 @@ class Preprocessing:
         """Training input: an upload-like change, a random resized crop, a translation and a
         horizontal flip, drawn per image."""
         if self.upload_augment:
-            batch = random_uploads(batch, self.upload_augment, generator)
+            ranges = {family: (low, high) for family, low, high in self.upload_ranges}
+            batch = random_uploads(batch, self.upload_augment, generator, ranges)
         x = self.to_float(batch)
         if self.crop_scale != (1.0, 1.0) or self.crop != x.shape[-1]:
             x = random_resized_crop(x, self.crop, self.crop_scale, generator)

@@ -46,6 +46,11 @@ class TorchRecipe:
     precision: str = "auto"
     images_per_epoch: int | None = None  # a fresh random subset each epoch; None: all of train
     seed: int = 0
+    # Knowledge distillation (Hinton, Vinyals & Dean 2015): this share of the loss is the KL
+    # divergence from a teacher's probabilities, softened by the temperature, on the same
+    # augmented images (the teacher checkpoint is named in the metadata); 0 is off.
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)

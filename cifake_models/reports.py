@@ -12,6 +12,7 @@ import numpy as np
 from sklearn import metrics
 
 from .data import CLASSES
+from .perturbations import TRAINING_RANGES
 from .registry import OPTIMIZERS, REPORT_DIR
 
 FAKE = CLASSES.index("FAKE")
@@ -151,6 +152,13 @@ def describe_recipe(report: dict) -> str:
     return text
 
 
+def _widened(pre: dict) -> str:
+    """The upload-like changes whose strength range differs from the default, e.g. " (blur 0.3-1.5)"."""
+    changed = [f"{family} {low:g}-{high:g}" for family, low, high in pre.get("upload_ranges", ())
+               if TRAINING_RANGES.get(family) != (low, high)]
+    return f" ({', '.join(changed)})" if changed else ""
+
+
 def _describe_stage(report: dict) -> str:
     recipe, pre = report["recipe"], report.get("preprocessing")
     if report.get("members"):  # a committee
@@ -175,13 +183,15 @@ def _describe_stage(report: dict) -> str:
         schedule = f", StepLR({recipe['step_size']}, {recipe['gamma']})" if recipe["step_size"] else ""
     decay = f", weight decay {recipe['weight_decay']:g}" if recipe.get("weight_decay") else ""
     smoothing = f", label smoothing {smooth:g}" if (smooth := recipe.get("label_smoothing")) else ""
-    uploads = f" + {100 * p:g}% upload-like changes" if (p := pre.get("upload_augment")) else ""
+    uploads = f" + {100 * p:g}% upload-like changes{_widened(pre)}" if (p := pre.get("upload_augment")) else ""
     bf16 = ", bf16 autocast" if recipe.get("precision") == "bf16" else ""
+    distilled = (f", distilled from {report['teacher']['title']} (weight {recipe['distill_weight']:g}, T {recipe['distill_temperature']:g})"
+                 if recipe.get("distill_weight") else "")
     return (
         f"{'grayscale' if pre['grayscale'] else 'RGB'} {pre['crop']}x{pre['crop']}; {crop}{uploads}"
         f"{f' + shift up to {shift} px (reflect pad)' if (shift := pre.get('translate')) else ''}"
         f"{' + h-flip' if pre['hflip'] else ''}; {OPTIMIZERS[recipe['optimizer']].__name__} {recipe['lr']:g}{decay}{schedule}"
-        f"{smoothing}{bf16}, batch {recipe['batch_size']}; {recipe['epochs']} epochs x "
+        f"{smoothing}{distilled}{bf16}, batch {recipe['batch_size']}; {recipe['epochs']} epochs x "
         f"{recipe['images_per_epoch'] or report['data']['n_train']:,} images = {seen:,} images seen"
     )
 

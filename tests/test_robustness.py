@@ -7,6 +7,7 @@ from PIL import Image
 
 from cifake_models.checkpoint import read_safetensors
 from cifake_models.perturbations import SUITE, TRAINING_RANGES, Perturbation, random_uploads
+from cifake_models.preprocessing import Preprocessing
 from cifake_models.reports import describe_recipe, expected_calibration_error
 from cifake_models.robustness import Robustness, balanced_sample, perturb_all, score_suite
 from cifake_models.uploads import decode_upload
@@ -64,6 +65,13 @@ def test_random_uploads_is_seeded_and_leaves_clean_images_when_asked():
     assert 0.25 < share < 0.75
 
 
+def test_random_uploads_draws_strengths_from_the_ranges_it_is_given():
+    """One family at a range of one strength: every changed image is exactly that perturbation."""
+    batch = torch.as_tensor(np.random.default_rng(1).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8))
+    out = random_uploads(batch, 1.0, torch.Generator().manual_seed(0), {"blur": (1.5, 1.5)})
+    assert np.array_equal(out.numpy(), Perturbation("blur", 1.5).apply(batch.numpy()))
+
+
 def test_suite_scores_find_a_detector_that_only_knows_exact_pixels():
     """A 'detector' that recognises the clean images byte for byte, and guesses 0.5 otherwise,
     is perfect on clean images and at chance under every perturbation that changes pixels."""
@@ -113,3 +121,17 @@ def test_training_with_upload_augmentation_records_it(tiny_data, tmp_path):
     assert mid > 0.3 * meta["recipe"]["lr"] and end < 0.1 * meta["recipe"]["lr"]
     names = [s["perturbation"] for s in meta["validation"]["robustness"]["scores"]]
     assert names == [p.name for p in SUITE]
+    assert Preprocessing.from_dict(meta["preprocessing"]).upload_ranges == Preprocessing().upload_ranges  # the defaults, recorded
+
+
+def test_a_widened_upload_range_is_recorded_and_described(tiny_data, tmp_path, capsys):
+    assert train_main(["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "8",
+                       "--upload-augment", "0.5", "--upload-range", "blur", "0.3", "1.5", "--val-fraction", "0.25"]) == 0
+    _, meta = read_safetensors(tmp_path / "cnn.safetensors")
+    ranges = {family: (low, high) for family, low, high in Preprocessing.from_dict(meta["preprocessing"]).upload_ranges}
+    assert ranges["blur"] == (0.3, 1.5) and ranges["jpeg"] == TRAINING_RANGES["jpeg"]
+    assert "50% upload-like changes (blur 0.3-1.5)" in describe_recipe(meta)
+    for bad, message in ((["sharpen", "0", "1"], "unknown family 'sharpen'"), (["blur", "2", "1"], "LOW must not exceed HIGH")):
+        with pytest.raises(SystemExit):
+            train_main(["cnn", "--out", str(tmp_path), "--upload-range", *bad])
+        assert message in capsys.readouterr().err

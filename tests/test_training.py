@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from conftest import train_tiny
 from train.__main__ import main as train_main
 from train.common import record_validation
 from train.revalidate import main as revalidate_main
-from train.torch_fit import resume_path
+from train.torch_fit import resume_path, training_loss
 
 
 class Interrupt(KeyboardInterrupt):
@@ -224,3 +225,40 @@ def test_validation_chooses_mirror_averaging_only_where_it_raises_accuracy(sides
     assert figures["accuracy"] == 1.0
     verdicts = detector.decide(detector.predict_proba_arrays(val.images))
     assert np.all(verdicts == np.array(CLASSES)[val.labels])
+
+
+def test_the_distillation_loss_mixes_cross_entropy_with_the_softened_teacher():
+    torch.manual_seed(0)
+    student, teacher, labels = torch.randn(6, 2, requires_grad=True), torch.randn(6, 2), torch.randint(0, 2, (6,))
+    recipe = get_spec("native32").recipe  # label smoothing 0.1
+    plain = torch.nn.functional.cross_entropy(student, labels, label_smoothing=0.1)
+    assert torch.equal(training_loss(student, labels, recipe), plain)
+    # Weight 1, T 2: T^2 times the KL divergence from the teacher's softened distribution, by hand.
+    soft = dataclasses.replace(recipe, distill_weight=1.0, distill_temperature=2.0)
+    p_teacher, log_p_student = torch.softmax(teacher / 2, 1), torch.log_softmax(student / 2, 1)
+    by_hand = 4 * (p_teacher * (torch.log(p_teacher) - log_p_student)).sum(1).mean()
+    torch.testing.assert_close(training_loss(student, labels, soft, teacher), by_hand)
+    # A student that already answers as the teacher has nothing left to learn from it.
+    same = teacher.clone().requires_grad_(True)
+    training_loss(same, labels, soft, teacher).backward()
+    assert same.grad.abs().max() < 1e-6
+    half = dataclasses.replace(soft, distill_weight=0.5)
+    torch.testing.assert_close(training_loss(student, labels, half, teacher), 0.5 * plain + 0.5 * by_hand)
+
+
+def test_a_distillation_stage_records_its_teacher_and_refuses_another_encoding(tiny_data, tmp_path, capsys):
+    data = tiny_data / "packed"
+    train_tiny("native32", data, tmp_path / "teacher")
+    teacher = tmp_path / "teacher" / "native32.safetensors"
+    assert train_main(["densenet121", "--data", str(data), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "8",
+                       "--crop", "32", "--distill-from", str(teacher), "--distill-weight", "0.5", "--distill-temperature", "2"]) == 0
+    meta = load_detector("densenet121", tmp_path).metadata
+    assert meta["teacher"]["detector"] == "native32" and meta["teacher"]["sha256"] == file_sha256(teacher)
+    assert meta["recipe"]["distill_weight"] == 0.5 and meta["recipe"]["distill_temperature"] == 2
+    assert "distilled from Native-32 CNN (ours) (weight 0.5, T 2)" in describe_recipe(meta)
+    # The teacher sees the student's own input: a grayscale student cannot learn from an RGB teacher.
+    with pytest.raises(CheckpointError, match="encodes its input differently"):
+        train_main(["cnn", "--data", str(data), "--out", str(tmp_path), "--distill-from", str(teacher), "--distill-weight", "0.5"])
+    with pytest.raises(SystemExit):
+        train_main(["cnn", "--distill-from", str(teacher)])  # no weight
+    assert "needs both --distill-from" in capsys.readouterr().err

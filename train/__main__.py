@@ -31,6 +31,7 @@ import torch
 from cifake_models import CHECKPOINT_DIR, get_spec, list_detectors
 from cifake_models.data import default_data_dir, load_split, train_val_indices
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
+from cifake_models.perturbations import TRAINING_RANGES
 from cifake_models.registry import OPTIMIZERS, PRECISIONS, SCHEDULES
 
 from . import distributed
@@ -50,6 +51,8 @@ TORCH_OPTIONS = {  # command-line option -> TorchRecipe field
     "precision": "precision",
     "images_per_epoch": "images_per_epoch",
     "seed": "seed",
+    "distill_weight": "distill_weight",
+    "distill_temperature": "distill_temperature",
 }
 PREPROCESSING_OPTIONS = {"crop": "crop", "crop_scale": "crop_scale", "translate": "translate", "upload_augment": "upload_augment"}  # option -> Preprocessing field
 SVM_OPTIONS = {
@@ -96,7 +99,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range (paper: 0.08 1)")
     recipe.add_argument("--translate", type=int, metavar="PIXELS", help="shift training images by up to this many pixels, reflect-padded (CIFAR's pad-4 crop; default 0: off)")
     recipe.add_argument("--upload-augment", type=float, metavar="P", help="pass this share of training images through one random upload-like change (resize, JPEG, blur: cifake_models.perturbations) by the app's own resize path (default 0: off)")
+    recipe.add_argument(
+        "--upload-range", nargs=3, action="append", metavar=("FAMILY", "LOW", "HIGH"),
+        help="draw this upload-like change's strength from [LOW, HIGH] instead of its default "
+             f"(repeatable; families and defaults: {', '.join(f'{f} {lo:g}-{hi:g}' for f, (lo, hi) in TRAINING_RANGES.items())})",
+    )
     recipe.add_argument("--seed", type=int, help="training seed")
+    recipe.add_argument("--distill-from", type=Path, metavar="CHECKPOINT",
+                        help="a distillation stage: learn also from this network's probabilities on the same augmented images "
+                             "(a checkpoint of any network whose input encoding is the same, e.g. native32's for the ImageNet networks)")
+    recipe.add_argument("--distill-weight", type=float, metavar="W", help="share of the loss given to the teacher's probabilities (with --distill-from)")
+    recipe.add_argument("--distill-temperature", type=float, metavar="T", help="softening temperature of both networks' probabilities (default 1)")
     svm = parser.add_argument_group("recipe overrides (HOG + SVM)")
     svm.add_argument("--svm-components", type=int, help="Nystroem components (kernel approximation rank)")
     svm.add_argument("--svm-cells", type=int, nargs="+", help="HOG cell sizes in pixels, one descriptor each, concatenated (paper: 8)")
@@ -109,6 +122,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"unknown detector(s) {', '.join(unknown)}; choose from {', '.join(list_detectors())}")
     if args.init_from and (len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch or args.weights != "none"):
         parser.error("--init-from continues one network: name exactly one network detector, without --weights")
+    for family, low, high in args.upload_range or ():
+        if family not in TRAINING_RANGES:
+            parser.error(f"--upload-range: unknown family {family!r} (choose from {', '.join(TRAINING_RANGES)})")
+        try:
+            if float(low) > float(high):
+                parser.error(f"--upload-range {family}: LOW must not exceed HIGH")
+        except ValueError:
+            parser.error(f"--upload-range {family}: LOW and HIGH must be numbers, not {low!r} {high!r}")
+    if bool(args.distill_from) != bool(args.distill_weight):
+        parser.error("a distillation stage needs both --distill-from CHECKPOINT and --distill-weight W (above 0)")
+    if args.distill_from and (len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch):
+        parser.error("--distill-from trains one network: name exactly one network detector")
     return args
 
 
@@ -117,6 +142,14 @@ def overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict:
     if chosen.get("step_size") == 0:
         chosen["step_size"] = None
     return chosen
+
+
+def upload_ranges(ranges: tuple[tuple[str, float, float], ...], changes: list[list[str]]) -> tuple[tuple[str, float, float], ...]:
+    """``ranges`` with each ``--upload-range FAMILY LOW HIGH`` replacing its family's range."""
+    by_family = {family: (low, high) for family, low, high in ranges}
+    for family, low, high in changes:  # checked by parse_args
+        by_family[family] = (float(low), float(high))
+    return tuple((family, low, high) for family, (low, high) in by_family.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,9 +193,12 @@ def run(args: argparse.Namespace) -> int:
             preprocessing = overrides(args, PREPROCESSING_OPTIONS)
             if "crop_scale" in preprocessing:
                 preprocessing["crop_scale"] = tuple(preprocessing["crop_scale"])
+            if args.upload_range:
+                preprocessing["upload_ranges"] = upload_ranges(spec.preprocessing.upload_ranges, args.upload_range)
             spec = dataclasses.replace(spec, preprocessing=dataclasses.replace(spec.preprocessing, **preprocessing))
             try:
-                fit_torch(spec, train, val, recipe, args.out, data_info, args.weights, args.device, args.resume, init_from=args.init_from)
+                fit_torch(spec, train, val, recipe, args.out, data_info, args.weights, args.device, args.resume,
+                          init_from=args.init_from, teacher=args.distill_from)
             except ImageNetWeightsUnavailable as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 2

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from cifake_models.checkpoint import CheckpointError, atomic_write, file_sha256
+from cifake_models.checkpoint import CheckpointError, atomic_write, file_sha256, read_safetensors
 from cifake_models.data import Split
 from cifake_models.detector import TorchDetector
-from cifake_models.registry import OPTIMIZERS, DetectorSpec, TorchRecipe
+from cifake_models.registry import OPTIMIZERS, DetectorSpec, TorchRecipe, get_spec
 
 from . import distributed
 from .common import checkpoint_metadata, record_validation
@@ -43,6 +43,32 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: TorchRecipe, steps_
     return None, False
 
 
+def training_loss(logits: torch.Tensor, labels: torch.Tensor, recipe: TorchRecipe, teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy (label-smoothed as the recipe says), mixed with the distillation term where a
+    teacher answers: ``(1 - w) CE + w T^2 KL(teacher_T || student_T)``, the softened
+    distributions at temperature T; the T^2 keeps the term's gradients on the scale of the
+    cross-entropy's (Hinton et al. 2015, sec. 2)."""
+    loss = F.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
+    if teacher_logits is None:
+        return loss
+    t = recipe.distill_temperature
+    soft = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1), log_target=True, reduction="batchmean")
+    return (1 - recipe.distill_weight) * loss + recipe.distill_weight * t * t * soft
+
+
+def load_teacher(path: Path, student: DetectorSpec, device: torch.device) -> tuple[TorchDetector, dict]:
+    """The teacher network of a distillation stage, and what the student's metadata records of it.
+    It sees the student's own augmented input, so it must encode pixels the same way."""
+    _, metadata = read_safetensors(path)
+    teacher = TorchDetector.load(path, metadata.get("detector"), get_spec(metadata.get("detector")).build_module)
+    if teacher.preprocessing.encoding() != student.preprocessing.encoding():
+        raise CheckpointError(f"the teacher {path} encodes its input differently ({teacher.preprocessing}) from {student.name} ({student.preprocessing})")
+    teacher.module.to(device).eval().requires_grad_(False)
+    record = {"detector": teacher.name, "title": teacher.metadata.get("title"), "sha256": file_sha256(path),
+              "validation_accuracy": teacher.metadata.get("validation", {}).get("accuracy")}
+    return teacher, record
+
+
 def fit_torch(
     spec: DetectorSpec,
     train: Split,
@@ -55,6 +81,7 @@ def fit_torch(
     resume: bool = False,
     on_epoch_end: Callable[[int, dict], None] | None = None,
     init_from: Path | None = None,
+    teacher: Path | None = None,
 ) -> TorchDetector | None:
     """Train ``spec``'s network and write ``out_dir/<name>.safetensors``; returns the detector
     (``None`` on the ranks other than 0 of a distributed run, which write nothing).
@@ -62,7 +89,10 @@ def fit_torch(
     ``init_from`` continues training from an earlier checkpoint of the same detector (a second
     stage with a fresh optimiser and schedule); the earlier stage's recipe, history and wall
     time are kept in the new checkpoint, so the whole path from initialisation stays on record.
+    ``teacher`` is the checkpoint a distillation stage learns from (``recipe.distill_weight``).
     """
+    if (teacher is None) != (recipe.distill_weight == 0):
+        raise ValueError("distillation needs both a teacher checkpoint and a distill weight above 0")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ranks = distributed.current()
     torch.manual_seed(recipe.seed)
@@ -91,6 +121,7 @@ def fit_torch(
         earlier_history = [{"stage": 1, **r} for r in parent.metadata.get("history", [])]  # a first stage's records carry no "stage"
     else:
         module = spec.build_module(weights=weights).to(device)
+    teacher_net, teacher_record = load_teacher(teacher, spec, device) if teacher else (None, None)
     use_amp = recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda")
     if use_amp:
         module = module.to(memory_format=torch.channels_last)
@@ -104,6 +135,7 @@ def fit_torch(
         "weights": weights,
         "data": data_info["train_fingerprint"],
         "init_from": earlier_stages[-1]["sha256"] if earlier_stages else None,
+        "teacher": teacher_record["sha256"] if teacher_record else None,
     }))
 
     history: list[dict] = []
@@ -150,7 +182,9 @@ def fit_torch(
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = trained(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+                with torch.no_grad():
+                    teacher_logits = teacher_net.module(x).float() if teacher_net else None
+                loss = training_loss(logits.float(), y, recipe, teacher_logits)
             optimizer.zero_grad(set_to_none=True)
             # DDP averages the processes' gradients; weighting each slice's mean loss by its share
             # of the batch makes that the gradient of the whole batch's mean loss (x 1 in one process).
@@ -210,6 +244,8 @@ def fit_torch(
         device=str(device),
         earlier_stages=earlier_stages,
     )
+    if teacher_record:
+        detector.metadata["teacher"] = teacher_record
     detector.module = detector.module.cpu().to(memory_format=torch.contiguous_format)
     path = detector.save(out_dir / spec.checkpoint_file)
     # Threshold and validation figures come from the file as stored (half precision).
