@@ -7,9 +7,11 @@
   validation: held-out ECE 0.013 against 0.023 for temperature and bias). It is monotone, so it
   never reorders images (ROC-AUC is unchanged). It is fitted by maximum likelihood on the
   validation split, alone or together with the robustness suite's perturbed copies of a
-  sample of it (whichever comes closer, on validation, to the targets below: a network that
-  resampling fools cannot be calibrated for both with one monotone map), and it is stored in
-  the checkpoint: every probability the project shows or returns is the calibrated one.
+  sample of it, those copies weighted to each of :data:`SUITE_SHARES` of the total (whichever
+  fit comes closer, on validation, to the targets below: a network that resampling fools cannot
+  be calibrated for both with one monotone map, so the weighting is a trade-off to choose), and
+  it is stored in the checkpoint: every probability the project shows or returns is the
+  calibrated one.
 * :class:`UnsureBand` is where a detector says UNSURE instead of FAKE or REAL: images whose
   calibrated probability of the class it would call is below a confidence level, the lowest
   level at which the images it still decides on validation are right at least
@@ -29,6 +31,8 @@ UNSURE = "UNSURE"
 TARGET_ACCURACY = 0.99  # on the images a detector decides, on validation
 # Expected calibration error to aim for on CIFAKE's own images and, on average, on the suite's changed copies.
 ECE_TARGETS = {"clean": 0.01, "suite": 0.03}
+# The perturbed copies' share of the weight in each candidate fit (0: the clean validation split alone).
+SUITE_SHARES = (0.0, 0.25, 0.5, 0.75)
 CONFIDENCE_GRID = np.round(np.arange(0.5, 1.0, 0.0025), 4)  # candidate confidence levels for the band
 LOGIT_CLIP = 1e-6  # P is clipped to [1e-6, 1 - 1e-6] before the logit, so a 0 or 1 stays finite
 
@@ -59,26 +63,27 @@ class Calibration:
         return sigmoid(beta_features(proba_fake) @ np.array([self.a, self.b]) + self.c)
 
     @classmethod
-    def fit(cls, labels: np.ndarray, proba_fake: np.ndarray) -> "Calibration":
-        """Maximum-likelihood fit on ``labels`` (indices of :data:`CLASSES`); validation only."""
+    def fit(cls, labels: np.ndarray, proba_fake: np.ndarray, weights: np.ndarray | None = None) -> "Calibration":
+        """Maximum-likelihood fit on ``labels`` (indices of :data:`CLASSES`), each image counted
+        ``weights`` times (default once); validation only."""
         from sklearn.linear_model import LogisticRegression
 
         x, y = beta_features(proba_fake), (np.asarray(labels) == FAKE).astype(int)
         # A huge C: plain maximum likelihood; three parameters on thousands of images need no penalty.
-        model = LogisticRegression(C=1e6, max_iter=1000).fit(x, y)
+        model = LogisticRegression(C=1e6, max_iter=1000).fit(x, y, sample_weight=weights)
         a, b = model.coef_[0]
         if a >= 0 and b >= 0:
             return cls(float(a), float(b), float(model.intercept_[0]))
         # A negative slope would make it non-monotone; Kull et al. then fall back to one slope.
-        return cls.fit_shared_slope(labels, proba_fake)
+        return cls.fit_shared_slope(labels, proba_fake, weights)
 
     @classmethod
-    def fit_shared_slope(cls, labels: np.ndarray, proba_fake: np.ndarray) -> "Calibration":
+    def fit_shared_slope(cls, labels: np.ndarray, proba_fake: np.ndarray, weights: np.ndarray | None = None) -> "Calibration":
         """``a == b``: temperature scaling with a bias, on the log-odds."""
         from sklearn.linear_model import LogisticRegression
 
         y = (np.asarray(labels) == FAKE).astype(int)
-        model = LogisticRegression(C=1e6, max_iter=1000).fit(log_odds(proba_fake)[:, None], y)
+        model = LogisticRegression(C=1e6, max_iter=1000).fit(log_odds(proba_fake)[:, None], y, sample_weight=weights)
         slope = max(float(model.coef_[0, 0]), 0.0)
         return cls(slope, slope, float(model.intercept_[0]), method="temperature scaling with a bias (Guo et al. 2017; Platt 1999)")
 

@@ -117,3 +117,16 @@ def test_one_sided_overconfidence_needs_the_second_slope():
     assert expected_calibration_error(labels, calibration.apply(raw)) < 0.015
     shared = Calibration.fit_shared_slope(labels, raw)
     assert expected_calibration_error(labels, shared.apply(raw)) > 2 * expected_calibration_error(labels, calibration.apply(raw))
+
+
+def test_weights_move_the_fit_towards_the_images_that_weigh_more():
+    """Two populations that need different maps: the weighted fit lands nearer the heavier one."""
+    clean_labels, clean_raw = overconfident(20000, seed=4, temperature=1.0)
+    copy_labels, copy_raw = overconfident(20000, seed=5, temperature=3.0)
+    labels, raw = np.concatenate([clean_labels, copy_labels]), np.concatenate([clean_raw, copy_raw])
+    fits = {share: Calibration.fit(labels, raw, np.r_[np.full(20000, 1 - share), np.full(20000, share)] * 2) for share in (0, 0.1, 0.5, 0.9, 1)}
+    slope = {share: (fit.a + fit.b) / 2 for share, fit in fits.items()}  # 1 suits the clean images, 1/3 the copies
+    assert slope[0] > slope[0.1] > slope[0.5] > slope[0.9] > slope[1]
+    assert slope[0] == pytest.approx(1.0, abs=0.1) and slope[1] == pytest.approx(1 / 3, abs=0.05)
+    equal = Calibration.fit(labels, raw, np.ones(len(labels)))
+    assert equal == Calibration.fit(labels, raw)

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from cifake_models.calibration import ECE_TARGETS, Calibration, UnsureBand, selective_figures
+from cifake_models.calibration import ECE_TARGETS, SUITE_SHARES, Calibration, UnsureBand, selective_figures
 from cifake_models.checkpoint import FORMAT_VERSION, hardware, library_versions
 from cifake_models.committee import CommitteeDetector
 from cifake_models.data import CLASSES, Split
@@ -88,18 +88,26 @@ def record_validation(detector: Detector, val: Split) -> dict:
 def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, robustness_sample: int = VALIDATION_ROBUSTNESS_SAMPLE) -> dict:
     """From the detector's uncalibrated P(FAKE) on ``val``: fit the calibration on ``val`` alone
     and on ``val`` with the robustness suite's copies of a balanced sample of it (what uploads
-    look like), keep the fit nearer both ECE targets, then choose the threshold and the unsure band on the calibrated validation probabilities, and
+    look like) at each weight of ``SUITE_SHARES``, keep the fit nearer both ECE targets, then
+    choose the threshold and the unsure band on the calibrated validation probabilities, and
     record them with the validation figures and the suite's (so robustness, too, can be
     compared between candidates without the test split)."""
     sample = balanced_sample(val.labels, robustness_sample)
     labels = val.labels[sample]
     perturbed = perturb_all(val.images[sample])
     raw_perturbed = {p.name: detector.predict_proba_raw(batch)[:, FAKE] for p, batch in perturbed.items()}
+    all_labels = np.concatenate([val.labels, *[labels] * len(perturbed)])
+    all_fake = np.concatenate([raw_fake, *raw_perturbed.values()])
+    n_copies = len(all_labels) - len(val)
+
+    def fit(share: float) -> Calibration:  # the copies make up ``share`` of the total weight
+        weights = np.concatenate([np.full(len(val), (1 - share) / len(val)), np.full(n_copies, share / n_copies)])
+        return Calibration.fit(all_labels, all_fake, weights * len(all_labels)) if share else Calibration.fit(val.labels, raw_fake)
+
     candidates = {
-        "validation split": Calibration.fit(val.labels, raw_fake),
-        f"validation split and the suite's copies of {len(sample):,} of its images": Calibration.fit(
-            np.concatenate([val.labels, *[labels] * len(perturbed)]), np.concatenate([raw_fake, *raw_perturbed.values()])
-        ),
+        "validation split" if not share else
+        f"validation split and the suite's copies of {len(sample):,} of its images, {share:.0%} of the weight": fit(share)
+        for share in SUITE_SHARES
     }
     eces = {
         fitted_on: {
@@ -119,8 +127,8 @@ def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, rob
         **calibration.to_dict(),
         "fitted_on": fitted_on,
         "chosen_on": "validation split",
-        "rule": "of a fit on the clean validation split and one adding its perturbed copies, the one whose larger ECE "
-                "(clean, or mean under the suite) is the smaller in units of its target "
+        "rule": "of fits on the clean validation split alone and with its perturbed copies at several weights, the one "
+                "whose larger ECE (clean, or mean under the suite) is the smaller in units of its target "
                 + ", ".join(f"{k} {v}" for k, v in ECE_TARGETS.items()),
         "candidates": eces,
         "validation": {
