@@ -185,7 +185,7 @@ def _describe_stage(report: dict) -> str:
     smoothing = f", label smoothing {smooth:g}" if (smooth := recipe.get("label_smoothing")) else ""
     uploads = f" + {100 * p:g}% upload-like changes{_widened(pre)}" if (p := pre.get("upload_augment")) else ""
     bf16 = ", bf16 autocast" if recipe.get("precision") == "bf16" else ""
-    distilled = (f", distilled from {report['teacher']['title']} (weight {recipe['distill_weight']:g}, T {recipe['distill_temperature']:g})"
+    distilled = (f", distilled from {(report.get('teacher') or {}).get('title', 'a teacher')} (weight {recipe['distill_weight']:g}, T {recipe['distill_temperature']:g})"
                  if recipe.get("distill_weight") else "")
     return (
         f"{'grayscale' if pre['grayscale'] else 'RGB'} {pre['crop']}x{pre['crop']}; {crop}{uploads}"

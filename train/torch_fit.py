@@ -114,7 +114,7 @@ def fit_torch(
             *parent_stages,
             {
                 "sha256": file_sha256(init_from),
-                **{k: parent.metadata.get(k) for k in ("recipe", "preprocessing", "data", "created")},
+                **{k: parent.metadata.get(k) for k in ("recipe", "preprocessing", "data", "created", "teacher") if k in parent.metadata},
                 "training": {**parent.metadata["training"], "wall_time_s": round(parent_own_time, 1)},
             },
         ]
