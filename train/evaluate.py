@@ -148,6 +148,7 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
         "data": meta.get("data"),
         "history": meta.get("history", []),
         "earlier_stages": meta.get("earlier_stages", []),
+        "teacher": meta.get("teacher"),  # a distillation stage's
         "test_time": meta.get("test_time"),
         "threshold": meta.get("threshold"),
         "validation": meta.get("validation"),
