@@ -522,7 +522,7 @@ def folder_test(args, env: dict, bank, test, work: Path) -> None:
     unique = len({row[0] for row in table[1:]})
     wall = killed_after + resumed_in
     # In-process batch speed: every detector (as served) on the same images as arrays, in batches
-    # of cifake-score's size (64) and of 256.
+    # of 64 and of cifake-score's 256.
     arrays = test.images[: min(len(names), 2048)]
     in_process = {}
     for size in (64, 256):
