@@ -45,6 +45,11 @@ class Preprocessing:
     def channels(self) -> int:
         return 1 if self.grayscale else 3
 
+    @property
+    def training_ranges(self) -> dict[str, tuple[float, float]]:
+        """:attr:`upload_ranges` as ``{family: (low, high)}``, the form ``random_uploads`` takes."""
+        return {family: (low, high) for family, low, high in self.upload_ranges}
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -85,8 +90,7 @@ class Preprocessing:
         """Training input: an upload-like change, a random resized crop, a translation and a
         horizontal flip, drawn per image."""
         if self.upload_augment:
-            ranges = {family: (low, high) for family, low, high in self.upload_ranges}
-            batch = random_uploads(batch, self.upload_augment, generator, ranges)
+            batch = random_uploads(batch, self.upload_augment, generator, self.training_ranges)
         x = self.to_float(batch)
         if self.crop_scale != (1.0, 1.0) or self.crop != x.shape[-1]:
             x = random_resized_crop(x, self.crop, self.crop_scale, generator)

@@ -128,7 +128,7 @@ def test_a_widened_upload_range_is_recorded_and_described(tiny_data, tmp_path, c
     assert train_main(["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "8",
                        "--upload-augment", "0.5", "--upload-range", "blur", "0.3", "1.5", "--val-fraction", "0.25"]) == 0
     _, meta = read_safetensors(tmp_path / "cnn.safetensors")
-    ranges = {family: (low, high) for family, low, high in Preprocessing.from_dict(meta["preprocessing"]).upload_ranges}
+    ranges = Preprocessing.from_dict(meta["preprocessing"]).training_ranges
     assert ranges["blur"] == (0.3, 1.5) and ranges["jpeg"] == TRAINING_RANGES["jpeg"]
     assert "50% upload-like changes (blur 0.3-1.5)" in describe_recipe(meta)
     for bad, message in ((["sharpen", "0", "1"], "unknown family 'sharpen'"), (["blur", "2", "1"], "LOW must not exceed HIGH")):

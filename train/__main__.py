@@ -32,6 +32,7 @@ from cifake_models import CHECKPOINT_DIR, get_spec, list_detectors
 from cifake_models.data import default_data_dir, load_split, train_val_indices
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
 from cifake_models.perturbations import TRAINING_RANGES
+from cifake_models.preprocessing import Preprocessing
 from cifake_models.registry import OPTIMIZERS, PRECISIONS, SCHEDULES
 
 from . import distributed
@@ -144,12 +145,11 @@ def overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict:
     return chosen
 
 
-def upload_ranges(ranges: tuple[tuple[str, float, float], ...], changes: list[list[str]]) -> tuple[tuple[str, float, float], ...]:
-    """``ranges`` with each ``--upload-range FAMILY LOW HIGH`` replacing its family's range."""
-    by_family = {family: (low, high) for family, low, high in ranges}
-    for family, low, high in changes:  # checked by parse_args
-        by_family[family] = (float(low), float(high))
-    return tuple((family, low, high) for family, (low, high) in by_family.items())
+def upload_ranges(preprocessing: Preprocessing, changes: list[list[str]]) -> tuple[tuple[str, float, float], ...]:
+    """``preprocessing``'s ranges with each ``--upload-range FAMILY LOW HIGH`` (checked by
+    parse_args) replacing its family's range."""
+    ranges = {**preprocessing.training_ranges, **{family: (float(low), float(high)) for family, low, high in changes}}
+    return tuple((family, low, high) for family, (low, high) in ranges.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
             if "crop_scale" in preprocessing:
                 preprocessing["crop_scale"] = tuple(preprocessing["crop_scale"])
             if args.upload_range:
-                preprocessing["upload_ranges"] = upload_ranges(spec.preprocessing.upload_ranges, args.upload_range)
+                preprocessing["upload_ranges"] = upload_ranges(spec.preprocessing, args.upload_range)
             spec = dataclasses.replace(spec, preprocessing=dataclasses.replace(spec.preprocessing, **preprocessing))
             try:
                 fit_torch(spec, train, val, recipe, args.out, data_info, args.weights, args.device, args.resume,
