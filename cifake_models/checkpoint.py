@@ -105,6 +105,8 @@ def _cpu_name() -> str:
 
 
 def hardware() -> str:
+    """Where a run ran. On a CPU the vector extension torch uses is named too: CPUs of one model
+    name differ in it, and it decides the speed (bf16 autocast needs AVX-512 BF16 to pay)."""
     if torch.cuda.is_available():
         return f"GPU: {torch.cuda.get_device_name()}"
-    return f"CPU: {_cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return f"CPU: {_cpu_name()}, {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

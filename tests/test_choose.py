@@ -5,10 +5,10 @@ from cifake_models.registry import get_spec
 from train.choose import main
 
 
-def write(folder, clean: float, suite_mean: float) -> None:
+def write(folder, clean: float, suite_mean: float, worst_gap: float = 0.05) -> None:
     """A stand-in checkpoint of resnet50 whose only content is what the rule reads."""
     folder.mkdir(parents=True, exist_ok=True)
-    validation = {"accuracy": clean, "robustness": {"mean_accuracy": suite_mean, "worst": {"accuracy": suite_mean - 0.05}}}
+    validation = {"accuracy": clean, "robustness": {"mean_accuracy": suite_mean, "worst": {"accuracy": suite_mean - worst_gap}}}
     save_safetensors(folder / get_spec("resnet50").checkpoint_file, {"w": torch.zeros(1)}, {"validation": validation})
 
 
@@ -36,3 +36,13 @@ def test_the_shipped_checkpoint_stays_when_no_candidate_is_more_robust(tmp_path,
     assert main(["resnet50", str(tmp_path / "weaker"), str(tmp_path / "missing"), "--checkpoints", str(tmp_path / "shipped"), "--ship"]) == 0
     assert shipped_clean(tmp_path / "shipped") == 0.958
     assert "skipped" in capsys.readouterr().out  # a folder without a checkpoint is reported, not fatal
+
+
+def test_the_worst_case_counts_as_much_as_the_mean(tmp_path):
+    write(tmp_path / "shipped", 0.958, 0.9447, worst_gap=0.0507)  # worst 89.40%
+    write(tmp_path / "steadier", 0.958, 0.9443, worst_gap=0.0323)  # mean 0.04 lower, worst 1.8 higher
+    write(tmp_path / "higher_mean", 0.958, 0.9460, worst_gap=0.0700)  # mean 0.13 higher, worst 2.0 lower
+    folders = [str(tmp_path / f) for f in ("steadier", "higher_mean")]
+    assert main(["resnet50", *folders, "--checkpoints", str(tmp_path / "shipped"), "--ship"]) == 0
+    shipped = read_safetensors(tmp_path / "shipped" / get_spec("resnet50").checkpoint_file)[1]["validation"]["robustness"]
+    assert shipped["worst"]["accuracy"] == 0.9443 - 0.0323
