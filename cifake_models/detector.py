@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .calibration import UNSURE, Calibration, UnsureBand
+from .calibration import UNSURE, Calibration, UnsureBand, calibration_from_metadata
 from .checkpoint import CheckpointError, atomic_write, read_safetensors, require_file, save_safetensors
 from .data import CLASSES
 from .images import mirror, stack_images
@@ -48,7 +48,7 @@ class Detector:
     @property
     def calibration(self) -> Calibration:
         """How raw probabilities become calibrated ones (fitted on validation; identity if none is recorded)."""
-        return Calibration.from_metadata(self.metadata)
+        return calibration_from_metadata(self.metadata)
 
     @property
     def unsure_band(self) -> UnsureBand | None:

@@ -182,7 +182,7 @@ REGISTRY: dict[str, DetectorSpec] = {
             title="Native-32 CNN (ours)",
             paper=None,
             recipe=TorchRecipe(
-                epochs=24, batch_size=256, lr=2e-3, optimizer="adamw", weight_decay=0.05,
+                epochs=30, batch_size=256, lr=2e-3, optimizer="adamw", weight_decay=0.05,
                 schedule="onecycle", step_size=None, label_smoothing=0.1,
             ),
             preprocessing=Preprocessing(crop=32, crop_scale=(1.0, 1.0), translate=2, upload_augment=0.5),

@@ -12,8 +12,12 @@ read gets a row with its reason in ``error``, and the run goes on. Rows are appe
 time, so after an interruption (Ctrl-C, a kill, a crash) the same command continues where it
 stopped: files already in the output are not scored again. ``--overwrite`` starts afresh.
 
-Images are decoded by worker processes (``--workers``, default: every core) while the detectors
-score the previous batch (networks in ONNX Runtime, using every core).
+The work is split by batches, not by operators: ``--workers`` processes (default: one per core)
+each load the detectors once and decode and score whole batches on their share of the cores, and
+this process writes their rows in file order. At 32x32 the networks' operators are too small to
+keep several threads busy (each thread waits for the others at every operator), so one thread
+per batch scores more images per second than two threads on one batch; ``python
+scripts/benchmark_app.py --parts 4`` measures both, against the detectors in-process.
 
 ``file`` is the path relative to the folder given (for a folder), or the path as given (for a
 glob, a file or a list), so it names each file once and the app's CSV, which names an upload by
@@ -37,7 +41,9 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError
@@ -143,7 +149,7 @@ def encode(records: list[dict], fmt: str, header: list[str] | None) -> bytes:
 
 
 def _exit_with(parent: int) -> None:
-    """Decoding processes leave when the command goes: a kill (SIGKILL) reaches only the command."""
+    """Worker processes leave when the command goes: a kill (SIGKILL) reaches only the command."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -157,16 +163,36 @@ def _decode(chunk: list[tuple[str, str]]) -> list[Decoded | Failed]:
     return decode_many([path for _, path in chunk], [name for name, _ in chunk])
 
 
-def decoded_batches(todo: list[tuple[str, Path]], batch_size: int, pool: ProcessPoolExecutor | None, ahead_max: int = 2) -> Iterator[list[Decoded | Failed]]:
-    """Batches of decoded files, in order, decoded by the ``pool``'s processes up to ``ahead_max``
-    batches ahead (in this process when there is no pool)."""
+_worker_scorer: BatchScorer | None = None  # each worker process's own detectors
+
+
+def _start_worker(parent: int, threads: int, detectors: Sequence[str] | None, checkpoint_dir: str | Path | None) -> None:
+    global _worker_scorer
+    _exit_with(parent)
+    torch.set_num_threads(threads)  # the served networks' ONNX Runtime sessions take torch's count
+    threadpool_limits(threads)  # the SVM's BLAS
+    _worker_scorer = BatchScorer(detectors, checkpoint_dir)
+
+
+def _worker_unavailable() -> dict[str, str]:
+    return _worker_scorer.unavailable
+
+
+def _worker_records(chunk: list[tuple[str, str]]) -> list[dict]:
+    return _worker_scorer.records(_decode(chunk))
+
+
+def scored_batches(todo: list[tuple[str, Path]], batch_size: int, scorer: BatchScorer | None,
+                   pool: ProcessPoolExecutor | None = None, ahead_max: int = 4) -> Iterator[list[dict]]:
+    """Each batch's records, in file order: scored by ``scorer`` in this process, or by the
+    ``pool``'s workers (each batch whole by one worker, up to ``ahead_max`` batches queued)."""
     chunks = [[(name, str(path)) for name, path in todo[i : i + batch_size]] for i in range(0, len(todo), batch_size)]
     if pool is None:
-        yield from map(_decode, chunks)
+        yield from (scorer.records(_decode(chunk)) for chunk in chunks)
         return
     ahead: deque[Future] = deque()
     for chunk in chunks:
-        ahead.append(pool.submit(_decode, chunk))
+        ahead.append(pool.submit(_worker_records, chunk))
         if len(ahead) > ahead_max:
             yield ahead.popleft().result()
     while ahead:
@@ -188,7 +214,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--detectors", nargs="+", metavar="NAME", choices=list_detectors(), help=f"default: all ({', '.join(list_detectors())})")
     parser.add_argument("--checkpoints", type=Path, default=None, help=f"default: $CIFAKE_CHECKPOINTS or {CHECKPOINT_DIR}")
     parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (default: every core, %(default)s)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes that decode and score batches, each with its share of the cores (default: one per core, %(default)s); 1: all in this process")
     parser.add_argument("--overwrite", action="store_true", help="start afresh instead of continuing an existing --out")
     args = parser.parse_args(argv)
     if not args.inputs and not args.list:
@@ -203,19 +230,27 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
     files = collect(args.inputs, args.list)
-    # The decoding processes are forked before the detectors load, so they carry no runtime threads.
-    pool = ProcessPoolExecutor(args.workers, initializer=_exit_with, initargs=(os.getpid(),)) if args.workers > 1 else None
-    scorer = BatchScorer(args.detectors, args.checkpoints or os.environ.get("CIFAKE_CHECKPOINTS"))
-    for name, reason in scorer.unavailable.items():
+    names = args.detectors or list_detectors()
+    checkpoints = args.checkpoints or os.environ.get("CIFAKE_CHECKPOINTS")
+    scorer = pool = None
+    if args.workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // args.workers)
+        pool = ProcessPoolExecutor(args.workers, initializer=_start_worker, initargs=(os.getpid(), threads, names, checkpoints))
+        unavailable = pool.submit(_worker_unavailable).result()
+    else:
+        scorer = BatchScorer(names, checkpoints)
+        unavailable = scorer.unavailable
+    for name, reason in unavailable.items():
         print(f"{name}: unavailable, its columns stay empty: {reason}", file=sys.stderr)
-    if not scorer.detectors:
+    if len(unavailable) == len(names):
         print("error: no detector could be loaded", file=sys.stderr)
         if pool:
             pool.shutdown()
         return 2
+    columns = csv_header(names)
     if args.overwrite:
         args.out.unlink(missing_ok=True)
-    done = finished(args.out, args.format, scorer.columns)
+    done = finished(args.out, args.format, columns)
     todo = [(name, path) for name, path in files if name not in done]
     if done:
         print(f"{args.out}: {len(files) - len(todo)} of {len(files)} files already scored; continuing with {len(todo)}", file=sys.stderr)
@@ -224,23 +259,22 @@ def main(argv: list[str] | None = None) -> int:
     loaded = time.perf_counter()
     fd = os.open(args.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        header = scorer.columns if os.fstat(fd).st_size == 0 and args.format == "csv" else None
+        header = columns if os.fstat(fd).st_size == 0 and args.format == "csv" else None
         with tqdm(total=len(todo), unit="img", desc="scoring") as bar:
-            for items in decoded_batches(todo, args.batch_size, pool, ahead_max=args.workers):
-                records = scorer.records(items)
+            for records in scored_batches(todo, args.batch_size, scorer, pool, ahead_max=2 * args.workers):
                 # One write per batch, appended: a kill leaves whole batches, at worst one cut line,
                 # which the next run removes (finished()).
                 append(fd, encode(records, args.format, header))
                 header = None
                 failed += sum(record["error"] is not None for record in records)
-                bar.update(len(items))
+                bar.update(len(records))
     finally:
         os.close(fd)
         if pool:
             pool.shutdown(cancel_futures=True)
     seconds = time.perf_counter() - loaded
     print(f"{args.out}: scored {len(todo)} files ({failed} with an error, given in the error column)"
-          f" with {', '.join(scorer.detectors)} in {seconds:.1f} s ({len(todo) / max(seconds, 1e-9):.1f} files/s)"
+          f" with {', '.join(n for n in names if n not in unavailable)} in {seconds:.1f} s ({len(todo) / max(seconds, 1e-9):.1f} files/s)"
           f" after {loaded - started:.1f} s of start-up", file=sys.stderr)
     return 0
 

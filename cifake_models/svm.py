@@ -110,22 +110,26 @@ class RbfFeatures(TransformerMixin, BaseEstimator):
         raise TypeError("RbfFeatures is made from a fitted Nystroem map by fold_nystroem, not fitted")
 
     def transform(self, X) -> np.ndarray:
-        # |x - l|^2 = |x|^2 + |l|^2 - 2 x.l, with the norms in float64. sklearn's rbf_kernel gives
-        # the same values (within 1e-5; float32 dot products) but upcasts all 16,000 x 360
-        # landmarks to float64 in chunks on every call, which made one image 6 times slower.
-        X = np.asarray(X, dtype=np.float32)
-        squared = np.einsum("ij,ij->i", X, X, dtype=np.float64)[:, None] + self._landmark_norms()[None, :] - 2.0 * (X @ self.landmarks_.T)
+        # |x - l|^2 = |x|^2 + |l|^2 - 2 x.l, all in float64. In float32 the cancellation left
+        # errors that the folded SVM weights (large, from the Nystroem normalisation) amplified,
+        # and whose size depended on how BLAS split the product over threads: P(FAKE) moved by up
+        # to 8e-4 between one and two threads. sklearn's rbf_kernel upcasts the 16,000 x 360
+        # landmarks on every call, which made one image 6 times slower; they are upcast once here.
+        X = np.asarray(X, dtype=np.float64)
+        landmarks, norms = self._landmarks64()
+        squared = np.einsum("ij,ij->i", X, X)[:, None] + norms[None, :] - 2.0 * (X @ landmarks.T)
         return np.exp(-self.gamma * np.maximum(squared, 0.0))
 
-    def _landmark_norms(self) -> np.ndarray:
-        """``|l|^2`` per landmark, computed once per loaded model."""
-        if getattr(self, "_norms", None) is None:
-            self._norms = np.einsum("ij,ij->i", self.landmarks_, self.landmarks_, dtype=np.float64)
-        return self._norms
+    def _landmarks64(self) -> tuple[np.ndarray, np.ndarray]:
+        """The landmarks in float64 and ``|l|^2`` per landmark, computed once per loaded model."""
+        if getattr(self, "_cache", None) is None:
+            landmarks = self.landmarks_.astype(np.float64)
+            self._cache = landmarks, np.einsum("ij,ij->i", landmarks, landmarks)
+        return self._cache
 
     def __getstate__(self) -> dict:
         state = super().__getstate__()
-        state.pop("_norms", None)  # derived from landmarks_, so never stored in a checkpoint
+        state.pop("_cache", None)  # derived from landmarks_, so never stored in a checkpoint
         return state
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cifake_models import get_spec, list_detectors, load_detector, load_report, results
-from cifake_models.calibration import UNSURE, Calibration, UnsureBand, selective_curve, selective_figures, sigmoid
+from cifake_models.calibration import UNSURE, BetaCalibration, IsotonicCalibration, UnsureBand, calibration_from_metadata, selective_curve, selective_figures, sigmoid
 from cifake_models.data import CLASSES
 from cifake_models.reports import classification_figures, expected_calibration_error, reliability, threshold_sweep
 
@@ -25,7 +25,7 @@ def overconfident(n: int = 20000, seed: int = 0, temperature: float = 3.0, bias:
 
 def test_calibration_recovers_the_distortion_and_removes_the_error():
     labels, raw = overconfident()
-    calibration = Calibration.fit(labels, raw)
+    calibration = BetaCalibration.fit(labels, raw)
     # raw = sigmoid(3 (z - 0.8)), so z = (ln raw - ln(1 - raw)) / 3 + 0.8
     assert calibration.a == pytest.approx(1 / 3, rel=0.1) and calibration.b == pytest.approx(1 / 3, rel=0.1)
     assert calibration.c == pytest.approx(0.8, abs=0.15)
@@ -37,7 +37,7 @@ def test_calibration_recovers_the_distortion_and_removes_the_error():
 
 def test_the_unsure_band_is_the_narrowest_that_reaches_the_target():
     labels, raw = overconfident(20000, seed=1, spread=6.0)
-    p = Calibration.fit(labels, raw).apply(raw)
+    p = BetaCalibration.fit(labels, raw).apply(raw)
     band = UnsureBand.choose(labels, p, threshold=0.5, target_accuracy=0.99)
     decided = selective_figures(labels, p, band, 0.5)
     assert decided["accuracy"] >= 0.99 and 0.2 < decided["coverage"] < 1
@@ -59,13 +59,16 @@ def test_a_detector_answers_unsure_inside_its_band_and_uses_its_calibration(tiny
     detector.metadata["calibration"] = {"a": 0.5, "b": 2.0, "c": 0.5, "method": "test"}
     raw = detector.predict_proba_raw(np.zeros((2, 32, 32, 3), np.uint8))
     np.testing.assert_allclose(detector.predict_proba_arrays(np.zeros((2, 32, 32, 3), np.uint8))[:, FAKE],
-                               Calibration(0.5, 2.0, 0.5).apply(raw[:, FAKE]))
+                               BetaCalibration(0.5, 2.0, 0.5).apply(raw[:, FAKE]))
 
 
 @pytest.mark.parametrize("name", list_detectors())
 def test_training_records_calibration_and_band_on_validation(name, tiny_assets):
     meta = load_detector(name, tiny_assets["checkpoints"]).metadata
-    assert meta["calibration"]["a"] >= 0 and meta["calibration"]["b"] >= 0
+    grid = np.linspace(0, 1, 1001)
+    assert np.all(np.diff(calibration_from_metadata(meta).apply(grid)) >= 0)  # whichever family won: monotone
+    # Every family at every weight was compared, on held-out folds of validation
+    assert len(meta["calibration"]["candidates"]) == 2 * 4 and meta["calibration"]["fitted_on"] in meta["calibration"]["candidates"]
     assert set(meta["calibration"]["validation"]) == {"ece_before", "ece_after", "brier_before", "brier_after"}
     assert meta["unsure"]["low"] <= meta["threshold"]["value"] <= meta["unsure"]["high"]
     report = load_report(name, tiny_assets["reports"])
@@ -113,9 +116,9 @@ def test_one_sided_overconfidence_needs_the_second_slope():
     z = rng.normal(0, 2.5, 20000)
     labels = np.where(rng.random(len(z)) < sigmoid(z), FAKE, 1 - FAKE)
     raw = sigmoid(np.where(z > 0, 3 * z, z))
-    calibration = Calibration.fit(labels, raw)
+    calibration = BetaCalibration.fit(labels, raw)
     assert expected_calibration_error(labels, calibration.apply(raw)) < 0.015
-    shared = Calibration.fit_shared_slope(labels, raw)
+    shared = BetaCalibration.fit_shared_slope(labels, raw)
     assert expected_calibration_error(labels, shared.apply(raw)) > 2 * expected_calibration_error(labels, calibration.apply(raw))
 
 
@@ -124,9 +127,54 @@ def test_weights_move_the_fit_towards_the_images_that_weigh_more():
     clean_labels, clean_raw = overconfident(20000, seed=4, temperature=1.0)
     copy_labels, copy_raw = overconfident(20000, seed=5, temperature=3.0)
     labels, raw = np.concatenate([clean_labels, copy_labels]), np.concatenate([clean_raw, copy_raw])
-    fits = {share: Calibration.fit(labels, raw, np.r_[np.full(20000, 1 - share), np.full(20000, share)] * 2) for share in (0, 0.1, 0.5, 0.9, 1)}
+    fits = {share: BetaCalibration.fit(labels, raw, np.r_[np.full(20000, 1 - share), np.full(20000, share)] * 2) for share in (0, 0.1, 0.5, 0.9, 1)}
     slope = {share: (fit.a + fit.b) / 2 for share, fit in fits.items()}  # 1 suits the clean images, 1/3 the copies
     assert slope[0] > slope[0.1] > slope[0.5] > slope[0.9] > slope[1]
     assert slope[0] == pytest.approx(1.0, abs=0.1) and slope[1] == pytest.approx(1 / 3, abs=0.05)
-    equal = Calibration.fit(labels, raw, np.ones(len(labels)))
-    assert equal == Calibration.fit(labels, raw)
+    equal = BetaCalibration.fit(labels, raw, np.ones(len(labels)))
+    assert equal == BetaCalibration.fit(labels, raw)
+
+
+def staircase(n: int = 20000, seed: int = 6):
+    """A detector whose P(FAKE) is right about the order of images but whose reliability curve is
+    a staircase: a shape no smooth two-slope curve follows."""
+    rng = np.random.default_rng(seed)
+    raw = rng.random(n)
+    truth = np.select([raw < 0.4, raw < 0.6, raw < 0.9], [0.05, 0.5, 0.6], 0.97)
+    return np.where(rng.random(n) < truth, FAKE, 1 - FAKE), raw
+
+
+def test_isotonic_calibration_follows_a_shape_beta_calibration_cannot():
+    labels, raw = staircase()
+    fit, held_out = slice(0, 10000), slice(10000, None)
+    isotonic = IsotonicCalibration.fit(labels[fit], raw[fit])
+    beta = BetaCalibration.fit(labels[fit], raw[fit])
+    iso_ece = expected_calibration_error(labels[held_out], isotonic.apply(raw[held_out]))
+    beta_ece = expected_calibration_error(labels[held_out], beta.apply(raw[held_out]))
+    assert iso_ece < 0.015 and beta_ece > 2 * iso_ece
+    assert isotonic.apply(np.array([0.2, 0.5, 0.95])) == pytest.approx([0.05, 0.5, 0.97], abs=0.03)
+
+
+def test_isotonic_calibration_keeps_the_order_of_images():
+    """Strictly increasing (the identity's small share breaks the steps' ties), so ROC-AUC and
+    the threshold search see the raw order."""
+    from sklearn.metrics import roc_auc_score
+
+    labels, raw = staircase(seed=7)
+    calibrated = IsotonicCalibration.fit(labels, raw).apply(raw)
+    order = np.argsort(raw)
+    assert np.all(np.diff(calibrated[order]) > 0)
+    assert roc_auc_score(labels == FAKE, calibrated) == roc_auc_score(labels == FAKE, raw)
+
+
+@pytest.mark.parametrize("family", [BetaCalibration, IsotonicCalibration])
+def test_a_calibration_comes_back_from_the_checkpoint_metadata(family):
+    import json
+
+    labels, raw = staircase(4000, seed=8)
+    fitted = family.fit(labels, raw)
+    stored = json.loads(json.dumps({"calibration": fitted.to_dict()}))  # as the safetensors header holds it
+    back = calibration_from_metadata(stored)
+    assert type(back) is family
+    np.testing.assert_array_equal(back.apply(raw), fitted.apply(raw))
+    assert calibration_from_metadata({}).apply(raw) == pytest.approx(raw)  # none recorded: the identity

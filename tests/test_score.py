@@ -36,17 +36,18 @@ def folder(tmp_path_factory) -> Path:
     return root
 
 
-def run(args: list[str], checkpoints: Path) -> int:
-    return score.main([*args, "--checkpoints", str(checkpoints), "--workers", "2", "--batch-size", "3"])
+def run(args: list[str], checkpoints: Path, workers: int = 2) -> int:
+    return score.main([*args, "--checkpoints", str(checkpoints), "--workers", str(workers), "--batch-size", "3"])
 
 
 def rows(path: Path) -> list[list[str]]:
     return list(csv.reader(open(path, encoding="utf-8", newline="")))
 
 
-def test_folder_csv_equals_the_apps_csv_for_the_same_files(tiny_assets, folder, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-process", "two-worker-processes"])
+def test_folder_csv_equals_the_apps_csv_for_the_same_files(tiny_assets, folder, tmp_path, workers):
     out = tmp_path / "scores.csv"
-    assert run([str(folder), "--out", str(out)], tiny_assets["checkpoints"]) == 0
+    assert run([str(folder), "--out", str(out)], tiny_assets["checkpoints"], workers) == 0
     bank = load_bank(tiny_assets["checkpoints"], tiny_assets["reports"])
     files = sorted(p for p in folder.iterdir() if p.suffix != ".txt")
     download = write_csv(bank, analyse_files(bank, [str(p) for p in files]))  # the app's Download button
@@ -76,6 +77,8 @@ class Killed(BaseException):
 
 
 def test_an_interrupted_run_continues_without_scoring_a_file_twice(tiny_assets, folder, tmp_path, monkeypatch, capsys):
+    """In-process (``--workers 1``), where the stand-in kill can be planted; the benchmark kills
+    the worker-process run for real (SIGKILL) and checks the resumed output."""
     whole = tmp_path / "whole.csv"
     assert run([str(folder), "--out", str(whole)], tiny_assets["checkpoints"]) == 0
 
@@ -91,13 +94,13 @@ def test_an_interrupted_run_continues_without_scoring_a_file_twice(tiny_assets, 
     monkeypatch.setattr(score.BatchScorer, "records", records)
     out = tmp_path / "cut.csv"
     with pytest.raises(Killed):
-        run([str(folder), "--out", str(out)], tiny_assets["checkpoints"])
+        run([str(folder), "--out", str(out)], tiny_assets["checkpoints"], workers=1)
     assert len(rows(out)) == 1 + 6
     with open(out, "ab") as handle:  # and a line cut short, as a kill in the middle of a write leaves
         handle.write(b"img9.png,,,REAL,all 5 s")
     scored.clear()
     monkeypatch.setattr(score.BatchScorer, "records", lambda self, items: (scored.extend(i.name for i in items), original(self, items))[1])
-    assert run([str(folder), "--out", str(out)], tiny_assets["checkpoints"]) == 0
+    assert run([str(folder), "--out", str(out)], tiny_assets["checkpoints"], workers=1) == 0
     assert "6 of 8 files already scored" in capsys.readouterr().err
     assert len(scored) == 2  # only the files the interrupted run had not written
     assert out.read_bytes() == whole.read_bytes()

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from cifake_models.calibration import ECE_TARGETS, SUITE_SHARES, Calibration, UnsureBand, selective_figures
+from cifake_models.calibration import ECE_TARGETS, FAMILIES, SUITE_SHARES, Calibration, UnsureBand, selective_figures
 from cifake_models.checkpoint import FORMAT_VERSION, hardware, library_versions
 from cifake_models.committee import CommitteeDetector
 from cifake_models.data import CLASSES, Split
@@ -17,6 +17,7 @@ from cifake_models.reports import best_threshold, brier_score, classification_fi
 from cifake_models.robustness import balanced_sample, perturb_all, score_suite
 
 VALIDATION_ROBUSTNESS_SAMPLE = 1000  # validation images per perturbation
+CALIBRATION_FOLDS = 5  # calibration candidates are compared on held-out folds: an isotonic map fits its own data exactly
 
 
 def checkpoint_metadata(
@@ -86,39 +87,51 @@ def record_validation(detector: Detector, val: Split) -> dict:
 
 
 def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, robustness_sample: int = VALIDATION_ROBUSTNESS_SAMPLE) -> dict:
-    """From the detector's uncalibrated P(FAKE) on ``val``: fit the calibration on ``val`` alone
-    and on ``val`` with the robustness suite's copies of a balanced sample of it (what uploads
-    look like) at each weight of ``SUITE_SHARES``, keep the fit nearer both ECE targets, then
-    choose the threshold and the unsure band on the calibrated validation probabilities, and
-    record them with the validation figures and the suite's (so robustness, too, can be
-    compared between candidates without the test split)."""
+    """From the detector's uncalibrated P(FAKE) on ``val``: fit each calibration family on
+    ``val`` alone and on ``val`` with the robustness suite's copies of a balanced sample of it
+    (what uploads look like) at each weight of ``SUITE_SHARES``, keep the fit whose
+    cross-validated errors come nearer both ECE targets, then choose the threshold and the
+    unsure band on the calibrated validation probabilities, and record them with the validation
+    figures and the suite's (so robustness, too, can be compared between candidates without the
+    test split)."""
     sample = balanced_sample(val.labels, robustness_sample)
     labels = val.labels[sample]
     perturbed = perturb_all(val.images[sample])
     raw_perturbed = {p.name: detector.predict_proba_raw(batch)[:, FAKE] for p, batch in perturbed.items()}
     all_labels = np.concatenate([val.labels, *[labels] * len(perturbed)])
     all_fake = np.concatenate([raw_fake, *raw_perturbed.values()])
-    n_copies = len(all_labels) - len(val)
+    is_copy = np.arange(len(all_labels)) >= len(val)
+    # Folds of validation images; a perturbed copy is held out with the image it was made from.
+    image_fold = np.random.default_rng(0).permutation(len(val)) % CALIBRATION_FOLDS
+    fold = np.concatenate([image_fold, *[image_fold[sample]] * len(perturbed)])
 
-    def fit(share: float) -> Calibration:  # the copies make up ``share`` of the total weight
-        weights = np.concatenate([np.full(len(val), (1 - share) / len(val)), np.full(n_copies, share / n_copies)])
-        return Calibration.fit(all_labels, all_fake, weights * len(all_labels)) if share else Calibration.fit(val.labels, raw_fake)
+    def fit(family: type, share: float, rows: np.ndarray) -> Calibration:
+        """``family`` fitted on ``rows``, where the copies make up ``share`` of the total weight."""
+        clean, copies = rows & ~is_copy, rows & is_copy
+        weights = np.where(is_copy, share / max(copies.sum(), 1), (1 - share) / clean.sum()) * rows.sum()
+        used = rows & (weights > 0)
+        return family.fit(all_labels[used], all_fake[used], weights[used])
 
-    candidates = {
-        "validation split" if not share else
-        f"validation split and the suite's copies of {len(sample):,} of its images, {share:.0%} of the weight": fit(share)
-        for share in SUITE_SHARES
-    }
-    eces = {
-        fitted_on: {
-            "clean": expected_calibration_error(val.labels, c.apply(raw_fake)),
-            "suite": float(np.mean([expected_calibration_error(labels, c.apply(p)) for p in raw_perturbed.values()])),
+    def held_out_eces(family: type, share: float) -> dict[str, float]:
+        """ECE of each image's calibrated P from the fit on the other folds (pooled over folds)."""
+        calibrated = np.empty_like(all_fake)
+        for k in range(CALIBRATION_FOLDS):
+            calibrated[fold == k] = fit(family, share, fold != k).apply(all_fake[fold == k])
+        copies = calibrated[len(val):].reshape(len(perturbed), len(sample))
+        return {
+            "clean": expected_calibration_error(val.labels, calibrated[: len(val)]),
+            "suite": float(np.mean([expected_calibration_error(labels, p) for p in copies])),
         }
-        for fitted_on, c in candidates.items()
-    }
+
+    def describe(family: type, share: float) -> str:
+        data = "validation split" if not share else f"validation split and the suite's copies of {len(sample):,} of its images, {share:.0%} of the weight"
+        return f"{family.method}, on the {data}"
+
+    options = {describe(family, share): (family, share) for family in FAMILIES for share in SUITE_SHARES}
+    eces = {name: held_out_eces(*option) for name, option in options.items()}
     # The fit that comes closer to both targets: the larger of its two errors, each in units of its target.
     fitted_on = min(eces, key=lambda f: max(eces[f][k] / ECE_TARGETS[k] for k in ECE_TARGETS))
-    calibration = candidates[fitted_on]
+    calibration = fit(*options[fitted_on], np.ones(len(all_labels), bool))
     proba_fake = calibration.apply(raw_fake)
     threshold = best_threshold(val.labels, proba_fake)
     band = UnsureBand.choose(val.labels, proba_fake, threshold)
@@ -127,10 +140,11 @@ def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, rob
         **calibration.to_dict(),
         "fitted_on": fitted_on,
         "chosen_on": "validation split",
-        "rule": "of fits on the clean validation split alone and with its perturbed copies at several weights, the one "
-                "whose larger ECE (clean, or mean under the suite) is the smaller in units of its target "
+        "rule": f"of fits of each family on the clean validation split alone and with its perturbed copies at several weights, "
+                f"the one whose larger {CALIBRATION_FOLDS}-fold held-out ECE on the validation split (clean, or mean under the suite) "
+                f"is the smaller in units of its target "
                 + ", ".join(f"{k} {v}" for k, v in ECE_TARGETS.items()),
-        "candidates": eces,
+        "candidates": eces,  # held-out ECEs
         "validation": {
             "ece_before": expected_calibration_error(val.labels, raw_fake),
             "ece_after": figures["ece"],
