@@ -7,8 +7,8 @@
   on one side only; and :class:`IsotonicCalibration` (Zadrozny & Elkan 2002), a monotone step
   map that follows any shape, for detectors whose reliability curve no three-parameter curve
   fits (the paper's CNN, fitted on clean validation images: held-out ECE 0.0149 with beta
-  calibration, 0.0072 isotonic, 5-fold on the validation split). Both are increasing, so they never reorder images (ROC-AUC is unchanged). Each is
-  fitted on the validation split, alone or together with the robustness suite's perturbed
+  calibration, 0.0072 isotonic, 5-fold on the validation split). Both are increasing, so they
+  never reorder images (ROC-AUC is unchanged). Each is fitted on the validation split, alone or together with the robustness suite's perturbed
   copies of a sample of it, those copies weighted to each of :data:`SUITE_SHARES` of the total
   (a network that resampling fools cannot be calibrated for both with one monotone map, so the
   weighting is a trade-off to choose); of these fits, the one whose cross-validated errors
