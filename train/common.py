@@ -118,10 +118,12 @@ def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, rob
         return family.fit(all_labels[used], all_fake[used], weights[used])
 
     def held_out_eces(family: type, share: float) -> dict[str, float]:
-        """ECE of each image's calibrated P from the fit on the other folds (pooled over folds)."""
+        """ECE of each image's calibrated P from the fit on the other folds (pooled over folds;
+        in-sample where there is one fold)."""
         calibrated = np.empty_like(all_fake)
         for k in range(folds):
-            calibrated[fold == k] = fit(family, share, fold != k if folds > 1 else fold == k).apply(all_fake[fold == k])
+            fitted_to = fold != k if folds > 1 else np.ones(len(fold), bool)  # one fold: in-sample
+            calibrated[fold == k] = fit(family, share, fitted_to).apply(all_fake[fold == k])
         copies = calibrated[len(val):].reshape(len(perturbed), len(sample))
         return {
             "clean": expected_calibration_error(val.labels, calibrated[: len(val)]),
@@ -149,7 +151,7 @@ def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, rob
                 f"the one whose larger {f'{folds}-fold held-out' if folds > 1 else 'in-sample'} ECE on the validation split (clean, or mean under the suite) "
                 f"is the smaller in units of its target "
                 + ", ".join(f"{k} {v}" for k, v in ECE_TARGETS.items()),
-        "candidates": eces,  # held-out ECEs
+        "candidates": eces,
         "validation": {
             "ece_before": expected_calibration_error(val.labels, raw_fake),
             "ece_after": figures["ece"],
