@@ -104,9 +104,18 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic (AVX-512 BF16 or AMX), without which bf16
+    autocast is emulated. AVX-512 alone does not say: measured on two 2-core AVX-512 machines,
+    native-32 trained 2.8x faster in bf16 than in float32 on an AMD EPYC with AVX-512 BF16, and
+    2.4x slower (109 against 259 images/s) on an Intel Xeon without it."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
 def hardware() -> str:
-    """Where a run ran. On a CPU the vector extension torch uses is named too: CPUs of one model
-    name differ in it, and it decides the speed (bf16 autocast needs AVX-512 BF16 to pay)."""
+    """Where a run ran. On a CPU the vector extension torch uses is named too, and whether it
+    computes in bf16: CPUs of one model name differ in both, and they decide the speed."""
     if torch.cuda.is_available():
         return f"GPU: {torch.cuda.get_device_name()}"
-    return f"CPU: {_cpu_name()}, {torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    extension = torch.backends.cpu.get_cpu_capability() + (" with BF16" if cpu_computes_bf16() else "")
+    return f"CPU: {_cpu_name()}, {extension}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

@@ -1,6 +1,7 @@
 import dataclasses
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -262,3 +263,17 @@ def test_a_distillation_stage_records_its_teacher_and_refuses_another_encoding(t
     with pytest.raises(SystemExit):
         train_main(["cnn", "--distill-from", str(teacher)])  # no weight
     assert "needs both --distill-from" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("computes_bf16", [True, False])
+def test_bf16_on_a_cpu_without_bf16_arithmetic_warns_and_the_checkpoint_says_which_cpu(computes_bf16, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: computes_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    args = ["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--limit", "20",
+            "--precision", "bf16", "--device", "cpu"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train_main(args) == 0
+    assert any("bf16 is emulated" in str(w.message) for w in caught) == (not computes_bf16)
+    hardware = read_safetensors(tmp_path / "cnn.safetensors")[1]["training"]["hardware"]
+    assert ("with BF16" in hardware) == computes_bf16
