@@ -269,6 +269,7 @@ def test_a_distillation_stage_records_its_teacher_and_refuses_another_encoding(t
 def test_bf16_on_a_cpu_without_bf16_arithmetic_warns_and_the_checkpoint_says_which_cpu(computes_bf16, tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: computes_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU run, also where a GPU is
     args = ["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--limit", "20",
             "--precision", "bf16", "--device", "cpu"]
     with warnings.catch_warnings(record=True) as caught:
