@@ -94,9 +94,11 @@ class Detector:
         """Probabilities for the batch exactly as given (one view, no mirror averaging)."""
         raise NotImplementedError
 
-    def prepare_for_serving(self) -> "Detector":
+    def prepare_for_serving(self, threads: int | None = None) -> "Detector":
         """Switch to the fastest way of answering that gives the same probabilities (within
-        1e-4); for the app and ``cifake-score``, never for training or evaluation."""
+        1e-4); for the app and ``cifake-score``, never for training or evaluation. ``threads``:
+        how many the detector computes on (default: torch's count; scikit-learn's BLAS threads
+        are the process's, ``cifake_models.serving.serving_threads``)."""
         return self
 
     def save(self, path: str | Path) -> Path:
@@ -123,11 +125,11 @@ class TorchDetector(Detector):
             out.append(torch.softmax(logits.float(), dim=1).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
 
-    def prepare_for_serving(self, spinning: bool | None = None) -> "TorchDetector":
+    def prepare_for_serving(self, threads: int | None = None, spinning: bool | None = None) -> "TorchDetector":
         """``spinning``: ONNX Runtime's busy-waiting threads (default ``onnx_runtime.SPINNING``)."""
         from .onnx_runtime import OnnxNetwork
 
-        self.network = OnnxNetwork(self.module.cpu(), self.preprocessing.channels, self.preprocessing.crop, spinning=spinning)
+        self.network = OnnxNetwork(self.module.cpu(), self.preprocessing.channels, self.preprocessing.crop, threads, spinning)
         return self
 
     def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:

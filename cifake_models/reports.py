@@ -169,7 +169,9 @@ def _describe_stage(report: dict) -> str:
             f"{'colour' if recipe['colour'] else 'grayscale'} HOG, {recipe['orientations']} orientations, "
             f"{' + '.join(f'{c}x{c}' for c in recipe['pixels_per_cell'])} cells, "
             f"{recipe['cells_per_block']}x{recipe['cells_per_block']} blocks; RBF via {recipe['n_components']:,} Nystroem "
-            f"landmarks + linear SVM (C={recipe['C']}, gamma {recipe['gamma_scale']:g}/n_features); sigmoid calibrated on validation"
+            f"landmarks + linear SVM (C={recipe['C']}, gamma {recipe['gamma_scale']:g}/n_features)"
+            f"{f'; trained with {100 * p:g}% upload-like changes{_widened(recipe)}' if (p := recipe.get('upload_augment')) else ''}"
+            "; sigmoid calibrated on validation"
         )
     seen = recipe["epochs"] * (recipe["images_per_epoch"] or report["data"]["n_train"])
     crop = (

@@ -8,6 +8,7 @@ validation), how far the detectors agree, the majority, and the columns of a res
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -138,10 +139,21 @@ def majority(verdicts: Mapping[str, str]) -> str:
 Answers = tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, str]]
 
 
-def predict_all(detectors: Mapping[str, Detector], batch: np.ndarray) -> Answers:
+def predict_all(detectors: Mapping[str, Detector], batch: np.ndarray, executor: Executor | None = None) -> Answers:
     """Every detector on a uint8 ``[n, 32, 32, 3]`` batch: ``(probas, verdicts, errors)``, where
     ``probas[name]`` is ``[n, 2]`` in (FAKE, REAL) order, ``verdicts[name]`` its ``[n]`` verdicts,
-    and ``errors[name]`` says why a detector failed (the others still answer)."""
+    and ``errors[name]`` says why a detector failed (the others still answer). With an
+    ``executor``, the detectors that score images themselves run side by side on its threads
+    (how the app serves them: ``cifake_models.serving``); a committee then combines their answers."""
+
+    def scored(detector: Detector) -> np.ndarray | Exception:
+        try:
+            return np.asarray(detector.predict_proba_arrays(batch), dtype=np.float64)
+        except Exception as error:  # one broken detector must not take the others down
+            return error
+
+    scorers = [name for name, detector in detectors.items() if not isinstance(detector, CommitteeDetector)]
+    raw = dict(zip(scorers, (executor.map if executor is not None else map)(scored, [detectors[n] for n in scorers])))
     probas, verdicts, errors = {}, {}, {}
     for name, detector in detectors.items():  # registry order: a committee after its members
         try:
@@ -150,11 +162,13 @@ def predict_all(detectors: Mapping[str, Detector], batch: np.ndarray) -> Answers
                 if failed:
                     raise RuntimeError(f"its members {', '.join(failed)} failed on this batch")
                 proba = detector.combine({m: probas[m][:, CLASSES.index(FAKE)] for m in detector.members})
+            elif isinstance(raw[name], Exception):
+                raise raw[name]
             else:
-                proba = np.asarray(detector.predict_proba_arrays(batch), dtype=np.float64)
+                proba = raw[name]
             verdicts[name] = detector.decide(proba)
             probas[name] = proba[:, [list(detector.classes_).index(c) for c in CLASSES]]
-        except Exception as error:  # one broken detector must not take the others down
+        except Exception as error:
             errors[name] = f"{type(error).__name__}: {error}"
     return probas, verdicts, errors
 

@@ -14,7 +14,7 @@ Verdicts are opaque labels (whatever :meth:`Detector.decide` returns), compared 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,22 +105,25 @@ def copies(arrays: np.ndarray, changes: Sequence[Change] = CHANGES) -> np.ndarra
 
 
 def check(detectors: Mapping[str, Detector], arrays: np.ndarray, changes: Sequence[Change] = CHANGES,
-          answers: Answers | None = None) -> list[ImageStability]:
+          answers: Answers | None = None, predict: Callable[[np.ndarray], Answers] | None = None) -> list[ImageStability]:
     """One :class:`ImageStability` per image of the uint8 ``[n, 32, 32, 3]`` batch ``arrays``.
 
     ``answers`` are :func:`predict_all`'s for ``arrays`` from the same ``detectors``, where the
     caller already has them (the page does): then only the copies are scored. Otherwise the
     images themselves are scored again in the same pass as their copies. Either way a verdict
-    is compared with one computed the same way (a committee's, too, from its members' answers)."""
+    is compared with one computed the same way (a committee's, too, from its members' answers).
+    ``predict`` scores the copies in place of ``predict_all(detectors, ...)`` (the page's shared
+    passes, ``Bank.predict``)."""
     n = len(arrays)
     if n == 0:
         return []
+    predict = predict or (lambda batch: predict_all(detectors, batch))
     views = copies(arrays, changes)
     if answers is None:
-        probas, verdicts, errors = predict_all(detectors, views.reshape(-1, *arrays.shape[1:]))
+        probas, verdicts, errors = predict(views.reshape(-1, *arrays.shape[1:]))
     else:
         (own_probas, own_verdicts, own_errors), (copy_probas, copy_verdicts, copy_errors) = (
-            answers, predict_all(detectors, views[1:].reshape(-1, *arrays.shape[1:])))
+            answers, predict(views[1:].reshape(-1, *arrays.shape[1:])))
         answered = [name for name in copy_verdicts if name in own_verdicts]
         probas = {name: np.concatenate([own_probas[name], copy_probas[name]]) for name in answered}
         verdicts = {name: np.concatenate([own_verdicts[name], copy_verdicts[name]]) for name in answered}

@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from skimage.feature import hog
 
 from .images import SIZE, grayscale
+from .perturbations import TRAINING_RANGES
 
 
 class HogFeatures(TransformerMixin, BaseEstimator):
@@ -162,6 +163,12 @@ class SvmRecipe:
     gamma_scale: float = 1.0  # gamma = gamma_scale / n_features; 1 is SVC's gamma="scale"
     n_components: int = 2000  # Nystroem landmarks: the rank of the kernel approximation
     seed: int = 0
+    # The share of training images passed, once before fitting, through one random upload-like
+    # change (cifake_models.perturbations, as the networks' --upload-augment draws them each
+    # epoch), and the (family, low, high) strength ranges drawn from; 0 is off. The SVM is
+    # fitted once, so each chosen image is replaced by one changed copy.
+    upload_augment: float = 0.0
+    upload_ranges: tuple[tuple[str, float, float], ...] = tuple((f, low, high) for f, (low, high) in TRAINING_RANGES.items())
 
     def to_dict(self) -> dict:
         return asdict(self)

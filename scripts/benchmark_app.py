@@ -8,12 +8,13 @@ Measures side by side, in one run, and prints as tables:
    channels-last, a frozen TorchScript graph, and ONNX Runtime (what the app and ``cifake-score``
    now use), with its threads busy-waiting between operators and without; with the largest
    difference in probability from the two-pass PyTorch answer over ``--check-images`` test
-   images. Also per image for a batch of 64.
+   images. Also per image for a batch of 64. Then all detectors as the app serves them: side by
+   side, ONNX Runtime on one thread each (``cifake_models.serving``).
 2. **The app**: start-up of ``python app.py`` until HTTP answers; decode + detectors + cards +
    CSV in-process; ``gradio_client`` ``/predict`` and ``/predict_batch``.
 3. **Many users at once**: ``--users`` gradio_client users on this machine, each sending
-   ``--requests`` test images one by one to ``/predict``, against the app, the app with ONNX
-   Runtime's spinning set the other way (``--serve-other-spinning``), and a Gradio app with the
+   ``--requests`` test images one by one to ``/predict``, against the app, the app running its
+   detectors one after another on all threads each, as before (``--serve-one-after-another``), and a Gradio app with the
    same endpoint that answers instantly (``--serve-instant``), while one more client keeps sending
    corrupt files: images per second, p50/p95 latency, errors.
 4. **A folder** (``--folder-images``, default all 20,000 test images, as their original JPEG
@@ -45,6 +46,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gradio as gr  # at module level: gr.api reads the hint gr.FileData from this module's names
@@ -111,12 +113,12 @@ def serve_instant() -> None:
     demo.launch(max_file_size=app.SERVER_MAX_FILE_SIZE)
 
 
-def serve_other_spinning() -> None:
-    """The app with its networks' ONNX Runtime threads set the other way (busy-waiting between
-    operators or not: ``onnx_runtime.SPINNING``), so both settings meet the same crowd."""
-    from cifake_models import onnx_runtime
+def serve_one_after_another() -> None:
+    """The app with the detectors of each pass run one after another, each on all of torch's
+    threads (``serving.SIDE_BY_SIDE`` off: how it served before), so both ways meet the same crowd."""
+    from cifake_models import serving
 
-    onnx_runtime.SPINNING = not SPINNING
+    serving.SIDE_BY_SIDE = False
     import app
 
     app.main()
@@ -180,7 +182,7 @@ def variants(name: str, checkpoint_dir: Path) -> dict[str, object]:
         example = frozen.preprocessing.eval_transform(np.zeros((2, 32, 32, 3), np.uint8))
         frozen.network = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(frozen.module, example)))
     ways["one pass, TorchScript frozen"] = frozen.predict_proba_arrays
-    ways["one pass, ONNX Runtime (served)"] = load_detector(name, checkpoint_dir).prepare_for_serving().predict_proba_arrays
+    ways["one pass, ONNX Runtime"] = load_detector(name, checkpoint_dir).prepare_for_serving().predict_proba_arrays
     other = load_detector(name, checkpoint_dir).prepare_for_serving(spinning=not SPINNING)
     ways[f"one pass, ONNX Runtime, spinning {'off' if SPINNING else 'on'}"] = other.predict_proba_arrays
     return ways
@@ -198,8 +200,9 @@ def one_image(checkpoint_dir: Path, titles: dict[str, str], images: np.ndarray, 
     ways = {name: variants(name, checkpoint_dir) for name in titles}
     labels = list(dict.fromkeys(label for w in ways.values() for label in w))
     rows, totals, totals64 = [], dict.fromkeys(labels, 0.0), dict.fromkeys(labels, 0.0)
+    befores = {}
     for name, way in ways.items():
-        before = way["two passes (before)"](images)
+        before = befores[name] = way["two passes (before)"](images)
         for label in labels:
             fn = way.get(label, way["one pass"])  # the SVM has one way to run in one pass
             ms1 = best_ms_per_image(lambda: fn(one), 1, repeats)
@@ -211,10 +214,29 @@ def one_image(checkpoint_dir: Path, titles: dict[str, str], images: np.ndarray, 
     for label in labels:
         rows.append([f"all {len(titles)} detectors: {label}", f"{totals[label]:.1f}", f"{totals64[label]:.2f}",
                      f"{totals[label] / reference:.1f}x"])
+    served = side_by_side(checkpoint_dir, list(titles))
+    ms1, ms64 = best_ms_per_image(lambda: served(one), 1, repeats), best_ms_per_image(lambda: served(batch64), 64, max(2, repeats // 2))
+    rows.append([f"all {len(titles)} detectors: side by side, ONNX Runtime one thread each (served)", f"{ms1:.1f}", f"{ms64:.2f}",
+                 f"{ms1 / reference:.1f}x"])
+    probas = served(images)[0]
+    side_diff = max(float(np.abs(probas[name] - befores[name]).max()) for name in titles)
     print_table(f"1. One image in-process (ms). Plain ResNet-50 forward at 32x32, batch 1, PyTorch: {reference:.2f} ms.\n"
                 f"   Last column: largest |P difference| from 'two passes (before)' over {len(images)} test images; "
                 "for all detectors, the time in multiples of the plain ResNet-50 forward.",
                 ["", "1 image", "per image, batch 64", "diff / ratio"], rows)
+    print(f"   Side by side (served): largest |P difference| from 'two passes (before)': {side_diff:.1e}\n", flush=True)
+
+
+def side_by_side(checkpoint_dir: Path, names: list[str]):
+    """``names`` as the app serves them (``cifake_models.serving``): a function(uint8 batch) -> Answers."""
+    from cifake_models import load_detector
+    from cifake_models.results import predict_all
+    from cifake_models.serving import serving_threads
+
+    threads = serving_threads()
+    detectors = {name: load_detector(name, checkpoint_dir).prepare_for_serving(threads) for name in names}
+    executor = ThreadPoolExecutor(torch.get_num_threads())
+    return lambda batch: predict_all(detectors, batch, executor)
 
 
 # --------------------------------------------------------------------------- 5. stability and heatmaps
@@ -236,14 +258,13 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
     """Issue 14's additions against what one image costs today, on the served detectors."""
     from captum.attr import IntegratedGradients
 
-    from cifake_models import explain, list_detectors, load_detector, stability
+    from cifake_models import explain, stability
     from cifake_models.data import decode_rgb
     from cifake_models.detector import FAKE, TorchDetector
-    from cifake_models.results import predict_all
+    from cifake_models.page.bank import load_bank
 
-    detectors = {}
-    for name in list_detectors():  # as app.load_bank loads them
-        detectors[name] = load_detector(name, checkpoint_dir, loaded=detectors).prepare_for_serving()
+    bank = load_bank(checkpoint_dir)  # as the app loads and serves them
+    detectors = bank.detectors
     files = jpeg_files(data_dir)
     names = sorted(files)
     images = np.stack([decode_rgb(files[names[i]]) for i in np.random.default_rng(0).choice(len(names), n_images, replace=False)])
@@ -257,13 +278,13 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
         return [label, f"{wall:.0f}", f"{cpu:.0f}"]
 
     def checked(image: np.ndarray) -> list:  # as the page does: the copies only, beside the image's own answers
-        return stability.check(detectors, image[None], answers=predict_all(detectors, image[None]))
+        return stability.check(detectors, image[None], answers=bank.predict(image[None]), predict=bank.predict)
 
     both = lambda image: (checked(image), explain.heatmaps(detectors, image))
     rows = [
-        row("all detectors (today)", lambda image: predict_all(detectors, image[None])),
+        row("all detectors (today)", lambda image: bank.predict(image[None])),
         row(f"+ stability ({len(stability.CHANGES)} changed copies, one pass)", checked),
-        row("+ heatmaps", lambda image: (predict_all(detectors, image[None]), explain.heatmaps(detectors, image))),
+        row("+ heatmaps", lambda image: (bank.predict(image[None]), explain.heatmaps(detectors, image))),
         row("+ both", both),
     ]
     for name, detector in detectors.items():
@@ -378,13 +399,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extras", action="store_true", help="measure the stability check and heatmaps (5) instead of 1-4")
     parser.add_argument("--extras-images", type=int, default=8, help="test images the extras are measured on")
     parser.add_argument("--serve-instant", action="store_true", help=argparse.SUPPRESS)  # the instant app, as a server
-    parser.add_argument("--serve-other-spinning", action="store_true", help=argparse.SUPPRESS)  # the app, other ORT setting
+    parser.add_argument("--serve-one-after-another", action="store_true", help=argparse.SUPPRESS)  # the app, served as before
     args = parser.parse_args(argv)
     if args.serve_instant:
         serve_instant()
         return 0
-    if args.serve_other_spinning:
-        serve_other_spinning()
+    if args.serve_one_after_another:
+        serve_one_after_another()
         return 0
     if args.extras:
         if args.threads:
@@ -433,14 +454,14 @@ def main(argv: list[str] | None = None) -> int:
         stop(process)
     if 3 in args.parts:
         others = {}
-        for flag in ("--serve-other-spinning", "--serve-instant"):
+        for flag in ("--serve-one-after-another", "--serve-instant"):
             other_port = free_port()
             _, other = start_server([sys.executable, str(Path(__file__).resolve()), flag], env, other_port, args.startup_timeout)
             try:
                 others[flag] = crowd(f"http://127.0.0.1:{other_port}/", jpegs, args.users, args.requests, str(corrupt))
             finally:
                 stop(other)
-        print_crowd(args, served, others["--serve-other-spinning"], others["--serve-instant"])
+        print_crowd(args, served, others["--serve-one-after-another"], others["--serve-instant"])
     if 4 in args.parts and args.folder_images:
         folder_test(args, env, bank, test, work)
     return 0
@@ -476,17 +497,16 @@ def many_users(args, test, rng, port: int, work: Path) -> tuple[dict, list[str],
     return crowd(f"http://127.0.0.1:{port}/", jpegs, args.users, args.requests, str(corrupt)), jpegs, corrupt
 
 
-def print_crowd(args, served: dict, other_spinning: dict, baseline: dict) -> None:
+def print_crowd(args, served: dict, before: dict, baseline: dict) -> None:
     rows = []
-    threads = {True: "ONNX Runtime threads spinning", False: "ONNX Runtime threads not spinning"}
-    for label, r in ((f"the app ({threads[SPINNING]}: served)", served), (f"the app ({threads[not SPINNING]})", other_spinning),
-                     ("an app that answers instantly", baseline)):
+    for label, r in (("the app (detectors side by side, one thread each: served)", served),
+                     ("the app (detectors one after another: before)", before), ("an app that answers instantly", baseline)):
         rows.append([label, f"{r['images/s']:.1f}", f"{r['p50']:.2f}", f"{r['p95']:.2f}", str(len(r["errors"])),
                      f"{r['corrupt']['refused']} refused, {r['corrupt']['answered']} answered"])
     rows.append(["app / instant", f"{served['images/s'] / baseline['images/s']:.0%}", "", f"{served['p95'] / baseline['p95']:.2f}x", "", ""])
     print_table(f"3. {args.users} gradio_client users x {args.requests} test images to /predict, plus one sending corrupt files",
                 ["", "images/s", "p50 s", "p95 s", "errors", "corrupt files"], rows)
-    for error in (served["errors"] + other_spinning["errors"] + baseline["errors"])[:5]:
+    for error in (served["errors"] + before["errors"] + baseline["errors"])[:5]:
         print(f"   error: {error}")
 
 

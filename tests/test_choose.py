@@ -1,6 +1,8 @@
 import torch
+from sklearn.preprocessing import StandardScaler
 
 from cifake_models.checkpoint import read_safetensors, save_safetensors
+from cifake_models.detector import SklearnDetector
 from cifake_models.registry import get_spec
 from train.choose import main
 
@@ -46,3 +48,19 @@ def test_the_worst_case_counts_as_much_as_the_mean(tmp_path):
     assert main(["resnet50", *folders, "--checkpoints", str(tmp_path / "shipped"), "--ship"]) == 0
     shipped = read_safetensors(tmp_path / "shipped" / get_spec("resnet50").checkpoint_file)[1]["validation"]["robustness"]
     assert shipped["worst"]["accuracy"] == 0.9443 - 0.0323
+
+
+def test_the_svm_is_chosen_by_the_same_rule(tmp_path, capsys):
+    """The SVM's checkpoint is a skops file, read through the registry's safe loader."""
+    spec = get_spec("hog_svm")
+
+    def write_svm(folder, clean: float, suite_mean: float) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        validation = {"accuracy": clean, "robustness": {"mean_accuracy": suite_mean, "worst": {"accuracy": suite_mean - 0.05}}}
+        SklearnDetector(spec.name, StandardScaler(), {"validation": validation}).save(folder / spec.checkpoint_file)
+
+    write_svm(tmp_path / "shipped", 0.819, 0.80)
+    write_svm(tmp_path / "augmented", 0.815, 0.81)
+    assert main(["hog_svm", str(tmp_path / "augmented"), "--checkpoints", str(tmp_path / "shipped"), "--ship"]) == 0
+    assert spec.load(tmp_path / "shipped").metadata["validation"]["accuracy"] == 0.815
+    assert "shipped" in capsys.readouterr().out

@@ -6,12 +6,16 @@ import torch
 from PIL import Image
 
 from cifake_models.checkpoint import read_safetensors
+from cifake_models.data import load_split
 from cifake_models.perturbations import SUITE, TRAINING_RANGES, Perturbation, random_uploads
 from cifake_models.preprocessing import Preprocessing
+from cifake_models.registry import load_detector
 from cifake_models.reports import describe_recipe, expected_calibration_error
 from cifake_models.robustness import Robustness, balanced_sample, perturb_all, score_suite
+from cifake_models.svm import SvmRecipe
 from cifake_models.uploads import decode_upload
 from train.__main__ import main as train_main
+from train.svm_fit import upload_augmented
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
 
@@ -135,3 +139,22 @@ def test_a_widened_upload_range_is_recorded_and_described(tiny_data, tmp_path, c
         with pytest.raises(SystemExit):
             train_main(["cnn", "--out", str(tmp_path), "--upload-range", *bad])
         assert message in capsys.readouterr().err
+
+
+def test_the_svm_can_train_on_upload_like_changes(tiny_data, tmp_path):
+    """The SVM is fitted once, so the share asked for is replaced by one changed copy each, seeded."""
+    split = load_split(tiny_data / "packed", "train")
+    recipe = SvmRecipe(upload_augment=0.5, upload_ranges=(("blur", 1.0, 1.0),))
+    augmented = upload_augmented(split, recipe)
+    changed = (augmented.images != split.images).reshape(len(split), -1).any(axis=1)
+    assert 0.25 * len(split) < changed.sum() < 0.75 * len(split)  # about half; the others stay clean
+    np.testing.assert_array_equal(augmented.images[changed], Perturbation("blur", 1.0).apply(split.images[changed]))
+    np.testing.assert_array_equal(upload_augmented(split, recipe).images, augmented.images)  # the seed replays it
+    np.testing.assert_array_equal(augmented.labels, split.labels)
+    assert upload_augmented(split, SvmRecipe()) is split  # off by default
+
+    assert train_main(["hog_svm", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--svm-components", "10",
+                       "--upload-augment", "0.5", "--upload-range", "blur", "0.3", "1.5", "--val-fraction", "0.25"]) == 0
+    meta = load_detector("hog_svm", tmp_path).metadata
+    assert meta["recipe"]["upload_augment"] == 0.5 and ["blur", 0.3, 1.5] in meta["recipe"]["upload_ranges"]
+    assert "; trained with 50% upload-like changes (blur 0.3-1.5); sigmoid" in describe_recipe(meta)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from cifake_models import get_spec, list_detectors, load_detector
 from cifake_models.detector import Detector
 from cifake_models.onnx_runtime import OnnxNetwork
 from cifake_models.results import predict_all
-from cifake_models.serving import SharedPasses
+from cifake_models.serving import SharedPasses, serving_threads
 
 NETWORKS = [name for name in list_detectors() if get_spec(name).is_torch]
 
@@ -25,6 +26,32 @@ def test_onnx_runtime_gives_pytorchs_probabilities(name, tiny_assets):
     assert isinstance(served.network, OnnxNetwork)
     np.testing.assert_allclose(served.predict_proba_arrays(images), torch_proba, atol=1e-4, rtol=0)
     np.testing.assert_allclose(served.predict_proba_arrays(images[:1]), torch_proba[:1], atol=1e-4, rtol=0)
+
+
+class Broken(Detector):
+    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
+        raise ValueError("no weights")
+
+
+def test_detectors_side_by_side_answer_as_one_after_another(tiny_assets):
+    """The app runs a pass's detectors side by side, each on one thread: the same answers as one
+    after another, PyTorch's within 1e-4, and a broken detector still fails alone."""
+    images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    threads = serving_threads()
+    assert threads == 1
+    served, plain = {}, {}
+    for name in list_detectors():
+        served[name] = load_detector(name, tiny_assets["checkpoints"], loaded=served).prepare_for_serving(threads)
+        plain[name] = load_detector(name, tiny_assets["checkpoints"], loaded=plain)
+    served["broken"] = plain["broken"] = Broken("broken")
+    with ThreadPoolExecutor(2) as executor:
+        side = predict_all(served, images, executor)
+    after, reference = predict_all(served, images), predict_all(plain, images)
+    assert list(side[0]) == list_detectors() and "ValueError: no weights" in side[2]["broken"]
+    for name in list_detectors():
+        np.testing.assert_array_equal(side[0][name], after[0][name])
+        np.testing.assert_array_equal(side[1][name], after[1][name])
+        np.testing.assert_allclose(side[0][name], reference[0][name], atol=1e-4, rtol=0)
 
 
 class SlowBrightness(Detector):

@@ -32,7 +32,6 @@ from cifake_models import CHECKPOINT_DIR, get_spec, list_detectors
 from cifake_models.data import default_data_dir, load_split, train_val_indices
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
 from cifake_models.perturbations import TRAINING_RANGES
-from cifake_models.preprocessing import Preprocessing
 from cifake_models.registry import OPTIMIZERS, PRECISIONS, SCHEDULES
 
 from . import distributed
@@ -62,6 +61,7 @@ SVM_OPTIONS = {
     "svm_colour": "colour",
     "svm_c": "C",
     "svm_gamma_scale": "gamma_scale",
+    "upload_augment": "upload_augment",
     "seed": "seed",
 }
 
@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--crop", type=int, metavar="SIZE", help="input size: centre crop at test time, random resized crop in training (paper: 24)")
     recipe.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range (paper: 0.08 1)")
     recipe.add_argument("--translate", type=int, metavar="PIXELS", help="shift training images by up to this many pixels, reflect-padded (CIFAR's pad-4 crop; default 0: off)")
-    recipe.add_argument("--upload-augment", type=float, metavar="P", help="pass this share of training images through one random upload-like change (resize, JPEG, blur: cifake_models.perturbations) by the app's own resize path (default 0: off)")
+    recipe.add_argument("--upload-augment", type=float, metavar="P", help="pass this share of training images through one random upload-like change (resize, JPEG, blur: cifake_models.perturbations) by the app's own resize path (default 0: off; the SVM too, once before fitting)")
     recipe.add_argument(
         "--upload-range", nargs=3, action="append", metavar=("FAMILY", "LOW", "HIGH"),
         help="draw this upload-like change's strength from [LOW, HIGH] instead of its default "
@@ -145,11 +145,11 @@ def overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict:
     return chosen
 
 
-def upload_ranges(preprocessing: Preprocessing, changes: list[list[str]]) -> tuple[tuple[str, float, float], ...]:
-    """``preprocessing``'s ranges with each ``--upload-range FAMILY LOW HIGH`` (checked by
-    parse_args) replacing its family's range."""
-    ranges = {**preprocessing.training_ranges, **{family: (float(low), float(high)) for family, low, high in changes}}
-    return tuple((family, low, high) for family, (low, high) in ranges.items())
+def upload_ranges(ranges: tuple[tuple[str, float, float], ...], changes: list[list[str]]) -> tuple[tuple[str, float, float], ...]:
+    """A recipe's ``(family, low, high)`` ranges with each ``--upload-range FAMILY LOW HIGH``
+    (checked by parse_args) replacing its family's range."""
+    merged = {family: (low, high) for family, low, high in ranges} | {family: (float(low), float(high)) for family, low, high in changes}
+    return tuple((family, low, high) for family, (low, high) in merged.items())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
             if "crop_scale" in preprocessing:
                 preprocessing["crop_scale"] = tuple(preprocessing["crop_scale"])
             if args.upload_range:
-                preprocessing["upload_ranges"] = upload_ranges(spec.preprocessing, args.upload_range)
+                preprocessing["upload_ranges"] = upload_ranges(spec.preprocessing.upload_ranges, args.upload_range)
             spec = dataclasses.replace(spec, preprocessing=dataclasses.replace(spec.preprocessing, **preprocessing))
             try:
                 fit_torch(spec, train, val, recipe, args.out, data_info, args.weights, args.device, args.resume,
@@ -209,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             recipe = dataclasses.replace(spec.recipe, **overrides(args, SVM_OPTIONS))
             recipe = dataclasses.replace(recipe, pixels_per_cell=tuple(recipe.pixels_per_cell))
+            if args.upload_range:
+                recipe = dataclasses.replace(recipe, upload_ranges=upload_ranges(recipe.upload_ranges, args.upload_range))
             fit_svm(spec, train, val, recipe, args.out, data_info)
     return 0
 

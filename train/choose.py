@@ -1,4 +1,4 @@
-"""Which checkpoint of a network ships? ``python -m train.choose NAME FOLDER... [--ship]``
+"""Which checkpoint of a detector ships? ``python -m train.choose NAME FOLDER... [--ship]``
 
 The rule, fixed before any test figure of the candidates was read, uses validation figures only
 (each checkpoint records its own, robustness suite included): among the shipped checkpoint and
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from cifake_models.checkpoint import CheckpointError, read_safetensors
-from cifake_models.registry import CHECKPOINT_DIR, get_spec
+from cifake_models.registry import CHECKPOINT_DIR, DetectorSpec, get_spec
 
 CLEAN_TOLERANCE = 0.015
 
@@ -29,21 +29,29 @@ def robustness_score(suite: dict) -> float:
     return (suite["mean_accuracy"] + suite["worst"]["accuracy"]) / 2
 
 
+def recorded_validation(spec: DetectorSpec, path: Path) -> dict:
+    """The validation figures the checkpoint at ``path`` records (a network's are read from its
+    header; the SVM's file is loaded, as safely as the app loads it)."""
+    if spec.is_torch:
+        return read_safetensors(path)[1]["validation"]
+    return spec.load(path.parent).metadata["validation"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", help="a network of the registry")
+    parser.add_argument("name", help="a network of the registry, or the SVM")
     parser.add_argument("folders", nargs="+", type=Path, help="folders holding a candidate checkpoint of it")
     parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR, help="where the shipped one lives (default: %(default)s)")
     parser.add_argument("--ship", action="store_true", help="copy the chosen checkpoint into --checkpoints")
     args = parser.parse_args(argv)
     spec = get_spec(args.name)
     shipped = args.checkpoints / spec.checkpoint_file
-    base = read_safetensors(shipped)[1]["validation"]["accuracy"]
+    base = recorded_validation(spec, shipped)["accuracy"]
     paper = spec.paper.accuracy if spec.paper else None
     best: tuple[Path, float] | None = None
     for path in [shipped, *(folder / spec.checkpoint_file for folder in args.folders)]:
         try:
-            validation = read_safetensors(path)[1]["validation"]
+            validation = recorded_validation(spec, path)
         except (CheckpointError, OSError, KeyError) as error:
             print(f"{path}: skipped ({error})")
             continue

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.frozen import FrozenEstimator
 
 from cifake_models.data import Split
 from cifake_models.detector import SklearnDetector
+from cifake_models.perturbations import random_uploads
 from cifake_models.registry import DetectorSpec
 from cifake_models.svm import SvmRecipe, fold_nystroem
 
@@ -21,10 +24,21 @@ def _flat(split: Split) -> np.ndarray:
     return split.images.reshape(len(split), -1)
 
 
+def upload_augmented(train: Split, recipe: SvmRecipe) -> Split:
+    """``train`` with ``recipe.upload_augment`` of its images replaced by one upload-like change
+    each (seeded by the recipe's seed), as the networks' training draws them."""
+    if not recipe.upload_augment:
+        return train
+    ranges = {family: (low, high) for family, low, high in recipe.upload_ranges}
+    changed = random_uploads(torch.as_tensor(train.images), recipe.upload_augment, torch.Generator().manual_seed(recipe.seed), ranges)
+    return dataclasses.replace(train, images=changed.numpy())
+
+
 def fit_svm(spec: DetectorSpec, train: Split, val: Split, recipe: SvmRecipe, out_dir: Path, data_info: dict) -> SklearnDetector:
     started = time.perf_counter()
     pipeline = recipe.build()
     print(f"{spec.name}: fitting on {len(train)} images ({recipe})", flush=True)
+    train = upload_augmented(train, recipe)
     features = pipeline[:2].fit_transform(_flat(train))  # HOG, scaler
     rbf = pipeline.named_steps["rbf"].fit(features)
     # Nystroem features in float32, a chunk at a time: 90,000 x 10,000 of them take 3.6 GB.

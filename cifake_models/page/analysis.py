@@ -30,7 +30,7 @@ def analyse(bank: Bank, items: list[Decoded | Failed], check_stability: bool = F
     out = results(items, answers, bank.unavailable)
     decoded = [r for r in out if r.array is not None]  # the rows of batch, in order
     if check_stability and decoded:
-        for result, checked in zip(decoded, stability.check(bank.detectors, batch, answers=answers)):
+        for result, checked in zip(decoded, stability.check(bank.detectors, batch, answers=answers, predict=bank.predict)):
             result.stability = checked.detectors if result.predictions else None
     for result in [r for r in decoded if r.predictions][:heatmaps]:
         try:

@@ -14,7 +14,7 @@ import numpy as np
 import cifake_models as cm
 from cifake_models.data import REPO_ROOT
 from cifake_models.results import Answers
-from cifake_models.serving import SharedPasses
+from cifake_models.serving import SharedPasses, serving_threads
 
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
 
@@ -63,9 +63,10 @@ def load_bank(checkpoint_dir: str | Path | None = None, report_dir: str | Path |
     checkpoint_dir, report_dir = resolve_dirs(checkpoint_dir, report_dir)
     bank = Bank(checkpoint_dir, report_dir)
     start = time.perf_counter()
+    threads = serving_threads()
     for name in cm.list_detectors():
         try:
-            bank.detectors[name] = cm.load_detector(name, checkpoint_dir, loaded=bank.detectors).prepare_for_serving()
+            bank.detectors[name] = cm.load_detector(name, checkpoint_dir, loaded=bank.detectors).prepare_for_serving(threads)
         except cm.CheckpointError as error:
             bank.unavailable[name] = str(error)
         except Exception as error:  # e.g. a checkpoint of an older architecture
