@@ -13,18 +13,21 @@ happened to share its batch. Here each request decodes (and fails) on its own, a
 images meet in a pass; every endpoint of the app, and the page itself, share the passes.
 
 Within a pass the detectors run side by side, each computing on one thread, on as many threads
-as torch uses (:data:`SIDE_BY_SIDE`), rather than one after another with every thread inside each
-operator: at 32x32 the operators are too small to keep two threads busy, so the threads mostly
-wait on each other. ``scripts/benchmark_app.py`` measures both ways, in-process and under many
-users; the probabilities are the same either way (a test checks it).
+as torch used (:data:`SIDE_BY_SIDE`, :func:`side_by_side`), rather than one after another with
+every thread inside each operator: at 32x32 the operators are too small to keep two threads
+busy, so the threads mostly wait on each other. The page's heatmaps run the same way.
+``scripts/benchmark_app.py`` measures both ways, in-process and under many users; the
+probabilities are the same either way (a test checks it).
 """
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,31 +37,44 @@ from .detector import Detector
 from .results import Answers, predict_all
 
 
-# Whether a pass runs the detectors side by side, one thread each (True), or one after another
-# on all of torch's threads each (False, the way before; the benchmark serves both).
+# Whether the detectors run side by side, one thread each (True), or one after another on all
+# of torch's threads each (False, the way before; the benchmark serves both).
 SIDE_BY_SIDE = True
 
 
-def serving_threads() -> int | None:
-    """The threads each served detector computes on: one when they run side by side, else
-    torch's count (``None``). Call before ``prepare_for_serving``: it also sets the process's
-    BLAS threads (scikit-learn's, the SVM's) to match."""
+@dataclass(frozen=True)
+class Serving:
+    """How a serving process runs its detectors."""
+
+    threads: int | None  # each detector computes on this many threads (None: torch's count)
+    executor: Executor | None  # the detectors run side by side on its threads (None: one after another)
+
+
+@functools.cache
+def side_by_side() -> Serving:
+    """Set this process up to serve: with :data:`SIDE_BY_SIDE`, every detector computes on one
+    thread (pass ``threads`` to ``prepare_for_serving``; this sets the process's BLAS threads,
+    the SVM's, and torch's, the heatmaps', to one), and as many run at once as torch had
+    threads. The thread counts are the process's, so the first call decides and later calls
+    (every ``load_bank``) share its executor."""
     if not SIDE_BY_SIDE:
-        return None
+        return Serving(None, None)
+    workers = torch.get_num_threads()
     threadpool_limits(1, user_api="blas")
-    return 1
+    torch.set_num_threads(1)
+    return Serving(1, ThreadPoolExecutor(workers, "cifake-detector"))
 
 
 class SharedPasses:
     """``predict(batch)`` answers as :func:`cifake_models.results.predict_all` does, sharing each
     forward pass with whatever other threads ask at the same time (up to ``max_images`` per pass;
-    a larger request runs alone). The detectors of a pass run side by side on ``workers`` threads
-    (default: torch's thread count) where :data:`SIDE_BY_SIDE` is on."""
+    a larger request runs alone). With an ``executor``, the detectors of a pass run side by side
+    on its threads (:func:`side_by_side`)."""
 
-    def __init__(self, detectors: Mapping[str, Detector], max_images: int = 256, workers: int | None = None):
+    def __init__(self, detectors: Mapping[str, Detector], max_images: int = 256, executor: Executor | None = None):
         self.detectors = detectors
         self.max_images = max_images
-        self.executor = ThreadPoolExecutor(workers or torch.get_num_threads(), "cifake-detector") if SIDE_BY_SIDE else None
+        self.executor = executor
         self.passes = 0  # forward passes run, for tests and benchmarks
         self._waiting: queue.SimpleQueue[tuple[np.ndarray, Future]] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None

@@ -34,6 +34,7 @@ Not a test: timings depend on the machine and on whatever else runs on it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import re
@@ -46,7 +47,6 @@ import tempfile
 import threading
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gradio as gr  # at module level: gr.api reads the hint gr.FileData from this module's names
@@ -124,6 +124,17 @@ def serve_one_after_another() -> None:
     app.main()
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch computes on ``n`` threads inside the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def best_ms_per_image(fn, n: int, repeats: int) -> float:
     return 1000 * best_seconds(fn, repeats) / n
 
@@ -188,7 +199,8 @@ def variants(name: str, checkpoint_dir: Path) -> dict[str, object]:
     return ways
 
 
-def one_image(checkpoint_dir: Path, titles: dict[str, str], images: np.ndarray, repeats: int) -> None:
+def one_image(checkpoint_dir: Path, titles: dict[str, str], images: np.ndarray, repeats: int, served) -> None:
+    """``served``: the app's ``Bank.predict`` (its detectors side by side, one thread each)."""
     torch.manual_seed(0)
     from torchvision.models import resnet50
 
@@ -214,29 +226,16 @@ def one_image(checkpoint_dir: Path, titles: dict[str, str], images: np.ndarray, 
     for label in labels:
         rows.append([f"all {len(titles)} detectors: {label}", f"{totals[label]:.1f}", f"{totals64[label]:.2f}",
                      f"{totals[label] / reference:.1f}x"])
-    served = side_by_side(checkpoint_dir, list(titles))
     ms1, ms64 = best_ms_per_image(lambda: served(one), 1, repeats), best_ms_per_image(lambda: served(batch64), 64, max(2, repeats // 2))
     rows.append([f"all {len(titles)} detectors: side by side, ONNX Runtime one thread each (served)", f"{ms1:.1f}", f"{ms64:.2f}",
                  f"{ms1 / reference:.1f}x"])
-    probas = served(images)[0]
+    probas = served(images)[0]  # in (FAKE, REAL) order, as every way answers: CLASSES
     side_diff = max(float(np.abs(probas[name] - befores[name]).max()) for name in titles)
     print_table(f"1. One image in-process (ms). Plain ResNet-50 forward at 32x32, batch 1, PyTorch: {reference:.2f} ms.\n"
                 f"   Last column: largest |P difference| from 'two passes (before)' over {len(images)} test images; "
                 "for all detectors, the time in multiples of the plain ResNet-50 forward.",
                 ["", "1 image", "per image, batch 64", "diff / ratio"], rows)
     print(f"   Side by side (served): largest |P difference| from 'two passes (before)': {side_diff:.1e}\n", flush=True)
-
-
-def side_by_side(checkpoint_dir: Path, names: list[str]):
-    """``names`` as the app serves them (``cifake_models.serving``): a function(uint8 batch) -> Answers."""
-    from cifake_models import load_detector
-    from cifake_models.results import predict_all
-    from cifake_models.serving import serving_threads
-
-    threads = serving_threads()
-    detectors = {name: load_detector(name, checkpoint_dir).prepare_for_serving(threads) for name in names}
-    executor = ThreadPoolExecutor(torch.get_num_threads())
-    return lambda batch: predict_all(detectors, batch, executor)
 
 
 # --------------------------------------------------------------------------- 5. stability and heatmaps
@@ -263,6 +262,7 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
     from cifake_models.detector import FAKE, TorchDetector
     from cifake_models.page.bank import load_bank
 
+    threads = torch.get_num_threads()
     bank = load_bank(checkpoint_dir)  # as the app loads and serves them
     detectors = bank.detectors
     files = jpeg_files(data_dir)
@@ -280,18 +280,19 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
     def checked(image: np.ndarray) -> list:  # as the page does: the copies only, beside the image's own answers
         return stability.check(detectors, image[None], answers=bank.predict(image[None]), predict=bank.predict)
 
-    both = lambda image: (checked(image), explain.heatmaps(detectors, image))
+    both = lambda image: (checked(image), explain.heatmaps(detectors, image, executor=bank.serving.executor))
     rows = [
         row("all detectors (today)", lambda image: bank.predict(image[None])),
         row(f"+ stability ({len(stability.CHANGES)} changed copies, one pass)", checked),
-        row("+ heatmaps", lambda image: (bank.predict(image[None]), explain.heatmaps(detectors, image))),
+        row("+ heatmaps", lambda image: (bank.predict(image[None]), explain.heatmaps(detectors, image, executor=bank.serving.executor))),
         row("+ both", both),
     ]
     for name, detector in detectors.items():
         if not isinstance(detector, CommitteeDetector):  # a committee has no map (explain.NO_HEATMAP)
             rows.append(row(f"  heatmap: {name}", lambda image: explain.heatmaps({name: detector}, image)))
     print_table(f"5. One image (ms, median over {len(images)} test images of the median of {repeats} runs): "
-                f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads",
+                f"{os.cpu_count()} CPU cores, {threads} torch threads"
+                + (", detectors side by side on one thread each" if bank.serving.executor else ""),
                 ["", "wall", "CPU"], rows)
 
     # Are explain.STEPS path points enough? IG's own check, completeness (the attributions sum to
@@ -423,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     if args.threads:
         torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()  # before the app's detectors take one each (serving.side_by_side)
     test = load_split(args.data or default_data_dir(), "test")
     rng = np.random.default_rng(0)
     sample = test.images[np.sort(rng.choice(len(test), args.check_images, replace=False))]
@@ -434,13 +436,14 @@ def main(argv: list[str] | None = None) -> int:
         import app
 
         bank = app.demo.bank
-        print(f"CIFAKE app benchmark: {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads; "
+        print(f"CIFAKE app benchmark: {os.cpu_count()} CPU cores, {threads} torch threads; "
               f"checkpoints {bank.checkpoint_dir}; {len(bank.detectors)} detectors loaded"
               + (f", unavailable: {', '.join(bank.unavailable)}" if bank.unavailable else ""), flush=True)
         if 1 in args.parts:
             # A committee runs no network of its own: in the app it combines its members' answers.
             members = {n: bank.title(n) for n, d in bank.detectors.items() if not isinstance(d, CommitteeDetector)}
-            one_image(bank.checkpoint_dir, members, sample, args.repeats)
+            with torch_threads(threads):  # the ways compare on the process's threads; the app set them to one
+                one_image(bank.checkpoint_dir, members, sample, args.repeats, bank.predict)
             for committee in (d for d in bank.detectors.values() if isinstance(d, CommitteeDetector)):
                 answers = {m: np.array([0.5]) for m in committee.members}
                 ms = best_ms_per_image(lambda: committee.combine(answers), 1, args.repeats)

@@ -1,5 +1,7 @@
 """Heatmaps on models made here, whose evidence is known to lie in one place."""
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -108,6 +110,9 @@ def test_every_registered_detector_gets_a_map_but_the_committee():
             detectors[name] = fitted_svm(name, spec.recipe.pixels_per_cell)
     maps = heatmaps(detectors, IMAGE)
     assert list(maps) == [n for n in list_detectors() if not get_spec(n).is_committee]
+    with ThreadPoolExecutor(2) as executor:  # side by side, as the app makes them: the same maps
+        side = heatmaps(detectors, IMAGE, executor=executor)
+    assert list(side) == list(maps) and all(np.array_equal(side[n].values, maps[n].values) for n in maps)
     for name, heatmap in maps.items():
         assert heatmap.detector == name and heatmap.values.shape == (32, 32) and np.isfinite(heatmap.values).all()
         assert np.abs(heatmap.values).max() == pytest.approx(1), name

@@ -13,7 +13,7 @@ from cifake_models import get_spec, list_detectors, load_detector
 from cifake_models.detector import Detector
 from cifake_models.onnx_runtime import OnnxNetwork
 from cifake_models.results import predict_all
-from cifake_models.serving import SharedPasses, serving_threads
+from cifake_models.serving import SharedPasses, side_by_side
 
 NETWORKS = [name for name in list_detectors() if get_spec(name).is_torch]
 
@@ -37,14 +37,14 @@ def test_detectors_side_by_side_answer_as_one_after_another(tiny_assets):
     """The app runs a pass's detectors side by side, each on one thread: the same answers as one
     after another, PyTorch's within 1e-4, and a broken detector still fails alone."""
     images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    threads = serving_threads()
-    assert threads == 1
+    serving = side_by_side()
+    assert serving.threads == 1 and serving.executor is not None and side_by_side() is serving  # once per process
     served, plain = {}, {}
     for name in list_detectors():
-        served[name] = load_detector(name, tiny_assets["checkpoints"], loaded=served).prepare_for_serving(threads)
+        served[name] = load_detector(name, tiny_assets["checkpoints"], loaded=served).prepare_for_serving(serving.threads)
         plain[name] = load_detector(name, tiny_assets["checkpoints"], loaded=plain)
     served["broken"] = plain["broken"] = Broken("broken")
-    with ThreadPoolExecutor(2) as executor:
+    with ThreadPoolExecutor(2) as executor:  # two at once, whatever the tests' thread count
         side = predict_all(served, images, executor)
     after, reference = predict_all(served, images), predict_all(plain, images)
     assert list(side[0]) == list_detectors() and "ValueError: no weights" in side[2]["broken"]

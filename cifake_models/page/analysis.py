@@ -34,7 +34,7 @@ def analyse(bank: Bank, items: list[Decoded | Failed], check_stability: bool = F
             result.stability = checked.detectors if result.predictions else None
     for result in [r for r in decoded if r.predictions][:heatmaps]:
         try:
-            result.heatmaps = explain.heatmaps(bank.detectors, result.array)
+            result.heatmaps = explain.heatmaps(bank.detectors, result.array, executor=bank.serving.executor)
         except Exception as error:  # a map is an extra: the verdicts stand without it
             result.notes.append(f"heatmaps unavailable: {type(error).__name__}: {error}")
     return out

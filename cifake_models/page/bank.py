@@ -14,7 +14,7 @@ import numpy as np
 import cifake_models as cm
 from cifake_models.data import REPO_ROOT
 from cifake_models.results import Answers
-from cifake_models.serving import SharedPasses, serving_threads
+from cifake_models.serving import Serving, SharedPasses, side_by_side
 
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
 
@@ -30,6 +30,7 @@ class Bank:
     reports: dict[str, dict] = field(default_factory=dict)
     report_errors: dict[str, str] = field(default_factory=dict)
     load_seconds: float = 0.0
+    serving: Serving = Serving(None, None)  # how the detectors run: side by side, or one after another
     passes: SharedPasses | None = None  # every request's forward passes, shared
 
     @property
@@ -48,7 +49,7 @@ class Bank:
         """Every available detector on a uint8 ``[n, 32, 32, 3]`` batch, in a forward pass shared
         with the requests running at the same time (see ``cifake_models.results.predict_all``)."""
         if self.passes is None:
-            self.passes = SharedPasses(self.detectors)
+            self.passes = SharedPasses(self.detectors, executor=self.serving.executor)
         return self.passes.predict(batch)
 
 
@@ -61,12 +62,11 @@ def resolve_dirs(checkpoint_dir: str | Path | None = None, report_dir: str | Pat
 
 def load_bank(checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None) -> Bank:
     checkpoint_dir, report_dir = resolve_dirs(checkpoint_dir, report_dir)
-    bank = Bank(checkpoint_dir, report_dir)
+    bank = Bank(checkpoint_dir, report_dir, serving=side_by_side())
     start = time.perf_counter()
-    threads = serving_threads()
     for name in cm.list_detectors():
         try:
-            bank.detectors[name] = cm.load_detector(name, checkpoint_dir, loaded=bank.detectors).prepare_for_serving(threads)
+            bank.detectors[name] = cm.load_detector(name, checkpoint_dir, loaded=bank.detectors).prepare_for_serving(bank.serving.threads)
         except cm.CheckpointError as error:
             bank.unavailable[name] = str(error)
         except Exception as error:  # e.g. a checkpoint of an older architecture
