@@ -98,7 +98,7 @@ class Detector:
         """Switch to the fastest way of answering that gives the same probabilities (within
         1e-4); for the app and ``cifake-score``, never for training or evaluation. ``threads``:
         how many the detector computes on (default: torch's count; scikit-learn's BLAS threads
-        are the process's, ``cifake_models.serving.serving_threads``)."""
+        are the process's: ``cifake_models.serving.side_by_side``)."""
         return self
 
     def save(self, path: str | Path) -> Path:

@@ -120,6 +120,13 @@ TRAINING_RANGES: dict[str, tuple[float, float]] = {
     "crop": (1, 3),
 }
 _WHOLE = {"jpeg", "downscale", "shift", "crop"}
+# The same ranges as (family, low, high) triples: the form recipes and checkpoints record.
+UPLOAD_RANGES: tuple[tuple[str, float, float], ...] = tuple((f, low, high) for f, (low, high) in TRAINING_RANGES.items())
+
+
+def ranges_of(triples: tuple[tuple[str, float, float], ...]) -> dict[str, tuple[float, float]]:
+    """Recorded ``(family, low, high)`` triples as ``{family: (low, high)}``, the form ``random_uploads`` takes."""
+    return {family: (low, high) for family, low, high in triples}
 
 
 def random_uploads(

@@ -15,7 +15,7 @@ import torch
 from torchvision.ops import roi_align
 
 from .images import LUMA
-from .perturbations import TRAINING_RANGES, random_uploads
+from .perturbations import UPLOAD_RANGES, random_uploads, ranges_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,7 +37,7 @@ class Preprocessing:
     upload_augment: float = 0.0
     # ... and the strength range each family draws from, as (family, low, high). Checkpoints
     # that do not record it were trained with these defaults.
-    upload_ranges: tuple[tuple[str, float, float], ...] = tuple((f, low, high) for f, (low, high) in TRAINING_RANGES.items())
+    upload_ranges: tuple[tuple[str, float, float], ...] = UPLOAD_RANGES
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
@@ -48,7 +48,7 @@ class Preprocessing:
     @property
     def training_ranges(self) -> dict[str, tuple[float, float]]:
         """:attr:`upload_ranges` as ``{family: (low, high)}``, the form ``random_uploads`` takes."""
-        return {family: (low, high) for family, low, high in self.upload_ranges}
+        return ranges_of(self.upload_ranges)
 
     def to_dict(self) -> dict:
         return asdict(self)

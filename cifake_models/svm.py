@@ -21,7 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from skimage.feature import hog
 
 from .images import SIZE, grayscale
-from .perturbations import TRAINING_RANGES
+from .perturbations import UPLOAD_RANGES
 
 
 class HogFeatures(TransformerMixin, BaseEstimator):
@@ -168,7 +168,7 @@ class SvmRecipe:
     # epoch), and the (family, low, high) strength ranges drawn from; 0 is off. The SVM is
     # fitted once, so each chosen image is replaced by one changed copy.
     upload_augment: float = 0.0
-    upload_ranges: tuple[tuple[str, float, float], ...] = tuple((f, low, high) for f, (low, high) in TRAINING_RANGES.items())
+    upload_ranges: tuple[tuple[str, float, float], ...] = UPLOAD_RANGES
 
     def to_dict(self) -> dict:
         return asdict(self)

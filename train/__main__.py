@@ -31,7 +31,7 @@ import torch
 from cifake_models import CHECKPOINT_DIR, get_spec, list_detectors
 from cifake_models.data import default_data_dir, load_split, train_val_indices
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
-from cifake_models.perturbations import TRAINING_RANGES
+from cifake_models.perturbations import TRAINING_RANGES, ranges_of
 from cifake_models.registry import OPTIMIZERS, PRECISIONS, SCHEDULES
 
 from . import distributed
@@ -148,7 +148,7 @@ def overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict:
 def upload_ranges(ranges: tuple[tuple[str, float, float], ...], changes: list[list[str]]) -> tuple[tuple[str, float, float], ...]:
     """A recipe's ``(family, low, high)`` ranges with each ``--upload-range FAMILY LOW HIGH``
     (checked by parse_args) replacing its family's range."""
-    merged = {family: (low, high) for family, low, high in ranges} | {family: (float(low), float(high)) for family, low, high in changes}
+    merged = ranges_of(ranges) | ranges_of(tuple((family, float(low), float(high)) for family, low, high in changes))
     return tuple((family, low, high) for family, (low, high) in merged.items())
 
 

@@ -13,7 +13,7 @@ from sklearn.frozen import FrozenEstimator
 
 from cifake_models.data import Split
 from cifake_models.detector import SklearnDetector
-from cifake_models.perturbations import random_uploads
+from cifake_models.perturbations import random_uploads, ranges_of
 from cifake_models.registry import DetectorSpec
 from cifake_models.svm import SvmRecipe, fold_nystroem
 
@@ -29,8 +29,8 @@ def upload_augmented(train: Split, recipe: SvmRecipe) -> Split:
     each (seeded by the recipe's seed), as the networks' training draws them."""
     if not recipe.upload_augment:
         return train
-    ranges = {family: (low, high) for family, low, high in recipe.upload_ranges}
-    changed = random_uploads(torch.as_tensor(train.images), recipe.upload_augment, torch.Generator().manual_seed(recipe.seed), ranges)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    changed = random_uploads(torch.as_tensor(train.images), recipe.upload_augment, generator, ranges_of(recipe.upload_ranges))
     return dataclasses.replace(train, images=changed.numpy())
 
 
