@@ -15,7 +15,9 @@ images meet in a pass; every endpoint of the app, and the page itself, share the
 Within a pass the detectors run side by side, each computing on one thread, on as many threads
 as torch used (:data:`SIDE_BY_SIDE`, :func:`side_by_side`), rather than one after another with
 every thread inside each operator: at 32x32 the operators are too small to keep two threads
-busy, so the threads mostly wait on each other. The page's heatmaps run the same way.
+busy, so the threads mostly wait on each other. A large pass is also cut into one part per
+thread (``results.MIN_PART``), so that the slowest detector does not keep the others waiting.
+The page's heatmaps run side by side too.
 ``scripts/benchmark_app.py`` measures both ways, in-process and under many users; the
 probabilities are the same either way (a test checks it).
 """
@@ -48,6 +50,7 @@ class Serving:
 
     threads: int | None  # each detector computes on this many threads (None: torch's count)
     executor: Executor | None  # the detectors run side by side on its threads (None: one after another)
+    workers: int = 1  # the executor's threads
 
 
 @functools.cache
@@ -62,19 +65,19 @@ def side_by_side() -> Serving:
     workers = torch.get_num_threads()
     threadpool_limits(1, user_api="blas")
     torch.set_num_threads(1)
-    return Serving(1, ThreadPoolExecutor(workers, "cifake-detector"))
+    return Serving(1, ThreadPoolExecutor(workers, "cifake-detector"), workers)
 
 
 class SharedPasses:
     """``predict(batch)`` answers as :func:`cifake_models.results.predict_all` does, sharing each
     forward pass with whatever other threads ask at the same time (up to ``max_images`` per pass;
-    a larger request runs alone). With an ``executor``, the detectors of a pass run side by side
-    on its threads (:func:`side_by_side`)."""
+    a larger request runs alone). With an ``executor`` of ``workers`` threads, the detectors of a
+    pass run side by side on them (:func:`side_by_side`)."""
 
-    def __init__(self, detectors: Mapping[str, Detector], max_images: int = 256, executor: Executor | None = None):
+    def __init__(self, detectors: Mapping[str, Detector], max_images: int = 256, executor: Executor | None = None, workers: int = 1):
         self.detectors = detectors
         self.max_images = max_images
-        self.executor = executor
+        self.executor, self.workers = executor, workers
         self.passes = 0  # forward passes run, for tests and benchmarks
         self._waiting: queue.SimpleQueue[tuple[np.ndarray, Future]] = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
@@ -82,7 +85,7 @@ class SharedPasses:
 
     def predict(self, batch: np.ndarray) -> Answers:
         if len(batch) == 0:
-            return predict_all(self.detectors, batch, self.executor)
+            return predict_all(self.detectors, batch, self.executor, self.workers)
         self._ensure_worker()
         answer: Future = Future()
         self._waiting.put((batch, answer))
@@ -106,7 +109,7 @@ class SharedPasses:
                 requests.append(request)
                 size += len(request[0])
             try:
-                probas, verdicts, errors = predict_all(self.detectors, np.concatenate([batch for batch, _ in requests]), self.executor)
+                probas, verdicts, errors = predict_all(self.detectors, np.concatenate([batch for batch, _ in requests]), self.executor, self.workers)
             except BaseException as error:  # predict_all catches detector errors; this is a last resort
                 for _, answer in requests:
                     answer.set_exception(error)

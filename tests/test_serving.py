@@ -12,7 +12,7 @@ import pytest
 from cifake_models import get_spec, list_detectors, load_detector
 from cifake_models.detector import Detector
 from cifake_models.onnx_runtime import OnnxNetwork
-from cifake_models.results import predict_all
+from cifake_models.results import MIN_PART, predict_all
 from cifake_models.serving import SharedPasses, side_by_side
 
 NETWORKS = [name for name in list_detectors() if get_spec(name).is_torch]
@@ -52,6 +52,15 @@ def test_detectors_side_by_side_answer_as_one_after_another(tiny_assets):
         np.testing.assert_array_equal(side[0][name], after[0][name])
         np.testing.assert_array_equal(side[1][name], after[1][name])
         np.testing.assert_allclose(side[0][name], reference[0][name], atol=1e-4, rtol=0)
+
+    # A batch large enough is also cut into one part per thread; the rows come back in order.
+    many = np.random.default_rng(2).integers(0, 256, (2 * MIN_PART + 3, 32, 32, 3), dtype=np.uint8)
+    with ThreadPoolExecutor(2) as executor:
+        split = predict_all(served, many, executor, workers=2)
+    whole = predict_all(served, many)
+    assert "ValueError: no weights" in split[2]["broken"]
+    for name in list_detectors():
+        np.testing.assert_allclose(split[0][name], whole[0][name], atol=1e-6, rtol=0)
 
 
 class SlowBrightness(Detector):

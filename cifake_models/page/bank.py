@@ -49,7 +49,7 @@ class Bank:
         """Every available detector on a uint8 ``[n, 32, 32, 3]`` batch, in a forward pass shared
         with the requests running at the same time (see ``cifake_models.results.predict_all``)."""
         if self.passes is None:
-            self.passes = SharedPasses(self.detectors, executor=self.serving.executor)
+            self.passes = SharedPasses(self.detectors, executor=self.serving.executor, workers=self.serving.workers)
         return self.passes.predict(batch)
 
 
