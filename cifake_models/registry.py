@@ -110,13 +110,17 @@ class DetectorSpec:
         return SklearnDetector.load(path, self.name, TRUSTED_TYPES)
 
 
-def _rgb_only(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+def rgb_only(builder: Callable[..., nn.Module], name: str | None = None) -> Callable[..., nn.Module]:
+    """``builder`` as a registry architecture that refuses grayscale input; ``name`` (default:
+    the builder's) is the architecture a checkpoint records."""
+    name = name or builder.__name__
+
     def build(weights: str = "none", in_channels: int = 3) -> nn.Module:
         if in_channels != 3:
-            raise ValueError(f"{builder.__name__} takes RGB input")
+            raise ValueError(f"{name} takes RGB input")
         return builder(weights=weights)
 
-    build.__name__ = builder.__name__
+    build.__name__ = name
     return build
 
 
@@ -157,7 +161,7 @@ REGISTRY: dict[str, DetectorSpec] = {
             paper=PaperResult(0.9495, 0.9958, _TRANSFER),
             recipe=TorchRecipe(),
             preprocessing=Preprocessing(crop=24),
-            architecture=_rgb_only(nets.resnet50),
+            architecture=rgb_only(nets.resnet50),
         ),
         DetectorSpec(
             name="vgg16_bn",
@@ -165,7 +169,7 @@ REGISTRY: dict[str, DetectorSpec] = {
             paper=PaperResult(0.9599, 0.99, _TRANSFER),
             recipe=TorchRecipe(),
             preprocessing=Preprocessing(crop=32),
-            architecture=_rgb_only(nets.vgg16_bn),
+            architecture=rgb_only(nets.vgg16_bn),
             notes=_AT_32 + " Global pooling + one linear layer replace the 4096-wide classifier.",
         ),
         DetectorSpec(
@@ -174,7 +178,7 @@ REGISTRY: dict[str, DetectorSpec] = {
             paper=PaperResult(0.9774, 0.9975, _TRANSFER),
             recipe=TorchRecipe(),
             preprocessing=Preprocessing(crop=32),
-            architecture=_rgb_only(nets.densenet121),
+            architecture=rgb_only(nets.densenet121),
             notes=_AT_32,
         ),
         DetectorSpec(
@@ -186,7 +190,7 @@ REGISTRY: dict[str, DetectorSpec] = {
                 schedule="onecycle", step_size=None, label_smoothing=0.1,
             ),
             preprocessing=Preprocessing(crop=32, crop_scale=(1.0, 1.0), translate=2, upload_augment=0.5),
-            architecture=_rgb_only(nets.native32),
+            architecture=rgb_only(nets.native32),
             notes="Not in the paper: designed for 32x32 inputs (no early downsampling) and trained on upload-like changes.",
         ),
     )

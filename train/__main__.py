@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from cifake_models import CHECKPOINT_DIR, get_spec, list_detectors
-from cifake_models.data import default_data_dir, load_split, train_val_indices
+from cifake_models.data import Split, default_data_dir, load_split, train_val_indices
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
 from cifake_models.perturbations import TRAINING_RANGES, ranges_of
 from cifake_models.registry import OPTIMIZERS, PRECISIONS, SCHEDULES
@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule: StepLR per epoch, or one-cycle per batch (peak --lr)")
     recipe.add_argument("--step-size", type=int, help="StepLR period in epochs (0: constant rate)")
     recipe.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0: off)")
-    recipe.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 autocast + channels-last on a GPU, float32 on a CPU; bf16 on a CPU too")
+    recipe.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 autocast on a GPU, float32 on a CPU; bf16 on a CPU too (channels-last in every precision)")
     recipe.add_argument("--images-per-epoch", type=int, help="train each epoch on a fresh random subset of this size")
     recipe.add_argument("--crop", type=int, metavar="SIZE", help="input size: centre crop at test time, random resized crop in training (paper: 24)")
     recipe.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range (paper: 0.08 1)")
@@ -163,16 +163,15 @@ def main(argv: list[str] | None = None) -> int:
         distributed.stop()
 
 
-def run(args: argparse.Namespace) -> int:
-    main_rank = distributed.current().main
-    data_dir = args.data or default_data_dir()
-    started = time.perf_counter()
+def training_data(data_dir: Path, val_fraction: float = 0.1, split_seed: int = 0, limit: int | None = None) -> tuple[Split, Split, dict]:
+    """The training and validation splits of CIFAKE's train split, and the record a checkpoint
+    keeps of them (fingerprints, sizes, the split's fraction and seed)."""
     split = load_split(data_dir, "train")
-    train_index, val_index = train_val_indices(split.labels, args.val_fraction, args.split_seed)
-    if args.limit:
-        rng = np.random.default_rng(args.split_seed)
-        train_index = np.sort(rng.choice(train_index, min(args.limit, len(train_index)), replace=False))
-        n_val = max(2, round(args.limit * args.val_fraction / (1 - args.val_fraction)))
+    train_index, val_index = train_val_indices(split.labels, val_fraction, split_seed)
+    if limit:
+        rng = np.random.default_rng(split_seed)
+        train_index = np.sort(rng.choice(train_index, min(limit, len(train_index)), replace=False))
+        n_val = max(2, round(limit * val_fraction / (1 - val_fraction)))
         val_index = np.sort(rng.choice(val_index, min(n_val, len(val_index)), replace=False))
     train, val = split.subset(train_index), split.subset(val_index)
     data_info = {
@@ -181,9 +180,17 @@ def run(args: argparse.Namespace) -> int:
         "val_fingerprint": val.fingerprint(),
         "n_train": len(train),
         "n_val": len(val),
-        "val_fraction": args.val_fraction,
-        "split_seed": args.split_seed,
+        "val_fraction": val_fraction,
+        "split_seed": split_seed,
     }
+    return train, val, data_info
+
+
+def run(args: argparse.Namespace) -> int:
+    main_rank = distributed.current().main
+    data_dir = args.data or default_data_dir()
+    started = time.perf_counter()
+    train, val, data_info = training_data(data_dir, args.val_fraction, args.split_seed, args.limit)
     if main_rank:
         print(f"data: {len(train)} train / {len(val)} validation images from {data_dir} ({time.perf_counter() - started:.0f}s)")
     for name in args.detectors or list_detectors():
