@@ -96,8 +96,9 @@ def train_tiny(name: str, data_root: Path, out_dir: Path, resume: bool = False, 
 
 
 # After one tiny epoch (five steps) ResNet-50 gives every image the same P(FAKE), so it would ship
-# in the tiny assets as a detector that learned nothing; three epochs learn the tiny task.
-TINY_ASSET_CHANGES = {"resnet50": {"epochs": 3}}
+# in the tiny assets as a detector that learned nothing. In channels-last it was right on 10, 14
+# and 16 of the 16 test images after three, four and five epochs: five learn the tiny task.
+TINY_ASSET_CHANGES = {"resnet50": {"epochs": 5}}
 
 
 @pytest.fixture(scope="session")
