@@ -6,10 +6,11 @@ Each width trains from scratch with native-32's registry recipe (one-cycle AdamW
 smoothing, shifts, flips, upload-like changes) on as many training images as it gets through
 in about ``--minutes`` on this machine: its speed is measured first on a few augmented
 batches (``train.torch_fit.training_speed``), and the one-cycle schedule spans the images it
-can afford, so every width ends its schedule in about the same time. The table reports the wall time the training took and the
-validation figures ``python -m train`` records (accuracy of one view and mirror-averaged,
-ROC-AUC, mean and worst under the robustness suite). The checkpoints in ``--out/w<WIDTH>/``
-are for this comparison only: the registry's ``native32`` is one width, so they do not load as it.
+can afford, so every width ends its schedule in about the same time. The table reports the
+wall time the training took and the validation figures ``python -m train`` records (accuracy
+of one view and mirror-averaged, ROC-AUC, mean and worst under the robustness suite). The
+checkpoints in ``--out/w<WIDTH>/`` are for this comparison only: the registry's ``native32``
+is one width, so they do not load as it.
 """
 
 from __future__ import annotations

@@ -70,6 +70,24 @@ def load_teacher(path: Path, student: DetectorSpec, device: torch.device) -> tup
     return teacher, record
 
 
+def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, recipe: TorchRecipe,
+                  use_amp: bool, memory_format: torch.memory_format = torch.channels_last, teacher: torch.nn.Module | None = None,
+                  loss_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on the augmented batch ``x`` (in ``memory_format``, under bf16 autocast
+    when ``use_amp``); the gradient is that of ``loss_scale`` x the recipe's loss. Returns the
+    loss and the logits."""
+    x = x.contiguous(memory_format=memory_format)
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        logits = model(x)
+        with torch.no_grad():
+            teacher_logits = teacher(x).float() if teacher is not None else None
+        loss = training_loss(logits.float(), y, recipe, teacher_logits)
+    optimizer.zero_grad(set_to_none=True)
+    (loss * loss_scale).backward()
+    optimizer.step()
+    return loss, logits
+
+
 def training_speed(spec: DetectorSpec, images: torch.Tensor, labels: torch.Tensor, recipe: TorchRecipe,
                    channels_last: bool = True, steps: int = 6) -> float:
     """Training images per second of ``spec``'s network on this CPU or GPU: augmentation, forward,
@@ -77,24 +95,16 @@ def training_speed(spec: DetectorSpec, images: torch.Tensor, labels: torch.Tenso
     the recipe's precision (the first step warms the kernels up and is not counted). For
     choosing a design or a memory format by measurement (``scripts/training_speed.py``)."""
     device = images.device
-    module = spec.build_module().to(device).train()
-    if channels_last:
-        module = module.to(memory_format=torch.channels_last)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    module = spec.build_module().to(device).to(memory_format=memory_format).train()
     optimizer = OPTIMIZERS[recipe.optimizer](module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     generator = torch.Generator(device).manual_seed(0)
-    use_amp = recipe.precision == "bf16"
     for step in range(steps + 1):
         if step == 1:
             started = time.perf_counter()
         batch = torch.randint(len(images), (recipe.batch_size,), generator=generator, device=device)
-        x = spec.preprocessing.train_transform(images[batch], generator)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = training_loss(module(x).float(), labels[batch], recipe)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        training_step(module, optimizer, spec.preprocessing.train_transform(images[batch], generator), labels[batch], recipe,
+                      recipe.precision == "bf16", memory_format)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * recipe.batch_size / (time.perf_counter() - started)
@@ -215,17 +225,10 @@ def fit_torch(
             # then trains on its own slice.
             x = ranks.shard(spec.preprocessing.train_transform(images[batch], generator))
             y = ranks.shard(labels[batch])
-            x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = trained(x)
-                with torch.no_grad():
-                    teacher_logits = teacher_net.module(x).float() if teacher_net else None
-                loss = training_loss(logits.float(), y, recipe, teacher_logits)
-            optimizer.zero_grad(set_to_none=True)
             # DDP averages the processes' gradients; weighting each slice's mean loss by its share
             # of the batch makes that the gradient of the whole batch's mean loss (x 1 in one process).
-            (loss * (len(y) * ranks.world / len(batch))).backward()
-            optimizer.step()
+            loss, logits = training_step(trained, optimizer, x, y, recipe, use_amp, teacher=teacher_net.module if teacher_net else None,
+                                         loss_scale=len(y) * ranks.world / len(batch))
             if scheduler and per_batch:
                 scheduler.step()
             seen += len(y)
