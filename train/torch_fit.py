@@ -70,6 +70,11 @@ def load_teacher(path: Path, student: DetectorSpec, device: torch.device) -> tup
     return teacher, record
 
 
+def uses_bf16(recipe: TorchRecipe, device: torch.device) -> bool:
+    """Whether the recipe trains under bf16 autocast on ``device`` (``auto``: on a GPU only)."""
+    return recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda")
+
+
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, recipe: TorchRecipe,
                   use_amp: bool, memory_format: torch.memory_format = torch.channels_last, teacher: torch.nn.Module | None = None,
                   loss_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +109,7 @@ def training_speed(spec: DetectorSpec, images: torch.Tensor, labels: torch.Tenso
             started = time.perf_counter()
         batch = torch.randint(len(images), (recipe.batch_size,), generator=generator, device=device)
         training_step(module, optimizer, spec.preprocessing.train_transform(images[batch], generator), labels[batch], recipe,
-                      recipe.precision == "bf16", memory_format)
+                      uses_bf16(recipe, device), memory_format)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * recipe.batch_size / (time.perf_counter() - started)
@@ -163,7 +168,7 @@ def fit_torch(
     else:
         module = spec.build_module(weights=weights).to(device)
     teacher_net, teacher_record = load_teacher(teacher, spec, device) if teacher else (None, None)
-    use_amp = recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda")
+    use_amp = uses_bf16(recipe, device)
     if use_amp and device.type == "cpu" and not cpu_computes_bf16():
         # Measured on a 2-core AVX2 EPYC: VGG-16 took 44 s per batch of 128 in bf16, 3.5 s in float32.
         warnings.warn(f"--precision bf16 on a CPU without bf16 arithmetic ({torch.backends.cpu.get_cpu_capability()}, no AVX-512 BF16 or AMX): "
