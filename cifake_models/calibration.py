@@ -26,13 +26,17 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .data import CLASSES
+from .data import FAKE
 
-FAKE = CLASSES.index("FAKE")
 UNSURE = "UNSURE"
 TARGET_ACCURACY = 0.99  # on the images a detector decides, on validation
 # Expected calibration error to aim for on CIFAKE's own images and, on average, on the suite's changed copies.
 ECE_TARGETS = {"clean": 0.01, "suite": 0.03}
+
+
+def called_fake(proba_fake: np.ndarray, threshold: float) -> np.ndarray:
+    """The one cut: an image is called FAKE when its P(FAKE) is at or above the threshold."""
+    return np.asarray(proba_fake) >= threshold
 # The perturbed copies' share of the weight in each candidate fit (0: the clean validation split alone).
 SUITE_SHARES = (0.0, 0.25, 0.5, 0.75)
 CONFIDENCE_GRID = np.round(np.arange(0.5, 1.0, 0.0025), 4)  # candidate confidence levels for the band
@@ -187,7 +191,7 @@ def selective_figures(labels: np.ndarray, proba_fake: np.ndarray, band: UnsureBa
     """Coverage (share decided) and accuracy on the decided images, for one band."""
     labels, p = np.asarray(labels), np.asarray(proba_fake)
     decided = band.decides(p)
-    correct = (p >= threshold) == (labels == FAKE)
+    correct = called_fake(p, threshold) == (labels == FAKE)
     return {
         "coverage": float(decided.mean()) if len(p) else 0.0,
         "accuracy": float(correct[decided].mean()) if decided.any() else None,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .calibration import log_odds, sigmoid
-from .checkpoint import CheckpointError, read_safetensors, save_safetensors
+from .checkpoint import CheckpointError, file_sha256, read_safetensors, save_safetensors
 from .detector import FAKE, Detector
 
 
@@ -104,14 +104,25 @@ class CommitteeDetector(Detector):
     @classmethod
     def load(cls, path: str | Path, name: str, load_member: Callable[[str], Detector]) -> "CommitteeDetector":
         """Members come from ``load_member``; one that fails to load is left out, and
-        :attr:`unavailable` says why."""
+        :attr:`unavailable` says why. So is one whose checkpoint beside the committee's is not the
+        file it was fitted on (retrained, recalibrated): its weight was fitted on another
+        detector's answers, and it serves again once the committee is refitted."""
         tensors, metadata = read_safetensors(path)
         if metadata.get("detector") != name:
             raise CheckpointError(f"{path} holds the detector {metadata.get('detector')!r}, not {name!r}")
+        try:
+            names, fitted_on = metadata["members"], metadata["member_checkpoints"]
+            masks, coefficients = tensors["masks"].numpy(), tensors["coefficients"].numpy()
+        except KeyError as error:
+            raise CheckpointError(f"{path} is not a committee checkpoint: it lacks {error}") from error
         members, unavailable = {}, {}
-        for member in metadata["members"]:
+        for member in names:
             try:
-                members[member] = load_member(member)
-            except Exception as error:  # any unloadable member is left out; the others serve
+                detector = load_member(member)
+                file = Path(path).parent / fitted_on[member]["file"]
+                if file_sha256(file) != fitted_on[member]["sha256"]:
+                    raise CheckpointError(f"{file.name} changed since the committee was fitted (refit it: python -m train committee)")
+                members[member] = detector
+            except Exception as error:  # any unloadable or changed member is left out; the others serve
                 unavailable[member] = f"{type(error).__name__}: {error}"
-        return cls(name, members, metadata["members"], tensors["masks"].numpy(), tensors["coefficients"].numpy(), metadata, unavailable)
+        return cls(name, members, names, masks, coefficients, metadata, unavailable)

@@ -19,6 +19,9 @@ from PIL import Image
 
 # Alphabetical, as torchvision's ImageFolder and the packed files order them.
 CLASSES: tuple[str, ...] = ("FAKE", "REAL")
+# The column of P(FAKE) in every [n, 2] probability array (columns in CLASSES order); FAKE is
+# the positive class, the one a detector looks for.
+FAKE = CLASSES.index("FAKE")
 SPLITS = ("train", "test")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Where the data is looked for when no path is given: $CIFAKE_DATA, then the shared copy.

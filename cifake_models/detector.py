@@ -15,13 +15,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .calibration import UNSURE, Calibration, UnsureBand, calibration_from_metadata
+from .calibration import UNSURE, Calibration, UnsureBand, calibration_from_metadata, called_fake
 from .checkpoint import CheckpointError, atomic_write, read_safetensors, require_file, save_safetensors
-from .data import CLASSES
+from .data import CLASSES, FAKE
 from .images import mirror, stack_images
 from .preprocessing import Preprocessing
-
-FAKE = CLASSES.index("FAKE")
 
 
 class Detector:
@@ -59,7 +57,7 @@ class Detector:
     def decide(self, proba: np.ndarray) -> np.ndarray:
         """FAKE, REAL or UNSURE for each row of (calibrated) ``proba``: the one rule for a verdict."""
         p = np.asarray(proba)[:, FAKE]
-        verdicts = np.where(p >= self.threshold, self.classes_[FAKE], self.classes_[1 - FAKE]).astype(object)
+        verdicts = np.where(called_fake(p, self.threshold), self.classes_[FAKE], self.classes_[1 - FAKE]).astype(object)
         if (band := self.unsure_band) is not None:
             verdicts[~band.decides(p)] = UNSURE
         return verdicts.astype(str)
@@ -144,13 +142,17 @@ class TorchDetector(Detector):
         state, metadata = read_safetensors(path)
         if metadata.get("detector") != name:
             raise CheckpointError(f"{path} holds the detector {metadata.get('detector')!r}, not {name!r}")
-        module = build(Preprocessing.from_dict(metadata["preprocessing"]))
+        try:
+            preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{path} does not describe its preprocessing ({type(error).__name__}: {error})") from error
+        module = build(preprocessing)
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         try:
             module.load_state_dict(state)
         except RuntimeError as error:
             raise CheckpointError(f"{path} does not hold {name} weights: {error}") from error
-        return cls(name, module, Preprocessing.from_dict(metadata["preprocessing"]), metadata)
+        return cls(name, module, preprocessing, metadata)
 
 
 class SklearnDetector(Detector):

@@ -28,18 +28,15 @@ def to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
         image = ImageOps.exif_transpose(image)
         notes.append("rotated upright from its EXIF orientation")
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        # 16/32-bit grayscale: scale the full range into 8 bits instead of clipping at 255.
-        pixels = np.asarray(image, dtype=np.float64)
-        top = pixels.max() or 1.0
-        image = Image.fromarray((pixels * (255.0 / top)).round().astype(np.uint8), mode="L")
-        notes.append(f"{mode} (high bit depth) scaled to 8 bits")
-    elif mode == "F":
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # 16/32-bit integer or floating-point grayscale: the range scaled into 8 bits instead of
+        # clipped at 255. Integers keep 0 as black (a 16-bit photo's range starts there); floats,
+        # and integers below 0 (mode I is signed), span their own range.
         pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
-        low, high = pixels.min(), pixels.max()
-        scaled = (pixels - low) / ((high - low) or 1.0) * 255.0
+        low = pixels.min() if mode == "F" else min(pixels.min(), 0.0)
+        scaled = (pixels - low) / ((pixels.max() - low) or 1.0) * 255.0
         image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
-        notes.append("floating-point pixels rescaled to 8 bits")
+        notes.append("floating-point pixels rescaled to 8 bits" if mode == "F" else f"{mode} (high bit depth) scaled to 8 bits")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

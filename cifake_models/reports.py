@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics
 
-from .data import CLASSES
+from .calibration import called_fake
+from .data import CLASSES, FAKE
 from .perturbations import TRAINING_RANGES
 from .registry import OPTIMIZERS, REPORT_DIR
 
-FAKE = CLASSES.index("FAKE")
 CURVE_POINTS = 200  # enough for a smooth plot, small enough for a JSON report
 
 
@@ -32,7 +32,7 @@ def classification_figures(labels: np.ndarray, proba_fake: np.ndarray, threshold
     labels = np.asarray(labels)
     proba_fake = np.asarray(proba_fake, dtype=np.float64)
     is_fake = (labels == FAKE).astype(int)
-    predicted = np.where(proba_fake >= threshold, FAKE, 1 - FAKE)
+    predicted = np.where(called_fake(proba_fake, threshold), FAKE, 1 - FAKE)
     precision, recall, f1, support = metrics.precision_recall_fscore_support(
         labels, predicted, labels=range(len(CLASSES)), zero_division=0
     )
@@ -82,10 +82,10 @@ def threshold_sweep(labels: np.ndarray, proba_fake: np.ndarray, threshold: float
     cuts = np.union1d(np.round(np.arange(0, 1 + step / 2, step), 6), [threshold])
     fake_scores, real_scores = np.sort(proba_fake[labels == FAKE]), np.sort(proba_fake[labels != FAKE])
 
-    def called_fake(sorted_scores: np.ndarray) -> list[int]:  # how many reach each cut
+    def reaching(sorted_scores: np.ndarray) -> list[int]:  # how many are called FAKE at each cut (called_fake, for every cut at once)
         return (len(sorted_scores) - np.searchsorted(sorted_scores, cuts, side="left")).tolist()
 
-    return {"threshold": cuts.tolist(), "fake_called_fake": called_fake(fake_scores), "real_called_fake": called_fake(real_scores),
+    return {"threshold": cuts.tolist(), "fake_called_fake": reaching(fake_scores), "real_called_fake": reaching(real_scores),
             "n_fake": int(len(fake_scores)), "n_real": int(len(real_scores))}
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .committee import CommitteeDetector
-from .data import CLASSES
+from .data import CLASSES, FAKE
 from .detector import Detector
 from .registry import REGISTRY
 from .uploads import Decoded, Failed
@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # both modules use this one's predict_all
     from .explain import Heatmap
     from .stability import Stability
 
-FAKE, REAL = "FAKE", "REAL"
+FAKE_LABEL, REAL_LABEL = "FAKE", "REAL"  # class names, as verdicts and API keys (the column indices: data.FAKE)
 COLUMNS = ("file", "error", "notes", "majority", "agreement")  # then three per detector: see csv_header
 DECIMALS = 6  # probabilities are reported rounded to this many decimals
 
@@ -39,7 +39,7 @@ class Prediction:
 
     def mapping(self) -> dict[str, float | str]:
         """``{"REAL": p, "FAKE": p, "verdict": v}``: calibrated probabilities and the verdict, as the API answers."""
-        return {REAL: self.p_real, FAKE: self.p_fake, "verdict": self.verdict}
+        return {REAL_LABEL: self.p_real, FAKE_LABEL: self.p_fake, "verdict": self.verdict}
 
 
 @dataclass
@@ -113,24 +113,24 @@ def agreement(verdicts: Mapping[str, str]) -> str:
     n = len(verdicts)
     if n == 0:
         return "no detector available"
-    fakes, reals = (sum(v == label for v in verdicts.values()) for label in (FAKE, REAL))
+    fakes, reals = (sum(v == label for v in verdicts.values()) for label in (FAKE_LABEL, REAL_LABEL))
     unsure = n - fakes - reals
     if unsure == n:
         return f"all {n} unsure" if n > 1 else "1 of 1 is unsure"
     if fakes == n or reals == n:
-        label = FAKE if fakes else REAL
+        label = FAKE_LABEL if fakes else REAL_LABEL
         return f"all {n} say {label}" if n > 1 else f"1 of 1 says {label}"
     if fakes == reals:
         text = f"split: {fakes} FAKE, {reals} REAL"
     else:
-        label, count = (FAKE, fakes) if fakes > reals else (REAL, reals)
+        label, count = (FAKE_LABEL, fakes) if fakes > reals else (REAL_LABEL, reals)
         text = f"{count} of {n} say{'s' if count == 1 else ''} {label}"
     return text + (f", {unsure} unsure" if unsure else "")
 
 
 def majority(verdicts: Mapping[str, str]) -> str:
     """FAKE or REAL when more than half of the detectors say so, else "undecided"."""
-    for label in (FAKE, REAL):
+    for label in (FAKE_LABEL, REAL_LABEL):
         if sum(v == label for v in verdicts.values()) * 2 > len(verdicts):
             return label
     return "undecided"
@@ -174,7 +174,7 @@ def predict_all(detectors: Mapping[str, Detector], batch: np.ndarray, executor: 
                 failed = [m for m in detector.members if m not in probas]
                 if failed:
                     raise RuntimeError(f"its members {', '.join(failed)} failed on this batch")
-                proba = detector.combine({m: probas[m][:, CLASSES.index(FAKE)] for m in detector.members})
+                proba = detector.combine({m: probas[m][:, FAKE] for m in detector.members})
             elif isinstance(raw[name], Exception):
                 raise raw[name]
             else:
@@ -190,7 +190,7 @@ def results(items: Sequence[Decoded | Failed], answers: Answers, unavailable: Ma
     """One :class:`ImageResult` per item, in order, from :func:`predict_all`'s answers for the
     stacked arrays of the decoded items; ``unavailable`` explains detectors that never loaded."""
     probas, verdicts, detector_errors = answers
-    fake, real = CLASSES.index(FAKE), CLASSES.index(REAL)
+    fake, real = CLASSES.index(FAKE_LABEL), CLASSES.index(REAL_LABEL)
     out, i = [], 0
     for item in items:
         if isinstance(item, Failed):
@@ -214,8 +214,13 @@ def stack(items: Sequence[Decoded | Failed]) -> np.ndarray:
     return np.stack(arrays) if arrays else np.zeros((0, 32, 32, 3), np.uint8)
 
 
-def score(detectors: Mapping[str, Detector], items: Sequence[Decoded | Failed], unavailable: Mapping[str, str] = {}) -> list[ImageResult]:
-    """Decoded (or failed) files in, one :class:`ImageResult` each out, every detector in one pass."""
+def score(detectors: Mapping[str, Detector], items: Sequence[Decoded | Failed], unavailable: Mapping[str, str] = {},
+          shown: Sequence[str] | None = None) -> list[ImageResult]:
+    """Decoded (or failed) files in, one :class:`ImageResult` each out, every detector in one pass.
+    ``shown`` (default: all) are the detectors whose answers the results hold: the others scored
+    only for a committee among them."""
     batch = stack(items)
     answers = predict_all(detectors, batch) if len(batch) else ({}, {}, {})
+    if shown is not None:
+        answers = tuple({name: answer for name, answer in part.items() if name in shown} for part in answers)
     return results(items, answers, unavailable)

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .perturbations import SUITE, Perturbation
-from .reports import FAKE, classification_figures
+from .reports import classification_figures
 
 ROBUSTNESS_SAMPLE = 2000  # images per perturbation, balanced; enough for about +-0.5 points
 

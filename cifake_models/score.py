@@ -67,17 +67,21 @@ class BatchScorer:
     """
 
     def __init__(self, detectors: Sequence[str] | None = None, checkpoint_dir: str | Path | None = None):
-        self.names = list(detectors or list_detectors())
+        self.names = list(dict.fromkeys(detectors or list_detectors()))  # the columns, each detector once
+        # A committee combines its members' answers, so they are loaded too (once, and in the
+        # registry's order, members first) and score unseen where they were not asked for.
+        needed = {*self.names, *(member for name in self.names for member in get_spec(name).members)}
         self.detectors, self.unavailable = {}, {}
-        for name in self.names:
+        for name in (name for name in list_detectors() if name in needed):
             try:
-                self.detectors[name] = get_spec(name).load(checkpoint_dir or CHECKPOINT_DIR).prepare_for_serving()
+                self.detectors[name] = get_spec(name).load(checkpoint_dir or CHECKPOINT_DIR, loaded=self.detectors).prepare_for_serving()
             except CheckpointError as error:
-                self.unavailable[name] = str(error)
+                if name in self.names:
+                    self.unavailable[name] = str(error)
         self.columns = csv_header(self.names)
 
     def score(self, items: Sequence[Decoded | Failed]) -> list[ImageResult]:
-        return score(self.detectors, items, self.unavailable)
+        return score(self.detectors, items, self.unavailable, shown=self.names)
 
     def records(self, items: Sequence[Decoded | Failed]) -> list[dict]:
         """One ``{column: value}`` per item; empty cells are ``None``."""
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
     files = collect(args.inputs, args.list)
-    names = args.detectors or list_detectors()
+    names = list(dict.fromkeys(args.detectors or list_detectors()))  # each once, as BatchScorer's columns
     checkpoints = args.checkpoints or os.environ.get("CIFAKE_CHECKPOINTS")
     scorer = pool = None
     if args.workers > 1:

@@ -19,12 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import CLASSES
+from .data import FAKE
 from .detector import Detector
 from .perturbations import Perturbation
 from .results import Answers, predict_all
 
-P_FAKE = CLASSES.index("FAKE")  # predict_all's probabilities are in CLASSES order
 
 
 @dataclass(frozen=True)
@@ -133,7 +132,7 @@ def check(detectors: Mapping[str, Detector], arrays: np.ndarray, changes: Sequen
         answers = {}
         for name, verdict in verdicts.items():
             rows = np.arange(len(views)) * n + i  # image i as it is, then under each change
-            p_fake = probas[name][rows, P_FAKE]
+            p_fake = probas[name][rows, FAKE]
             answers[name] = Stability(
                 name, str(verdict[rows[0]]), float(p_fake[0]),
                 tuple(Copy(change, str(v), float(p)) for change, v, p in zip(changes, verdict[rows[1:]], p_fake[1:])),

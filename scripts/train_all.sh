@@ -15,6 +15,14 @@ else
   limit=()
   eval_limit=()
 fi
+# The evaluation reads the test split from the data folder the training steps read.
+eval_data=()
+previous=
+for arg in "$@"; do
+  [ "$previous" = --data ] && eval_data=(--data "$arg")
+  case "$arg" in --data=*) eval_data=("$arg") ;; esac
+  previous=$arg
+done
 export PYTHONUNBUFFERED=1
 start=$(date +%s)
 "$py" -m train hog_svm --out "$out/checkpoints" "${limit[@]}" "$@"
@@ -30,6 +38,6 @@ for net in resnet50 vgg16_bn densenet121; do
 done
 # The network designed for 32x32 inputs, with its registry recipe; then the committee of all.
 "$py" -m train native32 --out "$out/checkpoints" --resume "${limit[@]}" "$@"
-"$py" -m train committee --out "$out/checkpoints" "${limit[@]}"
-"$py" -m train.evaluate --checkpoints "$out/checkpoints" --reports "$out/reports" "${eval_limit[@]}"
+"$py" -m train committee --out "$out/checkpoints" "${limit[@]}" "$@"
+"$py" -m train.evaluate --checkpoints "$out/checkpoints" --reports "$out/reports" "${eval_data[@]}" "${eval_limit[@]}"
 echo "trained and evaluated everything in $(( $(date +%s) - start )) s"

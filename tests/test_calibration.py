@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cifake_models import get_spec, list_detectors, load_detector, load_report, results
+from cifake_models import list_detectors, load_detector, load_report, results
 from cifake_models.calibration import UNSURE, BetaCalibration, IsotonicCalibration, UnsureBand, calibration_from_metadata, selective_curve, selective_figures, sigmoid
 from cifake_models.data import CLASSES
 from cifake_models.reports import classification_figures, expected_calibration_error, reliability, threshold_sweep

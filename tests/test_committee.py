@@ -7,6 +7,7 @@ from cifake_models import CheckpointError, get_spec, list_detectors, load_detect
 from cifake_models.calibration import log_odds
 from cifake_models.committee import CommitteeDetector, CommitteeRecipe, fit_subsets
 from cifake_models.detector import FAKE, Detector
+from train.revalidate import main as revalidate_main
 
 
 class Fixed(Detector):
@@ -86,3 +87,24 @@ def test_a_committee_with_no_member_is_refused(tiny_assets, tmp_path):
     (tmp_path / "committee.safetensors").write_bytes((tiny_assets["checkpoints"] / "committee.safetensors").read_bytes())
     with pytest.raises(CheckpointError, match="none of its members"):
         load_detector("committee", tmp_path)
+
+
+def test_a_member_changed_since_the_fit_is_left_out_until_a_refit(tiny_assets, tiny_data, tmp_path, capsys):
+    """Its weight was fitted on the old file's answers: the committee serves as if it were missing,
+    and revalidating the committee refuses, asking for a refit."""
+    changed, missing = tmp_path / "changed", tmp_path / "missing"
+    for folder in (changed, missing):
+        folder.mkdir()
+        for file in tiny_assets["checkpoints"].iterdir():
+            (folder / file.name).write_bytes(file.read_bytes())
+    member = load_detector("cnn", changed)
+    member.metadata = {**member.metadata, "note": "recalibrated after the committee was fitted"}
+    member.save(changed / get_spec("cnn").checkpoint_file)
+    (missing / get_spec("cnn").checkpoint_file).unlink()
+
+    committee = load_detector("committee", changed)
+    assert "cnn" not in committee.members and "changed since the committee was fitted" in committee.unavailable["cnn"]
+    images = images_for(6)
+    np.testing.assert_allclose(committee.predict_proba_arrays(images), load_detector("committee", missing).predict_proba_arrays(images))
+    assert revalidate_main(["committee", "--data", str(tiny_data / "packed"), "--checkpoints", str(changed)]) == 1
+    assert "refit it with python -m train committee" in capsys.readouterr().err

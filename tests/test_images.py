@@ -33,7 +33,17 @@ def test_transparency_is_flattened_onto_white():
 def test_sixteen_bit_uses_the_full_range():
     ramp = np.tile(np.linspace(0, 4000, 32, dtype=np.uint16), (32, 1))
     out, notes = to_cifake_array(Image.fromarray(ramp))
-    assert out.max() == 255 and any("8 bits" in n for n in notes)
+    # Scaled, the 32 levels stay 32 levels (clipped at 255, all but the first two would be white).
+    assert out.max() == 255 and len(np.unique(out)) == 32 and any("8 bits" in n for n in notes)
+
+
+def test_signed_thirty_two_bit_with_negative_values_keeps_its_order():
+    ramp = np.tile(np.linspace(-3000, 1000, 32).astype(np.int32), (32, 1))
+    image = Image.fromarray(ramp)
+    assert image.mode == "I"
+    out, _ = to_cifake_array(image)
+    row = out[0, :, 0].astype(int)
+    assert row[0] == 0 and row[-1] == 255 and (np.diff(row) > 0).all()  # no wrap-around below 0
 
 
 def test_animated_gif_uses_the_first_frame():

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifake_models import list_detectors, score
+from cifake_models import get_spec, list_detectors, score
 from cifake_models.page.analysis import analyse_files
 from cifake_models.page.bank import load_bank
 from cifake_models.page.tables import write_csv
-from cifake_models.results import csv_header
+from cifake_models.results import COLUMNS, csv_header
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
 
@@ -70,6 +70,21 @@ def test_chosen_detectors_glob_list_and_json_lines(tiny_assets, folder, tmp_path
     assert all(list(r) == csv_header(["cnn", "hog_svm"]) for r in records)
     assert "not found" in records[3]["error"] and records[3]["cnn_p_fake"] is None
     assert records[0]["error"] is None and records[0]["cnn_p_real"] + records[0]["cnn_p_fake"] == pytest.approx(1, abs=1e-5)
+
+
+def test_a_committee_asked_for_alone_answers_as_beside_every_detector(tiny_assets, folder, tmp_path):
+    """It combines its members' answers, so they score for it unseen; asked for before a member,
+    and twice, it still gets one set of columns, in the order asked."""
+    committee = next(name for name in list_detectors() if get_spec(name).is_committee)
+    member = get_spec(committee).members[0]
+    everything, chosen = tmp_path / "all.csv", tmp_path / "chosen.csv"
+    assert run([str(folder), "--out", str(everything)], tiny_assets["checkpoints"], workers=1) == 0
+    assert run([str(folder), "--detectors", committee, member, committee, "--out", str(chosen)], tiny_assets["checkpoints"], workers=1) == 0
+    full, picked = rows(everything), rows(chosen)
+    assert picked[0] == csv_header([committee, member])
+    cells = [full[0].index(column) for column in picked[0][len(COLUMNS):]]
+    assert [[row[0]] + [row[i] for i in cells] for row in full[1:]] == [[row[0]] + row[len(COLUMNS):] for row in picked[1:]]
+    assert sum(row[picked[0].index(f"{committee}_verdict")] != "" for row in picked[1:]) == 6  # every good image
 
 
 class Killed(BaseException):

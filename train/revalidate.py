@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from cifake_models import get_spec
+from cifake_models import CheckpointError, get_spec
 from cifake_models.data import default_data_dir, load_split, train_val_indices
 from cifake_models.reports import percent
 
@@ -24,6 +24,20 @@ def main(argv: list[str] | None = None) -> int:
     split = load_split(args.data or default_data_dir(), "train")
     detectors, failures = load_checkpoints(args.detectors, args.checkpoints)
     for detector in detectors:
+        spec = get_spec(detector.name)
+        if spec.is_committee:
+            # Its members as they are now on disk (this loop may just have rewritten them): the
+            # regression was fitted on their answers, so a changed or missing one needs a refit.
+            try:
+                detector = spec.load(args.checkpoints)
+                stale = detector.unavailable
+            except CheckpointError as error:
+                stale = {"every member": str(error)}
+            if stale:
+                reasons = "; ".join(f"{member}: {why}" for member, why in stale.items())
+                print(f"{detector.name}: skipped: refit it with python -m train committee ({reasons})", file=sys.stderr)
+                failures += 1
+                continue
         data = detector.metadata["data"]
         val = split.subset(train_val_indices(split.labels, data.get("val_fraction", 0.1), data.get("split_seed", 0))[1])
         if val.fingerprint() != data.get("val_fingerprint"):
@@ -31,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             failures += 1
             continue
         record_validation(detector, val)
-        detector.save(args.checkpoints / get_spec(detector.name).checkpoint_file)
+        detector.save(args.checkpoints / spec.checkpoint_file)
         test_time, validation = detector.metadata.get("test_time"), detector.metadata["validation"]
         views = ""
         if test_time:

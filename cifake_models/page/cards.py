@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cifake_models.calibration import TARGET_ACCURACY
 from cifake_models.explain import NO_HEATMAP
 from cifake_models.results import ImageResult
+from cifake_models.stability import CHANGES
 
 from .bank import Bank
 
@@ -91,14 +93,14 @@ def result_card(bank: Bank, result: ImageResult) -> str:
         f'<span class="agree committee {p.verdict.lower()}">{html.escape(bank.title(n))}: {p.verdict}</span>'
         for n, p in result.committees.items()
     )
-    stability_head = ('<th title="the verdict again after re-saving as JPEG 70, a 24 px round trip and a slight blur">'
+    stability_head = (f'<th title="the verdict again on the image {html.escape("; ".join(c.when for c in CHANGES))}">'
                       "Holds up?</th>") if result.stability is not None else ""
     return f"""<div class="card">
 <div class="head"><b>{name}</b> {committees}<span class="agree {verdict_class}">{html.escape(result.agreement)}</span></div>
 <div class="body">
 <figure><img src="{pixels_data_uri(result.array)}" width="128" height="128" alt="32x32 input of {name}">
 <figcaption>what the detectors saw: 32x32, shown 4x (nearest neighbour)</figcaption></figure>
-<div class="probs"><table><thead><tr><th>Detector</th><th>P(REAL)</th><th>P(FAKE)</th><th>Verdict</th><th title="calibrated P(FAKE) at or above which the detector says FAKE, and below which REAL; UNSURE between (chosen on the validation split: outside the band, 99% of validation images are right)">Decides</th>{stability_head}</tr></thead>
+<div class="probs"><table><thead><tr><th>Detector</th><th>P(REAL)</th><th>P(FAKE)</th><th>Verdict</th><th title="calibrated P(FAKE) at or above which the detector says FAKE, and below which REAL; UNSURE between (chosen on the validation split: outside the band, {TARGET_ACCURACY:.0%} of validation images are right)">Decides</th>{stability_head}</tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
 <div class="notes">Conversions: <ul>{notes}</ul></div></div></div>{heatmap_strip(bank, result)}</div>"""
 

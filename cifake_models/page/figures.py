@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 
 from cifake_models.data import CLASSES
 from cifake_models.perturbations import FAMILIES
-from cifake_models.results import FAKE, REAL
+from cifake_models.results import FAKE_LABEL, REAL_LABEL
 
 from .bank import Bank
 
@@ -180,8 +180,8 @@ class ThresholdPoint:
 
     def confusion_matrix(self) -> np.ndarray:
         """Rows true, columns predicted, both in :data:`CLASSES` order, as the reports store it."""
-        counts = {(FAKE, FAKE): self.fake_called_fake, (FAKE, REAL): self.n_fake - self.fake_called_fake,
-                  (REAL, FAKE): self.real_called_fake, (REAL, REAL): self.n_real - self.real_called_fake}
+        counts = {(FAKE_LABEL, FAKE_LABEL): self.fake_called_fake, (FAKE_LABEL, REAL_LABEL): self.n_fake - self.fake_called_fake,
+                  (REAL_LABEL, FAKE_LABEL): self.real_called_fake, (REAL_LABEL, REAL_LABEL): self.n_real - self.real_called_fake}
         return np.array([[counts[true, called] for called in CLASSES] for true in CLASSES])
 
 

@@ -14,11 +14,11 @@ import pandas as pd
 
 import cifake_models as cm
 from cifake_models.reports import describe_recipe
-from cifake_models.results import FAKE, REAL, ImageResult, csv_header
+from cifake_models.results import FAKE_LABEL, REAL_LABEL, ImageResult, csv_header
 
 from .bank import Bank
 
-RESULTS_DIR = Path(tempfile.gettempdir()) / "cifake-app-results"  # CSV downloads, pruned hourly
+RESULTS_DIR = Path(tempfile.gettempdir()) / "cifake-app-results"  # CSV downloads; write_csv deletes those an hour old
 CACHE_SECONDS = 3600  # uploads and CSVs older than this are deleted
 
 
@@ -86,12 +86,12 @@ def compare_table(bank: Bank) -> pd.DataFrame:
             "Resized/re-saved: mean accuracy": rnd(robustness.get("mean_accuracy")),
             "Resized/re-saved: worst accuracy": rnd((robustness.get("worst") or {}).get("accuracy")),
             "Worst case": (robustness.get("worst") or {}).get("perturbation"),
-            "FAKE precision": rnd(per_class.get(FAKE, {}).get("precision")),
-            "FAKE recall": rnd(per_class.get(FAKE, {}).get("recall")),
-            "FAKE F1": rnd(per_class.get(FAKE, {}).get("f1")),
-            "REAL precision": rnd(per_class.get(REAL, {}).get("precision")),
-            "REAL recall": rnd(per_class.get(REAL, {}).get("recall")),
-            "REAL F1": rnd(per_class.get(REAL, {}).get("f1")),
+            "FAKE precision": rnd(per_class.get(FAKE_LABEL, {}).get("precision")),
+            "FAKE recall": rnd(per_class.get(FAKE_LABEL, {}).get("recall")),
+            "FAKE F1": rnd(per_class.get(FAKE_LABEL, {}).get("f1")),
+            "REAL precision": rnd(per_class.get(REAL_LABEL, {}).get("precision")),
+            "REAL recall": rnd(per_class.get(REAL_LABEL, {}).get("recall")),
+            "REAL F1": rnd(per_class.get(REAL_LABEL, {}).get("f1")),
             "Threshold P(FAKE)": rnd(test.get("threshold")),
             "Test images": test.get("n"),
             "Initialisation": bank.initialisation(name),

@@ -5,6 +5,7 @@ Every figure quoted comes from the evaluation reports, never typed here."""
 from __future__ import annotations
 
 import cifake_models as cm
+from cifake_models.calibration import TARGET_ACCURACY
 
 from .bank import Bank
 from .figures import ThresholdPoint
@@ -91,7 +92,7 @@ def header_markdown(bank: Bank) -> str:
         "images (FAKE). Your image is brought to 32x32 RGB first (shorter side to 32, centre crop), as the "
         f"paper's test transform does, so fine detail is lost. {scope_statement(bank)} "
         "Probabilities are calibrated on the validation split, and a detector answers **UNSURE** where, on "
-        f"validation, it would be right less than 99% of the time.{missing}\n\n" + scratch_statement(bank)
+        f"validation, it would be right less than {TARGET_ACCURACY:.0%} of the time.{missing}\n\n" + scratch_statement(bank)
     )
 
 
