@@ -2,10 +2,11 @@
 
 **Networks: Integrated Gradients** (Sundararajan, Taly & Yan 2017, "Axiomatic Attribution for
 Deep Networks", ICML), computed by Captum (Kokhlikyan et al. 2020). A pixel's attribution is its
-difference from a baseline times the gradient of the FAKE logit, averaged along the straight
-path from the baseline to the image; by the method's completeness axiom the attributions sum to
-``logit(image) - logit(baseline)``, so the map splits the detector's actual evidence among the
-pixels. Why not the alternatives:
+difference from a baseline times the gradient of the FAKE logit less the REAL logit (the log-odds
+``log(P(FAKE) / P(REAL))`` the verdict follows: a pixel that raised both logits alike would move
+nothing), averaged along the straight path from the baseline to the image; by the method's
+completeness axiom the attributions sum to that margin's change from the baseline to the image,
+so the map splits the detector's actual evidence among the pixels. Why not the alternatives:
 
 * Grad-CAM (Selvaraju et al. 2017) on the last convolutional stage, the usual choice, means
   nothing here: five 2x downsamplings take a 32x32 image to 1x1 in ResNet-50, VGG-16 and
@@ -23,8 +24,8 @@ map, so this is the attribution of each 32x32 pixel; pixels a centre crop leaves
 :data:`STEPS` Gauss-Legendre points (Captum's default rule) keep the completeness error small
 (figures at :data:`STEPS`). Where a detector averages over the image and
 its left-right mirror, the map averages both views' maps, the mirror's flipped back: IG is
-linear in the function, so that is the IG of the mean of the two logits (the detector averages
-probabilities; the logit mean is the nearest thing IG can attribute).
+linear in the function, so that is the IG of the mean of the two margins (the detector averages
+probabilities; the margin mean is the nearest thing IG can attribute).
 
 **HOG + SVM: the HOG picture** the SVM's features describe: ``skimage.feature.hog(...,
 visualize=True)`` run by the checkpoint's own :class:`~cifake_models.svm.HogFeatures` (same
@@ -100,15 +101,27 @@ def heatmaps(detectors: Mapping[str, Detector], array: np.ndarray, steps: int = 
     return dict(zip(mapped, (executor.map if executor is not None else map)(heatmap, mapped.values())))
 
 
+class FakeMargin(torch.nn.Module):
+    """A two-class network's FAKE logit less its REAL logit: what Integrated Gradients attributes."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.network(x)
+        return logits[:, FAKE] - logits[:, 1 - FAKE]
+
+
 def integrated_gradients(detector: TorchDetector, array: np.ndarray, steps: int = STEPS) -> Heatmap:
-    """Integrated Gradients of the FAKE logit from a black image to ``array`` (see the module)."""
+    """Integrated Gradients of the FAKE-minus-REAL logit from a black image to ``array`` (see the module)."""
     views = np.stack([array, mirror(array[None])[0]]) if detector.averages_mirror else array[None]
     device = next(detector.module.parameters()).device
     transform = detector.preprocessing.eval_transform
     inputs = transform(torch.tensor(views, device=device))  # a copy: an upload's array may be read-only
     baseline = transform(torch.zeros((1, SIZE, SIZE, 3), dtype=torch.uint8, device=device))
-    attributions = IntegratedGradients(detector.module.eval()).attribute(
-        inputs, baselines=baseline, target=FAKE, n_steps=steps, internal_batch_size=steps * len(views)
+    attributions = IntegratedGradients(FakeMargin(detector.module.eval())).attribute(
+        inputs, baselines=baseline, n_steps=steps, internal_batch_size=steps * len(views)
     )
     per_pixel = _uncrop(attributions.sum(dim=1).detach().cpu().numpy())
     if detector.averages_mirror:
@@ -116,7 +129,7 @@ def integrated_gradients(detector: TorchDetector, array: np.ndarray, steps: int 
     else:
         per_pixel = per_pixel[0]
     views_text = ", averaged with its mirror's" if detector.averages_mirror else ""
-    method = f"Integrated Gradients of the FAKE logit from a black image ({steps} steps{views_text}); red: for FAKE, blue: for REAL"
+    method = f"Integrated Gradients of the FAKE-minus-REAL logit from a black image ({steps} steps{views_text}); red: for FAKE, blue: for REAL"
     return Heatmap(detector.name, method, _scale_signed(per_pixel), signed=True)
 
 

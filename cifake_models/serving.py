@@ -98,13 +98,18 @@ class SharedPasses:
                 self._worker.start()
 
     def _serve(self) -> None:
+        carried = None  # a request that would have overfilled the last pass starts the next one
         while True:
-            requests = [self._waiting.get()]
+            requests = [carried or self._waiting.get()]
+            carried = None
             size = len(requests[0][0])
             while size < self.max_images:
                 try:
                     request = self._waiting.get_nowait()
                 except queue.Empty:
+                    break
+                if size + len(request[0]) > self.max_images:
+                    carried = request
                     break
                 requests.append(request)
                 size += len(request[0])

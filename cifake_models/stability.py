@@ -129,13 +129,13 @@ def check(detectors: Mapping[str, Detector], arrays: np.ndarray, changes: Sequen
         errors = {**own_errors, **copy_errors}
     out = []
     for i in range(n):
-        answers = {}
+        per_detector = {}
         for name, verdict in verdicts.items():
             rows = np.arange(len(views)) * n + i  # image i as it is, then under each change
             p_fake = probas[name][rows, FAKE]
-            answers[name] = Stability(
+            per_detector[name] = Stability(
                 name, str(verdict[rows[0]]), float(p_fake[0]),
                 tuple(Copy(change, str(v), float(p)) for change, v, p in zip(changes, verdict[rows[1:]], p_fake[1:])),
             )
-        out.append(ImageStability(answers, dict(errors)))
+        out.append(ImageStability(per_detector, dict(errors)))
     return out

@@ -186,7 +186,8 @@ def decode_or_fail(name: str, decode: Callable[[], Decoded]) -> Decoded | Failed
 
 def decode_many(paths: Iterable[str | os.PathLike | None], names: Iterable[str] | None = None) -> list[Decoded | Failed]:
     """Decode each file on its own, named ``names`` (default: the files' base names); a file
-    that fails becomes :class:`Failed`."""
-    paths = [path for path in paths if path is not None]
-    names = list(names) if names is not None else [os.path.basename(os.fspath(path)) for path in paths]
-    return [decode_or_fail(name, lambda: decode_upload(path, name)) for path, name in zip(paths, names, strict=True)]
+    that fails, or a ``None`` where a file should be, becomes :class:`Failed` in its place."""
+    paths = list(paths)
+    names = list(names) if names is not None else [os.path.basename(os.fspath(path)) if path is not None else "" for path in paths]
+    return [Failed(name, "no file was sent") if path is None else decode_or_fail(name, lambda: decode_upload(path, name))
+            for path, name in zip(paths, names, strict=True)]

@@ -259,7 +259,7 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
 
     from cifake_models import explain, stability
     from cifake_models.data import decode_rgb
-    from cifake_models.detector import FAKE, TorchDetector
+    from cifake_models.detector import TorchDetector
     from cifake_models.page.bank import load_bank
 
     threads = torch.get_num_threads()
@@ -296,23 +296,23 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
                 ["", "wall", "CPU"], rows)
 
     # Are explain.STEPS path points enough? IG's own check, completeness (the attributions sum to
-    # logit(image) - logit(black)), and whether the map shown has converged: its correlation with
-    # the map from four times as many points. Medians over the images.
+    # the FAKE-minus-REAL logit of the image less the black image's), and whether the map shown
+    # has converged: its correlation with the map from four times as many points. Medians over the images.
     rows = []
     for name, detector in detectors.items():
         if isinstance(detector, TorchDetector):
             x = detector.preprocessing.eval_transform(torch.as_tensor(images))
             base = detector.preprocessing.eval_transform(torch.zeros((1, 32, 32, 3), dtype=torch.uint8))
-            _, delta = IntegratedGradients(detector.module).attribute(
-                x, baselines=base, target=FAKE, n_steps=explain.STEPS, return_convergence_delta=True)
+            margin = explain.FakeMargin(detector.module.eval())  # what the page's maps attribute
+            _, delta = IntegratedGradients(margin).attribute(x, baselines=base, n_steps=explain.STEPS, return_convergence_delta=True)
             with torch.no_grad():
-                gap = detector.module(x)[:, FAKE] - detector.module(base)[:, FAKE]
+                gap = margin(x) - margin(base)
             similar = [np.corrcoef(explain.integrated_gradients(detector, image).values.ravel(),
                                    explain.integrated_gradients(detector, image, 4 * explain.STEPS).values.ravel())[0, 1]
                        for image in images]
             rows.append([name, f"{float((delta.abs() / gap.abs()).median()):.3f}", f"{np.median(similar):.3f}"])
     print_table(f"   Integrated Gradients with {explain.STEPS} steps (one view)",
-                ["", "|sum - logit gap| / |gap|", f"map's correlation with {4 * explain.STEPS} steps'"], rows)
+                ["", "|sum - margin gap| / |gap|", f"map's correlation with {4 * explain.STEPS} steps'"], rows)
 
 
 # --------------------------------------------------------------------------- 3. many users

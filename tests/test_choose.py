@@ -7,11 +7,12 @@ from cifake_models.registry import get_spec
 from train.choose import main
 
 
-def write(folder, clean: float, suite_mean: float, worst_gap: float = 0.05) -> None:
+def write(folder, clean: float, suite_mean: float, worst_gap: float = 0.05, split: str = "split-0") -> None:
     """A stand-in checkpoint of resnet50 whose only content is what the rule reads."""
     folder.mkdir(parents=True, exist_ok=True)
     validation = {"accuracy": clean, "robustness": {"mean_accuracy": suite_mean, "worst": {"accuracy": suite_mean - worst_gap}}}
-    save_safetensors(folder / get_spec("resnet50").checkpoint_file, {"w": torch.zeros(1)}, {"validation": validation})
+    metadata = {"validation": validation, "data": {"val_fingerprint": split}}
+    save_safetensors(folder / get_spec("resnet50").checkpoint_file, {"w": torch.zeros(1)}, metadata)
 
 
 def shipped_clean(folder) -> float:
@@ -38,6 +39,14 @@ def test_the_shipped_checkpoint_stays_when_no_candidate_is_more_robust(tmp_path,
     assert main(["resnet50", str(tmp_path / "weaker"), str(tmp_path / "missing"), "--checkpoints", str(tmp_path / "shipped"), "--ship"]) == 0
     assert shipped_clean(tmp_path / "shipped") == 0.958
     assert "skipped" in capsys.readouterr().out  # a folder without a checkpoint is reported, not fatal
+
+
+def test_a_candidate_validated_on_another_split_is_skipped(tmp_path, capsys):
+    write(tmp_path / "shipped", 0.958, 0.90)
+    write(tmp_path / "other_split", 0.962, 0.95, split="split-1")  # better on paper, on other images
+    assert main(["resnet50", str(tmp_path / "other_split"), "--checkpoints", str(tmp_path / "shipped"), "--ship"]) == 0
+    assert shipped_clean(tmp_path / "shipped") == 0.958
+    assert "validated on another split" in capsys.readouterr().out
 
 
 def test_the_worst_case_counts_as_much_as_the_mean(tmp_path):

@@ -19,22 +19,25 @@ from cifake_models.svm import SvmRecipe
 
 
 class Patch(torch.nn.Module):
-    """FAKE logit = the mean of one 8x8 patch of the input; REAL logit = 0."""
+    """FAKE logit = the mean of one 8x8 patch of the input; REAL logit = the mean of another
+    (``real``), or 0."""
 
-    def __init__(self, rows: slice, cols: slice):
+    def __init__(self, rows: slice, cols: slice, real: tuple[slice, slice] | None = None):
         super().__init__()
-        self.rows, self.cols = rows, cols
+        self.rows, self.cols, self.real = rows, cols, real
         self.gain = torch.nn.Parameter(torch.ones(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = torch.zeros(len(x), 2)
         logits[:, FAKE] = self.gain * x[:, :, self.rows, self.cols].mean(dim=(1, 2, 3))
+        if self.real:
+            logits[:, 1 - FAKE] = self.gain * x[:, :, self.real[0], self.real[1]].mean(dim=(1, 2, 3))
         return logits
 
 
-def patch_detector(rows: slice, cols: slice, mirror_average: bool) -> TorchDetector:
+def patch_detector(rows: slice, cols: slice, mirror_average: bool, real: tuple[slice, slice] | None = None) -> TorchDetector:
     metadata = {"test_time": {"mirror_average": mirror_average}}
-    return TorchDetector("patch", Patch(rows, cols), Preprocessing(crop=32), metadata)
+    return TorchDetector("patch", Patch(rows, cols, real), Preprocessing(crop=32), metadata)
 
 
 IMAGE = np.random.default_rng(0).integers(64, 256, (32, 32, 3), dtype=np.uint8)
@@ -49,6 +52,15 @@ def test_the_map_lies_where_the_evidence_is(rows, cols):
     heatmap = heatmaps({"patch": patch_detector(rows, cols, mirror_average=False)}, IMAGE)["patch"]
     assert heatmap.values.shape == (32, 32) and heatmap.signed
     assert mass(heatmap.values, rows, cols) > 0.99 and (heatmap.values[rows, cols] > 0).all()  # evidence for FAKE
+
+
+def test_evidence_for_real_is_negative():
+    """The verdict follows the FAKE logit less the REAL one, so a patch that raises the REAL
+    logit is evidence for REAL, though the FAKE logit never reads it."""
+    fake, real = (slice(0, 8), slice(0, 8)), (slice(20, 28), slice(12, 20))
+    heatmap = heatmaps({"patch": patch_detector(*fake, mirror_average=False, real=real)}, IMAGE)["patch"]
+    assert (heatmap.values[fake] > 0).all() and (heatmap.values[real] < 0).all()
+    assert mass(heatmap.values, *fake) + mass(heatmap.values, *real) > 0.99
 
 
 def test_a_mirror_averaging_detector_also_looks_at_the_mirrored_place():

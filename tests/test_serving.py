@@ -77,11 +77,13 @@ class SlowBrightness(Detector):
         return np.stack([fake, 1 - fake], axis=1)
 
 
-def test_requests_arriving_together_share_passes_and_keep_their_answers():
+@pytest.mark.parametrize("max_images, sizes", [(256, (1, 3, 1, 2, 1, 1, 4, 1)), (4, (1, 3, 2, 1, 2, 1, 4, 1))],
+                         ids=["room-for-all", "at-most-four-per-pass"])
+def test_requests_arriving_together_share_passes_and_keep_their_answers(max_images, sizes):
     detector = SlowBrightness("slow")
-    shared = SharedPasses({"slow": detector})
+    shared = SharedPasses({"slow": detector}, max_images=max_images)
     rng = np.random.default_rng(0)
-    requests = [rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for n in (1, 3, 1, 2, 1, 1, 4, 1)]
+    requests = [rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8) for n in sizes]
     answers: dict[int, tuple] = {}
 
     def ask(i: int) -> None:
@@ -94,7 +96,8 @@ def test_requests_arriving_together_share_passes_and_keep_their_answers():
     for thread in threads:
         thread.join()
     assert shared.passes < len(requests)  # requests shared passes...
-    assert sum(detector.calls) == sum(len(r) for r in requests)  # ...and each image was seen once
+    assert sum(detector.calls) == sum(len(r) for r in requests)  # ...and each image was seen once...
+    assert max(detector.calls) <= max_images  # ...in passes no larger than allowed (a request that would overfill one waits)
     for i, batch in enumerate(requests):
         probas, verdicts, errors = answers[i]
         alone = predict_all({"slow": detector}, batch)

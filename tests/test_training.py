@@ -172,6 +172,11 @@ def test_a_second_stage_continues_from_the_checkpoint_and_keeps_the_first_on_rec
     assert own_times <= third["training"]["wall_time_s"] + 0.11
     assert [h["stage"] for h in third["history"]] == [1, 1, 2, 3]
 
+    # A stage holding out another split would validate on images the earlier stages trained on.
+    with pytest.raises(CheckpointError, match="another validation split"):
+        train_main(["cnn", "--data", str(data), "--out", str(tmp_path / "fourth"), "--epochs", "1", "--batch-size", "8",
+                    "--split-seed", "1", "--init-from", str(first_file)])
+
 
 def test_a_second_stage_refuses_another_networks_checkpoint(tiny_data, tmp_path):
     train_tiny("cnn", tiny_data / "packed", tmp_path)

@@ -175,10 +175,11 @@ def test_decode_many_keeps_order_and_never_raises(tmp_path):
     truncated = tmp_path / "cut.jpg"
     truncated.write_bytes(encode(noise(64, 64), "JPEG")[:300])
     results = decode_many([good, text, None, empty, truncated, tmp_path / "missing.png"])
-    assert [r.name for r in results] == ["good.png", "notes.txt", "empty.jpg", "cut.jpg", "missing.png"]
+    assert [r.name for r in results] == ["good.png", "notes.txt", "", "empty.jpg", "cut.jpg", "missing.png"]
     assert isinstance(results[0], Decoded)
     assert all(isinstance(r, Failed) for r in results[1:])
     assert "not an image" in results[1].error
-    assert "empty" in results[2].error
-    assert "truncated" in results[3].error
-    assert "did not arrive" in results[4].error
+    assert results[2].error == "no file was sent"  # in its place: the results keep the request's order
+    assert "empty" in results[3].error
+    assert "truncated" in results[4].error
+    assert "did not arrive" in results[5].error

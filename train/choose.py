@@ -5,7 +5,9 @@ The rule, fixed before any test figure of the candidates was read, uses validati
 the candidates in the FOLDERs, keep those whose clean validation accuracy is within 1.5 points of
 the shipped one's and, where the shipped one is above the paper's accuracy, still above it; of
 those, the one with the highest robustness score ships: the average of its mean and its worst
-validation accuracy under the robustness suite. (The mean alone was the rule until a VGG-16
+validation accuracy under the robustness suite. A candidate validated on another split than the
+shipped one's is skipped: its figures are not comparable, and its validation images may be ones
+the shipped network trained on. (The mean alone was the rule until a VGG-16
 stage raised the worst case by 1.8 points at 0.04 points lower mean, 6 of 15,000 images; the
 robustness bar the project holds itself to has both, so the score has both.)
 ``--ship`` copies it into the checkpoint folder (the shipped file stays if it wins).
@@ -29,12 +31,12 @@ def robustness_score(suite: dict) -> float:
     return (suite["mean_accuracy"] + suite["worst"]["accuracy"]) / 2
 
 
-def recorded_validation(spec: DetectorSpec, path: Path) -> dict:
-    """The validation figures the checkpoint at ``path`` records (a network's are read from its
-    header; the SVM's file is loaded, as safely as the app loads it)."""
-    if spec.is_torch:
-        return read_safetensors(path)[1]["validation"]
-    return spec.load(path.parent).metadata["validation"]
+def recorded(spec: DetectorSpec, path: Path) -> tuple[dict, str | None]:
+    """The validation figures the checkpoint at ``path`` records, and its validation split's
+    fingerprint (a network's are read from its header; the SVM's file is loaded, as safely as
+    the app loads it)."""
+    metadata = read_safetensors(path)[1] if spec.is_torch else spec.load(path.parent).metadata
+    return metadata["validation"], (metadata.get("data") or {}).get("val_fingerprint")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,17 +48,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = get_spec(args.name)
     shipped = args.checkpoints / spec.checkpoint_file
-    base = recorded_validation(spec, shipped)["accuracy"]
+    try:
+        shipped_validation, split = recorded(spec, shipped)
+    except (CheckpointError, OSError, KeyError) as error:
+        print(f"error: the shipped {shipped} has no validation figures to compare with ({error})", file=sys.stderr)
+        return 2
     paper = spec.paper.accuracy if spec.paper else None
     best: tuple[Path, float] | None = None
     for path in [shipped, *(folder / spec.checkpoint_file for folder in args.folders)]:
         try:
-            validation = recorded_validation(spec, path)
+            validation, candidate_split = recorded(spec, path)
+            clean, suite = validation["accuracy"], validation["robustness"]
         except (CheckpointError, OSError, KeyError) as error:
             print(f"{path}: skipped ({error})")
             continue
-        clean, suite = validation["accuracy"], validation["robustness"]
-        eligible = clean >= base - CLEAN_TOLERANCE and (paper is None or base <= paper or clean > paper)
+        if candidate_split != split:
+            print(f"{path}: skipped (validated on another split than the shipped checkpoint: {candidate_split}, not {split})")
+            continue
+        eligible = clean >= shipped_validation["accuracy"] - CLEAN_TOLERANCE and (paper is None or shipped_validation["accuracy"] <= paper or clean > paper)
         robustness = robustness_score(suite)
         print(f"{path}: validation {clean:.2%} clean, suite mean {suite['mean_accuracy']:.2%}, worst {suite['worst']['accuracy']:.2%},"
               f" score {robustness:.2%} ({'eligible' if eligible else 'not eligible'})")

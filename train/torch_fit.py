@@ -150,6 +150,12 @@ def fit_torch(
         # The crop may change between stages (the networks pool globally); the pixel encoding may not.
         if parent.preprocessing.encoding() != spec.preprocessing.encoding():
             raise CheckpointError(f"{init_from} encodes its input differently ({parent.preprocessing}) from this run ({spec.preprocessing})")
+        # Nor may the split: on another one, this stage would validate on images the parent trained on.
+        parent_data = parent.metadata.get("data") or {}
+        parent_split = (parent_data.get("val_fraction", 0.1), parent_data.get("split_seed", 0))  # as train.revalidate reads it
+        if parent_split != (data_info["val_fraction"], data_info["split_seed"]):
+            raise CheckpointError(f"{init_from} held out another validation split (fraction {parent_split[0]}, seed {parent_split[1]}) than this run "
+                                  f"(fraction {data_info['val_fraction']}, seed {data_info['split_seed']}): pass its --val-fraction and --split-seed")
         module = parent.module.to(device)
         weights = parent.metadata["weights"]
         earlier_wall_time = parent.metadata["training"]["wall_time_s"]  # all of the parent's stages

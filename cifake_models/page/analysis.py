@@ -42,8 +42,8 @@ def analyse(bank: Bank, items: list[Decoded | Failed], check_stability: bool = F
 
 def limit_batch(paths: list) -> tuple[list, list[Failed]]:
     """The first :data:`MAX_BATCH_FILES` paths, and a "not processed" result for each of the rest."""
-    paths = [p for p in (paths or []) if p is not None]
-    skipped = [Failed(os.path.basename(os.fspath(p)), f"not processed: at most {MAX_BATCH_FILES} files per request")
+    paths = list(paths or [])  # a None stays in its place (decode_many answers it), so results keep the request's order
+    skipped = [Failed(os.path.basename(os.fspath(p)) if p is not None else "", f"not processed: at most {MAX_BATCH_FILES} files per request")
                for p in paths[MAX_BATCH_FILES:]]
     return paths[:MAX_BATCH_FILES], skipped
 

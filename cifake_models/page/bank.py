@@ -31,7 +31,12 @@ class Bank:
     report_errors: dict[str, str] = field(default_factory=dict)
     load_seconds: float = 0.0
     serving: Serving = Serving(None, None)  # how the detectors run: side by side, or one after another
-    passes: SharedPasses | None = None  # every request's forward passes, shared
+    passes: SharedPasses = field(init=False)  # every request's forward passes, shared
+
+    def __post_init__(self) -> None:
+        # Made here, not at the first request: two first requests at once would make two, and
+        # never share a pass. It reads self.detectors, which load_bank then fills.
+        self.passes = SharedPasses(self.detectors, executor=self.serving.executor, workers=self.serving.workers)
 
     @property
     def names(self) -> list[str]:
@@ -48,8 +53,6 @@ class Bank:
     def predict(self, batch: np.ndarray) -> Answers:
         """Every available detector on a uint8 ``[n, 32, 32, 3]`` batch, in a forward pass shared
         with the requests running at the same time (see ``cifake_models.results.predict_all``)."""
-        if self.passes is None:
-            self.passes = SharedPasses(self.detectors, executor=self.serving.executor, workers=self.serving.workers)
         return self.passes.predict(batch)
 
 
