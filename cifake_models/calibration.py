@@ -32,11 +32,6 @@ UNSURE = "UNSURE"
 TARGET_ACCURACY = 0.99  # on the images a detector decides, on validation
 # Expected calibration error to aim for on CIFAKE's own images and, on average, on the suite's changed copies.
 ECE_TARGETS = {"clean": 0.01, "suite": 0.03}
-
-
-def called_fake(proba_fake: np.ndarray, threshold: float) -> np.ndarray:
-    """The one cut: an image is called FAKE when its P(FAKE) is at or above the threshold."""
-    return np.asarray(proba_fake) >= threshold
 # The perturbed copies' share of the weight in each candidate fit (0: the clean validation split alone).
 SUITE_SHARES = (0.0, 0.25, 0.5, 0.75)
 CONFIDENCE_GRID = np.round(np.arange(0.5, 1.0, 0.0025), 4)  # candidate confidence levels for the band
@@ -45,6 +40,11 @@ LOGIT_CLIP = 1e-6  # P is clipped to [1e-6, 1 - 1e-6] before the logit, so a 0 o
 # between images it would otherwise merge, so ROC-AUC and the threshold search see the raw order),
 # too little to move a probability by more than 1e-3.
 IDENTITY_SHARE = 1e-3
+
+
+def called_fake(proba_fake: np.ndarray, threshold: float) -> np.ndarray:
+    """The one cut: an image is called FAKE when its P(FAKE) is at or above the threshold."""
+    return np.asarray(proba_fake) >= threshold
 
 
 def beta_features(proba_fake: np.ndarray) -> np.ndarray:

@@ -25,7 +25,6 @@ from .perturbations import Perturbation
 from .results import Answers, predict_all
 
 
-
 @dataclass(frozen=True)
 class Change:
     """One everyday change, and the words that name it in a sentence."""

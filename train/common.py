@@ -60,6 +60,13 @@ def checkpoint_metadata(
     }
 
 
+def held_out_split(metadata: dict) -> tuple[float, int]:
+    """The validation split a checkpoint held out, as ``train_val_indices``'s fraction and seed
+    (the defaults for checkpoints from before they were recorded)."""
+    data = metadata.get("data") or {}
+    return data.get("val_fraction", 0.1), data.get("split_seed", 0)
+
+
 def record_validation(detector: Detector, val: Split) -> dict:
     """Make every choice that is made on validation, in order, and record it with the
     validation figures: the views (mirror averaging), the calibration, the decision threshold,

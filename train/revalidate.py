@@ -16,7 +16,7 @@ from cifake_models.data import default_data_dir, load_split, train_val_indices
 from cifake_models.reports import percent
 
 from .commands import checkpoint_command, load_checkpoints, parse
-from .common import record_validation
+from .common import held_out_split, record_validation
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures += 1
                 continue
         data = detector.metadata["data"]
-        val = split.subset(train_val_indices(split.labels, data.get("val_fraction", 0.1), data.get("split_seed", 0))[1])
+        val = split.subset(train_val_indices(split.labels, *held_out_split(detector.metadata))[1])
         if val.fingerprint() != data.get("val_fingerprint"):
             print(f"{detector.name}: skipped: its validation split cannot be rebuilt from this data (fingerprints differ)", file=sys.stderr)
             failures += 1

@@ -28,7 +28,7 @@ from cifake_models.detector import TorchDetector
 from cifake_models.registry import OPTIMIZERS, DetectorSpec, TorchRecipe, get_spec
 
 from . import distributed
-from .common import checkpoint_metadata, record_validation
+from .common import checkpoint_metadata, held_out_split, record_validation
 
 
 def resume_path(out_dir: Path, name: str) -> Path:
@@ -151,8 +151,7 @@ def fit_torch(
         if parent.preprocessing.encoding() != spec.preprocessing.encoding():
             raise CheckpointError(f"{init_from} encodes its input differently ({parent.preprocessing}) from this run ({spec.preprocessing})")
         # Nor may the split: on another one, this stage would validate on images the parent trained on.
-        parent_data = parent.metadata.get("data") or {}
-        parent_split = (parent_data.get("val_fraction", 0.1), parent_data.get("split_seed", 0))  # as train.revalidate reads it
+        parent_split = held_out_split(parent.metadata)
         if parent_split != (data_info["val_fraction"], data_info["split_seed"]):
             raise CheckpointError(f"{init_from} held out another validation split (fraction {parent_split[0]}, seed {parent_split[1]}) than this run "
                                   f"(fraction {data_info['val_fraction']}, seed {data_info['split_seed']}): pass its --val-fraction and --split-seed")
