@@ -190,14 +190,13 @@ def results(items: Sequence[Decoded | Failed], answers: Answers, unavailable: Ma
     """One :class:`ImageResult` per item, in order, from :func:`predict_all`'s answers for the
     stacked arrays of the decoded items; ``unavailable`` explains detectors that never loaded."""
     probas, verdicts, detector_errors = answers
-    fake, real = CLASSES.index(FAKE_LABEL), CLASSES.index(REAL_LABEL)
     out, i = [], 0
     for item in items:
         if isinstance(item, Failed):
             out.append(ImageResult(item.name, item.error))
             continue
         predictions = {
-            name: Prediction(round(float(proba[i, real]), DECIMALS), round(float(proba[i, fake]), DECIMALS), str(verdicts[name][i]))
+            name: Prediction(round(float(proba[i, 1 - FAKE]), DECIMALS), round(float(proba[i, FAKE]), DECIMALS), str(verdicts[name][i]))
             for name, proba in probas.items()
         }
         error = None if predictions else "no detector could score this image: " + "; ".join(
