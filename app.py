@@ -33,6 +33,7 @@ import gradio as gr
 import pandas as pd
 import plotly.graph_objects as go
 from gradio import FileData
+from gradio.utils import get_upload_folder, is_in_or_equal
 
 from cifake_models.page.analysis import MAX_BATCH_FILES, MAX_HEATMAPS, analyse_files, predict_file, predict_files
 from cifake_models.page.bank import Bank, example_files, load_bank
@@ -59,14 +60,16 @@ def detect_outputs(bank: Bank, paths: list) -> tuple[str, pd.DataFrame, dict]:
 
 def uploaded_path(file: FileData | None) -> str | None:
     """The server path of a file a client sent with ``handle_file``. ``gr.api`` skips
-    preprocessing, so it hands the file over as FileData's fields in a plain dict, whose path
-    Gradio has already checked lies in its upload cache. Anything else (a bare path string would
-    name any file on the server) is refused."""
+    preprocessing, so it hands the file over as FileData's fields in a plain dict. Gradio checks
+    that the path lies in its upload cache only for a dict that carries FileData's ``meta``, so it
+    is checked here for every dict: anything else (a bare path, or a dict naming a path outside
+    the cache) would let a caller have any file on the server read, and is refused."""
     if file is None:
         return None
-    if not isinstance(file, dict) or not isinstance(file.get("path"), str):
+    path = file.get("path") if isinstance(file, dict) else None
+    if not isinstance(path, str) or not is_in_or_equal(path, get_upload_folder()):
         raise gr.Error("send each image as a file: gradio_client.handle_file(path)", print_exception=False)
-    return file["path"]
+    return path
 
 
 def build_demo(bank: Bank | None = None) -> gr.Blocks:
@@ -81,8 +84,10 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
     def detect(files: list[str] | None) -> tuple:
         return detect_outputs(bank, list(files or []))
 
-    def detect_pasted(image: str | None) -> tuple:
-        return detect_outputs(bank, [image] if image else [])
+    def detect_pasted(image: dict | None) -> tuple:
+        # Unpreprocessed (see pasted.change): FileData's fields, the path already checked to lie
+        # in gradio's upload cache, so that the app's own decoder reads the file.
+        return detect_outputs(bank, [image["path"]] if image else [])
 
     def detect_examples() -> tuple:
         return detect_outputs(bank, examples)
@@ -95,7 +100,7 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
         try:
             return predict_file(bank, path, stability)
         except UploadError as error:
-            raise gr.Error(f"{os.path.basename(path or '')}: {error}", print_exception=False) from None
+            raise gr.Error(f"{os.path.basename(path)}: {error}" if path else str(error), print_exception=False) from None
 
     def predict_batch(images: list[FileData], stability: bool = False) -> list[dict]:
         """Several image files -> one {"file", "error", "notes", "predictions"} per file, in order
@@ -142,8 +147,10 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
                 outputs = [cards, table, download]
                 files.change(detect, inputs=files, outputs=outputs, api_name="detect_files", api_visibility="undocumented",
                              concurrency_limit=2)
+                # preprocess=False: gr.Image's own preprocessing opens the file with Pillow, and a file
+                # that fails there would get a bare "Error" instead of the app's message for it.
                 pasted.change(detect_pasted, inputs=pasted, outputs=outputs, api_name="detect_pasted", api_visibility="undocumented",
-                              concurrency_limit=2)
+                              concurrency_limit=2, preprocess=False)
                 if examples:
                     run_all.click(detect_examples, inputs=None, outputs=outputs, api_name="detect_examples", api_visibility="undocumented")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -79,18 +80,22 @@ def require_file(path: Path) -> None:
         raise CheckpointError(f"checkpoint {path} is empty")
 
 
-def library_versions() -> dict[str, str]:
-    import numpy
-    import sklearn
-    import torchvision
+# Every library whose version can change what training, evaluation or a loaded checkpoint
+# computes: pillow decodes the JPEGs and runs the upload-like augmentation, scikit-image computes
+# HOG, scipy's L-BFGS fits the SVM, skops and safetensors read and write the files.
+RECORDED_LIBRARIES = ("torch", "torchvision", "numpy", "scikit-learn", "scikit-image", "scipy", "pillow", "skops", "safetensors")
 
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
+
+def library_versions() -> dict[str, str | None]:
+    """Python's version and each of :data:`RECORDED_LIBRARIES`' (``None``: not installed)."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in RECORDED_LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["torch"] = torch.__version__  # names the build too (+cu128, +cpu), which the package's metadata may not
+    return versions
 
 
 def _cpu_name() -> str:
@@ -112,10 +117,12 @@ def cpu_computes_bf16() -> bool:
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
-def hardware() -> str:
-    """Where a run ran. On a CPU the vector extension torch uses is named too, and whether it
-    computes in bf16: CPUs of one model name differ in both, and they decide the speed."""
-    if torch.cuda.is_available():
-        return f"GPU: {torch.cuda.get_device_name()}"
+def hardware(device: str | torch.device) -> str:
+    """The machine ``device`` (where the work ran: ``cuda:0``, ``cpu``) belongs to. On a CPU the
+    vector extension torch uses is named too, and whether it computes in bf16: CPUs of one model
+    name differ in both, and they decide the speed."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(device)}"
     extension = torch.backends.cpu.get_cpu_capability() + (" with BF16" if cpu_computes_bf16() else "")
     return f"CPU: {_cpu_name()}, {extension}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

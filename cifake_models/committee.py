@@ -20,7 +20,7 @@ import torch
 
 from .calibration import log_odds, sigmoid
 from .checkpoint import CheckpointError, file_sha256, read_safetensors, save_safetensors
-from .detector import FAKE, Detector
+from .detector import FAKE, Detector, check_recorded
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,7 @@ class CommitteeDetector(Detector):
         file it was fitted on (retrained, recalibrated): its weight was fitted on another
         detector's answers, and it serves again once the committee is refitted."""
         tensors, metadata = read_safetensors(path)
-        if metadata.get("detector") != name:
-            raise CheckpointError(f"{path} holds the detector {metadata.get('detector')!r}, not {name!r}")
+        check_recorded(path, name, metadata)
         try:
             names, fitted_on = metadata["members"], metadata["member_checkpoints"]
             masks, coefficients = tensors["masks"].numpy(), tensors["coefficients"].numpy()

@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +25,14 @@ CLASSES: tuple[str, ...] = ("FAKE", "REAL")
 FAKE = CLASSES.index("FAKE")
 SPLITS = ("train", "test")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Where the data is looked for when no path is given: $CIFAKE_DATA, then the shared copy.
+# Where the data is looked for when no path is given, after $CIFAKE_DATA: the checkout's own
+# data/cifake/, then the shared copy beside the checkout.
 DEFAULT_DATA_DIRS = (REPO_ROOT / "data" / "cifake", REPO_ROOT.parent / "shared" / "data" / "cifake")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# The validation split every trainer and script holds out of train unless told otherwise
+# (train_val_indices); checkpoints from before the split was recorded held out this one.
+VAL_FRACTION = 0.1
+SPLIT_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,11 @@ def default_data_dir() -> Path:
     )
 
 
+def data_search_order() -> str:
+    """Where :func:`default_data_dir` looks, in words, for the ``--data`` options' help."""
+    return ", then ".join(["$CIFAKE_DATA", *(os.path.relpath(path, REPO_ROOT) + "/" for path in DEFAULT_DATA_DIRS)])
+
+
 def decode_rgb(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as image:
         return np.asarray(image.convert("RGB"))
@@ -72,46 +83,52 @@ def decode_rgb(data: bytes) -> np.ndarray:
 
 def load_split(root: str | Path | None, split: str) -> Split:
     """Load ``split`` ("train" or "test") from a Kaggle folder or a folder of ``.npz`` files."""
+    images, labels, names = [], [], []
+    for name, label, data in stored_files(root, split):
+        images.append(decode_rgb(data))
+        labels.append(label)
+        names.append(name)
+    if not images:
+        raise FileNotFoundError(f"no {split} images in {root if root is not None else default_data_dir()}")
+    images, labels, names = np.stack(images), np.asarray(labels, dtype=np.int64), np.asarray(names, dtype=str)
+    order = np.lexsort((names, labels))
+    return Split(images[order], labels[order], names[order])
+
+
+def stored_files(root: str | Path | None, split: str) -> Iterator[tuple[str, int, bytes]]:
+    """``(name, label, file bytes)`` of each image of ``split`` as the dataset stores it (the
+    original JPEG, byte for byte), from a Kaggle folder or a folder of ``.npz`` files."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
     root = Path(root) if root is not None else default_data_dir()
     packed = root / f"cifake-{split}.npz"
     if packed.is_file():
-        images, labels, names = _read_npz(packed)
-    elif (root / split).is_dir():
-        images, labels, names = _read_kaggle_folder(root, split)
-    else:
-        raise FileNotFoundError(f"{root} holds neither {packed.name} nor a {split}/REAL, {split}/FAKE folder")
-    order = np.lexsort((names, labels))
-    return Split(images[order], labels[order], names[order])
+        return _npz_files(packed)
+    if (root / split).is_dir():
+        return _kaggle_files(root, split)
+    raise FileNotFoundError(f"{root} holds neither {packed.name} nor a {split}/REAL, {split}/FAKE folder")
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _npz_files(path: Path) -> Iterator[tuple[str, int, bytes]]:
     with np.load(path, allow_pickle=False) as packed:
         if tuple(packed["classes"]) != CLASSES:
             raise ValueError(f"{path}: classes {tuple(packed['classes'])} differ from {CLASSES}")
         jpeg, offsets = packed["jpeg"], packed["jpeg_offsets"]
-        images = np.stack([decode_rgb(jpeg[a:b].tobytes()) for a, b in zip(offsets[:-1], offsets[1:])])
-        return images, packed["labels"].astype(np.int64), packed["names"].astype(str)
+        for name, label, start, end in zip(packed["names"].astype(str), packed["labels"], offsets[:-1], offsets[1:]):
+            yield str(name), int(label), jpeg[start:end].tobytes()
 
 
-def _read_kaggle_folder(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    images, labels, names = [], [], []
+def _kaggle_files(root: Path, split: str) -> Iterator[tuple[str, int, bytes]]:
     for label, class_name in enumerate(CLASSES):
         folder = root / split / class_name
         if not folder.is_dir():
             raise FileNotFoundError(f"missing class folder {folder}")
         for file in sorted(folder.iterdir()):
             if file.suffix.lower() in IMAGE_SUFFIXES:
-                images.append(decode_rgb(file.read_bytes()))
-                labels.append(label)
-                names.append(f"{split}/{class_name}/{file.name}")
-    if not images:
-        raise FileNotFoundError(f"no images under {root / split}")
-    return np.stack(images), np.asarray(labels, dtype=np.int64), np.asarray(names, dtype=str)
+                yield f"{split}/{class_name}/{file.name}", label, file.read_bytes()
 
 
-def train_val_indices(labels: np.ndarray, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def train_val_indices(labels: np.ndarray, val_fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
     """A seeded split of train into (train, validation) indices, stratified by label."""
     rng = np.random.default_rng(seed)
     train, val = [], []

@@ -22,6 +22,18 @@ from .images import mirror, stack_images
 from .preprocessing import Preprocessing
 
 
+def check_recorded(path: str | Path, name: str, metadata: dict) -> None:
+    """Refuse a checkpoint that records another detector than ``name``, or its classes in
+    another order than :data:`CLASSES`: every detector's probability columns are read in that
+    order, so another would swap P(REAL) and P(FAKE) without a sign. (A field the file does not
+    record is not compared; a file without the rest of a checkpoint fails on that.)"""
+    if metadata.get("detector", name) != name:
+        raise CheckpointError(f"{path} holds the detector {metadata['detector']!r}, not {name!r}")
+    if metadata.get("classes", list(CLASSES)) != list(CLASSES):
+        raise CheckpointError(f"{path} records its classes as {metadata['classes']!r}, not {list(CLASSES)!r}: "
+                              "its probability columns would be read swapped")
+
+
 class Detector:
     """Base class: PIL images in, class probabilities out."""
 
@@ -41,6 +53,8 @@ class Detector:
         return self.predict_proba_arrays(stack_images(images))
 
     def predict(self, images: Sequence[Image.Image] | Image.Image) -> np.ndarray:
+        """The verdict for each image: FAKE, REAL or UNSURE (:meth:`decide`); UNSURE is not one
+        of :attr:`classes_`."""
         return self.decide(self.predict_proba(images))
 
     @property
@@ -93,8 +107,10 @@ class Detector:
         raise NotImplementedError
 
     def prepare_for_serving(self, threads: int | None = None) -> "Detector":
-        """Switch to the fastest way of answering that gives the same probabilities (within
-        1e-4); for the app and ``cifake-score``, never for training or evaluation. ``threads``:
+        """Switch to the fastest way of answering that gives the same probabilities before
+        calibration (within ``onnx_runtime.RAW_TOLERANCE``; calibrated ones can differ more where
+        an isotonic map is steep, see ``cifake_models.onnx_runtime``); for the app and
+        ``cifake-score``, never for training or evaluation. ``threads``:
         how many the detector computes on (default: torch's count; scikit-learn's BLAS threads
         are the process's: ``cifake_models.serving.side_by_side``)."""
         return self
@@ -140,8 +156,7 @@ class TorchDetector(Detector):
     @classmethod
     def load(cls, path: str | Path, name: str, build) -> "TorchDetector":
         state, metadata = read_safetensors(path)
-        if metadata.get("detector") != name:
-            raise CheckpointError(f"{path} holds the detector {metadata.get('detector')!r}, not {name!r}")
+        check_recorded(path, name, metadata)
         try:
             preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
         except (AttributeError, KeyError, TypeError, ValueError) as error:
@@ -194,5 +209,6 @@ class SklearnDetector(Detector):
             raise
         except Exception as error:  # skops raises many kinds (zip, json, type) on a bad file
             raise CheckpointError(f"{path} is not a valid checkpoint ({type(error).__name__}: {error})") from error
+        check_recorded(path, name, metadata)
         return cls(name, estimator, metadata)
 

@@ -1,8 +1,9 @@
 """From any PIL image to the 32x32 RGB uint8 array every detector starts from.
 
 CIFAKE images are 32x32 RGB, so a user's image is brought to that form the way the paper's
-test transform does (``Resize(32)`` on the shorter side, then a centre crop), after the
-conversions a photo may need. Each conversion is reported, so the app can say what it did.
+test transform does (``Resize(32)`` on the shorter side, then a centre crop; a very elongated
+image is first cut to its middle), after the conversions a photo may need. Each conversion is
+reported, so the app can say what it did.
 """
 
 from __future__ import annotations
@@ -13,49 +14,82 @@ import numpy as np
 from PIL import Image, ImageOps
 
 SIZE = 32
-# ITU-R 601-2 luma, the weights of PIL's "L" mode; used wherever we go to grayscale.
+# A longer side beyond MAX_ASPECT times the shorter is cut (centred) to that before resizing:
+# the detectors see only the centre square, and a 1 x 400,000 strip would otherwise be resized
+# to 32 x 12,800,000 pixels (1.2 GB) on its way there.
+MAX_ASPECT = 4
 EXIF_ORIENTATION = 0x0112
+# ITU-R 601-2 luma, the weights of PIL's "L" mode; used wherever we go to grayscale.
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+HIGH_BIT_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # one-channel modes beyond 8 bits
+WITH_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 def to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
-    """Orient and convert ``image`` to 8-bit RGB; returns it and the conversions made."""
+    """Orient and convert ``image`` to 8-bit RGB; returns it and the conversions made, each
+    named from the image's own mode."""
     notes = []
     if getattr(image, "is_animated", False):
         image.seek(0)
         notes.append(f"animated ({image.n_frames} frames): used the first frame")
-    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
-        image = ImageOps.exif_transpose(image)
-        notes.append("rotated upright from its EXIF orientation")
+    orientation = image.getexif().get(EXIF_ORIENTATION, 1)
+    if orientation != 1:
+        upright = ImageOps.exif_transpose(image)
+        # exif_transpose drops the tag exactly when it turned the image: an invalid value
+        # (9, say) stays, and nothing was turned.
+        if EXIF_ORIENTATION not in upright.getexif():
+            image = upright
+            notes.append(f"rotated upright from its EXIF orientation (tag {orientation})")
     mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        # 16/32-bit integer or floating-point grayscale: the range scaled into 8 bits instead of
-        # clipped at 255. Integers keep 0 as black (a 16-bit photo's range starts there); floats,
-        # and integers below 0 (mode I is signed), span their own range.
-        pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
-        low = pixels.min() if mode == "F" else min(pixels.min(), 0.0)
-        scaled = (pixels - low) / ((pixels.max() - low) or 1.0) * 255.0
-        image = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
-        notes.append("floating-point pixels rescaled to 8 bits" if mode == "F" else f"{mode} (high bit depth) scaled to 8 bits")
-    if image.mode == "P" and "transparency" in image.info:
+    if mode in HIGH_BIT_DEPTH:
+        image = _eight_bits(image)
+        notes.append(f"{mode} (16-bit) scaled to 8 bits" if mode.startswith("I;16")
+                     else f"{'floating-point' if mode == 'F' else '32-bit integer'} pixels scaled to 8 bits from their own range")
+    if "transparency" in image.info and image.mode not in WITH_ALPHA:
+        # A colour (or palette entries) the file marks transparent, as PNG and GIF can: an alpha
+        # channel by another name, so it is flattened the same way.
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    if image.mode in WITH_ALPHA:
         # Transparent pixels have no colour of their own: show them over white.
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
         notes.append("transparency flattened onto white")
     if image.mode != "RGB":
-        if mode not in ("RGBA", "LA", "PA", "RGBa", "La"):
-            notes.append(f"converted from {image.mode} to RGB")
         image = image.convert("RGB")
+    if mode not in ("RGB", *HIGH_BIT_DEPTH, *WITH_ALPHA):  # those have their note above
+        notes.append(f"converted from {mode} to RGB")
     return image, notes
+
+
+def _eight_bits(image: Image.Image) -> Image.Image:
+    """A 16/32-bit integer or floating-point grayscale image in 8 bits, scaled rather than
+    clipped at 255 (L; LA where the file marks a value transparent)."""
+    pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    if image.mode.startswith("I;16"):
+        # Unsigned 16 bits: the bit depth sets the range, as for 8-bit images, so 65535 is
+        # white and an 8-bit v saved as 16-bit (v * 257) comes back as v.
+        scaled = pixels / 257
+    else:
+        # Signed 32-bit integers and floats have no range that a bit depth defines: their own
+        # range is scaled to 0-255. Integers keep 0 as black; floats, and integers below 0,
+        # start at their minimum.
+        low = pixels.min() if image.mode == "F" else min(pixels.min(), 0.0)
+        scaled = (pixels - low) / ((pixels.max() - low) or 1.0) * 255.0
+    gray = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    if "transparency" in image.info:  # compared at full depth, before scaling merges values
+        gray.putalpha(Image.fromarray(np.where(pixels == image.info["transparency"], 0, 255).astype(np.uint8), mode="L"))
+    return gray
 
 
 def to_cifake_array(image: Image.Image) -> tuple[np.ndarray, list[str]]:
     """Return ``image`` as a uint8 ``[32, 32, 3]`` array, as CIFAKE images are, and the notes."""
-    image, notes = to_rgb(image)
+    image, notes = to_rgb(image)  # upright first, so that the "longer side" is the upright one
     width, height = image.size
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        image = _crop_centre(image, MAX_ASPECT * min(width, height))
+        notes.append(f"very elongated ({width}x{height}): kept the middle {image.size[0]}x{image.size[1]}")
+        width, height = image.size
     if (width, height) != (SIZE, SIZE):
         scale = SIZE / min(width, height)
         new_size = (max(SIZE, round(width * scale)), max(SIZE, round(height * scale)))
@@ -64,6 +98,16 @@ def to_cifake_array(image: Image.Image) -> tuple[np.ndarray, list[str]]:
         image = image.crop((left, top, left + SIZE, top + SIZE))
         notes.append(f"resized from {width}x{height} to 32x32 (shorter side to 32, centre crop)")
     return np.asarray(image, dtype=np.uint8), notes
+
+
+def _crop_centre(image: Image.Image, long_side: int) -> Image.Image:
+    """Crop the longer side of ``image`` to ``long_side`` pixels around its centre."""
+    width, height = image.size
+    if width >= height:
+        left = (width - long_side) // 2
+        return image.crop((left, 0, left + long_side, height))
+    top = (height - long_side) // 2
+    return image.crop((0, top, width, top + long_side))
 
 
 def stack_images(images: Sequence[Image.Image]) -> np.ndarray:

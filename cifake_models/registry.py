@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import nets
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, read_safetensors
 from .committee import CommitteeDetector, CommitteeRecipe
 from .data import REPO_ROOT
 from .detector import Detector, SklearnDetector, TorchDetector
@@ -75,6 +75,9 @@ class DetectorSpec:
     architecture: Callable[..., nn.Module] | None = None  # (weights, in_channels) -> module
     notes: str = ""
     members: tuple[str, ...] = ()  # a committee's: the detectors whose probabilities it combines
+    # Whether torchvision has ImageNet weights for the architecture (``--weights imagenet``):
+    # the paper's transfer-learning networks.
+    imagenet_weights: bool = False
 
     @property
     def is_torch(self) -> bool:
@@ -89,8 +92,18 @@ class DetectorSpec:
         return f"{self.name}.skops" if isinstance(self.recipe, SvmRecipe) else f"{self.name}.safetensors"
 
     def build_module(self, preprocessing: Preprocessing | None = None, weights: str = "none") -> nn.Module:
+        if weights != "none" and not self.imagenet_weights:
+            raise ValueError(f"{self.name} has no pretrained weights; use --weights none")
         preprocessing = preprocessing or self.preprocessing
         return self.architecture(weights=weights, in_channels=preprocessing.channels)
+
+    def stored_metadata(self, checkpoint_dir: str | Path | None = None) -> dict:
+        """What the checkpoint in ``checkpoint_dir`` records of itself, without building the
+        detector where the file allows it (a safetensors header; the SVM's file is loaded, as
+        safely as :meth:`load` does)."""
+        if isinstance(self.recipe, SvmRecipe):
+            return self.load(checkpoint_dir).metadata
+        return read_safetensors(Path(checkpoint_dir or CHECKPOINT_DIR) / self.checkpoint_file)[1]
 
     def load(self, checkpoint_dir: str | Path | None = None, loaded: Mapping[str, Detector] | None = None) -> Detector:
         """The detector stored in ``checkpoint_dir``. A committee takes its members from
@@ -125,8 +138,7 @@ def rgb_only(builder: Callable[..., nn.Module], name: str | None = None) -> Call
 
 
 def _paper_cnn(weights: str = "none", in_channels: int = 1) -> nn.Module:
-    if weights != "none":
-        raise ValueError("the paper's CNN has no pretrained weights; use --weights none")
+    """``weights``: always "none" here (``imagenet_weights`` is off for it: DetectorSpec.build_module)."""
     return nets.paper_cnn(in_channels)
 
 
@@ -162,6 +174,7 @@ REGISTRY: dict[str, DetectorSpec] = {
             recipe=TorchRecipe(),
             preprocessing=Preprocessing(crop=24),
             architecture=rgb_only(nets.resnet50),
+            imagenet_weights=True,
         ),
         DetectorSpec(
             name="vgg16_bn",
@@ -170,6 +183,7 @@ REGISTRY: dict[str, DetectorSpec] = {
             recipe=TorchRecipe(),
             preprocessing=Preprocessing(crop=32),
             architecture=rgb_only(nets.vgg16_bn),
+            imagenet_weights=True,
             notes=_AT_32 + " Global pooling + one linear layer replace the 4096-wide classifier.",
         ),
         DetectorSpec(
@@ -179,6 +193,7 @@ REGISTRY: dict[str, DetectorSpec] = {
             recipe=TorchRecipe(),
             preprocessing=Preprocessing(crop=32),
             architecture=rgb_only(nets.densenet121),
+            imagenet_weights=True,
             notes=_AT_32,
         ),
         DetectorSpec(

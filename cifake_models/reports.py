@@ -12,11 +12,13 @@ import numpy as np
 from sklearn import metrics
 
 from .calibration import called_fake
+from .checkpoint import file_sha256
 from .data import CLASSES, FAKE
 from .perturbations import TRAINING_RANGES
 from .registry import OPTIMIZERS, REPORT_DIR
 
 CURVE_POINTS = 200  # enough for a smooth plot, small enough for a JSON report
+REEVALUATE = "run python -m train.evaluate"  # what writes (and rewrites) the reports
 
 
 def percent(fraction: float) -> str:
@@ -204,3 +206,19 @@ def load_report(name: str, report_dir: str | Path | None = None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no evaluation report {path}; run `python -m train.evaluate`")
     return json.loads(path.read_text())
+
+
+def stale_report(report: dict, checkpoint: str | Path) -> str | None:
+    """Why ``report`` does not describe the checkpoint file ``checkpoint``, or None where it does.
+
+    ``train.evaluate`` records the SHA-256 of the file it evaluated; a checkpoint retrained,
+    recalibrated (``train.revalidate``) or shipped (``train.choose``) since then has figures
+    that no longer belong to it until the evaluation runs again."""
+    recorded = (report.get("checkpoint") or {}).get("sha256")
+    if recorded is None:
+        return f"the report does not record which checkpoint it evaluated: {REEVALUATE}"
+    if not Path(checkpoint).is_file():
+        return None  # nothing to compare with: the page says the checkpoint is missing
+    if file_sha256(checkpoint) != recorded:
+        return f"the report's figures are from an earlier {Path(checkpoint).name}: {REEVALUATE}"
+    return None

@@ -109,10 +109,11 @@ def csv_header(names: Sequence[str]) -> list[str]:
 
 def agreement(verdicts: Mapping[str, str]) -> str:
     """``"4 of 5 say FAKE"``, ``"all 5 say REAL"``, ``"split: 2 FAKE, 2 REAL"``, each followed by
-    how many are unsure (``", 1 unsure"``) where any are."""
+    how many are unsure (``", 1 unsure"``) where any are; empty where no detector voted (only
+    committees answered: they are not counted)."""
     n = len(verdicts)
     if n == 0:
-        return "no detector available"
+        return ""
     fakes, reals = (sum(v == label for v in verdicts.values()) for label in (FAKE_LABEL, REAL_LABEL))
     unsure = n - fakes - reals
     if unsure == n:
@@ -129,7 +130,10 @@ def agreement(verdicts: Mapping[str, str]) -> str:
 
 
 def majority(verdicts: Mapping[str, str]) -> str:
-    """FAKE or REAL when more than half of the detectors say so, else "undecided"."""
+    """FAKE or REAL when more than half of the detectors say so, else "undecided"; empty where
+    no detector voted, as :func:`agreement`."""
+    if not verdicts:
+        return ""
     for label in (FAKE_LABEL, REAL_LABEL):
         if sum(v == label for v in verdicts.values()) * 2 > len(verdicts):
             return label

@@ -21,7 +21,8 @@ scripts/benchmark_app.py --parts 4`` measures both, against the detectors in-pro
 
 ``file`` is the path relative to the folder given (for a folder), or the path as given (for a
 glob, a file or a list), so it names each file once and the app's CSV, which names an upload by
-its file name, matches a flat folder's rows.
+its file name, matches a flat folder's rows. A file name that is not UTF-8 is written with
+backslash escapes (``caf\\udce9.jpg``), so that the output stays UTF-8 (:func:`escaped`).
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError
+from .committee import CommitteeDetector
 from .registry import CHECKPOINT_DIR, get_spec, list_detectors
 from .results import ImageResult, csv_header, score
-from .uploads import ALLOWED_FORMATS, Decoded, Failed, decode_bytes, decode_many, decode_or_fail
+from .uploads import ALLOWED_FORMATS, Decoded, Failed, decode_bytes, decode_or_fail, decode_upload
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 # Files a folder contributes: the extensions Pillow registers for the formats the app accepts.
@@ -71,13 +73,18 @@ class BatchScorer:
         # A committee combines its members' answers, so they are loaded too (once, and in the
         # registry's order, members first) and score unseen where they were not asked for.
         needed = {*self.names, *(member for name in self.names for member in get_spec(name).members)}
-        self.detectors, self.unavailable = {}, {}
+        self.detectors, failed = {}, {}
         for name in (name for name in list_detectors() if name in needed):
             try:
                 self.detectors[name] = get_spec(name).load(checkpoint_dir or CHECKPOINT_DIR, loaded=self.detectors).prepare_for_serving()
             except CheckpointError as error:
-                if name in self.names:
-                    self.unavailable[name] = str(error)
+                failed[name] = str(error)
+        self.unavailable = {name: why for name, why in failed.items() if name in self.names}
+        # Committees serving on fewer members (``{committee: {member: why}}``), each member with
+        # its own reason where it failed to load here (the committee only knows it was absent).
+        self.without = {name: {member: failed.get(member, why) for member, why in detector.unavailable.items()}
+                        for name, detector in self.detectors.items()
+                        if name in self.names and isinstance(detector, CommitteeDetector) and detector.unavailable}
         self.columns = csv_header(self.names)
 
     def score(self, items: Sequence[Decoded | Failed]) -> list[ImageResult]:
@@ -94,24 +101,39 @@ class BatchScorer:
         return {column: [record[column] for record in records] for column in self.columns}
 
 
+def escaped(text: str) -> str:
+    """``text`` as the output holds it: a file name that is not UTF-8, which Python keeps as lone
+    surrogates, gets backslash escapes (``\\udce9``), so that the output stays UTF-8 and a rerun
+    finds the same name in it. Names are escaped as they are collected, everything else as it
+    is written (:func:`encode`)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def collect(inputs: Sequence[str], list_file: str | None = None) -> list[tuple[str, Path]]:
-    """``(name, path)`` for every file the inputs give, in order, each once."""
+    """``(name, path)`` for every file the inputs give, in order, each once; a folder or glob
+    that gives none is reported on standard error."""
     found: list[tuple[str, Path]] = []
     for spec in inputs:
         path = Path(spec)
+        before = len(found)
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             found += [(p.relative_to(path).as_posix(), p) for p in files]
-        elif glob.has_magic(spec):
-            found += [(p, Path(p)) for p in sorted(glob.glob(spec, recursive=True)) if Path(p).is_file()]
-        else:
+        elif path.is_file() or not glob.has_magic(spec):  # an existing shot[1].jpg is a file, not a pattern
             found.append((spec, path))  # a missing file gets its row and its reason, like any bad file
+        else:
+            found += [(p, Path(p)) for p in sorted(glob.glob(spec, recursive=True)) if Path(p).is_file()]
+        if len(found) == before:
+            print(f"warning: {spec}: {'no image files in this folder' if path.is_dir() else 'no files match this pattern'}", file=sys.stderr)
     if list_file:
-        handle = sys.stdin if list_file == "-" else open(list_file, encoding="utf-8")
+        # Bytes, decoded as the file system's names are (os.fsdecode), so that a listed name that
+        # is not UTF-8 (find prints names as they are) still opens.
+        handle = sys.stdin.buffer if list_file == "-" else open(list_file, "rb")
         with handle:
-            found += [(line, Path(line)) for line in (raw.strip() for raw in handle) if line]
+            found += [(line, Path(line)) for line in (os.fsdecode(raw.strip()) for raw in handle) if line]
     seen: dict[str, Path] = {}
     for name, path in found:
+        name = escaped(name)
         if name in seen and seen[name] != path:
             raise SystemExit(f"error: two inputs both give the name {name!r} ({seen[name]} and {path}); score them into separate outputs")
         seen.setdefault(name, path)
@@ -119,25 +141,36 @@ def collect(inputs: Sequence[str], list_file: str | None = None) -> list[tuple[s
 
 
 def finished(out: Path, fmt: str, columns: list[str]) -> set[str]:
-    """Names already in ``out``. A line cut short by a kill is removed first; an output with
-    other columns (other detectors) is refused rather than mixed."""
+    """Names already in ``out``. An output that is not one this command wrote with these
+    columns (other detectors, another file altogether) is refused, untouched, rather than mixed;
+    in one that is, a last line cut short by a kill is removed."""
     if not out.is_file() or out.stat().st_size == 0:
         return set()
     data = out.read_bytes()
-    complete = data[: data.rfind(b"\n") + 1]
-    if len(complete) < len(data):
-        with open(out, "r+b") as handle:
-            handle.truncate(len(complete))
-    text = complete.decode("utf-8")
+    complete = data.rfind(b"\n") + 1  # what follows, a line without its end, is a kill's cut
+    refuse = f"choose another --out, or pass --overwrite to replace {out}"
+    try:
+        text = data[:complete].decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SystemExit(f"error: {out} is not UTF-8 text, so not this command's output ({error}); {refuse}") from None
+    if not text:
+        raise SystemExit(f"error: {out} holds no complete line, so its columns cannot be checked; {refuse}")
     if fmt == "csv":
-        rows = list(csv.reader(io.StringIO(text)))
-        if rows and rows[0] != columns:
-            raise SystemExit(f"error: {out} has other columns than this run ({rows[0][:8]}...); choose another --out or pass --overwrite")
-        return {row[0] for row in rows[1:]}
-    records = [json.loads(line) for line in text.splitlines() if line]
-    if records and list(records[0]) != columns:
-        raise SystemExit(f"error: {out} has other columns than this run; choose another --out or pass --overwrite")
-    return {record["file"] for record in records}
+        rows = [row for row in csv.reader(io.StringIO(text)) if row]  # a blank line names no file
+        ours, names = bool(rows) and rows[0] == columns, {row[0] for row in rows[1:]}
+    else:
+        try:
+            records = [json.loads(line) for line in text.split("\n") if line.strip()]
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"error: {out} is not JSON Lines ({error}); {refuse}") from None
+        ours = bool(records) and all(isinstance(record, dict) and list(record) == columns for record in records)
+        names = {record["file"] for record in records} if ours else set()
+    if not ours:
+        raise SystemExit(f"error: {out} has other columns than this run writes ({', '.join(columns[:8])}, ...); {refuse}")
+    if complete < len(data):
+        with open(out, "r+b") as handle:
+            handle.truncate(complete)
+    return names
 
 
 def encode(records: list[dict], fmt: str, header: list[str] | None) -> bytes:
@@ -149,7 +182,7 @@ def encode(records: list[dict], fmt: str, header: list[str] | None) -> bytes:
         writer.writerows([("" if v is None else v) for v in record.values()] for record in records)
     else:
         buffer.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
-    return buffer.getvalue().encode("utf-8")
+    return escaped(buffer.getvalue()).encode("utf-8")
 
 
 def _exit_with(parent: int) -> None:
@@ -164,7 +197,8 @@ def _exit_with(parent: int) -> None:
 
 
 def _decode(chunk: list[tuple[str, str]]) -> list[Decoded | Failed]:
-    return decode_many([path for _, path in chunk], [name for name, _ in chunk])
+    # The app's decoding, but a path that is no file was typed or listed here: say so in those terms.
+    return [decode_or_fail(name, lambda: decode_upload(path, name, missing=f"no such file: {path}")) for name, path in chunk]
 
 
 _worker_scorer: BatchScorer | None = None  # each worker process's own detectors
@@ -178,8 +212,8 @@ def _start_worker(parent: int, threads: int, detectors: Sequence[str] | None, ch
     _worker_scorer = BatchScorer(detectors, checkpoint_dir)
 
 
-def _worker_unavailable() -> dict[str, str]:
-    return _worker_scorer.unavailable
+def _worker_missing() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    return _worker_scorer.unavailable, _worker_scorer.without
 
 
 def _worker_records(chunk: list[tuple[str, str]]) -> list[dict]:
@@ -209,6 +243,17 @@ def append(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cifake-score", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", metavar="PATH", help="folders (scanned recursively), files, or quoted globs (** allowed)")
@@ -217,8 +262,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--format", choices=sorted(set(FORMATS.values())), help="default: from --out's extension")
     parser.add_argument("--detectors", nargs="+", metavar="NAME", choices=list_detectors(), help=f"default: all ({', '.join(list_detectors())})")
     parser.add_argument("--checkpoints", type=Path, default=None, help=f"default: $CIFAKE_CHECKPOINTS or {CHECKPOINT_DIR}")
-    parser.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--batch-size", type=at_least_one, default=256, help="images per forward pass (default: %(default)s)")
+    parser.add_argument("--workers", type=at_least_one, default=os.cpu_count() or 1,
                         help="processes that decode and score batches, each with its share of the cores (default: one per core, %(default)s); 1: all in this process")
     parser.add_argument("--overwrite", action="store_true", help="start afresh instead of continuing an existing --out")
     args = parser.parse_args(argv)
@@ -234,27 +279,34 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
     files = collect(args.inputs, args.list)
+    if not files:
+        print("error: no files to score: the folders, globs and lists given hold no image files", file=sys.stderr)
+        return 2
     names = list(dict.fromkeys(args.detectors or list_detectors()))  # each once, as BatchScorer's columns
+    columns = csv_header(names)
+    # Before the detectors load: an output this run must not touch is refused at once.
+    done = set() if args.overwrite else finished(args.out, args.format, columns)
     checkpoints = args.checkpoints or os.environ.get("CIFAKE_CHECKPOINTS")
     scorer = pool = None
     if args.workers > 1:
         threads = max(1, (os.cpu_count() or 1) // args.workers)
         pool = ProcessPoolExecutor(args.workers, initializer=_start_worker, initargs=(os.getpid(), threads, names, checkpoints))
-        unavailable = pool.submit(_worker_unavailable).result()
+        unavailable, without = pool.submit(_worker_missing).result()
     else:
         scorer = BatchScorer(names, checkpoints)
-        unavailable = scorer.unavailable
+        unavailable, without = scorer.unavailable, scorer.without
     for name, reason in unavailable.items():
         print(f"{name}: unavailable, its columns stay empty: {reason}", file=sys.stderr)
+    for name, members in without.items():
+        print(f"{name}: serving without {', '.join(members)} (weights fitted for the members it has): "
+              + "; ".join(f"{member}: {reason}" for member, reason in members.items()), file=sys.stderr)
     if len(unavailable) == len(names):
         print("error: no detector could be loaded", file=sys.stderr)
         if pool:
             pool.shutdown()
         return 2
-    columns = csv_header(names)
     if args.overwrite:
         args.out.unlink(missing_ok=True)
-    done = finished(args.out, args.format, columns)
     todo = [(name, path) for name, path in files if name not in done]
     if done:
         print(f"{args.out}: {len(files) - len(todo)} of {len(files)} files already scored; continuing with {len(todo)}", file=sys.stderr)

@@ -21,11 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .images import to_cifake_array, to_rgb
+from .images import to_cifake_array
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # per file
 MAX_PIXELS = 40_000_000  # per frame: 40 Mpx, e.g. 8000 x 5000
-MAX_ASPECT = 4  # longer side cropped (centred) to 4x the shorter before resizing; see below
 # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that; we refuse above it
 # (see _check_pixels), and set it on purpose rather than rely on Pillow's default (89 Mpx).
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -65,11 +64,15 @@ def _mb(n_bytes: float) -> str:
     return f"{n_bytes / 1024 / 1024:.1f} MB"
 
 
-def read_upload(path: str | os.PathLike) -> bytes:
-    """The bytes of an uploaded file, refusing missing, empty and oversized files before reading."""
+NOT_ARRIVED = "the file did not arrive (not found on the server)"  # the app's words for a missing upload
+
+
+def read_upload(path: str | os.PathLike, missing: str = NOT_ARRIVED) -> bytes:
+    """The bytes of an uploaded file, refusing missing, empty and oversized files before reading;
+    ``missing`` is the message for a path that is not a file (the caller knows how it came)."""
     path = Path(path)
     if not path.is_file():
-        raise UploadError("the file did not arrive (not found on the server)")
+        raise UploadError(missing)
     size = path.stat().st_size
     _check_bytes(size)
     with open(path, "rb") as handle:
@@ -96,16 +99,23 @@ def _check_pixels(width: int, height: int) -> None:
 
 
 def decode_bytes(data: bytes, name: str = "image") -> Decoded:
-    """Decode one uploaded file's bytes; raise :class:`UploadError` with a clear message."""
+    """Decode one uploaded file's bytes; raise :class:`UploadError` with a clear message.
+    MemoryError passes through every ``except Exception`` below: not a corrupt file, but one
+    this server cannot afford (:func:`decode_or_fail` says so)."""
     _check_bytes(len(data))
     try:
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise UploadError(f"the image is too large in pixels ({error}); the limit is {MAX_PIXELS / 1e6:.0f} Mpx") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        # Pillow's own refusal quotes Pillow's limit, twice ours: say ours, as for any other size.
+        if size := _claimed_size(data):
+            _check_pixels(*size)
+        raise UploadError(f"the image is too large in pixels; the limit is {MAX_PIXELS / 1e6:.0f} Mpx (decompression-bomb guard)") from None
     except UnidentifiedImageError:
         raise UploadError(
             f"not an image this app can read (accepted formats: {', '.join(ALLOWED_FORMATS)})"
         ) from None
+    except MemoryError:
+        raise
     except Exception as error:  # a broken header can raise almost anything inside Pillow
         raise UploadError(f"not a readable image: truncated or corrupt ({type(error).__name__}: {error})") from None
     with image:
@@ -114,22 +124,17 @@ def decode_bytes(data: bytes, name: str = "image") -> Decoded:
         fmt, mode = image.format or "", image.mode
         try:
             image.load()  # decode now: truncated and corrupt data fail here, not later
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise UploadError(f"the image is too large in pixels ({error})") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # a frame or tile larger than the image
+            raise UploadError(f"a frame of the image is too large in pixels; the limit is {MAX_PIXELS / 1e6:.0f} Mpx "
+                              "(decompression-bomb guard)") from None
+        except MemoryError:
+            raise
         except Exception as error:
             raise UploadError(f"the {fmt or 'image'} data is truncated or corrupt ({type(error).__name__}: {error})") from None
         try:
-            # The detectors look at the centre square (shorter side resized to 32, centre
-            # crop). Cropping a very long strip to its middle first keeps that square and
-            # bounds the memory a 1 x 40,000,000 image would need once its short side is 32.
-            orientation = _exif_orientation(image)
-            rgb, notes = to_rgb(image)  # orientation first, so the "longer side" is upright
-            width_up, height_up = rgb.size
-            if max(width_up, height_up) > MAX_ASPECT * min(width_up, height_up):
-                rgb = _crop_centre(rgb, MAX_ASPECT * min(width_up, height_up))
-                notes.append(f"very elongated ({width_up}x{height_up}): kept the middle {rgb.size[0]}x{rgb.size[1]}")
-            array, more_notes = to_cifake_array(rgb)
-            notes = _clean_notes(notes + more_notes, orientation)
+            array, notes = to_cifake_array(image)
+        except MemoryError:
+            raise
         except Exception as error:
             raise UploadError(f"cannot convert this {fmt} image (mode {mode}) to RGB ({type(error).__name__}: {error})") from None
     if array.shape != (32, 32, 3) or array.dtype != np.uint8:
@@ -137,38 +142,25 @@ def decode_bytes(data: bytes, name: str = "image") -> Decoded:
     return Decoded(name=name, array=array, notes=notes, format=fmt, size=(width, height), mode=mode)
 
 
-def _exif_orientation(image: Image.Image) -> int:
-    """The EXIF Orientation tag (1 = upright) of ``image``; 1 when absent or unreadable."""
-    try:
-        return int(image.getexif().get(0x0112, 1) or 1)
-    except Exception:
-        return 1
+def _claimed_size(data: bytes) -> tuple[int, int] | None:
+    """The size the file's header claims, read as ``Image.open`` reads it but without Pillow's
+    pixel limit; None where no accepted format reads it."""
+    for fmt in ALLOWED_FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        accepted = accept is None or accept(data[:16])
+        if accepted and not isinstance(accepted, str):  # a str is Pillow's reason to decline
+            try:
+                return factory(io.BytesIO(data)).size
+            except Exception:
+                continue
+    return None
 
 
-def _clean_notes(notes: list[str], orientation: int) -> list[str]:
-    """Drop repeated notes (``to_rgb`` runs here and again inside ``to_cifake_array``), and
-    state the rotation, with its EXIF tag, exactly when the tag asked for one."""
-    rotated = "rotated upright from its EXIF orientation"
-    kept = [note for note in dict.fromkeys(notes) if not note.startswith(rotated)]
-    if orientation not in (1, 0):
-        kept.insert(0, f"{rotated} (tag {orientation})")
-    return kept
-
-
-def _crop_centre(image: Image.Image, long_side: int) -> Image.Image:
-    """Crop the longer side of ``image`` to ``long_side`` pixels around its centre."""
-    width, height = image.size
-    if width >= height:
-        left = (width - long_side) // 2
-        return image.crop((left, 0, left + long_side, height))
-    top = (height - long_side) // 2
-    return image.crop((0, top, width, top + long_side))
-
-
-def decode_upload(path: str | os.PathLike, name: str | None = None) -> Decoded:
-    """Decode the uploaded file at ``path``; ``name`` defaults to the file's base name."""
+def decode_upload(path: str | os.PathLike, name: str | None = None, missing: str = NOT_ARRIVED) -> Decoded:
+    """Decode the uploaded file at ``path``; ``name`` defaults to the file's base name, and
+    ``missing`` is the message where ``path`` is not a file."""
     name = name or os.path.basename(os.fspath(path))
-    return decode_bytes(read_upload(path), name)
+    return decode_bytes(read_upload(path, missing), name)
 
 
 def decode_or_fail(name: str, decode: Callable[[], Decoded]) -> Decoded | Failed:

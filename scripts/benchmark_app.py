@@ -55,13 +55,11 @@ import torch
 from PIL import Image
 
 from cifake_models.committee import CommitteeDetector
-from cifake_models.data import default_data_dir, load_split
+from cifake_models.data import REPO_ROOT, default_data_dir, load_split, stored_files
 from cifake_models.images import mirror
 from cifake_models.onnx_runtime import SPINNING
 from cifake_models.page.analysis import MAX_BATCH_FILES
 from train.evaluate import best_seconds
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -519,10 +517,8 @@ def file_name(dataset_name: str) -> str:
 
 
 def jpeg_files(data_dir: Path) -> dict[str, bytes]:
-    """The test split's original JPEG files, byte for byte, by :func:`file_name`."""
-    with np.load(Path(data_dir) / "cifake-test.npz", allow_pickle=False) as packed:
-        jpeg, offsets, names = packed["jpeg"], packed["jpeg_offsets"], packed["names"]
-        return {file_name(n): jpeg[a:b].tobytes() for n, a, b in zip(names, offsets[:-1], offsets[1:])}
+    """The test split's original JPEG files, byte for byte, by :func:`file_name` (from either layout)."""
+    return {file_name(name): data for name, _, data in stored_files(data_dir, "test")}
 
 
 def folder_test(args, env: dict, bank, test, work: Path) -> None:

@@ -16,9 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-from cifake_models.data import CLASSES, leaked_test_names, load_split
+from cifake_models.data import CLASSES, REPO_ROOT, data_search_order, leaked_test_names, load_split
 
 MAX_TOTAL_BYTES = 200_000
 
@@ -40,15 +38,14 @@ def choose(labels: np.ndarray, names: np.ndarray, per_class: int, seed: int, lea
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None, help="CIFAKE folder or packed .npz folder (default: $CIFAKE_DATA or shared copy)")
+    parser.add_argument("--data", type=Path, default=None, help=f"CIFAKE folder or packed .npz folder (default: {data_search_order()})")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "assets" / "examples")
     parser.add_argument("--per-class", type=int, default=4)
     parser.add_argument("--seed", type=int, default=2024)
     args = parser.parse_args(argv)
 
     test = load_split(args.data, "test")
-    leaked = leaked_test_names(args.data) if args.data is None or (args.data / "duplicates.json").exists() else set()
-    picked = choose(test.labels, test.names, args.per_class, args.seed, leaked)
+    picked = choose(test.labels, test.names, args.per_class, args.seed, leaked_test_names(args.data))
     args.out.mkdir(parents=True, exist_ok=True)
     for old in args.out.glob("*.png"):
         old.unlink()

@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--ranks", type=int, nargs="+", default=[1000, 2000, 4000])
     args = parser.parse_args()
     split = load_split(args.data, "train")
-    train_index, val_index = train_val_indices(split.labels, 0.1, seed=0)
+    train_index, val_index = train_val_indices(split.labels)  # the trainer's default validation split
     rng = np.random.default_rng(0)
     train = split.subset(np.sort(rng.choice(train_index, args.train, replace=False)))
     val = split.subset(np.sort(rng.choice(val_index, args.val, replace=False)))

@@ -1,11 +1,12 @@
 """Training speed of every registered network on this machine, by memory format.
 
-    python scripts/training_speed.py [--precision fp32|bf16] [--threads 2]
+    python scripts/training_speed.py [--precision fp32|bf16] [--threads 2] [--device cpu]
 
 Times ``train.torch_fit.training_speed`` (augmentation, forward, backward and optimiser step on
 the registry recipe's batch size) for each network, with its tensors in the default layout and
-in channels-last, the layout ``python -m train`` uses. The images are random uint8 pixels, so no
-data is needed; the networks' cost does not depend on the pixels.
+in channels-last, the layout ``python -m train`` uses, on the device it trains on (the GPU where
+there is one). The images are random uint8 pixels, so no data is needed; the networks' cost does
+not depend on the pixels.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 
 from cifake_models import REGISTRY
 from cifake_models.registry import PRECISIONS
-from train.torch_fit import training_speed
+from train.torch_fit import training_device, training_speed
 
 
 def main() -> None:
@@ -25,13 +26,16 @@ def main() -> None:
     parser.add_argument("--precision", choices=[p for p in PRECISIONS if p != "auto"], default="fp32")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--steps", type=int, default=6, help="timed training steps per network and layout")
+    parser.add_argument("--device", help="cuda or cpu (default: as python -m train, cuda when available)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = training_device(args.device)
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (1024, 32, 32, 3), dtype=torch.uint8, generator=generator)
-    labels = torch.randint(0, 2, (1024,), generator=generator)
-    print(f"| network | batch | default layout (images/s) | channels-last (images/s) | ratio |  ({args.precision}, {torch.get_num_threads()} threads)")
+    images = torch.randint(0, 256, (1024, 32, 32, 3), dtype=torch.uint8, generator=generator).to(device)
+    labels = torch.randint(0, 2, (1024,), generator=generator).to(device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"| network | batch | default layout (images/s) | channels-last (images/s) | ratio |  ({args.precision}, {where})")
     print("| --- | ---: | ---: | ---: | ---: |")
     for spec in REGISTRY.values():
         if not spec.is_torch:

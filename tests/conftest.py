@@ -18,6 +18,7 @@ from cifake_models.data import CLASSES, DEFAULT_DATA_DIRS, load_split, train_val
 from cifake_models.registry import get_spec
 from train import evaluate
 from train.committee_fit import fit_committee
+from train.common import DataInfo
 from train.svm_fit import fit_svm
 from train.torch_fit import fit_torch
 
@@ -84,15 +85,15 @@ def tiny_recipe(spec, **changes):
 def train_tiny(name: str, data_root: Path, out_dir: Path, resume: bool = False, on_epoch_end=None, **changes):
     spec = get_spec(name)
     split = load_split(data_root, "train")
-    train_index, val_index = train_val_indices(split.labels, 0.25, seed=0)
+    val_fraction, split_seed = 0.25, 0  # a quarter of the tiny train split: 6 validation images a class
+    train_index, val_index = train_val_indices(split.labels, val_fraction, split_seed)
     train, val = split.subset(train_index), split.subset(val_index)
-    data_info = {"source": str(data_root), "train_fingerprint": train.fingerprint(), "val_fingerprint": val.fingerprint(),
-                 "n_train": len(train), "n_val": len(val)}
+    data_info = DataInfo.of(data_root, train, val, val_fraction, split_seed)
     if spec.is_committee:
-        return fit_committee(spec, val, spec.recipe, out_dir, out_dir, data_info)
+        return fit_committee(spec, val, spec.recipe, out_dir, data_info, resume=resume)
     if spec.is_torch:
         return fit_torch(spec, train, val, tiny_recipe(spec, **changes), out_dir, data_info, device="cpu", resume=resume, on_epoch_end=on_epoch_end)
-    return fit_svm(spec, train, val, tiny_recipe(spec, **changes), out_dir, data_info)
+    return fit_svm(spec, train, val, tiny_recipe(spec, **changes), out_dir, data_info, resume=resume)
 
 
 # After one tiny epoch (five steps) ResNet-50 gives every image the same P(FAKE), so it would ship

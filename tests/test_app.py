@@ -137,6 +137,22 @@ def test_missing_and_corrupt_checkpoints_make_detectors_unavailable(app_module, 
     app_module.build_demo(partial)  # the page still builds without reports or two checkpoints
 
 
+def test_a_report_of_an_earlier_checkpoint_is_flagged_as_such(tiny_assets, tmp_path):
+    # As after `train.revalidate` or `train.choose --ship` without a new evaluation: the
+    # checkpoint's threshold moved, the report's figures did not.
+    checkpoints = tmp_path / "checkpoints"
+    shutil.copytree(tiny_assets["checkpoints"], checkpoints)
+    assert not load_bank(checkpoints, tiny_assets["reports"]).stale_reports
+    cnn = get_spec("cnn").load(checkpoints)
+    cnn.metadata["threshold"] = {**cnn.metadata["threshold"], "value": 0.25}
+    cnn.save(checkpoints / get_spec("cnn").checkpoint_file)
+    bank = load_bank(checkpoints, tiny_assets["reports"])
+    assert list(bank.stale_reports) == ["cnn"] and "earlier cnn.safetensors: run python -m train.evaluate" in bank.stale_reports["cnn"]
+    row = next(line for line in texts.detectors_markdown(bank).splitlines() if line.startswith(f"| {get_spec('cnn').title} |"))
+    assert "figures not of this checkpoint" in row
+    assert "figures not of this checkpoint" in tables.compare_table(bank).set_index("Detector").loc[get_spec("cnn").title, "Status"]
+
+
 # --------------------------------------------------------------------------- handlers
 
 
@@ -265,6 +281,10 @@ def test_scratch_statement_follows_metadata(bank):
     assert all(bank.initialisation(n).startswith("random") for n in list_detectors())
     assert "trained from scratch" in texts.scratch_statement(bank)
     assert "ImageNet weights were not used" in texts.header_markdown(bank)
+    # Which detectors the paper fine-tuned from ImageNet, and which are the paper's, come from the registry.
+    specs = [get_spec(n) for n in list_detectors()]
+    assert all((s.title in texts.scratch_statement(bank)) == s.imagenet_weights for s in specs)
+    assert f"The {sum(bool(s.paper) for s in specs)} detectors of" in texts.header_markdown(bank)
 
 
 def test_compare_table_has_every_detector_and_figure(bank):
@@ -302,6 +322,20 @@ def test_detect_tab_states_accuracy_on_resized_uploads_from_the_reports(bank):
         assert row.endswith(f"| {100 * r['mean_accuracy']:.1f}% ({100 * r['worst']['accuracy']:.1f}%, {r['worst']['perturbation']}) |")
 
 
+def test_the_detectors_table_states_the_rule_each_detector_decides_by(bank):
+    # The page must not say "FAKE at the threshold" where the detector answers UNSURE: each row
+    # gives the band that Detector.decide uses.
+    table = texts.detectors_markdown(bank)
+    assert "UNSURE" in texts.compare_notes(bank)
+    for name in list_detectors():
+        detector = bank.detectors[name]
+        band = detector.unsure_band
+        row = next(line for line in table.splitlines() if line.startswith(f"| {get_spec(name).title} |"))
+        assert f"| {detector.threshold:.3f} | FAKE ≥ {band.high:.3f}, REAL &lt; {band.low:.3f} |" in row
+        p = np.array([band.high, (band.high + band.low) / 2, np.nextafter(band.low, 0)])
+        assert list(detector.decide(np.stack([p, 1 - p], axis=1))) == ["FAKE", "UNSURE" if band.low < band.high else "FAKE", "REAL"]
+
+
 def test_robustness_plot_draws_every_detector_from_its_clean_accuracy(bank):
     figure = figures.robustness_figure(bank)
     traces = [t for t in figure.data if t.legendgroup == "cnn"]
@@ -330,12 +364,33 @@ def test_evaluation_plots(bank):
     assert list(before.x) == report["calibration"]["test"]["reliability_before"]["p_fake_mean"]
     curve, band = plots.selective.data
     assert list(curve.x) == report["test"]["selective"]["coverage"] and band.x[0] == report["unsure"]["test"]["coverage"]
+    # The evaluation writes the same figures for the leak-free split.
+    leak_free = figures.evaluation_plots(bank, "cnn", "test_leak_free")
+    assert [t.name for t in leak_free.reliability.data] == ["perfectly calibrated", "before calibration", "after calibration"]
+    curve, band = leak_free.selective.data
+    assert list(curve.x) == report["test_leak_free"]["selective"]["coverage"] and band.x[0] == report["unsure"]["test_leak_free"]["coverage"]
     # A report without them (an older one) says what is missing instead of failing.
     old = {k: v for k, v in report.items() if k not in ("calibration", "unsure")}
     old["test"] = {k: v for k, v in report["test"].items() if k not in ("reliability", "selective")}
     assert "no reliability diagram: run python -m train.evaluate" in figures.reliability_figure(old, "test", "CNN").layout.annotations[0].text
     assert "no accuracy/coverage curve" in figures.selective_figure(old, "test", "CNN").layout.annotations[0].text
     assert "no epochs" in figures.evaluation_plots(bank, "hog_svm", "test").training.layout.annotations[0].text
+
+
+def test_a_report_without_a_figure_or_a_detector_without_a_report_leaves_the_other_plots(bank, monkeypatch):
+    # A report lacking its curves and confusion matrix: the all-detector plots draw the others,
+    # its own plots say what is missing; a detector without a report says so in every plot.
+    cut = {k: v for k, v in bank.reports["cnn"]["test"].items() if k not in ("roc_curve", "pr_curve", "confusion_matrix")}
+    monkeypatch.setitem(bank.reports, "cnn", {**bank.reports["cnn"], "test": cut})
+    plots = figures.evaluation_plots(bank, "cnn", "test")
+    drawn = {t.name.split(" (AUC")[0] for t in plots.all_roc.data if t.name != "chance"}
+    assert drawn == {get_spec(n).title for n in list_detectors()} - {get_spec("cnn").title}
+    for figure, what in ((plots.roc, "no ROC curve"), (plots.pr, "no precision-recall curve"), (plots.confusion, "no confusion matrix")):
+        assert not figure.data and what in figure.layout.annotations[0].text
+    monkeypatch.delitem(bank.reports, "cnn")
+    plots = figures.evaluation_plots(bank, "cnn", "test")
+    for figure in (plots.roc, plots.pr, plots.confusion):
+        assert not figure.data and figure.layout.annotations[0].text == "no evaluation report"
 
 
 def test_the_leak_free_split_draws_its_own_numbers(bank, monkeypatch):
@@ -461,10 +516,14 @@ def test_programs_are_served_by_gr_api(app_module, bank):
         assert endpoint.concurrency_limit == limit
         assert {type(c).__name__ for c in endpoint.inputs + endpoint.outputs} == {"Api"}  # no component behind them
     assert not [b for b in demo.blocks.values() if type(b).__name__ in ("File", "JSON", "Button") and not getattr(b, "visible", True)]
-    # gr.api hands a file over as a dict of FileData's fields; a bare path would name any file on the server.
-    assert app_module.uploaded_path({"path": "/tmp/gradio/x/cat.png", "meta": {"_type": "gradio.FileData"}}) == "/tmp/gradio/x/cat.png"
-    with pytest.raises(app_module.gr.Error, match="handle_file"):
-        app_module.uploaded_path("/etc/passwd")
+    # gr.api hands a file over as a dict of FileData's fields; a path outside gradio's upload
+    # cache would name any file on the server, with or without FileData's meta.
+    uploaded = os.path.join(app_module.get_upload_folder(), "x", "cat.png")
+    assert app_module.uploaded_path({"path": uploaded, "meta": {"_type": "gradio.FileData"}}) == uploaded
+    outside = os.path.join(app_module.get_upload_folder(), "..", "..", "etc", "passwd")
+    for hostile in ("/etc/passwd", {"path": "/etc/passwd"}, {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, {"path": outside}):
+        with pytest.raises(app_module.gr.Error, match="handle_file"):
+            app_module.uploaded_path(hostile)
 
 
 # --------------------------------------------------------------------------- served app
@@ -515,6 +574,24 @@ def test_client_predict_batch_with_hostile_files(client, images):
     assert "not an image" in results[1]["error"]
     assert "empty" in results[2]["error"]
     assert "truncated" in results[4]["error"]
+
+
+def test_client_cannot_have_a_server_file_read_by_naming_its_path(client, images):
+    # A dict without FileData's meta skips gradio's own upload-cache check; the app refuses it.
+    for api_name, payload in (("/predict", {"path": str(images["good.png"])}), ("/predict_batch", [{"path": str(images["good.png"])}])):
+        with pytest.raises(Exception, match="handle_file"):
+            client.predict(payload, api_name=api_name)
+
+
+def test_a_pasted_file_that_is_no_image_gets_its_own_message(client, images):
+    # gr.Image's preprocessing would open the file with Pillow first and answer a bare "Error".
+    from gradio_client import handle_file
+
+    for name, message in (("notes.txt", "not an image"), ("empty.jpg", "empty")):
+        cards, _, _ = client.predict(handle_file(str(images[name])), api_name="/detect_pasted")
+        assert message in cards
+    cards, _, _ = client.predict(handle_file(str(images["good.png"])), api_name="/detect_pasted")
+    assert all(get_spec(name).title in cards for name in list_detectors())
 
 
 def test_client_predict_bad_file_gets_its_message_and_server_keeps_serving(client, images):

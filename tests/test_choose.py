@@ -73,3 +73,14 @@ def test_the_svm_is_chosen_by_the_same_rule(tmp_path, capsys):
     assert main(["hog_svm", str(tmp_path / "augmented"), "--checkpoints", str(tmp_path / "shipped"), "--ship"]) == 0
     assert spec.load(tmp_path / "shipped").metadata["validation"]["accuracy"] == 0.815
     assert "shipped" in capsys.readouterr().out
+
+
+def test_a_shipped_checkpoint_without_robustness_figures_is_a_clear_error(tmp_path, capsys):
+    folder = tmp_path / "shipped"
+    folder.mkdir()
+    save_safetensors(folder / get_spec("resnet50").checkpoint_file, {"w": torch.zeros(1)},
+                     {"validation": {"accuracy": 0.958}, "data": {"val_fingerprint": "split-0"}})  # from before the suite was recorded
+    write(tmp_path / "too_far", 0.90, 0.95)
+    assert main(["resnet50", str(tmp_path / "too_far"), "--checkpoints", str(folder), "--ship"]) == 2
+    err = capsys.readouterr().err
+    assert "records no 'robustness'" in err and "python -m train.revalidate resnet50" in err

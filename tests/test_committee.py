@@ -6,7 +6,9 @@ import pytest
 from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
 from cifake_models.calibration import log_odds
 from cifake_models.committee import CommitteeDetector, CommitteeRecipe, fit_subsets
+from cifake_models.checkpoint import file_sha256
 from cifake_models.detector import FAKE, Detector
+from conftest import train_tiny
 from train.revalidate import main as revalidate_main
 
 
@@ -108,3 +110,17 @@ def test_a_member_changed_since_the_fit_is_left_out_until_a_refit(tiny_assets, t
     np.testing.assert_allclose(committee.predict_proba_arrays(images), load_detector("committee", missing).predict_proba_arrays(images))
     assert revalidate_main(["committee", "--data", str(tiny_data / "packed"), "--checkpoints", str(changed)]) == 1
     assert "refit it with python -m train committee" in capsys.readouterr().err
+
+
+def test_resume_keeps_a_committee_fitted_on_these_members_and_refits_a_stale_one(tiny_assets, tiny_data, tmp_path, capsys):
+    for file in tiny_assets["checkpoints"].iterdir():
+        (tmp_path / file.name).write_bytes(file.read_bytes())
+    committee_file = tmp_path / get_spec("committee").checkpoint_file
+    before = file_sha256(committee_file)
+    train_tiny("committee", tiny_data / "packed", tmp_path, resume=True)
+    assert "committee: already trained" in capsys.readouterr().out and file_sha256(committee_file) == before
+    # A member trained again since: the committee's weight for it was fitted on the old file's answers.
+    train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2)
+    refitted = train_tiny("committee", tiny_data / "packed", tmp_path, resume=True)
+    assert "refitting: cnn changed" in capsys.readouterr().out and file_sha256(committee_file) != before
+    assert not load_detector("committee", tmp_path).unavailable and list(refitted.members) == list(get_spec("committee").members)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cifake_models.data import CLASSES, leaked_test_names, load_split, train_val_indices
+from cifake_models.data import CLASSES, decode_rgb, leaked_test_names, load_split, stored_files, train_val_indices
 from conftest import SHARED_DATA
 
 
@@ -15,6 +15,16 @@ def test_kaggle_folders_and_packed_files_load_to_the_same_arrays(tiny_data, spli
     np.testing.assert_array_equal(kaggle.names, packed.names)
     assert kaggle.fingerprint() == packed.fingerprint()
     assert all(name.startswith(f"{split}/{CLASSES[label]}/") for name, label in zip(kaggle.names, kaggle.labels))
+
+
+def test_both_layouts_give_the_same_original_files(tiny_data):
+    """The JPEG files as the dataset stores them (scripts/benchmark_app.py sends them to the app)."""
+    kaggle = {name: (label, data) for name, label, data in stored_files(tiny_data / "kaggle", "test")}
+    packed = {name: (label, data) for name, label, data in stored_files(tiny_data / "packed", "test")}
+    assert kaggle == packed and len(kaggle) == 16
+    split = load_split(tiny_data / "packed", "test")
+    for name, image, label in zip(split.names, split.images, split.labels):
+        assert kaggle[name][0] == label and np.array_equal(decode_rgb(kaggle[name][1]), image)
 
 
 def test_fingerprint_changes_with_a_single_pixel(tiny_data):

@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.preprocessing import StandardScaler
 
 from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
-from cifake_models.checkpoint import read_safetensors
+from cifake_models.checkpoint import file_sha256, read_safetensors
+from cifake_models.committee import CommitteeDetector
+from cifake_models.detector import Detector, SklearnDetector, TorchDetector
 from cifake_models.data import CLASSES, load_split
 from cifake_models.images import mirror
 from cifake_models.nets import ImageNetWeightsUnavailable
@@ -182,3 +185,35 @@ def test_imagenet_weights_unavailable_gives_a_clear_error(tmp_path, monkeypatch)
 def test_the_papers_cnn_has_no_imagenet_weights():
     with pytest.raises(ValueError, match="no pretrained weights"):
         get_spec("cnn").build_module(weights="imagenet")
+
+
+def stand_in(name: str, folder, metadata: dict) -> None:
+    """An untrained checkpoint of ``name`` that records ``metadata``: loaders read it like any other."""
+    spec = get_spec(name)
+    path = folder / spec.checkpoint_file
+    if spec.is_torch:
+        TorchDetector(name, spec.build_module(), spec.preprocessing, metadata).save(path)
+    elif spec.is_committee:  # on one member, itself a stand-in
+        member = spec.members[0]
+        stand_in(member, folder, {"detector": member})
+        fitted_on = {member: {"file": get_spec(member).checkpoint_file, "sha256": file_sha256(folder / get_spec(member).checkpoint_file)}}
+        CommitteeDetector(name, {member: Detector(member)}, [member], [[True]], [[1.0, 0.0]],
+                          {**metadata, "member_checkpoints": fitted_on}).save(path)
+    else:
+        SklearnDetector(name, StandardScaler(), metadata).save(path)
+
+
+@pytest.mark.parametrize("name", ["cnn", "hog_svm", "committee"])
+def test_a_checkpoint_recording_its_classes_in_another_order_is_refused(name, tmp_path):
+    """Every detector reads its probability columns in CLASSES order, so a checkpoint recording
+    (REAL, FAKE) would have its P(REAL) read as P(FAKE); the old loaders never compared."""
+    stand_in(name, tmp_path, {"detector": name, "classes": list(CLASSES)[::-1]})
+    with pytest.raises(CheckpointError, match=r"records its classes as \['REAL', 'FAKE'\]"):
+        load_detector(name, tmp_path)
+
+
+def test_the_svm_loader_refuses_another_detectors_file(tmp_path):
+    """As the networks' and the committee's loaders do; the old one loaded it as hog_svm."""
+    stand_in("hog_svm", tmp_path, {"detector": "cnn", "classes": list(CLASSES)})
+    with pytest.raises(CheckpointError, match="holds the detector 'cnn', not 'hog_svm'"):
+        load_detector("hog_svm", tmp_path)

@@ -75,6 +75,7 @@ def test_two_processes_train_as_one_and_resume_after_a_kill(tiny_data, tmp_path)
     # The same run as one process: each epoch's losses, and the weights (stored in half precision).
     history = lambda d: np.array([[h["train_loss"], h["train_accuracy"], h["val_loss"], h["val_accuracy"]] for h in d.metadata["history"]])  # noqa: E731
     assert len(two.metadata["history"]) == EPOCHS
+    assert two.metadata["training"]["processes"] == 2 and one.metadata["training"]["processes"] == 1
     np.testing.assert_allclose(history(two), history(one), rtol=1e-4, atol=1e-6)
     for key, value in one.module.state_dict().items():
         torch.testing.assert_close(two.module.state_dict()[key], value, rtol=2e-3, atol=1e-4, msg=key)

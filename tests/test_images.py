@@ -1,6 +1,7 @@
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cifake_models.images import to_cifake_array
@@ -30,11 +31,18 @@ def test_transparency_is_flattened_onto_white():
     assert (out == 255).all() and any("transparency" in n for n in notes)
 
 
-def test_sixteen_bit_uses_the_full_range():
-    ramp = np.tile(np.linspace(0, 4000, 32, dtype=np.uint16), (32, 1))
-    out, notes = to_cifake_array(Image.fromarray(ramp))
-    # Scaled, the 32 levels stay 32 levels (clipped at 255, all but the first two would be white).
-    assert out.max() == 255 and len(np.unique(out)) == 32 and any("8 bits" in n for n in notes)
+def test_sixteen_bit_is_scaled_by_its_bit_depth_not_its_own_range():
+    """An 8-bit image saved as 16-bit (v * 257) comes back as itself, and a uniform 16-bit gray
+    stays that gray. (The old code stretched each 16-bit image to its own maximum: the first
+    came back brighter and the gray white; its notes also said "converted from L to RGB".)"""
+    eight = np.random.default_rng(0).integers(0, 200, (32, 32), dtype=np.uint8)
+    sixteen = Image.fromarray(eight.astype(np.uint16) * 257)
+    assert sixteen.mode == "I;16"
+    out, notes = to_cifake_array(sixteen)
+    np.testing.assert_array_equal(out, to_cifake_array(Image.fromarray(eight))[0])
+    assert notes == ["I;16 (16-bit) scaled to 8 bits"]
+    gray, _ = to_cifake_array(Image.fromarray(np.full((32, 32), 30000, np.uint16)))
+    assert (gray == 117).all()  # round(30000 / 257)
 
 
 def test_signed_thirty_two_bit_with_negative_values_keeps_its_order():
@@ -60,3 +68,55 @@ def test_large_non_square_images_are_resized_and_centre_cropped():
     out, notes = to_cifake_array(image)
     assert out.shape == (32, 32, 3) and (out[:, 2:30] > 250).all()
     assert any("400x200" in n for n in notes)
+
+
+def reopened_png(image: Image.Image, **options) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **options)
+    return Image.open(buffer)
+
+
+@pytest.mark.parametrize(("mode", "colour"), [("L", 7), ("RGB", (1, 2, 3)), ("P", 0)])
+def test_a_colour_marked_transparent_is_flattened_like_an_alpha_channel(mode, colour):
+    """PNG's tRNS marks one colour (or palette entry) transparent. The old code flattened only a
+    palette's onto white, and called it "converted from RGBA to RGB"; L and RGB stayed as stored."""
+    out, notes = to_cifake_array(reopened_png(Image.new(mode, (32, 32), colour), transparency=colour))
+    assert (out == 255).all()
+    assert notes == ["transparency flattened onto white"] + ([f"converted from {mode} to RGB"] if mode != "RGB" else [])
+
+
+def test_a_sixteen_bit_transparent_value_is_matched_before_scaling():
+    pixels = np.full((32, 32), 30000, np.uint16)
+    pixels[0, 0] = 5  # 5 and 30000 differ at 16 bits, not only after scaling to 8
+    out, notes = to_cifake_array(reopened_png(Image.fromarray(pixels), transparency=5))
+    assert (out[0, 0] == 255).all() and (out[1:] == 117).all()
+    assert notes == ["I;16 (16-bit) scaled to 8 bits", "transparency flattened onto white"]
+
+
+def test_an_invalid_exif_orientation_rotates_nothing_and_says_nothing():
+    image = Image.new("RGB", (32, 32), "red")
+    exif = Image.Exif()
+    exif[0x0112] = 9  # orientations are 1 to 8
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", exif=exif)
+    out, notes = to_cifake_array(Image.open(buffer))
+    assert notes == [] and (out[..., 0] > 250).all()
+
+
+def test_a_very_long_strip_is_cut_to_its_middle_before_any_resizing(monkeypatch):
+    """For every caller, Detector.predict_proba included: resized whole, a 1 x 40,000 strip would
+    become 32 x 1,280,000 pixels (the old code did so outside uploads.py; at 1 x 400,000, 1.2 GB)."""
+    asked = []
+    resize = Image.Image.resize
+
+    def recording(self, size, *args, **kwargs):
+        asked.append(size)
+        assert size[0] * size[1] <= 4 * 32 * 32, f"resizing to {size}"  # the kept middle: 4 times as long as wide
+        return resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", recording)
+    strip = np.zeros((40_000, 1), np.uint8)
+    strip[20_000 - 2 : 20_000 + 2] = 255  # the middle is white, the rest black
+    out, notes = to_cifake_array(Image.fromarray(strip))
+    assert asked and out.shape == (32, 32, 3) and out.max() == 255
+    assert notes[0] == "converted from L to RGB" and notes[1] == "very elongated (1x40000): kept the middle 1x4"

@@ -1,14 +1,18 @@
 import json
 
-from cifake_models import CHECKPOINT_DIR, REPORT_DIR, get_spec, list_detectors
+from cifake_models import CHECKPOINT_DIR, REPORT_DIR, get_spec, list_detectors, load_report
 from cifake_models.perturbations import SUITE
+from cifake_models.reports import stale_report
 from train import results_table
 
 
-def test_every_shipped_checkpoint_has_its_report():
+def test_every_shipped_checkpoint_has_its_own_report():
+    # Figures the README and the app show must be of the checkpoints shipped beside them.
     for name in list_detectors():
-        if (CHECKPOINT_DIR / get_spec(name).checkpoint_file).is_file():
+        checkpoint = CHECKPOINT_DIR / get_spec(name).checkpoint_file
+        if checkpoint.is_file():
             assert (REPORT_DIR / f"{name}.json").is_file(), f"{name} ships without a report: run python -m train.evaluate {name}"
+            assert stale_report(load_report(name), checkpoint) is None, f"{name}: {stale_report(load_report(name), checkpoint)}"
 
 
 def test_readme_tables_match_the_shipped_reports():

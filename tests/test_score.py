@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from cifake_models import get_spec, list_detectors, score
 from cifake_models.page.analysis import analyse_files
 from cifake_models.page.bank import load_bank
 from cifake_models.page.tables import write_csv
-from cifake_models.results import COLUMNS, csv_header
+from cifake_models.results import COLUMNS, ImageResult, Prediction, csv_header
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
 
@@ -68,7 +69,7 @@ def test_chosen_detectors_glob_list_and_json_lines(tiny_assets, folder, tmp_path
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [Path(r["file"]).name for r in records] == ["img1.jpeg", "img2.jpeg", "img0.png", "missing.png"]
     assert all(list(r) == csv_header(["cnn", "hog_svm"]) for r in records)
-    assert "not found" in records[3]["error"] and records[3]["cnn_p_fake"] is None
+    assert records[3]["error"] == f"no such file: {folder / 'missing.png'}" and records[3]["cnn_p_fake"] is None
     assert records[0]["error"] is None and records[0]["cnn_p_real"] + records[0]["cnn_p_fake"] == pytest.approx(1, abs=1e-5)
 
 
@@ -85,6 +86,25 @@ def test_a_committee_asked_for_alone_answers_as_beside_every_detector(tiny_asset
     cells = [full[0].index(column) for column in picked[0][len(COLUMNS):]]
     assert [[row[0]] + [row[i] for i in cells] for row in full[1:]] == [[row[0]] + row[len(COLUMNS):] for row in picked[1:]]
     assert sum(row[picked[0].index(f"{committee}_verdict")] != "" for row in picked[1:]) == 6  # every good image
+
+
+def test_a_committee_without_some_members_says_so_and_counts_no_vote(tiny_assets, folder, tmp_path, capsys):
+    """Asked for alone, with a member's checkpoint gone. The old command said nothing of the
+    missing member, and its rows read "undecided" and "no detector available" beside the
+    committee's verdict."""
+    committee = next(name for name in list_detectors() if get_spec(name).is_committee)
+    member = get_spec(committee).members[0]
+    checkpoints = tmp_path / "checkpoints"
+    shutil.copytree(tiny_assets["checkpoints"], checkpoints)
+    (checkpoints / get_spec(member).checkpoint_file).unlink()
+    out = tmp_path / "scores.csv"
+    assert run([str(folder / "img0.png"), "--detectors", committee, "--out", str(out)], checkpoints) == 0
+    err = capsys.readouterr().err
+    assert f"{committee}: serving without {member} (weights fitted for the members it has): {member}: " in err
+    assert get_spec(member).checkpoint_file in err  # the member's own reason, not only "not loaded"
+    header, values = rows(out)
+    row = dict(zip(header, values))
+    assert row["majority"] == row["agreement"] == "" and row[f"{committee}_verdict"] in ("FAKE", "REAL", "UNSURE")
 
 
 class Killed(BaseException):
@@ -170,3 +190,98 @@ def test_ray_data_runs_the_scorer_locally(tiny_assets, folder, tmp_path):
             assert "not an image" in record["error"]
             continue
         assert [("" if v is None else str(v)) for v in list(record.values())[1:]] == expected[name][1:]
+
+
+# Fast checks of the command's own rules: no detector is loaded.
+
+COLUMNS_CNN = csv_header(["cnn"])
+
+
+def our_csv(*names: str) -> bytes:
+    return score.encode([dict.fromkeys(COLUMNS_CNN) | {"file": name} for name in names], "csv", COLUMNS_CNN)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"name,size\nholiday.jpg,3\nlast.jpg,4", "other columns"),  # someone else's CSV, no final newline
+    (b"\xff\xfeh\x00i\x00\n", "not UTF-8"),  # UTF-16, say
+    (b"name,size", "no complete line"),
+], ids=["other-csv-without-final-newline", "not-utf8", "one-partial-line"])
+def test_an_output_this_command_did_not_write_is_refused_untouched(tmp_path, content, message):
+    """The old finished() cut the last line before looking at the columns (the other CSV lost
+    "last.jpg,4", then the command refused it), and raised UnicodeDecodeError on the second."""
+    out = tmp_path / "scores.csv"
+    out.write_bytes(content)
+    with pytest.raises(SystemExit, match=message):
+        score.finished(out, "csv", COLUMNS_CNN)
+    assert out.read_bytes() == content
+
+
+def test_other_json_lines_are_refused_untouched(tmp_path):
+    out = tmp_path / "scores.jsonl"
+    content = b'{"file": "a.jpg", "size": 3}\n{"file": "b.jpg", "si'
+    out.write_bytes(content)
+    with pytest.raises(SystemExit, match="other columns"):
+        score.finished(out, "jsonl", COLUMNS_CNN)
+    assert out.read_bytes() == content
+
+
+def test_blank_lines_name_no_file_and_a_cut_last_line_of_our_own_output_goes(tmp_path):
+    """The old finished() raised IndexError on the blank line (row[0] of an empty row)."""
+    out = tmp_path / "scores.csv"
+    whole = our_csv("a.png") + b"\n" + our_csv("b.png").split(b"\n", 1)[1]
+    out.write_bytes(whole + b"c.png,,,RE")
+    assert score.finished(out, "csv", COLUMNS_CNN) == {"a.png", "b.png"}
+    assert out.read_bytes() == whole
+
+
+def test_a_file_name_that_is_not_utf8_is_written_escaped_and_found_again(tmp_path):
+    """rglob gives such a name with lone surrogates; the old encode() raised UnicodeEncodeError on
+    it, losing the batch, and a rerun raised again."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / os.fsdecode(b"caf\xe9.png")).write_bytes(b"not read here")
+    [(name, path)] = score.collect([str(folder)])
+    out = tmp_path / "scores.csv"
+    out.write_bytes(our_csv(name))
+    assert name == "caf\\udce9.png" and path.is_file()
+    assert score.finished(out, "csv", COLUMNS_CNN) == {name}
+
+
+def test_an_existing_file_with_glob_characters_is_a_file(tmp_path):
+    """The old collect() took "shot[1].jpg" for a pattern (matching shot1.jpg) and skipped it."""
+    shot = tmp_path / "shot[1].jpg"
+    shot.write_bytes(b"")
+    assert score.collect([str(shot)]) == [(str(shot), shot)]
+
+
+def test_a_missing_path_on_the_command_line_is_called_so(tmp_path):
+    """The old command answered with the app's "the file did not arrive (not found on the server)"."""
+    missing = tmp_path / "typo.png"
+    failed = score._decode([("typo.png", str(missing)), ("folder", str(tmp_path))])
+    assert [f.error for f in failed] == [f"no such file: {missing}", f"no such file: {tmp_path}"]
+
+
+@pytest.mark.parametrize("option", [["--batch-size", "0"], ["--batch-size", "-4"], ["--workers", "0"]])
+def test_batch_size_and_workers_below_one_are_refused(option, tmp_path, capsys):
+    """The old command scored nothing at -4 (and said "scored 9 files"); 0 raised ValueError."""
+    with pytest.raises(SystemExit):
+        score.parse_args([str(tmp_path), "--out", str(tmp_path / "s.csv"), *option])
+    assert f"argument {option[0]}: must be at least 1" in capsys.readouterr().err
+
+
+def test_no_files_to_score_is_an_error_and_writes_nothing(tmp_path, capsys):
+    """The old command wrote a 0-byte CSV and said "scored 0 files"."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "scores.csv"
+    assert score.main([str(empty), str(tmp_path / "*.png"), "--out", str(out), "--checkpoints", str(tmp_path / "none"), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{empty}: no image files in this folder" in err and "*.png: no files match this pattern" in err
+    assert "error: no files to score" in err and not out.exists()
+
+
+def test_a_vote_of_no_detector_is_left_empty():
+    """Only committees asked for: nothing to count. The old rows said "undecided" and "no detector
+    available" beside the committee's verdict."""
+    result = ImageResult("a.png", predictions={"committee": Prediction(0.1, 0.9, "FAKE")}, array=np.zeros((32, 32, 3), np.uint8))
+    assert result.row(["committee"]) == ["a.png", "", "", "", "", 0.1, 0.9, "FAKE"]

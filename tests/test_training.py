@@ -1,22 +1,28 @@
 import dataclasses
+import json
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from cifake_models import CheckpointError, get_spec, load_detector
-from cifake_models.checkpoint import file_sha256, read_safetensors
-from cifake_models.data import CLASSES, Split
+from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
+from cifake_models.checkpoint import file_sha256, hardware, library_versions, read_safetensors
+from cifake_models.data import CLASSES, Split, load_split
 from cifake_models.detector import Detector
 from cifake_models.reports import describe_recipe
 from conftest import train_tiny
 from train.__main__ import main as train_main
-from train.common import record_validation
+from train.common import DataInfo, record_validation
 from train.revalidate import main as revalidate_main
 from train.torch_fit import resume_path, training_loss
+
+
+# A stage continuing a train_tiny checkpoint must hold out the validation split it held out.
+TINY_SPLIT = ["--val-fraction", "0.25"]
 
 
 class Interrupt(KeyboardInterrupt):
@@ -53,6 +59,86 @@ def test_resume_refuses_a_changed_recipe(tiny_data, tmp_path):
         train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, lr=0.5, resume=True)
 
 
+def test_resume_keeps_a_finished_checkpoint_and_refuses_to_replace_it_with_another_recipe(tiny_data, tmp_path, capsys):
+    """Re-running an interrupted batch of runs with --resume must not train again what finished."""
+    checkpoint = tmp_path / "cnn.safetensors"
+    train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2)
+    before = file_sha256(checkpoint)
+    capsys.readouterr()
+    kept = train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, resume=True)
+    out = capsys.readouterr().out
+    assert f"already trained: {checkpoint}" in out and "epoch" not in out
+    assert file_sha256(checkpoint) == before and len(kept.metadata["history"]) == 2
+    with pytest.raises(CheckpointError, match=r"finished, but by another recipe.*recipe\.lr: 0\.01 -> 0\.5"):
+        train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, lr=0.5, resume=True)
+    assert file_sha256(checkpoint) == before
+
+
+def test_resume_keeps_a_fitted_svm(tiny_data, tmp_path, capsys):
+    args = ["hog_svm", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--svm-components", "10", *TINY_SPLIT, "--resume"]
+    assert train_main(args) == 0
+    before = file_sha256(tmp_path / "hog_svm.skops")
+    capsys.readouterr()
+    assert train_main(args) == 0
+    assert "hog_svm: already trained" in capsys.readouterr().out and file_sha256(tmp_path / "hog_svm.skops") == before
+    with pytest.raises(CheckpointError, match="n_components: 10 -> 12"):
+        train_main([*args, "--svm-components", "12"])
+
+
+def test_resuming_with_another_process_count_is_refused(tiny_data, tmp_path):
+    with pytest.raises(Interrupt):
+        train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, on_epoch_end=interrupt_after(1))
+    state_file = resume_path(tmp_path, "cnn")
+    state = torch.load(state_file, weights_only=True)
+    assert json.loads(state["identity"])["processes"] == 1
+    # As torchrun --nproc_per_node 2 would have saved it.
+    state["identity"] = json.dumps({**json.loads(state["identity"]), "processes": 2})
+    torch.save(state, state_file)
+    with pytest.raises(CheckpointError, match=r"saved by a run of 2 processes, and this one has 1.*--nproc_per_node 2"):
+        train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, resume=True)
+
+
+def test_the_history_records_the_rate_each_epoch_trained_at(tiny_data, tmp_path):
+    detector = train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, lr=0.01, step_size=1)  # StepLR: x0.1 after each epoch
+    assert [h["lr"] for h in detector.metadata["history"]] == pytest.approx([0.01, 0.001])
+
+
+def test_the_final_checkpoint_is_written_once_with_its_validation_choices(tiny_data, tmp_path, monkeypatch):
+    """A checkpoint without its threshold must never sit at the final path (a kill would leave it serving at 0.5)."""
+    import cifake_models.detector
+
+    written = []
+    save = cifake_models.detector.save_safetensors
+
+    def recording(path, tensors, metadata):
+        written.append((Path(path), "threshold" in metadata and "calibration" in metadata))
+        return save(path, tensors, metadata)
+
+    monkeypatch.setattr(cifake_models.detector, "save_safetensors", recording)
+    train_tiny("cnn", tiny_data / "packed", tmp_path)
+    assert [complete for path, complete in written if path.parent == tmp_path] == [True]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_final_validation_runs_on_the_training_device(tiny_data, tmp_path, monkeypatch):
+    import train.torch_fit
+
+    devices = []
+    validate = train.torch_fit.record_validation
+
+    def recording(detector, val):
+        devices.append(next(detector.module.parameters()).device.type)
+        return validate(detector, val)
+
+    monkeypatch.setattr(train.torch_fit, "record_validation", recording)
+    split = load_split(tiny_data / "packed", "train")
+    detector = train.torch_fit.fit_torch(get_spec("cnn"), split, split, dataclasses.replace(get_spec("cnn").recipe, epochs=1, batch_size=8),
+                                         tmp_path, DataInfo.of("tiny", split, split, 0.25, 0), device="cuda")
+    assert devices == ["cuda"]
+    assert next(detector.module.parameters()).device.type == "cpu"
+    assert detector.metadata["training"]["hardware"].startswith("GPU: ")
+
+
 def test_command_line_trains_and_records_the_recipe(tiny_data, tmp_path):
     code = train_main(["cnn", "hog_svm", "--data", str(tiny_data / "kaggle"), "--out", str(tmp_path), "--epochs", "2",
                        "--batch-size", "8", "--lr", "0.002", "--optimizer", "adamw", "--weight-decay", "0.01",
@@ -85,8 +171,51 @@ def test_revalidation_refuses_a_checkpoint_whose_validation_split_it_cannot_rebu
 def test_command_line_help_and_bad_detector():
     help_text = subprocess.run([sys.executable, "-m", "train", "--help"], capture_output=True, text=True, check=True).stdout
     assert "--resume" in help_text and "--weights" in help_text and "densenet121" in help_text
+    assert "data/cifake/, then ../shared/data/cifake/" in " ".join(help_text.split())  # where default_data_dir looks
+    assert "default 0: off" not in help_text  # native32's recipe shifts, smooths labels and changes uploads
     with pytest.raises(SystemExit):
         train_main(["alexnet"])
+
+
+def test_the_list_names_every_detector_and_its_weights(capsys):
+    assert train_main(["--list"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [row[0] for row in rows] == list_detectors()
+    kinds = {row[0]: (row[1], row[2]) for row in rows}
+    assert kinds["resnet50"] == ("network", "none,imagenet") and kinds["native32"] == ("network", "none")
+    assert kinds["hog_svm"][0] == "svm" and kinds["committee"][0] == "committee"
+
+
+@pytest.mark.parametrize("detectors", [[], ["cnn"], ["resnet50", "native32"]])
+def test_imagenet_weights_for_a_detector_without_them_are_refused_before_any_work(detectors, tmp_path, capsys):
+    with pytest.raises(SystemExit):  # before the (missing) data is looked for
+        train_main([*detectors, "--weights", "imagenet", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)])
+    assert "only resnet50, vgg16_bn, densenet121 have ImageNet weights" in capsys.readouterr().err
+
+
+def test_the_committee_reads_its_members_where_it_is_written(tiny_data, tmp_path, capsys):
+    """It loads them from beside its own file, so it has no other folder to read them from."""
+    with pytest.raises(SystemExit):
+        train_main(["committee", "--data", str(tiny_data / "packed"), "--members", str(tmp_path), "--out", str(tmp_path / "elsewhere")])
+    assert "unrecognized arguments: --members" in capsys.readouterr().err
+
+
+def test_the_hardware_recorded_is_the_device_used(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
+    assert hardware("cuda:0") == "GPU: Test GPU"
+    assert hardware("cpu").startswith("CPU: ")
+    # The SVM fits on the CPU, wherever a GPU is.
+    svm = train_tiny("hog_svm", tiny_data / "packed", tmp_path)
+    assert svm.metadata["training"]["hardware"].startswith("CPU: ")
+
+
+def test_checkpoints_record_every_library_that_shapes_them(monkeypatch):
+    versions = library_versions()
+    for library in ("torch", "numpy", "scikit-learn", "pillow", "scikit-image", "scipy", "skops", "safetensors"):
+        assert versions[library], library
+    monkeypatch.setattr("cifake_models.checkpoint.RECORDED_LIBRARIES", ("numpy", "no-such-library"))
+    assert library_versions()["no-such-library"] is None
 
 
 def test_train_transform_is_seeded_and_crops_to_the_networks_size():
@@ -147,7 +276,7 @@ def test_a_second_stage_continues_from_the_checkpoint_and_keeps_the_first_on_rec
     first_file = tmp_path / "first" / "cnn.safetensors"
     # A zero learning rate keeps the weights: the second stage must start from the first's.
     code = train_main(["cnn", "--data", str(data), "--out", str(tmp_path / "second"), "--init-from", str(first_file),
-                       "--epochs", "1", "--batch-size", "8", "--lr", "0"])
+                       "--epochs", "1", "--batch-size", "8", "--lr", "0", *TINY_SPLIT])
     assert code == 0
     second = load_detector("cnn", tmp_path / "second")
     images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
@@ -162,7 +291,7 @@ def test_a_second_stage_continues_from_the_checkpoint_and_keeps_the_first_on_rec
 
     # A third stage keeps both earlier ones, each with its own wall time, which add up to the total.
     code = train_main(["cnn", "--data", str(data), "--out", str(tmp_path / "third"), "--epochs", "1", "--batch-size", "8",
-                       "--init-from", str(tmp_path / "second" / "cnn.safetensors")])
+                       "--init-from", str(tmp_path / "second" / "cnn.safetensors"), *TINY_SPLIT])
     assert code == 0
     third = load_detector("cnn", tmp_path / "third").metadata
     assert [s["sha256"] for s in third["earlier_stages"]] == [file_sha256(first_file), file_sha256(tmp_path / "second" / "cnn.safetensors")]
@@ -175,7 +304,7 @@ def test_a_second_stage_continues_from_the_checkpoint_and_keeps_the_first_on_rec
     # A stage holding out another split would validate on images the earlier stages trained on.
     with pytest.raises(CheckpointError, match="another validation split"):
         train_main(["cnn", "--data", str(data), "--out", str(tmp_path / "fourth"), "--epochs", "1", "--batch-size", "8",
-                    "--split-seed", "1", "--init-from", str(first_file)])
+                    *TINY_SPLIT, "--split-seed", "1", "--init-from", str(first_file)])
 
 
 def test_a_second_stage_refuses_another_networks_checkpoint(tiny_data, tmp_path):
@@ -190,12 +319,28 @@ def test_a_second_stage_may_change_the_crop(tiny_data, tmp_path):
     data = tiny_data / "packed"
     train_tiny("resnet50", data, tmp_path / "first")  # the paper's 24x24 crop
     code = train_main(["resnet50", "--data", str(data), "--out", str(tmp_path / "second"), "--epochs", "1", "--batch-size", "8",
-                       "--init-from", str(tmp_path / "first" / "resnet50.safetensors"), "--crop", "32", "--crop-scale", "1", "1"])
+                       "--init-from", str(tmp_path / "first" / "resnet50.safetensors"), "--crop", "32", "--crop-scale", "1", "1", *TINY_SPLIT])
     assert code == 0
     second = load_detector("resnet50", tmp_path / "second")
     assert second.preprocessing.crop == 32 and second.preprocessing.crop_scale == (1.0, 1.0)
     assert second.metadata["earlier_stages"][0]["preprocessing"]["crop"] == 24
     assert describe_recipe(second.metadata).startswith("stage 1: RGB 24x24")
+
+
+def test_a_second_stage_starts_from_its_parents_preprocessing(tiny_data, tmp_path, capsys):
+    data = tiny_data / "packed"
+    first = ["cnn", "--data", str(data), "--epochs", "1", "--batch-size", "8", *TINY_SPLIT]
+    assert train_main([*first, "--out", str(tmp_path / "first"), "--translate", "1", "--upload-augment", "0.25",
+                       "--upload-range", "blur", "0.3", "1.5"]) == 0
+    parent = tmp_path / "first" / "cnn.safetensors"
+    assert train_main([*first, "--out", str(tmp_path / "second"), "--init-from", str(parent), "--upload-augment", "0.5"]) == 0
+    second = load_detector("cnn", tmp_path / "second").preprocessing
+    assert second.translate == 1 and ("blur", 0.3, 1.5) in second.upload_ranges  # the parent's, not the registry's 0
+    assert second.upload_augment == 0.5  # given, so it overrides the parent's
+    # A stage never overwrites its parent: it is written elsewhere and shipped by the validation rule.
+    with pytest.raises(SystemExit):
+        train_main([*first, "--out", str(tmp_path / "first"), "--init-from", str(parent)])
+    assert "python -m train.choose cnn DIR --ship" in capsys.readouterr().err
 
 
 class LeftHalfDetector(Detector):
@@ -274,7 +419,6 @@ def test_a_distillation_stage_records_its_teacher_and_refuses_another_encoding(t
 def test_bf16_on_a_cpu_without_bf16_arithmetic_warns_and_the_checkpoint_says_which_cpu(computes_bf16, tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: computes_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU run, also where a GPU is
     args = ["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--limit", "20",
             "--precision", "bf16", "--device", "cpu"]
     with warnings.catch_warnings(record=True) as caught:

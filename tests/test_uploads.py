@@ -83,8 +83,12 @@ def test_too_many_bytes_are_refused_before_reading(tmp_path):
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow warns, then we refuse
 @pytest.mark.parametrize("side", [7_000, 20_000], ids=["49Mpx-warning-band", "400Mpx-bomb"])
 def test_decompression_bombs_are_refused(side):
-    with pytest.raises(UploadError, match="too large in pixels"):
+    """In the same words whether Pillow or we refuse first: above 80 Mpx Pillow does, and the
+    old message quoted its text ("exceeds limit of 80000000 pixels") beside our 40 Mpx."""
+    with pytest.raises(UploadError) as error:
         decode_bytes(png_header_only(side, side), "bomb.png")
+    assert str(error.value) == (f"the image is too large in pixels ({side}x{side} = {side * side / 1e6:.1f} Mpx); "
+                                "the limit is 40 Mpx (decompression-bomb guard)")
 
 
 def test_just_under_the_pixel_limit_is_not_called_a_bomb():
@@ -103,9 +107,9 @@ def test_cmyk_jpeg_is_converted_and_noted():
 
 
 def test_16_bit_png_is_scaled_not_clipped():
-    pixels = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 60).astype(np.uint16)  # up to ~61,000
+    pixels = (np.arange(32 * 32, dtype=np.uint16).reshape(32, 32) * 64).astype(np.uint16)  # up to 65,472
     decoded = decode_bytes(encode(Image.fromarray(pixels), "PNG"), "deep.png")
-    assert any("high bit depth" in note for note in decoded.notes)
+    assert decoded.notes == ["I;16 (16-bit) scaled to 8 bits"]
     assert decoded.array.max() == 255 and decoded.array.min() == 0
     assert len(np.unique(decoded.array)) > 200  # scaled over the whole range, not clipped at 255
 
@@ -139,6 +143,14 @@ def test_exif_rotation_is_applied_and_noted():
     assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
 
 
+def test_no_rotation_note_for_an_invalid_orientation_tag():
+    """Orientations are 1 to 8: at 9 nothing turns (the old note said "rotated upright (tag 9)")."""
+    exif = Image.Exif()
+    exif[0x0112] = 9
+    decoded = decode_bytes(encode(noise(48, 32), "JPEG", exif=exif), "nine.jpg")
+    assert decoded.notes == ["resized from 48x32 to 32x32 (shorter side to 32, centre crop)"]
+
+
 def test_no_rotation_note_without_an_orientation_tag():
     decoded = decode_bytes(encode(noise(48, 48), "JPEG"), "plain.jpg")
     assert not any("rotated" in note for note in decoded.notes)
@@ -163,6 +175,24 @@ def test_large_photo_is_resized_and_noted():
     decoded = decode_bytes(encode(noise(640, 480), "JPEG"), "photo.jpg")
     assert decoded.size == (640, 480)
     assert "resized from 640x480 to 32x32 (shorter side to 32, centre crop)" in decoded.notes
+
+
+def out_of_memory(*args, **kwargs):
+    raise MemoryError
+
+
+@pytest.mark.parametrize("where", ["open", "convert"])
+def test_running_out_of_memory_is_not_called_a_corrupt_file(where, tmp_path, monkeypatch):
+    """The old decode_bytes caught MemoryError with every other exception and called the file
+    truncated or corrupt, so decode_or_fail's answer for it was never given."""
+    path = tmp_path / "big.png"
+    path.write_bytes(encode(noise(32, 32), "PNG"))
+    if where == "open":
+        monkeypatch.setattr(Image, "open", out_of_memory)
+    else:
+        monkeypatch.setattr(uploads, "to_cifake_array", out_of_memory)
+    [failed] = decode_many([path])
+    assert failed.error == "the image needs more memory to decode than this server has"
 
 
 def test_decode_many_keeps_order_and_never_raises(tmp_path):

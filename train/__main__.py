@@ -8,11 +8,14 @@ examples:
   python -m train                              every detector, the paper's recipes
   python -m train cnn --limit 300 --epochs 1   a smoke run
   python -m train resnet50 --weights imagenet  the paper's transfer learning
-  python -m train resnet50 --resume            continue after Ctrl-C or a kill
-  python -m train vgg16_bn --init-from assets/checkpoints/vgg16_bn.safetensors --lr 1e-4
-                                               a second training stage
+  python -m train resnet50 --resume            continue after Ctrl-C or a kill (a finished
+                                               checkpoint is kept, not trained again)
+  python -m train vgg16_bn --init-from assets/checkpoints/vgg16_bn.safetensors --lr 1e-4 --out runs/vgg_stage
+                                               a second training stage (from the first's preprocessing),
+                                               then: python -m train.choose vgg16_bn runs/vgg_stage --ship
   python -m train committee                    fit the committee on validation, from the
-                                               members' checkpoints in --out (or --members)
+                                               members' checkpoints in --out, and write it there
+  python -m train --list                       the detectors: name, kind, --weights choices, title
   torchrun --nproc_per_node 4 -m train resnet50
                                                4 GPUs (or CPU processes): DistributedDataParallel
 """
@@ -29,13 +32,16 @@ import numpy as np
 import torch
 
 from cifake_models import CHECKPOINT_DIR, get_spec, list_detectors
-from cifake_models.data import Split, default_data_dir, load_split, train_val_indices
+from cifake_models.data import SPLIT_SEED, VAL_FRACTION, Split, data_search_order, default_data_dir, load_split, train_val_indices
+from cifake_models.detector import TorchDetector
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
 from cifake_models.perturbations import TRAINING_RANGES, ranges_of
-from cifake_models.registry import OPTIMIZERS, PRECISIONS, SCHEDULES
+from cifake_models.preprocessing import Preprocessing
+from cifake_models.registry import OPTIMIZERS, PRECISIONS, REGISTRY, SCHEDULES, DetectorSpec
 
 from . import distributed
 from .committee_fit import fit_committee
+from .common import DataInfo
 from .svm_fit import fit_svm
 from .torch_fit import fit_torch
 
@@ -74,17 +80,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         epilog="Detectors: " + ", ".join(list_detectors()),
     )
     parser.add_argument("detectors", nargs="*", metavar="DETECTOR", help="which to train (default: all)")
-    parser.add_argument("--data", type=Path, help="CIFAKE: Kaggle folder (train/REAL ...) or folder of cifake-*.npz (default: $CIFAKE_DATA, then ../shared/data/cifake)")
+    parser.add_argument("--data", type=Path, help=f"CIFAKE: Kaggle folder (train/REAL ...) or folder of cifake-*.npz (default: {data_search_order()})")
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR, help="checkpoint folder (default: %(default)s)")
     parser.add_argument("--limit", type=int, help="use only this many training images, drawn at random (smoke runs)")
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="share of train held out for validation (default: %(default)s)")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (default: %(default)s)")
-    parser.add_argument("--weights", choices=WEIGHT_CHOICES, default="none", help="initialisation of ResNet/VGG/DenseNet: none (from scratch) or imagenet (torchvision's, downloaded or from $TORCH_HOME)")
+    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION, help="share of train held out for validation (default: %(default)s)")
+    parser.add_argument("--split-seed", type=int, default=SPLIT_SEED, help="seed of the train/validation split (default: %(default)s)")
+    parser.add_argument("--weights", choices=WEIGHT_CHOICES, default="none",
+                        help=f"initialisation of {', '.join(imagenet_networks())}: none (from scratch) or imagenet "
+                             "(torchvision's, downloaded or from $TORCH_HOME; the others have none)")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished epoch")
-    parser.add_argument("--init-from", type=Path, metavar="CHECKPOINT", help="continue training from this checkpoint of the same network (a new stage with a fresh optimiser and schedule; the earlier stages stay on record)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from its last finished epoch; keep a checkpoint in --out that a run like this one finished")
+    parser.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
+                        help="continue training from this checkpoint of the same network, with its preprocessing unless overridden "
+                             "(a new stage with a fresh optimiser and schedule; the earlier stages stay on record)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--members", type=Path, metavar="DIR", help="where the committee reads its members' checkpoints (default: --out)")
+    parser.add_argument("--list", action="store_true", help="print the detectors, one a line, tab-separated: name, kind (svm, network, committee), "
+                                                             "--weights choices, title; then exit")
     recipe = parser.add_argument_group("recipe overrides (networks)")
     recipe.add_argument("--epochs", type=int)
     recipe.add_argument("--batch-size", type=int)
@@ -93,13 +105,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--weight-decay", type=float)
     recipe.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule: StepLR per epoch, or one-cycle per batch (peak --lr)")
     recipe.add_argument("--step-size", type=int, help="StepLR period in epochs (0: constant rate)")
-    recipe.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0: off)")
+    recipe.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, 0: off (default: the detector's recipe)")
     recipe.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 autocast on a GPU, float32 on a CPU; bf16 on a CPU too (channels-last in every precision)")
     recipe.add_argument("--images-per-epoch", type=int, help="train each epoch on a fresh random subset of this size")
     recipe.add_argument("--crop", type=int, metavar="SIZE", help="input size: centre crop at test time, random resized crop in training (paper: 24)")
     recipe.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range (paper: 0.08 1)")
-    recipe.add_argument("--translate", type=int, metavar="PIXELS", help="shift training images by up to this many pixels, reflect-padded (CIFAR's pad-4 crop; default 0: off)")
-    recipe.add_argument("--upload-augment", type=float, metavar="P", help="pass this share of training images through one random upload-like change (resize, JPEG, blur: cifake_models.perturbations) by the app's own resize path (default 0: off; the SVM too, once before fitting)")
+    recipe.add_argument("--translate", type=int, metavar="PIXELS", help="shift training images by up to this many pixels, reflect-padded (CIFAR's pad-4 crop), 0: off (default: the detector's recipe)")
+    recipe.add_argument("--upload-augment", type=float, metavar="P", help="pass this share of training images through one random upload-like change (resize, JPEG, blur: cifake_models.perturbations) by the app's own resize path, 0: off (default: the detector's recipe; the SVM too, once before fitting)")
     recipe.add_argument(
         "--upload-range", nargs=3, action="append", metavar=("FAMILY", "LOW", "HIGH"),
         help="draw this upload-like change's strength from [LOW, HIGH] instead of its default "
@@ -121,8 +133,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.detectors) - set(list_detectors()))
     if unknown:
         parser.error(f"unknown detector(s) {', '.join(unknown)}; choose from {', '.join(list_detectors())}")
+    if args.weights != "none":
+        without = [name for name in args.detectors or list_detectors() if not get_spec(name).imagenet_weights]
+        if without:
+            parser.error(f"--weights {args.weights}: only {', '.join(imagenet_networks())} have ImageNet weights, not {', '.join(without)}; "
+                         f"name those to train (python -m train {' '.join(imagenet_networks())} --weights {args.weights})")
     if args.init_from and (len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch or args.weights != "none"):
         parser.error("--init-from continues one network: name exactly one network detector, without --weights")
+    if args.init_from and args.init_from.resolve() == (args.out / get_spec(args.detectors[0]).checkpoint_file).resolve():
+        parser.error(f"--init-from {args.init_from} is the file this stage would write: write the stage elsewhere (--out DIR), "
+                     f"then ship it if it is better with python -m train.choose {args.detectors[0]} DIR --ship")
     for family, low, high in args.upload_range or ():
         if family not in TRAINING_RANGES:
             parser.error(f"--upload-range: unknown family {family!r} (choose from {', '.join(TRAINING_RANGES)})")
@@ -136,6 +156,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.distill_from and (len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch):
         parser.error("--distill-from trains one network: name exactly one network detector")
     return args
+
+
+def imagenet_networks() -> list[str]:
+    return [name for name, spec in REGISTRY.items() if spec.imagenet_weights]
+
+
+def listing() -> str:
+    """``--list``: one line per detector, tab-separated, for people and for scripts (scripts/train_all.sh)."""
+    lines = []
+    for name, spec in REGISTRY.items():
+        kind = "network" if spec.is_torch else "committee" if spec.is_committee else "svm"
+        weights = WEIGHT_CHOICES if spec.imagenet_weights else ("none",)
+        lines.append("\t".join((name, kind, ",".join(weights), spec.title)))
+    return "\n".join(lines)
 
 
 def overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict:
@@ -152,8 +186,24 @@ def upload_ranges(ranges: tuple[tuple[str, float, float], ...], changes: list[li
     return tuple((family, low, high) for family, (low, high) in merged.items())
 
 
+def network_preprocessing(spec: DetectorSpec, args: argparse.Namespace) -> Preprocessing:
+    """What ``spec``'s network sees in this run: the registry's preprocessing, or for a new stage
+    (``--init-from``) its parent's as the parent's checkpoint records it, with the options given
+    overriding it."""
+    base = TorchDetector.load(args.init_from, spec.name, spec.build_module).preprocessing if args.init_from else spec.preprocessing
+    changes = overrides(args, PREPROCESSING_OPTIONS)
+    if "crop_scale" in changes:
+        changes["crop_scale"] = tuple(changes["crop_scale"])
+    if args.upload_range:
+        changes["upload_ranges"] = upload_ranges(base.upload_ranges, args.upload_range)
+    return dataclasses.replace(base, **changes)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.list:
+        print(listing())
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     args.device = distributed.start(args.device)
@@ -163,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         distributed.stop()
 
 
-def training_data(data_dir: Path, val_fraction: float = 0.1, split_seed: int = 0, limit: int | None = None) -> tuple[Split, Split, dict]:
+def training_data(data_dir: Path, val_fraction: float = VAL_FRACTION, split_seed: int = SPLIT_SEED, limit: int | None = None) -> tuple[Split, Split, DataInfo]:
     """The training and validation splits of CIFAKE's train split, and the record a checkpoint
     keeps of them (fingerprints, sizes, the split's fraction and seed)."""
     split = load_split(data_dir, "train")
@@ -174,16 +224,7 @@ def training_data(data_dir: Path, val_fraction: float = 0.1, split_seed: int = 0
         n_val = max(2, round(limit * val_fraction / (1 - val_fraction)))
         val_index = np.sort(rng.choice(val_index, min(n_val, len(val_index)), replace=False))
     train, val = split.subset(train_index), split.subset(val_index)
-    data_info = {
-        "source": str(data_dir),
-        "train_fingerprint": train.fingerprint(),
-        "val_fingerprint": val.fingerprint(),
-        "n_train": len(train),
-        "n_val": len(val),
-        "val_fraction": val_fraction,
-        "split_seed": split_seed,
-    }
-    return train, val, data_info
+    return train, val, DataInfo.of(data_dir, train, val, val_fraction, split_seed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -197,12 +238,7 @@ def run(args: argparse.Namespace) -> int:
         spec = get_spec(name)
         if spec.is_torch:
             recipe = dataclasses.replace(spec.recipe, **overrides(args, TORCH_OPTIONS))
-            preprocessing = overrides(args, PREPROCESSING_OPTIONS)
-            if "crop_scale" in preprocessing:
-                preprocessing["crop_scale"] = tuple(preprocessing["crop_scale"])
-            if args.upload_range:
-                preprocessing["upload_ranges"] = upload_ranges(spec.preprocessing.upload_ranges, args.upload_range)
-            spec = dataclasses.replace(spec, preprocessing=dataclasses.replace(spec.preprocessing, **preprocessing))
+            spec = dataclasses.replace(spec, preprocessing=network_preprocessing(spec, args))
             try:
                 fit_torch(spec, train, val, recipe, args.out, data_info, args.weights, args.device, args.resume,
                           init_from=args.init_from, teacher=args.distill_from)
@@ -212,13 +248,13 @@ def run(args: argparse.Namespace) -> int:
         elif not main_rank:  # one process fits the SVM and the committee; the others have no use for them
             continue
         elif spec.is_committee:
-            fit_committee(spec, val, spec.recipe, args.members or args.out, args.out, data_info)
+            fit_committee(spec, val, spec.recipe, args.out, data_info, args.resume)
         else:
             recipe = dataclasses.replace(spec.recipe, **overrides(args, SVM_OPTIONS))
             recipe = dataclasses.replace(recipe, pixels_per_cell=tuple(recipe.pixels_per_cell))
             if args.upload_range:
                 recipe = dataclasses.replace(recipe, upload_ranges=upload_ranges(recipe.upload_ranges, args.upload_range))
-            fit_svm(spec, train, val, recipe, args.out, data_info)
+            fit_svm(spec, train, val, recipe, args.out, data_info, args.resume)
     return 0
 
 

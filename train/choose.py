@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from cifake_models.checkpoint import CheckpointError, read_safetensors
+from cifake_models.checkpoint import CheckpointError
 from cifake_models.registry import CHECKPOINT_DIR, DetectorSpec, get_spec
 
 CLEAN_TOLERANCE = 0.015
@@ -31,12 +31,12 @@ def robustness_score(suite: dict) -> float:
     return (suite["mean_accuracy"] + suite["worst"]["accuracy"]) / 2
 
 
-def recorded(spec: DetectorSpec, path: Path) -> tuple[dict, str | None]:
-    """The validation figures the checkpoint at ``path`` records, and its validation split's
-    fingerprint (a network's are read from its header; the SVM's file is loaded, as safely as
-    the app loads it)."""
-    metadata = read_safetensors(path)[1] if spec.is_torch else spec.load(path.parent).metadata
-    return metadata["validation"], (metadata.get("data") or {}).get("val_fingerprint")
+def recorded(spec: DetectorSpec, path: Path) -> tuple[float, dict, str | None]:
+    """The clean validation accuracy and robustness figures the checkpoint at ``path`` records,
+    and its validation split's fingerprint. KeyError where it lacks them."""
+    metadata = spec.stored_metadata(path.parent)
+    validation = metadata["validation"]
+    return validation["accuracy"], validation["robustness"], (metadata.get("data") or {}).get("val_fingerprint")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,23 +49,24 @@ def main(argv: list[str] | None = None) -> int:
     spec = get_spec(args.name)
     shipped = args.checkpoints / spec.checkpoint_file
     try:
-        shipped_validation, split = recorded(spec, shipped)
+        shipped_clean, _, split = recorded(spec, shipped)
     except (CheckpointError, OSError, KeyError) as error:
-        print(f"error: the shipped {shipped} has no validation figures to compare with ({error})", file=sys.stderr)
+        why = f"it records no {error}" if isinstance(error, KeyError) else str(error)
+        print(f"error: the shipped {shipped} has no validation figures to compare with ({why}); "
+              f"record them with python -m train.revalidate {spec.name} --checkpoints {args.checkpoints}", file=sys.stderr)
         return 2
     paper = spec.paper.accuracy if spec.paper else None
     best: tuple[Path, float] | None = None
     for path in [shipped, *(folder / spec.checkpoint_file for folder in args.folders)]:
         try:
-            validation, candidate_split = recorded(spec, path)
-            clean, suite = validation["accuracy"], validation["robustness"]
+            clean, suite, candidate_split = recorded(spec, path)
         except (CheckpointError, OSError, KeyError) as error:
             print(f"{path}: skipped ({error})")
             continue
         if candidate_split != split:
             print(f"{path}: skipped (validated on another split than the shipped checkpoint: {candidate_split}, not {split})")
             continue
-        eligible = clean >= shipped_validation["accuracy"] - CLEAN_TOLERANCE and (paper is None or shipped_validation["accuracy"] <= paper or clean > paper)
+        eligible = clean >= shipped_clean - CLEAN_TOLERANCE and (paper is None or shipped_clean <= paper or clean > paper)
         robustness = robustness_score(suite)
         print(f"{path}: validation {clean:.2%} clean, suite mean {suite['mean_accuracy']:.2%}, worst {suite['worst']['accuracy']:.2%},"
               f" score {robustness:.2%} ({'eligible' if eligible else 'not eligible'})")

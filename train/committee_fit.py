@@ -11,18 +11,29 @@ from cifake_models.data import Split
 from cifake_models.detector import FAKE
 from cifake_models.registry import DetectorSpec, get_spec
 
-from .common import checkpoint_metadata, record_calibration
+from .common import DataInfo, already_trained, checkpoint_metadata, record_calibration
 
 
-def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, members_dir: Path, out_dir: Path, data_info: dict) -> CommitteeDetector:
-    """Every member must be in ``members_dir`` and must have held out the same validation split:
-    a member that trained on these images would be trusted for fitting them."""
+def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, out_dir: Path, data_info: DataInfo,
+                  resume: bool = False) -> CommitteeDetector:
+    """Fit the committee on its members' checkpoints in ``out_dir`` and write it beside them,
+    where it loads them from (and checks that they are the files it was fitted on). Every member
+    must have held out the same validation split: a member that trained on these images would be
+    trusted for fitting them. ``resume``: keep a committee already fitted this way on these very
+    members (``common.already_trained``); one whose members changed since is refitted."""
+    if resume and (out_dir / spec.checkpoint_file).is_file():
+        fitted = spec.load(out_dir)
+        if fitted.unavailable:
+            print(f"{spec.name}: refitting: {', '.join(fitted.unavailable)} changed or missing since the last fit", flush=True)
+        elif already_trained(spec, out_dir, {"recipe": recipe.to_dict(), "data": data_info.val_fingerprint},
+                             lambda metadata: {"recipe": metadata["recipe"], "data": metadata["data"]["val_fingerprint"]}):
+            return fitted
     started = time.perf_counter()
-    members = {name: get_spec(name).load(members_dir) for name in spec.members}
+    members = {name: get_spec(name).load(out_dir) for name in spec.members}
     for name, member in members.items():
         seen = (member.metadata.get("data") or {}).get("val_fingerprint")
-        if seen != data_info["val_fingerprint"]:
-            raise CheckpointError(f"{name} held out another validation split ({seen}, not {data_info['val_fingerprint']}): the committee cannot be fitted on it")
+        if seen != data_info.val_fingerprint:
+            raise CheckpointError(f"{name} held out another validation split ({seen}, not {data_info.val_fingerprint}): the committee cannot be fitted on it")
     print(f"{spec.name}: scoring {len(val)} validation images with {', '.join(members)}", flush=True)
     member_fake = {name: member.predict_proba_arrays(val.images)[:, FAKE] for name, member in members.items()}
     masks, coefficients = fit_subsets(member_fake, val.labels, recipe)
@@ -36,7 +47,7 @@ def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, membe
         if scratch else "members' own (see each member); the regression is fitted on the validation split"
     )
     detector.metadata["member_checkpoints"] = {
-        name: {"file": get_spec(name).checkpoint_file, "sha256": file_sha256(members_dir / get_spec(name).checkpoint_file)} for name in members
+        name: {"file": get_spec(name).checkpoint_file, "sha256": file_sha256(out_dir / get_spec(name).checkpoint_file)} for name in members
     }
     figures = record_calibration(detector, val, detector.combine_raw(member_fake)[:, FAKE])
     detector.save(out_dir / spec.checkpoint_file)

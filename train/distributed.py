@@ -13,9 +13,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+# How long a process waits in a collective for the others. Rank 0 alone validates each network
+# (the robustness suite included), fits the SVM (about an hour on a CPU) and the committee, while
+# the others go on to the next network and wait for it in DistributedDataParallel's first
+# broadcast: the default 10 to 30 minutes would time them out there. A process that dies is not
+# waited for: torchrun stops the others.
+COLLECTIVE_TIMEOUT = timedelta(hours=6)
 
 
 @dataclass(frozen=True)
@@ -57,7 +65,7 @@ def start(device: str | None) -> str | None:
         local_rank = int(os.environ["LOCAL_RANK"])
         torch.cuda.set_device(local_rank)
         device = f"cuda:{local_rank}"
-    dist.init_process_group("nccl" if on_gpu else "gloo")
+    dist.init_process_group("nccl" if on_gpu else "gloo", timeout=COLLECTIVE_TIMEOUT)
     return device
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cifake_models import REPORT_DIR, get_spec
-from cifake_models.checkpoint import hardware, library_versions, write_json
+from cifake_models.checkpoint import file_sha256, hardware, library_versions, write_json
 from cifake_models.data import Split, default_data_dir, leaked_test_names, load_split
 from cifake_models.detector import FAKE, Detector
 from cifake_models.committee import CommitteeDetector
@@ -89,23 +89,25 @@ class RobustnessSet:
         return cls(sample, images, test.labels[sample], perturb_all(images), seed)
 
 
-def calibration_report(detector: Detector, test: Split, robust: RobustnessSet, scorer: Scorer, figures: dict, robustness: Robustness) -> dict:
-    """The calibration recorded at training, and how it does on the test split and the suite:
-    expected calibration error and Brier score before it (from the raw probabilities) and after
-    it (from the calibrated test ``figures`` and ``robustness`` already computed)."""
+def calibration_report(detector: Detector, test: Split, splits: dict[str, np.ndarray], robust: RobustnessSet, scorer: Scorer,
+                       figures: dict[str, dict], robustness: Robustness) -> dict:
+    """The calibration recorded at training, and how it does on each test split (``splits``:
+    its rows of ``test``) and the suite: expected calibration error and Brier score before it
+    (from the raw probabilities) and after it (from each split's calibrated ``figures`` and
+    ``robustness`` already computed)."""
     raw = scorer.raw(detector, "test", test.images)
     suite_before = [expected_calibration_error(robust.labels, scorer.raw(detector, f"robustness {p.name}", batch))
                     for p, batch in robust.perturbed.items()]
     suite_after = [score.ece for score in robustness.scores]
     return {
         **(detector.metadata.get("calibration") or {"method": "none recorded (identity)"}),
-        "test": {
-            "ece_before": expected_calibration_error(test.labels, raw),
-            "ece_after": figures["ece"],
-            "brier_before": brier_score(test.labels, raw),
-            "brier_after": figures["brier"],
-            "reliability_before": reliability(test.labels, raw),
-        },
+        **{split: {
+            "ece_before": expected_calibration_error(test.labels[rows], raw[rows]),
+            "ece_after": figures[split]["ece"],
+            "brier_before": brier_score(test.labels[rows], raw[rows]),
+            "brier_after": figures[split]["brier"],
+            "reliability_before": reliability(test.labels[rows], raw[rows]),
+        } for split, rows in splits.items()},
         "suite": {
             "mean_ece_before": float(np.mean(suite_before)),
             "mean_ece_after": float(np.mean(suite_after)),
@@ -114,11 +116,12 @@ def calibration_report(detector: Detector, test: Split, robust: RobustnessSet, s
     }
 
 
-def unsure_report(detector: Detector, test: Split, proba_fake: np.ndarray) -> dict | None:
+def unsure_report(detector: Detector, test: Split, splits: dict[str, np.ndarray], proba_fake: np.ndarray) -> dict | None:
     band = detector.unsure_band
     if band is None:
         return None
-    return {**detector.metadata["unsure"], "test": selective_figures(test.labels, proba_fake, band, detector.threshold)}
+    return {**detector.metadata["unsure"],
+            **{split: selective_figures(test.labels[rows], proba_fake[rows], band, detector.threshold) for split, rows in splits.items()}}
 
 
 def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpoint: Path, robust: RobustnessSet, scorer: Scorer) -> dict:
@@ -132,11 +135,17 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
         detector.threshold, robust.images, robust.labels,
         robust.perturbed, robust.seed,
     )
-    figures = classification_figures(test.labels, proba_fake, detector.threshold)
+    # The official split, and the same without the test images that also occur in train.
+    splits = {"test": np.arange(len(test)), "test_leak_free": np.flatnonzero(keep)}
+    figures = {split: {**classification_figures(test.labels[rows], proba_fake[rows], detector.threshold),
+                       "selective": selective_curve(test.labels[rows], proba_fake[rows], detector.threshold).to_dict()}
+               for split, rows in splits.items()}
     return {
         "detector": spec.name,
         "title": spec.title,
-        "checkpoint": {"file": checkpoint.name, "size_bytes": checkpoint.stat().st_size},
+        # Its SHA-256 ties the figures to this file: the app and `train.results_table --check`
+        # say when the checkpoint has changed since (cifake_models.reports.stale_report).
+        "checkpoint": {"file": checkpoint.name, "size_bytes": checkpoint.stat().st_size, "sha256": file_sha256(checkpoint)},
         "paper": None if spec.paper is None else {"accuracy": spec.paper.accuracy, "roc_auc": spec.paper.roc_auc, "recipe": spec.paper.recipe},
         "architecture": meta.get("architecture"),
         "recipe": meta.get("recipe"),
@@ -153,16 +162,10 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
         "threshold": meta.get("threshold"),
         "validation": meta.get("validation"),
         "members": getattr(detector, "member_names", None),
-        "calibration": calibration_report(detector, test, robust, scorer, figures, robustness),
-        "unsure": unsure_report(detector, test, proba_fake),
-        "test": {
-            **figures,
-            "selective": selective_curve(test.labels, proba_fake, detector.threshold).to_dict(),
-        },
-        "test_leak_free": {
-            "removed": int((~keep).sum()),
-            **classification_figures(test.labels[keep], proba_fake[keep], detector.threshold),
-        },
+        "calibration": calibration_report(detector, test, splits, robust, scorer, figures, robustness),
+        "unsure": unsure_report(detector, test, splits, proba_fake),
+        "test": figures["test"],
+        "test_leak_free": {"removed": int((~keep).sum()), **figures["test_leak_free"]},
         "robustness": robustness.to_dict(),
         "ms_per_image": {
             # a small test split is repeated to fill the batch
@@ -171,7 +174,7 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
         "evaluated": {
             "split": "test",
             "test_fingerprint": test.fingerprint(),
-            "hardware": hardware(),
+            "hardware": hardware("cpu"),  # where the detectors ran, as they load: on the CPU
             "versions": library_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         },

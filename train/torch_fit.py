@@ -11,6 +11,7 @@ writes.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -28,11 +29,31 @@ from cifake_models.detector import TorchDetector
 from cifake_models.registry import OPTIMIZERS, DetectorSpec, TorchRecipe, get_spec
 
 from . import distributed
-from .common import checkpoint_metadata, held_out_split, record_validation
+from .common import DataInfo, already_trained, checkpoint_metadata, differences, held_out_split, record_validation
 
 
 def resume_path(out_dir: Path, name: str) -> Path:
     return out_dir / f"{name}.resume.pt"
+
+
+def training_device(device: str | None = None) -> torch.device:
+    """``device``, or the GPU where there is one, else the CPU: where networks train (and are timed)."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def recorded_identity(metadata: dict) -> dict:
+    """What :func:`fit_torch` identifies a run by (the ``identity`` a resume must share), as a
+    finished checkpoint records it."""
+    earlier = metadata.get("earlier_stages") or []
+    return {
+        "recipe": metadata["recipe"],
+        "preprocessing": metadata["preprocessing"],
+        "weights": metadata["weights"],
+        "data": metadata["data"]["train_fingerprint"],
+        "init_from": earlier[-1]["sha256"] if earlier else None,
+        "teacher": (metadata.get("teacher") or {}).get("sha256"),
+        "processes": metadata["training"].get("processes", 1),  # checkpoints from before it was recorded: one process
+    }
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: TorchRecipe, steps_per_epoch: int) -> tuple[object | None, bool]:
@@ -121,7 +142,7 @@ def fit_torch(
     val: Split,
     recipe: TorchRecipe,
     out_dir: Path,
-    data_info: dict,
+    data_info: DataInfo,
     weights: str = "none",
     device: str | None = None,
     resume: bool = False,
@@ -136,10 +157,12 @@ def fit_torch(
     stage with a fresh optimiser and schedule); the earlier stage's recipe, history and wall
     time are kept in the new checkpoint, so the whole path from initialisation stays on record.
     ``teacher`` is the checkpoint a distillation stage learns from (``recipe.distill_weight``).
+    ``resume`` continues from the state saved after the last finished epoch, and keeps a
+    checkpoint that a run like this one has already finished (see ``common.already_trained``).
     """
     if (teacher is None) != (recipe.distill_weight == 0):
         raise ValueError("distillation needs both a teacher checkpoint and a distill weight above 0")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = training_device(device)
     ranks = distributed.current()
     torch.manual_seed(recipe.seed)
     earlier_stages: list[dict] = []
@@ -152,10 +175,9 @@ def fit_torch(
             raise CheckpointError(f"{init_from} encodes its input differently ({parent.preprocessing}) from this run ({spec.preprocessing})")
         # Nor may the split: on another one, this stage would validate on images the parent trained on.
         parent_split = held_out_split(parent.metadata)
-        if parent_split != (data_info["val_fraction"], data_info["split_seed"]):
+        if parent_split != (data_info.val_fraction, data_info.split_seed):
             raise CheckpointError(f"{init_from} held out another validation split (fraction {parent_split[0]}, seed {parent_split[1]}) than this run "
-                                  f"(fraction {data_info['val_fraction']}, seed {data_info['split_seed']}): pass its --val-fraction and --split-seed")
-        module = parent.module.to(device)
+                                  f"(fraction {data_info.val_fraction}, seed {data_info.split_seed}): pass its --val-fraction and --split-seed")
         weights = parent.metadata["weights"]
         earlier_wall_time = parent.metadata["training"]["wall_time_s"]  # all of the parent's stages
         # Each stage on record keeps its own wall time: the parent's total less its own earlier stages'.
@@ -170,8 +192,22 @@ def fit_torch(
             },
         ]
         earlier_history = [{"stage": 1, **r} for r in parent.metadata.get("history", [])]  # a first stage's records carry no "stage"
-    else:
-        module = spec.build_module(weights=weights).to(device)
+    # What a resumed run must share with the saved one; through JSON, as it is stored.
+    identity = json.loads(json.dumps({
+        "recipe": recipe.to_dict(),
+        "preprocessing": spec.preprocessing.to_dict(),
+        "weights": weights,
+        "data": data_info.train_fingerprint,
+        "init_from": earlier_stages[-1]["sha256"] if earlier_stages else None,
+        "teacher": file_sha256(teacher) if teacher else None,
+        # Batch norm normalises each process's slice of a batch on its own statistics, so another
+        # process count would continue another run.
+        "processes": ranks.world,
+    }))
+    state_file = resume_path(out_dir, spec.name)
+    if resume and not state_file.is_file() and already_trained(spec, out_dir, identity, recorded_identity):
+        return spec.load(out_dir) if ranks.main else None
+    module = parent.module.to(device) if init_from else spec.build_module(weights=weights).to(device)
     teacher_net, teacher_record = load_teacher(teacher, spec, device) if teacher else (None, None)
     use_amp = uses_bf16(recipe, device)
     if use_amp and device.type == "cpu" and not cpu_computes_bf16():
@@ -185,24 +221,17 @@ def fit_torch(
     per_epoch = min(recipe.images_per_epoch or len(train), len(train))
     optimizer = OPTIMIZERS[recipe.optimizer](module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler, per_batch = make_scheduler(optimizer, recipe, steps_per_epoch=len(range(0, per_epoch, recipe.batch_size)))
-    # What a resumed run must share with the saved one; through JSON, as it is stored.
-    identity = json.loads(json.dumps({
-        "recipe": recipe.to_dict(),
-        "preprocessing": spec.preprocessing.to_dict(),
-        "weights": weights,
-        "data": data_info["train_fingerprint"],
-        "init_from": earlier_stages[-1]["sha256"] if earlier_stages else None,
-        "teacher": teacher_record["sha256"] if teacher_record else None,
-    }))
 
     history: list[dict] = []
     elapsed = 0.0
-    state_file = resume_path(out_dir, spec.name)
     if resume and state_file.is_file():
         state = torch.load(state_file, map_location=device, weights_only=True)
         saved = json.loads(state["identity"])
+        if "processes" in saved and saved["processes"] != ranks.world:
+            raise CheckpointError(f"{state_file} was saved by a run of {saved['processes']} processes, and this one has {ranks.world}: "
+                                  f"resume it with as many (torchrun --nproc_per_node {saved['processes']} ...; 1: plain python -m train)")
         if saved != identity:
-            raise CheckpointError(f"{state_file} was made with another recipe or data: {saved} != {identity}")
+            raise CheckpointError(f"{state_file} was made with another recipe or data ({differences(saved, identity)})")
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scheduler:
@@ -226,6 +255,10 @@ def fit_torch(
         trained.train()
         seen = correct = 0
         loss_sum = 0.0
+        # The history records the rate of the epoch's last step: under a per-epoch schedule the
+        # rate the whole epoch trained at, under one-cycle (stepped per batch) where the curve
+        # stands at the epoch's end.
+        lr = optimizer.param_groups[0]["lr"]
         bar = tqdm(range(0, per_epoch, recipe.batch_size), desc=f"{spec.name} {epoch + 1}/{recipe.epochs}", leave=False, disable=not ranks.main)
         for start in bar:
             batch = order[start : start + recipe.batch_size]
@@ -235,6 +268,7 @@ def fit_torch(
             # then trains on its own slice.
             x = ranks.shard(spec.preprocessing.train_transform(images[batch], generator))
             y = ranks.shard(labels[batch])
+            lr = optimizer.param_groups[0]["lr"]
             # DDP averages the processes' gradients; weighting each slice's mean loss by its share
             # of the batch makes that the gradient of the whole batch's mean loss (x 1 in one process).
             loss, logits = training_step(trained, optimizer, x, y, recipe, use_amp, teacher=teacher_net.module if teacher_net else None,
@@ -257,7 +291,7 @@ def fit_torch(
             "train_accuracy": correct / max(seen, 1),
             "val_loss": float(-np.mean(np.log(np.clip(proba[np.arange(len(val)), val.labels], 1e-12, None)))),
             "val_accuracy": float(np.mean(proba.argmax(1) == val.labels)),
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": lr,
             "seconds": time.perf_counter() - started,
         }
         history.append(record)
@@ -292,15 +326,21 @@ def fit_torch(
         wall_time_s=earlier_wall_time + elapsed,
         device=str(device),
         earlier_stages=earlier_stages,
+        processes=ranks.world,
     )
     if teacher_record:
         detector.metadata["teacher"] = teacher_record
     detector.module = detector.module.cpu().to(memory_format=torch.contiguous_format)
-    path = detector.save(out_dir / spec.checkpoint_file)
-    # Threshold and validation figures come from the file as stored (half precision).
-    stored = spec.load(out_dir)
+    # Threshold and validation figures come from the weights as stored (half precision), so they
+    # go through a file first; out_dir gets the checkpoint once, whole, with its validation
+    # choices (a checkpoint without them would serve at threshold 0.5).
+    with tempfile.TemporaryDirectory() as scratch:
+        detector.save(Path(scratch) / spec.checkpoint_file)
+        stored = spec.load(scratch)
+    stored.module.to(device)
     record_validation(stored, val)
-    stored.save(path)
+    stored.module.cpu()
+    stored.save(out_dir / spec.checkpoint_file)
     state_file.unlink(missing_ok=True)
     return stored
 

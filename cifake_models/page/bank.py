@@ -13,6 +13,7 @@ import numpy as np
 
 import cifake_models as cm
 from cifake_models.data import REPO_ROOT
+from cifake_models.reports import stale_report
 from cifake_models.results import Answers
 from cifake_models.serving import Serving, SharedPasses, side_by_side
 
@@ -29,6 +30,7 @@ class Bank:
     unavailable: dict[str, str] = field(default_factory=dict)
     reports: dict[str, dict] = field(default_factory=dict)
     report_errors: dict[str, str] = field(default_factory=dict)
+    stale_reports: dict[str, str] = field(default_factory=dict)  # reports not of the checkpoint loaded, and why
     load_seconds: float = 0.0
     serving: Serving = Serving(None, None)  # how the detectors run: side by side, or one after another
     passes: SharedPasses = field(init=False)  # every request's forward passes, shared
@@ -80,6 +82,8 @@ def load_bank(checkpoint_dir: str | Path | None = None, report_dir: str | Path |
             bank.report_errors[name] = str(error)
         except Exception as error:
             bank.report_errors[name] = f"unreadable report: {type(error).__name__}: {error}"
+        if name in bank.reports and (reason := stale_report(bank.reports[name], checkpoint_dir / cm.get_spec(name).checkpoint_file)):
+            bank.stale_reports[name] = reason
     bank.load_seconds = time.perf_counter() - start
     return bank
 

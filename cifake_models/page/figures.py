@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 
 from cifake_models.data import CLASSES
 from cifake_models.perturbations import FAMILIES
+from cifake_models.reports import REEVALUATE
 from cifake_models.results import FAKE_LABEL, REAL_LABEL
 
 from .bank import Bank
@@ -25,7 +26,6 @@ from .bank import Bank
 SPLITS = {"test": "Official test split", "test_leak_free": "Leak-free test split (test images also in train removed)"}
 COLOURS = plotly.colors.qualitative.D3
 NOT_EVALUATED = "no evaluation report"
-REEVALUATE = "run python -m train.evaluate"  # what writes the figures a report lacks
 
 
 def _empty_figure(title: str, message: str) -> go.Figure:
@@ -49,24 +49,30 @@ def _figures(bank: Bank, name: str, split: str) -> dict | None:
 
 def _curves_figure(bank: Bank, names: list[str], split: str, kind: str) -> go.Figure:
     """ROC (``kind="roc"``) or precision-recall (``kind="pr"``) curves of ``names`` on one plot."""
-    curve, (x, y), auc_key, auc_label, axes, titles = {
+    curve, (x, y), auc_key, auc_label, axes, titles, what = {
         "roc": ("roc_curve", ("fpr", "tpr"), "roc_auc", "AUC",
-                ("false positive rate (REAL called FAKE)", "true positive rate (FAKE caught)"), ("ROC curves", "ROC")),
+                ("false positive rate (REAL called FAKE)", "true positive rate (FAKE caught)"), ("ROC curves", "ROC"), "ROC curve"),
         "pr": ("pr_curve", ("recall", "precision"), "pr_auc", "AP", ("recall", "precision"),
-               ("Precision-recall curves (FAKE positive)", "Precision-recall")),
+               ("Precision-recall curves (FAKE positive)", "Precision-recall"), "precision-recall curve"),
     }[kind]
     fig = go.Figure()
     if kind == "roc":
         fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="chance", hoverinfo="skip"))
+    drawn = 0
     for i, name in enumerate(names):
-        figures = _figures(bank, name, split)
-        if not figures or not figures[curve][x]:
-            continue
+        figures = _figures(bank, name, split) or {}
+        points = figures.get(curve) or {}
+        if not points.get(x):
+            continue  # a detector without a report, or a report without this curve: the others still draw
         auc = figures.get(auc_key)
-        fig.add_trace(go.Scatter(x=figures[curve][x], y=figures[curve][y], mode="lines",
+        fig.add_trace(go.Scatter(x=points[x], y=points[y], mode="lines",
                                  line=dict(color=COLOURS[i % len(COLOURS)]),
                                  name=f"{bank.title(name)} ({auc_label} {auc:.3f})" if auc is not None else bank.title(name)))
+        drawn += 1
     title = titles[0] if len(names) > 1 else f"{titles[1]}: {bank.title(names[0])}"
+    if not drawn:
+        lacking = len(names) == 1 and _lacking(_figures(bank, names[0], split), curve, title, what)
+        return lacking or _empty_figure(title, f"no report holds a {what}: {REEVALUATE}")
     return _layout(fig, title, *axes)
 
 
@@ -92,8 +98,8 @@ def _confusion_heatmap(matrix: np.ndarray, title: str) -> go.Figure:
 
 def confusion_figure(bank: Bank, name: str, split: str = "test") -> go.Figure:
     figures = _figures(bank, name, split)
-    if not figures:
-        return _empty_figure(f"Confusion matrix: {bank.title(name)}", NOT_EVALUATED)
+    if missing := _lacking(figures, "confusion_matrix", f"Confusion matrix: {bank.title(name)}", "confusion matrix"):
+        return missing
     return _confusion_heatmap(np.asarray(figures["confusion_matrix"]),
                               f"Confusion matrix: {bank.title(name)} (accuracy {figures['accuracy']:.4f}, n={figures['n']:,})")
 

@@ -8,6 +8,7 @@ import cifake_models as cm
 from cifake_models.calibration import TARGET_ACCURACY
 
 from .bank import Bank
+from .cards import decision_rule
 from .figures import ThresholdPoint
 
 
@@ -22,11 +23,18 @@ def compare_notes(bank: Bank) -> str:
             lines.append(f"- **{spec.title}**: {notes}{extra}")
     evaluated = next((r.get("evaluated", {}) for r in bank.reports.values()), {})
     head = ("Figures on CIFAKE's official test split (FAKE is the positive class for ROC and PR). "
-            "A verdict is FAKE when P(FAKE) reaches the detector's threshold, chosen on a validation split "
-            "carved out of train, never on test; so is whether P is averaged over the image and its mirror image "
-            "(the recipe says where). Times per image are from the evaluation run"
+            "Accuracy and the per-class figures call every image: FAKE when P(FAKE) reaches the detector's threshold, "
+            "chosen on a validation split carved out of train, never on test; so is whether P is averaged over the image "
+            "and its mirror image (the recipe says where). On the Detect tab a detector also answers UNSURE inside a band "
+            "of P(FAKE), chosen on validation too (the *Decides* column of the *Detectors* table there gives each band). "
+            "Times per image are from the evaluation run"
             + (f" ({evaluated.get('hardware')})" if evaluated.get("hardware") else "") + ".")
     return head + "\n\n" + "\n".join(lines)
+
+
+def _listing(items: list[str]) -> str:
+    """``a, b and c``."""
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
 
 
 def _percent(fraction: float | None) -> str:
@@ -34,20 +42,23 @@ def _percent(fraction: float | None) -> str:
 
 
 def detectors_markdown(bank: Bank) -> str:
-    rows = ["| Detector | Status | Initialisation | Threshold P(FAKE) | Accuracy on CIFAKE's test files "
-            "| …resized or re-saved first: mean (worst) |", "|---|---|---|---|---:|---:|"]
+    rows = ["| Detector | Status | Initialisation | Threshold P(FAKE) | Decides (UNSURE between) | Accuracy on CIFAKE's test files "
+            "| …resized or re-saved first: mean (worst) |", "|---|---|---|---|---|---:|---:|"]
     for name in bank.names:
         if name in bank.detectors:
-            status, threshold = "✅ available", f"{bank.detectors[name].threshold:.3f}"
+            detector = bank.detectors[name]
+            status, threshold, decides = "✅ available", f"{detector.threshold:.3f}", decision_rule(detector)
             if getattr(bank.detectors[name], "unavailable", None):  # a committee serving on fewer members
                 status += f" without {', '.join(bank.detectors[name].unavailable)} (weights fitted for the members it has)"
         else:
-            status, threshold = f"❌ unavailable: {bank.unavailable[name]}", ""
+            status, threshold, decides = f"❌ unavailable: {bank.unavailable[name]}", "", ""
+        if name in bank.stale_reports:
+            status += f" ⚠ figures not of this checkpoint: {bank.stale_reports[name]}"
         report = bank.reports.get(name, {})
         robustness = report.get("robustness")
         robust = (f"{_percent(robustness['mean_accuracy'])} ({_percent(robustness['worst']['accuracy'])}, "
                   f"{robustness['worst']['perturbation']})") if robustness else ""
-        rows.append(f"| {bank.title(name)} | {status.replace('|', '/')} | {bank.initialisation(name)} | {threshold} "
+        rows.append(f"| {bank.title(name)} | {status.replace('|', '/')} | {bank.initialisation(name)} | {threshold} | {decides} "
                     f"| {_percent((report.get('test') or {}).get('accuracy'))} | {robust} |")
     return "\n".join(rows)
 
@@ -72,8 +83,9 @@ def scope_statement(bank: Bank) -> str:
 def scratch_statement(bank: Bank) -> str:
     inits = {n: bank.initialisation(n) for n in bank.detectors}
     if inits and all(v.lower().startswith("random") for v in inits.values()):
+        transferred = [spec.title for spec in map(cm.get_spec, bank.names) if spec.imagenet_weights]
         return ("**Every detector here was trained from scratch on CIFAKE: ImageNet weights were not used** "
-                "(the paper fine-tuned ImageNet-pretrained ResNet-50, VGG-16 and DenseNet-121, so its figures "
+                f"(the paper fine-tuned ImageNet-pretrained {_listing(transferred)}, so its figures "
                 "are not the same experiment).")
     scratch = [bank.title(n) for n, v in inits.items() if v.lower().startswith("random")]
     if scratch:
@@ -84,10 +96,12 @@ def scratch_statement(bank: Bank) -> str:
 def header_markdown(bank: Bank) -> str:
     n_ok, n_all = len(bank.detectors), len(bank.names)
     missing = f" **{n_all - n_ok} of {n_all} detectors are unavailable** (see *Detectors* below)." if n_ok < n_all else ""
+    specs = [cm.get_spec(name) for name in bank.names]
+    papers, ours = [s.title for s in specs if s.paper], [s.title for s in specs if not s.paper]
     return (
         "# CIFAKE: real photo or AI-generated?\n"
-        "The five detectors of *Harnessing Machine Learning for Discerning AI-Generated Synthetic Images*, "
-        "a network of ours designed for 32x32 images and a committee of all of them, "
+        f"The {len(papers)} detectors of *Harnessing Machine Learning for Discerning AI-Generated Synthetic Images* "
+        f"({_listing(papers)}) and {len(ours)} of ours ({_listing(ours)}), "
         "trained on CIFAKE (Bird & Lotfi, 2024): 32x32 CIFAR-10 photos (REAL) and Stable Diffusion 1.4 "
         "images (FAKE). Your image is brought to 32x32 RGB first (shorter side to 32, centre crop), as the "
         f"paper's test transform does, so fine detail is lost. {scope_statement(bank)} "
