@@ -67,7 +67,7 @@ def uploaded_path(file: FileData | None) -> str | None:
     if file is None:
         return None
     path = file.get("path") if isinstance(file, dict) else None
-    if not isinstance(path, str) or not is_in_or_equal(path, get_upload_folder()):
+    if not isinstance(path, str) or "\0" in path or not is_in_or_equal(path, get_upload_folder()):
         raise gr.Error("send each image as a file: gradio_client.handle_file(path)", print_exception=False)
     return path
 
@@ -85,9 +85,9 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
         return detect_outputs(bank, list(files or []))
 
     def detect_pasted(image: dict | None) -> tuple:
-        # Unpreprocessed (see pasted.change): FileData's fields, the path already checked to lie
-        # in gradio's upload cache, so that the app's own decoder reads the file.
-        return detect_outputs(bank, [image["path"]] if image else [])
+        # Unpreprocessed (see pasted.change): gr.Image's fields, which gradio checks only where they
+        # carry FileData's meta, so the path is checked here; the app's own decoder reads the file.
+        return detect_outputs(bank, [uploaded_path(image)] if image else [])
 
     def detect_examples() -> tuple:
         return detect_outputs(bank, examples)
@@ -95,7 +95,7 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
     def predict(image: FileData, stability: bool = False) -> dict[str, dict]:
         """One image file -> {detector name: {"REAL": p, "FAKE": p, "verdict": "FAKE" | "REAL" | "UNSURE"}}
         for every available detector; the probabilities are calibrated. With stability=True, each
-        mapping also has "stable" (bool) and "stability" (e.g. "flips to REAL when resized to 24 px and back")."""
+        mapping also has "stable" (bool; None where the check failed) and "stability" (e.g. "flips to REAL when resized to 24 px and back")."""
         path = uploaded_path(image)
         try:
             return predict_file(bank, path, stability)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torchvision
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -94,7 +95,9 @@ def library_versions() -> dict[str, str | None]:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    versions["torch"] = torch.__version__  # names the build too (+cu128, +cpu), which the package's metadata may not
+    # torch's and torchvision's own versions name the build too (+cu128, +cpu), which the
+    # package's metadata may not.
+    versions["torch"], versions["torchvision"] = torch.__version__, torchvision.__version__
     return versions
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .images import SIZE
+
 # Alphabetical, as torchvision's ImageFolder and the packed files order them.
 CLASSES: tuple[str, ...] = ("FAKE", "REAL")
 # The column of P(FAKE) in every [n, 2] probability array (columns in CLASSES order); FAKE is
@@ -85,7 +87,7 @@ def load_split(root: str | Path | None, split: str) -> Split:
     """Load ``split`` ("train" or "test") from a Kaggle folder or a folder of ``.npz`` files."""
     images, labels, names = [], [], []
     for name, label, data in stored_files(root, split):
-        images.append(decode_rgb(data))
+        images.append(_decoded(name, data))
         labels.append(label)
         names.append(name)
     if not images:
@@ -93,6 +95,17 @@ def load_split(root: str | Path | None, split: str) -> Split:
     images, labels, names = np.stack(images), np.asarray(labels, dtype=np.int64), np.asarray(names, dtype=str)
     order = np.lexsort((names, labels))
     return Split(images[order], labels[order], names[order])
+
+
+def _decoded(name: str, data: bytes) -> np.ndarray:
+    """One dataset file as a uint8 ``[32, 32, 3]`` array; a file that is not one names itself."""
+    try:
+        image = decode_rgb(data)
+    except Exception as error:  # Pillow raises several kinds for a file it cannot read
+        raise ValueError(f"{name}: not an image Pillow can read ({type(error).__name__}: {error})") from error
+    if image.shape != (SIZE, SIZE, 3):
+        raise ValueError(f"{name}: {image.shape[1]}x{image.shape[0]} pixels, where every CIFAKE image is {SIZE}x{SIZE}")
+    return image
 
 
 def stored_files(root: str | Path | None, split: str) -> Iterator[tuple[str, int, bytes]]:

@@ -23,14 +23,13 @@ from .preprocessing import Preprocessing
 
 
 def check_recorded(path: str | Path, name: str, metadata: dict) -> None:
-    """Refuse a checkpoint that records another detector than ``name``, or its classes in
-    another order than :data:`CLASSES`: every detector's probability columns are read in that
-    order, so another would swap P(REAL) and P(FAKE) without a sign. (A field the file does not
-    record is not compared; a file without the rest of a checkpoint fails on that.)"""
-    if metadata.get("detector", name) != name:
-        raise CheckpointError(f"{path} holds the detector {metadata['detector']!r}, not {name!r}")
-    if metadata.get("classes", list(CLASSES)) != list(CLASSES):
-        raise CheckpointError(f"{path} records its classes as {metadata['classes']!r}, not {list(CLASSES)!r}: "
+    """Refuse a checkpoint that does not record itself as detector ``name`` with its classes in
+    the order of :data:`CLASSES`: every detector's probability columns are read in that order,
+    so another would swap P(REAL) and P(FAKE) without a sign."""
+    if metadata.get("detector") != name:
+        raise CheckpointError(f"{path} holds the detector {metadata.get('detector')!r}, not {name!r}")
+    if metadata.get("classes") != list(CLASSES):
+        raise CheckpointError(f"{path} records its classes as {metadata.get('classes')!r}, not {list(CLASSES)!r}: "
                               "its probability columns would be read swapped")
 
 

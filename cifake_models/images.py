@@ -42,8 +42,9 @@ def to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
             notes.append(f"rotated upright from its EXIF orientation (tag {orientation})")
     mode = image.mode
     if mode in HIGH_BIT_DEPTH:
-        image = _eight_bits(image)
-        notes.append(f"{mode} (16-bit) scaled to 8 bits" if mode.startswith("I;16")
+        sixteen_bits = _is_sixteen_bits(image)
+        image = _eight_bits(image, sixteen_bits)
+        notes.append(f"{mode} (16-bit) scaled to 8 bits" if sixteen_bits
                      else f"{'floating-point' if mode == 'F' else '32-bit integer'} pixels scaled to 8 bits from their own range")
     if "transparency" in image.info and image.mode not in WITH_ALPHA:
         # A colour (or palette entries) the file marks transparent, as PNG and GIF can: an alpha
@@ -62,11 +63,17 @@ def to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
     return image, notes
 
 
-def _eight_bits(image: Image.Image) -> Image.Image:
+def _is_sixteen_bits(image: Image.Image) -> bool:
+    """Unsigned 16-bit pixels: the I;16 modes, and 16-bit PGM/PPM files, which Pillow opens as
+    32-bit "I" with their values brought to 0-65535."""
+    return image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PPM")
+
+
+def _eight_bits(image: Image.Image, sixteen_bits: bool) -> Image.Image:
     """A 16/32-bit integer or floating-point grayscale image in 8 bits, scaled rather than
     clipped at 255 (L; LA where the file marks a value transparent)."""
     pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
-    if image.mode.startswith("I;16"):
+    if sixteen_bits:
         # Unsigned 16 bits: the bit depth sets the range, as for 8-bit images, so 65535 is
         # white and an 8-bit v saved as 16-bit (v * 257) comes back as v.
         scaled = pixels / 257

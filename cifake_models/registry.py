@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +21,17 @@ from .svm import TRUSTED_TYPES, SvmRecipe
 
 CHECKPOINT_DIR = REPO_ROOT / "assets" / "checkpoints"
 REPORT_DIR = REPO_ROOT / "assets" / "reports"
+
+
+def checkpoint_dir_or_default(checkpoint_dir: str | Path | None = None) -> Path:
+    """``checkpoint_dir``, else ``$CIFAKE_CHECKPOINTS``, else the checkout's assets/checkpoints:
+    where detectors are read from when no folder is named (``pip install .`` leaves no assets/)."""
+    return Path(checkpoint_dir or os.environ.get("CIFAKE_CHECKPOINTS") or CHECKPOINT_DIR)
+
+
+def report_dir_or_default(report_dir: str | Path | None = None) -> Path:
+    """``report_dir``, else ``$CIFAKE_REPORTS``, else the checkout's assets/reports."""
+    return Path(report_dir or os.environ.get("CIFAKE_REPORTS") or REPORT_DIR)
 
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
@@ -103,12 +116,12 @@ class DetectorSpec:
         safely as :meth:`load` does)."""
         if isinstance(self.recipe, SvmRecipe):
             return self.load(checkpoint_dir).metadata
-        return read_safetensors(Path(checkpoint_dir or CHECKPOINT_DIR) / self.checkpoint_file)[1]
+        return read_safetensors(checkpoint_dir_or_default(checkpoint_dir) / self.checkpoint_file)[1]
 
     def load(self, checkpoint_dir: str | Path | None = None, loaded: Mapping[str, Detector] | None = None) -> Detector:
         """The detector stored in ``checkpoint_dir``. A committee takes its members from
         ``loaded`` when given (detectors already in memory, e.g. the app's), else from the same folder."""
-        path = Path(checkpoint_dir or CHECKPOINT_DIR) / self.checkpoint_file
+        path = checkpoint_dir_or_default(checkpoint_dir) / self.checkpoint_file
         if self.is_torch:
             return TorchDetector.load(path, self.name, self.build_module)
         if self.is_committee:
@@ -234,6 +247,7 @@ def get_spec(name: str) -> DetectorSpec:
 
 
 def load_detector(name: str, checkpoint_dir: str | Path | None = None, loaded: Mapping[str, Detector] | None = None) -> Detector:
-    """Load ``name``'s checkpoint from ``checkpoint_dir`` (default ``assets/checkpoints``);
+    """Load ``name``'s checkpoint from ``checkpoint_dir`` (default ``$CIFAKE_CHECKPOINTS``, else
+    ``assets/checkpoints``);
     ``loaded``: detectors already in memory that a committee may use as its members."""
     return get_spec(name).load(checkpoint_dir, loaded)

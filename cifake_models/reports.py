@@ -15,7 +15,7 @@ from .calibration import called_fake
 from .checkpoint import file_sha256
 from .data import CLASSES, FAKE
 from .perturbations import TRAINING_RANGES
-from .registry import OPTIMIZERS, REPORT_DIR
+from .registry import OPTIMIZERS, report_dir_or_default
 
 CURVE_POINTS = 200  # enough for a smooth plot, small enough for a JSON report
 REEVALUATE = "run python -m train.evaluate"  # what writes (and rewrites) the reports
@@ -201,8 +201,9 @@ def _describe_stage(report: dict) -> str:
 
 
 def load_report(name: str, report_dir: str | Path | None = None) -> dict:
-    """The evaluation report ``python -m train.evaluate`` wrote for detector ``name``."""
-    path = Path(report_dir or REPORT_DIR) / f"{name}.json"
+    """The evaluation report ``python -m train.evaluate`` wrote for detector ``name``, in
+    ``report_dir`` (default ``$CIFAKE_REPORTS``, else ``assets/reports``)."""
+    path = report_dir_or_default(report_dir) / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"no evaluation report {path}; run `python -m train.evaluate`")
     return json.loads(path.read_text())

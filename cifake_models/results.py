@@ -55,6 +55,7 @@ class ImageResult:
     # Optional extras (cifake_models.page.analysis adds them): each detector's verdict on changed
     # copies of the image (cifake_models.stability), and where its evidence lies (cifake_models.explain).
     stability: dict[str, Stability] | None = None
+    stability_errors: dict[str, str] = field(default_factory=dict)  # detectors whose copies could not be scored, and why
     heatmaps: dict[str, Heatmap] | None = None
 
     @property
@@ -75,13 +76,17 @@ class ImageResult:
     def majority(self) -> str:
         return majority(self.verdicts) if self.array is not None else ""
 
-    def probabilities(self) -> dict[str, dict[str, float | str | bool]]:
+    def probabilities(self) -> dict[str, dict[str, float | str | bool | None]]:
         """``{detector: {"REAL": p, "FAKE": p, "verdict": v}}``, as the API answers; with the
-        stability check, also ``"stable": bool`` and ``"stability": "flips to REAL when ..."``."""
+        stability check, also ``"stable": bool`` and ``"stability": "flips to REAL when ..."``
+        (``"stable": None`` and ``"stability": "not checked: why"`` where its copies failed)."""
         out = {name: p.mapping() for name, p in self.predictions.items()}
         for name, check in (self.stability or {}).items():
             if name in out:
                 out[name].update(stable=check.stable, stability=check.sentence)
+        for name, why in self.stability_errors.items():
+            if name in out and name not in (self.stability or {}):
+                out[name].update(stable=None, stability=f"not checked: {why}")
         return out
 
     def api_record(self) -> dict:

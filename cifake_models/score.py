@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError
 from .committee import CommitteeDetector
-from .registry import CHECKPOINT_DIR, get_spec, list_detectors
+from .registry import CHECKPOINT_DIR, checkpoint_dir_or_default, get_spec, list_detectors
 from .results import ImageResult, csv_header, score
 from .uploads import ALLOWED_FORMATS, Decoded, Failed, decode_bytes, decode_or_fail, decode_upload
 
@@ -76,7 +76,7 @@ class BatchScorer:
         self.detectors, failed = {}, {}
         for name in (name for name in list_detectors() if name in needed):
             try:
-                self.detectors[name] = get_spec(name).load(checkpoint_dir or CHECKPOINT_DIR, loaded=self.detectors).prepare_for_serving()
+                self.detectors[name] = get_spec(name).load(checkpoint_dir, loaded=self.detectors).prepare_for_serving()
             except CheckpointError as error:
                 failed[name] = str(error)
         self.unavailable = {name: why for name, why in failed.items() if name in self.names}
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = csv_header(names)
     # Before the detectors load: an output this run must not touch is refused at once.
     done = set() if args.overwrite else finished(args.out, args.format, columns)
-    checkpoints = args.checkpoints or os.environ.get("CIFAKE_CHECKPOINTS")
+    checkpoints = checkpoint_dir_or_default(args.checkpoints)
     scorer = pool = None
     if args.workers > 1:
         threads = max(1, (os.cpu_count() or 1) // args.workers)

@@ -120,10 +120,11 @@ def tiny_assets(tiny_data, tmp_path_factory) -> dict[str, Path]:
 def app_module(tiny_assets):
     """``app`` imported with $CIFAKE_CHECKPOINTS / $CIFAKE_REPORTS pointing at the tiny assets,
     so that its module-level ``demo`` loads those (quick) rather than assets/."""
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch:  # only while it imports: other tests read the defaults
         patch.setenv("CIFAKE_CHECKPOINTS", str(tiny_assets["checkpoints"]))
         patch.setenv("CIFAKE_REPORTS", str(tiny_assets["reports"]))
-        yield importlib.import_module("app")
+        module = importlib.import_module("app")
+    return module
 
 
 def with_new_figures(report: dict) -> dict:

@@ -149,8 +149,8 @@ def test_a_report_of_an_earlier_checkpoint_is_flagged_as_such(tiny_assets, tmp_p
     bank = load_bank(checkpoints, tiny_assets["reports"])
     assert list(bank.stale_reports) == ["cnn"] and "earlier cnn.safetensors: run python -m train.evaluate" in bank.stale_reports["cnn"]
     row = next(line for line in texts.detectors_markdown(bank).splitlines() if line.startswith(f"| {get_spec('cnn').title} |"))
-    assert "figures not of this checkpoint" in row
-    assert "figures not of this checkpoint" in tables.compare_table(bank).set_index("Detector").loc[get_spec("cnn").title, "Status"]
+    assert bank.stale_reports["cnn"] in row
+    assert bank.stale_reports["cnn"] in tables.compare_table(bank).set_index("Detector").loc[get_spec("cnn").title, "Status"]
 
 
 # --------------------------------------------------------------------------- handlers
@@ -220,6 +220,24 @@ def test_predict_file_checks_stability_on_request(bank, images):
         assert {k: checked[name][k] for k in plain[name]} == plain[name]
 
 
+def test_a_detector_whose_copies_could_not_be_scored_says_why(bank, images, monkeypatch):
+    passes = []
+
+    def predict(batch):  # the second pass scores the changed copies: the CNN fails on it
+        probas, verdicts, errors = type(bank).predict(bank, batch)
+        passes.append(len(batch))
+        if len(passes) == 2:
+            probas, verdicts = ({k: v for k, v in d.items() if k != "cnn"} for d in (probas, verdicts))
+            errors = {**errors, "cnn": "MemoryError: out of memory"}
+        return probas, verdicts, errors
+
+    monkeypatch.setattr(bank, "predict", predict)
+    result = analyse_files(bank, [images["good.png"]], check_stability=True)[0]
+    assert len(passes) == 2 and "cnn" in result.predictions and "cnn" not in result.stability
+    assert '<td class="stability">not checked: MemoryError: out of memory</td>' in result_card(bank, result)
+    assert result.probabilities()["cnn"] == {**result.predictions["cnn"].mapping(), "stable": None, "stability": "not checked: MemoryError: out of memory"}
+
+
 def test_only_the_first_images_get_heatmaps(app_module, bank, images, monkeypatch):
     monkeypatch.setattr(app_module, "MAX_HEATMAPS", 1)
     cards, _, _ = app_module.detect_outputs(bank, [str(images["good.png"]), str(images["photo.png"])])
@@ -284,7 +302,8 @@ def test_scratch_statement_follows_metadata(bank):
     # Which detectors the paper fine-tuned from ImageNet, and which are the paper's, come from the registry.
     specs = [get_spec(n) for n in list_detectors()]
     assert all((s.title in texts.scratch_statement(bank)) == s.imagenet_weights for s in specs)
-    assert f"The {sum(bool(s.paper) for s in specs)} detectors of" in texts.header_markdown(bank)
+    papers = [s.title for s in specs if s.paper]
+    assert f"Synthetic Images* ({', '.join(papers[:-1])} and {papers[-1]}), then " in texts.header_markdown(bank)
 
 
 def test_compare_table_has_every_detector_and_figure(bank):
@@ -521,7 +540,8 @@ def test_programs_are_served_by_gr_api(app_module, bank):
     uploaded = os.path.join(app_module.get_upload_folder(), "x", "cat.png")
     assert app_module.uploaded_path({"path": uploaded, "meta": {"_type": "gradio.FileData"}}) == uploaded
     outside = os.path.join(app_module.get_upload_folder(), "..", "..", "etc", "passwd")
-    for hostile in ("/etc/passwd", {"path": "/etc/passwd"}, {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, {"path": outside}):
+    for hostile in ("/etc/passwd", {"path": "/etc/passwd"}, {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, {"path": outside},
+                    {"path": uploaded + "\0"}):
         with pytest.raises(app_module.gr.Error, match="handle_file"):
             app_module.uploaded_path(hostile)
 
@@ -578,7 +598,8 @@ def test_client_predict_batch_with_hostile_files(client, images):
 
 def test_client_cannot_have_a_server_file_read_by_naming_its_path(client, images):
     # A dict without FileData's meta skips gradio's own upload-cache check; the app refuses it.
-    for api_name, payload in (("/predict", {"path": str(images["good.png"])}), ("/predict_batch", [{"path": str(images["good.png"])}])):
+    for api_name, payload in (("/predict", {"path": str(images["good.png"])}), ("/predict_batch", [{"path": str(images["good.png"])}]),
+                              ("/detect_pasted", {"path": str(images["good.png"])})):
         with pytest.raises(Exception, match="handle_file"):
             client.predict(payload, api_name=api_name)
 

@@ -2,6 +2,7 @@ import torch
 from sklearn.preprocessing import StandardScaler
 
 from cifake_models.checkpoint import read_safetensors, save_safetensors
+from cifake_models.data import CLASSES
 from cifake_models.detector import SklearnDetector
 from cifake_models.registry import get_spec
 from train.choose import main
@@ -66,7 +67,8 @@ def test_the_svm_is_chosen_by_the_same_rule(tmp_path, capsys):
     def write_svm(folder, clean: float, suite_mean: float) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         validation = {"accuracy": clean, "robustness": {"mean_accuracy": suite_mean, "worst": {"accuracy": suite_mean - 0.05}}}
-        SklearnDetector(spec.name, StandardScaler(), {"validation": validation}).save(folder / spec.checkpoint_file)
+        metadata = {"detector": spec.name, "classes": list(CLASSES), "validation": validation}
+        SklearnDetector(spec.name, StandardScaler(), metadata).save(folder / spec.checkpoint_file)
 
     write_svm(tmp_path / "shipped", 0.819, 0.80)
     write_svm(tmp_path / "augmented", 0.815, 0.81)

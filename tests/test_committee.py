@@ -124,3 +124,7 @@ def test_resume_keeps_a_committee_fitted_on_these_members_and_refits_a_stale_one
     refitted = train_tiny("committee", tiny_data / "packed", tmp_path, resume=True)
     assert "refitting: cnn changed" in capsys.readouterr().out and file_sha256(committee_file) != before
     assert not load_detector("committee", tmp_path).unavailable and list(refitted.members) == list(get_spec("committee").members)
+    # A committee file that does not load (corrupt, an older format) is fitted anew, not a crash.
+    committee_file.write_bytes(b"not a checkpoint")
+    train_tiny("committee", tiny_data / "packed", tmp_path, resume=True)
+    assert "committee: refitting" in capsys.readouterr().out and not load_detector("committee", tmp_path).unavailable

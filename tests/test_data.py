@@ -1,5 +1,9 @@
+import io
+import shutil
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from cifake_models.data import CLASSES, decode_rgb, leaked_test_names, load_split, stored_files, train_val_indices
 from conftest import SHARED_DATA
@@ -37,6 +41,18 @@ def test_fingerprint_changes_with_a_single_pixel(tiny_data):
 def test_missing_data_gives_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither cifake-test.npz nor a test/REAL"):
         load_split(tmp_path, "test")
+
+
+@pytest.mark.parametrize(("content", "message"), [(b"not a jpeg", "not an image Pillow can read"), ("40x40", "40x40 pixels")])
+def test_a_bad_dataset_file_is_named(tiny_data, tmp_path, content, message):
+    shutil.copytree(tiny_data / "kaggle", tmp_path / "kaggle")
+    if content == "40x40":
+        buffer = io.BytesIO()
+        Image.new("RGB", (40, 40)).save(buffer, format="JPEG")
+        content = buffer.getvalue()
+    (tmp_path / "kaggle" / "test" / "REAL" / "odd.jpg").write_bytes(content)
+    with pytest.raises(ValueError, match=f"test/REAL/odd.jpg: {message}"):
+        load_split(tmp_path / "kaggle", "test")
 
 
 def test_validation_split_is_seeded_stratified_and_disjoint():

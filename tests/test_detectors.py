@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from sklearn.preprocessing import StandardScaler
 
-from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
+from cifake_models import CheckpointError, get_spec, list_detectors, load_detector, load_report
 from cifake_models.checkpoint import file_sha256, read_safetensors
 from cifake_models.committee import CommitteeDetector
 from cifake_models.detector import Detector, SklearnDetector, TorchDetector
@@ -43,6 +43,15 @@ def mixed_images() -> list[Image.Image]:
         Image.fromarray(rng.integers(0, 65535, (40, 50), dtype=np.uint16)),  # 16-bit
         Image.new("RGB", (7, 3), "white"),  # smaller than 32 and far from square
     ]
+
+
+def test_without_a_folder_detectors_and_reports_come_from_the_environment(tiny_assets, monkeypatch):
+    # `pip install .` leaves no assets/: the library reads the folders the README says to name.
+    monkeypatch.setenv("CIFAKE_CHECKPOINTS", str(tiny_assets["checkpoints"]))
+    monkeypatch.setenv("CIFAKE_REPORTS", str(tiny_assets["reports"]))
+    tiny = tiny_assets["checkpoints"] / get_spec("cnn").checkpoint_file
+    assert load_detector("cnn").metadata["data"] == read_safetensors(tiny)[1]["data"]
+    assert load_report("cnn") == json.loads((tiny_assets["reports"] / "cnn.json").read_text())
 
 
 @pytest.mark.parametrize("name", DETECTORS)

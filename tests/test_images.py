@@ -43,6 +43,12 @@ def test_sixteen_bit_is_scaled_by_its_bit_depth_not_its_own_range():
     assert notes == ["I;16 (16-bit) scaled to 8 bits"]
     gray, _ = to_cifake_array(Image.fromarray(np.full((32, 32), 30000, np.uint16)))
     assert (gray == 117).all()  # round(30000 / 257)
+    # A 16-bit PGM, which Pillow opens as 32-bit "I": the same pixels, the same note.
+    pgm = Image.open(io.BytesIO(b"P5\n32 32\n65535\n" + (eight.astype(">u2") * 257).tobytes()))
+    assert pgm.mode == "I"
+    out, notes = to_cifake_array(pgm)
+    np.testing.assert_array_equal(out, to_cifake_array(Image.fromarray(eight))[0])
+    assert notes == ["I (16-bit) scaled to 8 bits"]
 
 
 def test_signed_thirty_two_bit_with_negative_values_keeps_its_order():

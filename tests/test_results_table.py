@@ -12,7 +12,7 @@ def test_every_shipped_checkpoint_has_its_own_report():
         checkpoint = CHECKPOINT_DIR / get_spec(name).checkpoint_file
         if checkpoint.is_file():
             assert (REPORT_DIR / f"{name}.json").is_file(), f"{name} ships without a report: run python -m train.evaluate {name}"
-            assert stale_report(load_report(name), checkpoint) is None, f"{name}: {stale_report(load_report(name), checkpoint)}"
+            assert stale_report(load_report(name, REPORT_DIR), checkpoint) is None, f"{name}: {stale_report(load_report(name, REPORT_DIR), checkpoint)}"
 
 
 def test_readme_tables_match_the_shipped_reports():

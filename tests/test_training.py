@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 
 from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
-from cifake_models.checkpoint import file_sha256, hardware, library_versions, read_safetensors
+from cifake_models.checkpoint import file_sha256, hardware, library_versions, read_safetensors, save_safetensors
 from cifake_models.data import CLASSES, Split, load_split
 from cifake_models.detector import Detector
 from cifake_models.reports import describe_recipe
@@ -72,6 +73,26 @@ def test_resume_keeps_a_finished_checkpoint_and_refuses_to_replace_it_with_anoth
     with pytest.raises(CheckpointError, match=r"finished, but by another recipe.*recipe\.lr: 0\.01 -> 0\.5"):
         train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, lr=0.5, resume=True)
     assert file_sha256(checkpoint) == before
+
+
+def test_resume_reads_states_and_checkpoints_written_before_a_field_was_recorded(tiny_data, tmp_path, capsys):
+    # A recipe field added since (distill_temperature) and the process count, as older code wrote them.
+    with pytest.raises(Interrupt):
+        train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, on_epoch_end=interrupt_after(1))
+    state_file = resume_path(tmp_path, "cnn")
+    state = torch.load(state_file, weights_only=True)
+    identity = json.loads(state["identity"])
+    del identity["processes"], identity["recipe"]["distill_temperature"]
+    torch.save({**state, "identity": json.dumps(identity)}, state_file)
+    finished = train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, resume=True)
+    assert len(finished.metadata["history"]) == 2
+    checkpoint = tmp_path / "cnn.safetensors"
+    tensors, metadata = read_safetensors(checkpoint)
+    del metadata["recipe"]["distill_temperature"], metadata["training"]["processes"]
+    save_safetensors(checkpoint, tensors, metadata)
+    capsys.readouterr()
+    train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, resume=True)
+    assert "already trained" in capsys.readouterr().out
 
 
 def test_resume_keeps_a_fitted_svm(tiny_data, tmp_path, capsys):
@@ -214,6 +235,7 @@ def test_checkpoints_record_every_library_that_shapes_them(monkeypatch):
     versions = library_versions()
     for library in ("torch", "numpy", "scikit-learn", "pillow", "scikit-image", "scipy", "skops", "safetensors"):
         assert versions[library], library
+    assert (versions["torch"], versions["torchvision"]) == (torch.__version__, torchvision.__version__)  # with the build tag
     monkeypatch.setattr("cifake_models.checkpoint.RECORDED_LIBRARIES", ("numpy", "no-such-library"))
     assert library_versions()["no-such-library"] is None
 

@@ -50,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     shipped = args.checkpoints / spec.checkpoint_file
     try:
         shipped_clean, _, split = recorded(spec, shipped)
-    except (CheckpointError, OSError, KeyError) as error:
-        why = f"it records no {error}" if isinstance(error, KeyError) else str(error)
-        print(f"error: the shipped {shipped} has no validation figures to compare with ({why}); "
+    except KeyError as error:
+        print(f"error: the shipped {shipped} has no validation figures to compare with (it records no {error}); "
               f"record them with python -m train.revalidate {spec.name} --checkpoints {args.checkpoints}", file=sys.stderr)
+        return 2
+    except (CheckpointError, OSError) as error:
+        print(f"error: the shipped checkpoint to compare with cannot be read: {error}", file=sys.stderr)
         return 2
     paper = spec.paper.accuracy if spec.paper else None
     best: tuple[Path, float] | None = None

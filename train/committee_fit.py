@@ -11,7 +11,7 @@ from cifake_models.data import Split
 from cifake_models.detector import FAKE
 from cifake_models.registry import DetectorSpec, get_spec
 
-from .common import DataInfo, already_trained, checkpoint_metadata, record_calibration
+from .common import DataInfo, already_trained, checkpoint_metadata, record_calibration, with_new_fields
 
 
 def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, out_dir: Path, data_info: DataInfo,
@@ -22,12 +22,18 @@ def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, out_d
     trusted for fitting them. ``resume``: keep a committee already fitted this way on these very
     members (``common.already_trained``); one whose members changed since is refitted."""
     if resume and (out_dir / spec.checkpoint_file).is_file():
-        fitted = spec.load(out_dir)
-        if fitted.unavailable:
-            print(f"{spec.name}: refitting: {', '.join(fitted.unavailable)} changed or missing since the last fit", flush=True)
-        elif already_trained(spec, out_dir, {"recipe": recipe.to_dict(), "data": data_info.val_fingerprint},
-                             lambda metadata: {"recipe": metadata["recipe"], "data": metadata["data"]["val_fingerprint"]}):
-            return fitted
+        try:
+            fitted = spec.load(out_dir)
+        except CheckpointError as error:  # corrupt, of an older format, or another detector's: fitted anew
+            print(f"{spec.name}: refitting: {error}", flush=True)
+        else:
+            if fitted.unavailable:
+                print(f"{spec.name}: refitting: {', '.join(fitted.unavailable)} changed or missing since the last fit", flush=True)
+            elif list(fitted.member_names) != list(spec.members):
+                print(f"{spec.name}: refitting: fitted on {', '.join(fitted.member_names)}, its members are now {', '.join(spec.members)}", flush=True)
+            elif already_trained(spec, out_dir, {"recipe": recipe.to_dict(), "data": data_info.val_fingerprint},
+                                 lambda metadata: {"recipe": with_new_fields(metadata["recipe"], CommitteeRecipe), "data": metadata["data"]["val_fingerprint"]}):
+                return fitted
     started = time.perf_counter()
     members = {name: get_spec(name).load(out_dir) for name in spec.members}
     for name, member in members.items():

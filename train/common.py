@@ -92,6 +92,14 @@ def held_out_split(metadata: dict) -> tuple[float, int]:
     return data.get("val_fraction", VAL_FRACTION), data.get("split_seed", SPLIT_SEED)
 
 
+def with_new_fields(record: dict, kind: type) -> dict:
+    """A recipe or preprocessing as a checkpoint recorded it (JSON), each field added to ``kind``
+    since then filled with its default: what the code that wrote it did without the field. So
+    that a checkpoint is not called another run's for a field it could not record; a field no
+    longer known stays, and shows as a difference."""
+    return {**json.loads(json.dumps(asdict(kind()))), **record}
+
+
 def differences(saved: dict, wanted: dict, prefix: str = "") -> str:
     """Where two records (JSON-like dicts) differ, as ``key: saved -> wanted``, nested keys dotted."""
     parts = []

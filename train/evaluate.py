@@ -143,7 +143,7 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
     return {
         "detector": spec.name,
         "title": spec.title,
-        # Its SHA-256 ties the figures to this file: the app and `train.results_table --check`
+        # Its SHA-256 ties the figures to this file: the app, and a test on the shipped assets,
         # say when the checkpoint has changed since (cifake_models.reports.stale_report).
         "checkpoint": {"file": checkpoint.name, "size_bytes": checkpoint.stat().st_size, "sha256": file_sha256(checkpoint)},
         "paper": None if spec.paper is None else {"accuracy": spec.paper.accuracy, "roc_auc": spec.paper.roc_auc, "recipe": spec.paper.recipe},

@@ -17,7 +17,7 @@ from cifake_models.perturbations import random_uploads, ranges_of
 from cifake_models.registry import DetectorSpec
 from cifake_models.svm import SvmRecipe, fold_nystroem
 
-from .common import DataInfo, already_trained, checkpoint_metadata, record_validation
+from .common import DataInfo, already_trained, checkpoint_metadata, record_validation, with_new_fields
 
 
 def _flat(split: Split) -> np.ndarray:
@@ -38,7 +38,7 @@ def fit_svm(spec: DetectorSpec, train: Split, val: Split, recipe: SvmRecipe, out
             resume: bool = False) -> SklearnDetector:
     """``resume``: keep a checkpoint in ``out_dir`` already fitted this way (``common.already_trained``)."""
     run = {"recipe": recipe.to_dict(), "data": data_info.train_fingerprint}
-    if resume and already_trained(spec, out_dir, run, lambda metadata: {"recipe": metadata["recipe"], "data": metadata["data"]["train_fingerprint"]}):
+    if resume and already_trained(spec, out_dir, run, lambda metadata: {"recipe": with_new_fields(metadata["recipe"], SvmRecipe), "data": metadata["data"]["train_fingerprint"]}):
         return spec.load(out_dir)
     started = time.perf_counter()
     pipeline = recipe.build()

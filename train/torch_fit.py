@@ -26,10 +26,11 @@ from tqdm.auto import tqdm
 from cifake_models.checkpoint import CheckpointError, atomic_write, cpu_computes_bf16, file_sha256, read_safetensors
 from cifake_models.data import Split
 from cifake_models.detector import TorchDetector
+from cifake_models.preprocessing import Preprocessing
 from cifake_models.registry import OPTIMIZERS, DetectorSpec, TorchRecipe, get_spec
 
 from . import distributed
-from .common import DataInfo, already_trained, checkpoint_metadata, differences, held_out_split, record_validation
+from .common import DataInfo, already_trained, checkpoint_metadata, differences, held_out_split, record_validation, with_new_fields
 
 
 def resume_path(out_dir: Path, name: str) -> Path:
@@ -46,8 +47,8 @@ def recorded_identity(metadata: dict) -> dict:
     finished checkpoint records it."""
     earlier = metadata.get("earlier_stages") or []
     return {
-        "recipe": metadata["recipe"],
-        "preprocessing": metadata["preprocessing"],
+        "recipe": with_new_fields(metadata["recipe"], TorchRecipe),
+        "preprocessing": with_new_fields(metadata["preprocessing"], Preprocessing),
         "weights": metadata["weights"],
         "data": metadata["data"]["train_fingerprint"],
         "init_from": earlier[-1]["sha256"] if earlier else None,
@@ -227,7 +228,11 @@ def fit_torch(
     if resume and state_file.is_file():
         state = torch.load(state_file, map_location=device, weights_only=True)
         saved = json.loads(state["identity"])
-        if "processes" in saved and saved["processes"] != ranks.world:
+        # A state saved before a field was recorded: its recipe and preprocessing had the
+        # defaults of the fields added since, and it ran as one process.
+        saved = {**saved, "recipe": with_new_fields(saved["recipe"], TorchRecipe),
+                 "preprocessing": with_new_fields(saved["preprocessing"], Preprocessing), "processes": saved.get("processes", 1)}
+        if saved["processes"] != ranks.world:
             raise CheckpointError(f"{state_file} was saved by a run of {saved['processes']} processes, and this one has {ranks.world}: "
                                   f"resume it with as many (torchrun --nproc_per_node {saved['processes']} ...; 1: plain python -m train)")
         if saved != identity:

@@ -32,6 +32,7 @@ def analyse(bank: Bank, items: list[Decoded | Failed], check_stability: bool = F
     if check_stability and decoded:
         for result, checked in zip(decoded, stability.check(bank.detectors, batch, answers=answers, predict=bank.predict)):
             result.stability = checked.detectors if result.predictions else None
+            result.stability_errors = checked.errors
     for result in [r for r in decoded if r.predictions][:heatmaps]:
         try:
             result.heatmaps = explain.heatmaps(bank.detectors, result.array, executor=bank.serving.executor)
@@ -54,7 +55,7 @@ def analyse_files(bank: Bank, paths: list, check_stability: bool = False, heatma
     return analyse(bank, decode_many(paths) + skipped, check_stability, heatmaps)
 
 
-def predict_file(bank: Bank, path, check_stability: bool = False) -> dict[str, dict[str, float | str | bool]]:
+def predict_file(bank: Bank, path, check_stability: bool = False) -> dict[str, dict[str, float | str | bool | None]]:
     """``{detector: {"REAL": p, "FAKE": p, "verdict": v}}`` for one uploaded file (calibrated
     probabilities; FAKE, REAL or UNSURE); unavailable detectors are left
     out. With ``check_stability``, each detector's mapping also says whether its verdict holds

@@ -4,7 +4,6 @@ with the reason, so that the others keep working and the page can say why."""
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 
 import cifake_models as cm
 from cifake_models.data import REPO_ROOT
+from cifake_models.registry import checkpoint_dir_or_default, report_dir_or_default
 from cifake_models.reports import stale_report
 from cifake_models.results import Answers
 from cifake_models.serving import Serving, SharedPasses, side_by_side
@@ -60,9 +60,7 @@ class Bank:
 
 def resolve_dirs(checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None) -> tuple[Path, Path]:
     """Explicit arguments, then ``$CIFAKE_CHECKPOINTS`` / ``$CIFAKE_REPORTS``, then assets/."""
-    checkpoint_dir = checkpoint_dir or os.environ.get("CIFAKE_CHECKPOINTS") or cm.CHECKPOINT_DIR
-    report_dir = report_dir or os.environ.get("CIFAKE_REPORTS") or cm.REPORT_DIR
-    return Path(checkpoint_dir), Path(report_dir)
+    return checkpoint_dir_or_default(checkpoint_dir), report_dir_or_default(report_dir)
 
 
 def load_bank(checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None) -> Bank:

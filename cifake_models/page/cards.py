@@ -50,7 +50,8 @@ def _stability_cell(result: ImageResult, name: str) -> str:
         return ""
     check = result.stability.get(name)
     if check is None:
-        return '<td class="stability">not checked</td>'
+        why = result.stability_errors.get(name)
+        return f'<td class="stability">not checked{": " + html.escape(why) if why else ""}</td>'
     return f'<td class="stability {"stable" if check.stable else "flips"}">{html.escape(check.sentence)}</td>'
 
 
@@ -88,7 +89,8 @@ def result_card(bank: Bank, result: ImageResult) -> str:
             reason = bank.unavailable.get(det) or result.detector_errors.get(det, "unavailable")
             rows.append(f'<tr class="na"><td class="det">{title}</td><td colspan="{4 + (result.stability is not None)}">unavailable: {html.escape(reason)}</td></tr>')
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) or "<li>none: already 32x32 RGB</li>"
-    verdict_class = result.majority.lower()
+    # No badge where no detector voted (every one unavailable, or only committees answered).
+    agreement = f'<span class="agree {result.majority.lower()}">{html.escape(result.agreement)}</span>' if result.agreement else ""
     committees = "".join(
         f'<span class="agree committee {p.verdict.lower()}">{html.escape(bank.title(n))}: {p.verdict}</span>'
         for n, p in result.committees.items()
@@ -96,7 +98,7 @@ def result_card(bank: Bank, result: ImageResult) -> str:
     stability_head = (f'<th title="the verdict again on the image {html.escape("; ".join(c.when for c in CHANGES))}">'
                       "Holds up?</th>") if result.stability is not None else ""
     return f"""<div class="card">
-<div class="head"><b>{name}</b> {committees}<span class="agree {verdict_class}">{html.escape(result.agreement)}</span></div>
+<div class="head"><b>{name}</b> {committees}{agreement}</div>
 <div class="body">
 <figure><img src="{pixels_data_uri(result.array)}" width="128" height="128" alt="32x32 input of {name}">
 <figcaption>what the detectors saw: 32x32, shown 4x (nearest neighbour)</figcaption></figure>

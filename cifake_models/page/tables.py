@@ -70,7 +70,7 @@ def compare_table(bank: Bank) -> pd.DataFrame:
         if name not in bank.reports:
             status += f" (no evaluation report: {bank.report_errors.get(name)})"
         elif name in bank.stale_reports:
-            status += f" (figures not of this checkpoint: {bank.stale_reports[name]})"
+            status += f" ({bank.stale_reports[name]})"
         checkpoint = bank.checkpoint_dir / spec.checkpoint_file
         size = checkpoint.stat().st_size if checkpoint.is_file() else report.get("checkpoint", {}).get("size_bytes")
         ms = report.get("ms_per_image", {})

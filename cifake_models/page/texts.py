@@ -53,7 +53,7 @@ def detectors_markdown(bank: Bank) -> str:
         else:
             status, threshold, decides = f"❌ unavailable: {bank.unavailable[name]}", "", ""
         if name in bank.stale_reports:
-            status += f" ⚠ figures not of this checkpoint: {bank.stale_reports[name]}"
+            status += f" ⚠ {bank.stale_reports[name]}"
         report = bank.reports.get(name, {})
         robustness = report.get("robustness")
         robust = (f"{_percent(robustness['mean_accuracy'])} ({_percent(robustness['worst']['accuracy'])}, "
@@ -100,8 +100,8 @@ def header_markdown(bank: Bank) -> str:
     papers, ours = [s.title for s in specs if s.paper], [s.title for s in specs if not s.paper]
     return (
         "# CIFAKE: real photo or AI-generated?\n"
-        f"The {len(papers)} detectors of *Harnessing Machine Learning for Discerning AI-Generated Synthetic Images* "
-        f"({_listing(papers)}) and {len(ours)} of ours ({_listing(ours)}), "
+        f"The detectors of *Harnessing Machine Learning for Discerning AI-Generated Synthetic Images* ({_listing(papers)})"
+        + (f", then {_listing(ours)}" if ours else "") + ", "
         "trained on CIFAKE (Bird & Lotfi, 2024): 32x32 CIFAR-10 photos (REAL) and Stable Diffusion 1.4 "
         "images (FAKE). Your image is brought to 32x32 RGB first (shorter side to 32, centre crop), as the "
         f"paper's test transform does, so fine detail is lost. {scope_statement(bank)} "
