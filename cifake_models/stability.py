@@ -76,11 +76,11 @@ class Stability:
         """``"stable under re-saving, resizing and blur"``, ``"flips to REAL when resized to 24 px
         and back"``, ``"flips to REAL when blurred slightly (sigma 0.5 px); to UNSURE when ..."``."""
         if self.stable:
-            return "stable under " + _join([copy.change.noun for copy in self.copies], "and")
+            return "stable under " + join_words([copy.change.noun for copy in self.copies], "and")
         by_verdict: dict[str, list[str]] = {}
         for copy in self.flips:
             by_verdict.setdefault(copy.verdict, []).append(copy.change.when)
-        parts = [f"to {verdict} when {_join(whens, 'or')}" for verdict, whens in by_verdict.items()]
+        parts = [f"to {verdict} when {join_words(whens, 'or')}" for verdict, whens in by_verdict.items()]
         return "flips " + "; ".join(parts)
 
 
@@ -92,8 +92,9 @@ class ImageStability:
     errors: dict[str, str]
 
 
-def _join(words: Sequence[str], conjunction: str) -> str:
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
+def join_words(words: Sequence[str], conjunction: str = "and") -> str:
+    """``a, b and c`` (``conjunction`` in place of "and"); empty for no words."""
+    return ", ".join(words) if len(words) < 2 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
 
 
 def copies(arrays: np.ndarray, changes: Sequence[Change] = CHANGES) -> np.ndarray:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import cifake_models as cm
 from cifake_models.calibration import TARGET_ACCURACY
+from cifake_models.stability import join_words
 
 from .bank import Bank
 from .cards import decision_rule
@@ -30,11 +31,6 @@ def compare_notes(bank: Bank) -> str:
             "Times per image are from the evaluation run"
             + (f" ({evaluated.get('hardware')})" if evaluated.get("hardware") else "") + ".")
     return head + "\n\n" + "\n".join(lines)
-
-
-def _listing(items: list[str]) -> str:
-    """``a, b and c``."""
-    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 1 else items)
 
 
 def _percent(fraction: float | None) -> str:
@@ -85,7 +81,7 @@ def scratch_statement(bank: Bank) -> str:
     if inits and all(v.lower().startswith("random") for v in inits.values()):
         transferred = [spec.title for spec in map(cm.get_spec, bank.names) if spec.imagenet_weights]
         return ("**Every detector here was trained from scratch on CIFAKE: ImageNet weights were not used** "
-                f"(the paper fine-tuned ImageNet-pretrained {_listing(transferred)}, so its figures "
+                f"(the paper fine-tuned ImageNet-pretrained {join_words(transferred)}, so its figures "
                 "are not the same experiment).")
     scratch = [bank.title(n) for n, v in inits.items() if v.lower().startswith("random")]
     if scratch:
@@ -100,8 +96,8 @@ def header_markdown(bank: Bank) -> str:
     papers, ours = [s.title for s in specs if s.paper], [s.title for s in specs if not s.paper]
     return (
         "# CIFAKE: real photo or AI-generated?\n"
-        f"The detectors of *Harnessing Machine Learning for Discerning AI-Generated Synthetic Images* ({_listing(papers)})"
-        + (f", then {_listing(ours)}" if ours else "") + ", "
+        f"The detectors of *Harnessing Machine Learning for Discerning AI-Generated Synthetic Images* ({join_words(papers)})"
+        + (f", then {join_words(ours)}" if ours else "") + ", "
         "trained on CIFAKE (Bird & Lotfi, 2024): 32x32 CIFAR-10 photos (REAL) and Stable Diffusion 1.4 "
         "images (FAKE). Your image is brought to 32x32 RGB first (shorter side to 32, centre crop), as the "
         f"paper's test transform does, so fine detail is lost. {scope_statement(bank)} "
