@@ -9,11 +9,11 @@ app and ``cifake-score`` serve through here.
 What agrees: the probabilities before calibration equal PyTorch's within :data:`RAW_TOLERANCE`
 (tests check every network on the tests' checkpoints and the shipped CNN). Calibrated ones can
 differ more, where an isotonic map has a steep step (knots ~1e-6 apart): there a float32-sized
-raw difference is multiplied by the step's slope, up to 7.6e4 for the shipped CNN. Over 5,000
-test images per shipped network the calibrated probabilities differed by at most 1.8e-4 (CNN;
-VGG-16 6.2e-5, Native-32 8.7e-5, the beta-calibrated ResNet-50 and DenseNet-121 under 2e-6);
-the most a raw difference of 1e-6 can move them, at the steepest step, is 0.026 (CNN), 0.0083
-(VGG-16) and 0.00083 (Native-32). No verdict differed; one can only for an image whose raw
+raw difference is multiplied by the step's slope, over 8e3 for the shipped VGG-16. Over 5,000
+test images per shipped network the calibrated probabilities differed by at most 8.7e-5
+(Native-32; VGG-16 6.2e-5, the beta-calibrated CNN, ResNet-50 and DenseNet-121 under 2e-6);
+the most a raw difference of 1e-6 can move them, at the steepest step, is 0.0083 (VGG-16) and
+0.00083 (Native-32). No verdict differed; one can only for an image whose raw
 P(FAKE) lies within the raw difference of where the map reaches a threshold or band edge.
 
 The graph is exported from the loaded module at start-up (a few seconds for the five networks),

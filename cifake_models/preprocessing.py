@@ -64,34 +64,30 @@ class Preprocessing:
 
         return cls(**{k: frozen(v) for k, v in data.items()})
 
-    def to_float(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """uint8 NHWC (numpy or tensor) to float NCHW in [0, 1], grayscale if asked."""
-        batch = torch.as_tensor(batch)
-        x = batch.permute(0, 3, 1, 2).float().div_(255.0)
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Float RGB NCHW in [0, 1] to the network's input: luma if grayscale, then normalised."""
         if self.grayscale:
             luma = torch.as_tensor(LUMA, device=x.device).view(1, 3, 1, 1)
             x = (x * luma).sum(dim=1, keepdim=True)
-        return x
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
 
     def eval_transform(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Test-time input: the paper's ``Resize(32) + CenterCrop(crop)``; images are 32x32 already."""
-        x = self.to_float(batch)
+        x = rgb_float(batch)
         if self.crop != x.shape[-1]:
             offset = (x.shape[-1] - self.crop) // 2
             x = x[..., offset : offset + self.crop, offset : offset + self.crop]
-        return self.normalize(x)
+        return self.encode(x)
 
-    def train_transform(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Training input: an upload-like change, a random resized crop, a translation and a
-        horizontal flip, drawn per image."""
+    def train_views(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Training views of a uint8 batch, as float RGB NCHW in [0, 1]: an upload-like change, a
+        random resized crop, a translation and a horizontal flip, drawn per image. Still RGB, so a
+        distillation teacher can see the very views its student sees, through its own encoding."""
         if self.upload_augment:
             batch = random_uploads(batch, self.upload_augment, generator, self.training_ranges)
-        x = self.to_float(batch)
+        x = rgb_float(batch)
         if self.crop_scale != (1.0, 1.0) or self.crop != x.shape[-1]:
             x = random_resized_crop(x, self.crop, self.crop_scale, generator)
         if self.translate:
@@ -99,7 +95,16 @@ class Preprocessing:
         if self.hflip:
             flip = torch.rand(len(x), generator=generator, device=generator.device) < 0.5
             x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
-        return self.normalize(x)
+        return x
+
+    def train_transform(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Training input: :meth:`train_views`, encoded for this network."""
+        return self.encode(self.train_views(batch, generator))
+
+
+def rgb_float(batch: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """uint8 NHWC (numpy or tensor) to float NCHW in [0, 1]."""
+    return torch.as_tensor(batch).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 def random_translate(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:

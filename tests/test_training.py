@@ -13,13 +13,14 @@ import torchvision
 from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
 from cifake_models.checkpoint import file_sha256, hardware, library_versions, read_safetensors, save_safetensors
 from cifake_models.data import CLASSES, Split, load_split
-from cifake_models.detector import Detector
+from cifake_models.detector import Detector, TorchDetector
+from cifake_models.preprocessing import Preprocessing
 from cifake_models.reports import describe_recipe
 from conftest import train_tiny
 from train.__main__ import main as train_main
 from train.common import DataInfo, record_validation
 from train.revalidate import main as revalidate_main
-from train.torch_fit import resume_path, training_loss
+from train.torch_fit import resume_path, teacher_logits, training_loss
 
 
 # A stage continuing a train_tiny checkpoint must hold out the validation split it held out.
@@ -419,22 +420,41 @@ def test_the_distillation_loss_mixes_cross_entropy_with_the_softened_teacher():
     torch.testing.assert_close(training_loss(student, labels, half, teacher), 0.5 * plain + 0.5 * by_hand)
 
 
-def test_a_distillation_stage_records_its_teacher_and_refuses_another_encoding(tiny_data, tmp_path, capsys):
+def test_a_distillation_stage_records_its_teacher_and_refuses_one_that_saw_its_validation_images(tiny_data, tmp_path, capsys):
     data = tiny_data / "packed"
-    train_tiny("native32", data, tmp_path / "teacher")
+    train_tiny("native32", data, tmp_path / "teacher")  # holds out a quarter of train
     teacher = tmp_path / "teacher" / "native32.safetensors"
-    assert train_main(["densenet121", "--data", str(data), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "8",
+    assert train_main(["densenet121", "--data", str(data), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.25",
                        "--crop", "32", "--distill-from", str(teacher), "--distill-weight", "0.5", "--distill-temperature", "2"]) == 0
     meta = load_detector("densenet121", tmp_path).metadata
     assert meta["teacher"]["detector"] == "native32" and meta["teacher"]["sha256"] == file_sha256(teacher)
     assert meta["recipe"]["distill_weight"] == 0.5 and meta["recipe"]["distill_temperature"] == 2
     assert "distilled from Native-32 CNN (ours) (weight 0.5, T 2)" in describe_recipe(meta)
-    # The teacher sees the student's own input: a grayscale student cannot learn from an RGB teacher.
-    with pytest.raises(CheckpointError, match="encodes its input differently"):
-        train_main(["cnn", "--data", str(data), "--out", str(tmp_path), "--distill-from", str(teacher), "--distill-weight", "0.5"])
+    # A grayscale student learns from a colour teacher: each encodes the same views its own way.
+    assert train_main(["cnn", "--data", str(data), "--out", str(tmp_path), "--epochs", "1", "--val-fraction", "0.25",
+                       "--distill-from", str(teacher), "--distill-weight", "0.5"]) == 0
+    assert load_detector("cnn", tmp_path).metadata["teacher"]["sha256"] == file_sha256(teacher)
+    # With the default tenth held out, part of this run's validation split trained the teacher.
+    with pytest.raises(CheckpointError, match="held out another validation split"):
+        train_main(["cnn", "--data", str(data), "--out", str(tmp_path / "leaky"), "--distill-from", str(teacher), "--distill-weight", "0.5"])
     with pytest.raises(SystemExit):
         train_main(["cnn", "--distill-from", str(teacher)])  # no weight
     assert "needs both --distill-from" in capsys.readouterr().err
+
+
+def test_the_teacher_answers_the_students_views_as_it_answers_the_images_themselves():
+    """Un-augmented training views, encoded by each network, are exactly its test-time input."""
+    torch.manual_seed(0)
+    batch = torch.randint(0, 256, (5, 32, 32, 3), dtype=torch.uint8)
+    plain = Preprocessing(grayscale=True, crop=32, crop_scale=(1.0, 1.0), hflip=False, mean=(0.0,), std=(1.0,))
+    views = plain.train_views(batch, torch.Generator().manual_seed(0))
+    assert views.shape == (5, 3, 32, 32)  # still colour
+    torch.testing.assert_close(plain.encode(views), plain.eval_transform(batch))
+    spec = get_spec("native32")
+    teacher = TorchDetector(spec.name, spec.build_module().eval(), spec.preprocessing)
+    with torch.no_grad():
+        own_input = teacher.module(teacher.preprocessing.eval_transform(batch))
+    torch.testing.assert_close(teacher_logits(teacher, views, use_amp=False), own_input)
 
 
 @pytest.mark.parametrize("computes_bf16", [True, False])

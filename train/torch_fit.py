@@ -79,17 +79,29 @@ def training_loss(logits: torch.Tensor, labels: torch.Tensor, recipe: TorchRecip
     return (1 - recipe.distill_weight) * loss + recipe.distill_weight * t * t * soft
 
 
-def load_teacher(path: Path, student: DetectorSpec, device: torch.device) -> tuple[TorchDetector, dict]:
+def load_teacher(path: Path, device: torch.device, data_info: DataInfo) -> tuple[TorchDetector, dict]:
     """The teacher network of a distillation stage, and what the student's metadata records of it.
-    It sees the student's own augmented input, so it must encode pixels the same way."""
+    It sees the student's own training views through its own encoding (a grayscale student can
+    learn from a colour teacher), and must have held out the student's validation split."""
     _, metadata = read_safetensors(path)
     teacher = TorchDetector.load(path, metadata.get("detector"), get_spec(metadata.get("detector")).build_module)
-    if teacher.preprocessing.encoding() != student.preprocessing.encoding():
-        raise CheckpointError(f"the teacher {path} encodes its input differently ({teacher.preprocessing}) from {student.name} ({student.preprocessing})")
+    # A teacher that trained on the student's validation images would leak them into its soft targets.
+    teacher_split = held_out_split(teacher.metadata)
+    if teacher_split != (data_info.val_fraction, data_info.split_seed):
+        raise CheckpointError(f"the teacher {path} held out another validation split (fraction {teacher_split[0]}, seed {teacher_split[1]}) "
+                              f"than this run (fraction {data_info.val_fraction}, seed {data_info.split_seed})")
     teacher.module.to(device).eval().requires_grad_(False)
     record = {"detector": teacher.name, "title": teacher.metadata.get("title"), "sha256": file_sha256(path),
               "validation_accuracy": teacher.metadata.get("validation", {}).get("accuracy")}
     return teacher, record
+
+
+def teacher_logits(teacher: TorchDetector, views: torch.Tensor, use_amp: bool) -> torch.Tensor:
+    """The teacher's logits for the student's training views (float RGB, see
+    ``Preprocessing.train_views``), encoded the teacher's way."""
+    x = teacher.preprocessing.encode(views).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        return teacher.module(x).float()
 
 
 def uses_bf16(recipe: TorchRecipe, device: torch.device) -> bool:
@@ -98,7 +110,7 @@ def uses_bf16(recipe: TorchRecipe, device: torch.device) -> bool:
 
 
 def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, recipe: TorchRecipe,
-                  use_amp: bool, memory_format: torch.memory_format = torch.channels_last, teacher: torch.nn.Module | None = None,
+                  use_amp: bool, memory_format: torch.memory_format = torch.channels_last, teacher_logits: torch.Tensor | None = None,
                   loss_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on the augmented batch ``x`` (in ``memory_format``, under bf16 autocast
     when ``use_amp``); the gradient is that of ``loss_scale`` x the recipe's loss. Returns the
@@ -106,8 +118,6 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: t
     x = x.contiguous(memory_format=memory_format)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=use_amp):
         logits = model(x)
-        with torch.no_grad():
-            teacher_logits = teacher(x).float() if teacher is not None else None
         loss = training_loss(logits.float(), y, recipe, teacher_logits)
     optimizer.zero_grad(set_to_none=True)
     (loss * loss_scale).backward()
@@ -209,7 +219,7 @@ def fit_torch(
     if resume and not state_file.is_file() and already_trained(spec, out_dir, identity, recorded_identity):
         return spec.load(out_dir) if ranks.main else None
     module = parent.module.to(device) if init_from else spec.build_module(weights=weights).to(device)
-    teacher_net, teacher_record = load_teacher(teacher, spec, device) if teacher else (None, None)
+    teacher_net, teacher_record = load_teacher(teacher, device, data_info) if teacher else (None, None)
     use_amp = uses_bf16(recipe, device)
     if use_amp and device.type == "cpu" and not cpu_computes_bf16():
         # Measured on a 2-core AVX2 EPYC: VGG-16 took 44 s per batch of 128 in bf16, 3.5 s in float32.
@@ -271,12 +281,13 @@ def fit_torch(
                 continue
             # Every process augments the whole batch, so the generator's draws are one process's,
             # then trains on its own slice.
-            x = ranks.shard(spec.preprocessing.train_transform(images[batch], generator))
-            y = ranks.shard(labels[batch])
+            views = ranks.shard(spec.preprocessing.train_views(images[batch], generator))
+            x, y = spec.preprocessing.encode(views), ranks.shard(labels[batch])
             lr = optimizer.param_groups[0]["lr"]
             # DDP averages the processes' gradients; weighting each slice's mean loss by its share
             # of the batch makes that the gradient of the whole batch's mean loss (x 1 in one process).
-            loss, logits = training_step(trained, optimizer, x, y, recipe, use_amp, teacher=teacher_net.module if teacher_net else None,
+            loss, logits = training_step(trained, optimizer, x, y, recipe, use_amp,
+                                         teacher_logits=teacher_logits(teacher_net, views, use_amp) if teacher_net else None,
                                          loss_scale=len(y) * ranks.world / len(batch))
             if scheduler and per_batch:
                 scheduler.step()
