@@ -20,7 +20,7 @@ from conftest import train_tiny
 from train.__main__ import main as train_main
 from train.common import DataInfo, record_validation
 from train.revalidate import main as revalidate_main
-from train.torch_fit import resume_path, teacher_logits, training_loss
+from train.torch_fit import resume_path, teacher_logits, training_loss, training_step
 
 
 # A stage continuing a train_tiny checkpoint must hold out the validation split it held out.
@@ -420,7 +420,7 @@ def test_the_distillation_loss_mixes_cross_entropy_with_the_softened_teacher():
     torch.testing.assert_close(training_loss(student, labels, half, teacher), 0.5 * plain + 0.5 * by_hand)
 
 
-def test_a_distillation_stage_records_its_teacher_and_refuses_one_that_saw_its_validation_images(tiny_data, tmp_path, capsys):
+def test_a_distillation_stage_records_its_teacher_and_refuses_one_that_saw_its_validation_images(tiny_data, tmp_path, capsys, monkeypatch):
     data = tiny_data / "packed"
     train_tiny("native32", data, tmp_path / "teacher")  # holds out a quarter of train
     teacher = tmp_path / "teacher" / "native32.safetensors"
@@ -430,10 +430,33 @@ def test_a_distillation_stage_records_its_teacher_and_refuses_one_that_saw_its_v
     assert meta["teacher"]["detector"] == "native32" and meta["teacher"]["sha256"] == file_sha256(teacher)
     assert meta["recipe"]["distill_weight"] == 0.5 and meta["recipe"]["distill_temperature"] == 2
     assert "distilled from Native-32 CNN (ours) (weight 0.5, T 2)" in describe_recipe(meta)
-    # A grayscale student learns from a colour teacher: each encodes the same views its own way.
-    assert train_main(["cnn", "--data", str(data), "--out", str(tmp_path), "--epochs", "1", "--val-fraction", "0.25",
-                       "--distill-from", str(teacher), "--distill-weight", "0.5"]) == 0
+    # A grayscale student learns from a colour teacher: at every step the teacher answers the very
+    # views the student trains on, each network encoding them its own way.
+    answered, steps = {}, []
+
+    def recording_teacher(teacher, views, use_amp):
+        logits = teacher_logits(teacher, views, use_amp)
+        answered[id(logits)] = views
+        return logits
+
+    def recording_step(*args, **kwargs):
+        steps.append((args[2], kwargs["teacher_logits"]))
+        return training_step(*args, **kwargs)
+
+    monkeypatch.setattr("train.torch_fit.teacher_logits", recording_teacher)
+    monkeypatch.setattr("train.torch_fit.training_step", recording_step)
+    assert train_main(["cnn", "--data", str(data), "--out", str(tmp_path), "--epochs", "1", "--val-fraction", "0.25", "--upload-augment", "1",
+                       "--distill-from", str(teacher), "--distill-weight", "0.5"]) == 0  # random views: a second draw would differ
     assert load_detector("cnn", tmp_path).metadata["teacher"]["sha256"] == file_sha256(teacher)
+    assert steps and all(logits is not None and id(logits) in answered for _, logits in steps)
+    for x, logits in steps:
+        assert answered[id(logits)].shape[1] == 3 and x.shape[1] == 1
+        assert torch.equal(get_spec("cnn").preprocessing.encode(answered[id(logits)]), x)
+    monkeypatch.undo()
+    # A teacher that cannot take the student's input size is refused before training starts.
+    with pytest.raises(CheckpointError, match="cannot take resnet50's 24x24 training views"):
+        train_main(["resnet50", "--data", str(data), "--out", str(tmp_path / "small"), "--val-fraction", "0.25",
+                    "--distill-from", str(tmp_path / "cnn.safetensors"), "--distill-weight", "0.5"])
     # With the default tenth held out, part of this run's validation split trained the teacher.
     with pytest.raises(CheckpointError, match="held out another validation split"):
         train_main(["cnn", "--data", str(data), "--out", str(tmp_path / "leaky"), "--distill-from", str(teacher), "--distill-weight", "0.5"])

@@ -120,7 +120,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--seed", type=int, help="training seed")
     recipe.add_argument("--distill-from", type=Path, metavar="CHECKPOINT",
                         help="a distillation stage: learn also from this network's probabilities on the same augmented images "
-                             "(a checkpoint of any network whose input encoding is the same, e.g. native32's for the ImageNet networks)")
+                             "(any network that takes the student's input size and held out the same validation split; each network sees "
+                             "the same colour views, encoded its own way, so the grayscale CNN can learn from native32)")
     recipe.add_argument("--distill-weight", type=float, metavar="W", help="share of the loss given to the teacher's probabilities (with --distill-from)")
     recipe.add_argument("--distill-temperature", type=float, metavar="T", help="softening temperature of both networks' probabilities (default 1)")
     svm = parser.add_argument_group("recipe overrides (HOG + SVM)")

@@ -79,10 +79,11 @@ def training_loss(logits: torch.Tensor, labels: torch.Tensor, recipe: TorchRecip
     return (1 - recipe.distill_weight) * loss + recipe.distill_weight * t * t * soft
 
 
-def load_teacher(path: Path, device: torch.device, data_info: DataInfo) -> tuple[TorchDetector, dict]:
+def load_teacher(path: Path, student: DetectorSpec, device: torch.device, data_info: DataInfo) -> tuple[TorchDetector, dict]:
     """The teacher network of a distillation stage, and what the student's metadata records of it.
     It sees the student's own training views through its own encoding (a grayscale student can
-    learn from a colour teacher), and must have held out the student's validation split."""
+    learn from a colour teacher), so it must take their size, and must have held out the
+    student's validation split."""
     _, metadata = read_safetensors(path)
     teacher = TorchDetector.load(path, metadata.get("detector"), get_spec(metadata.get("detector")).build_module)
     # A teacher that trained on the student's validation images would leak them into its soft targets.
@@ -91,6 +92,12 @@ def load_teacher(path: Path, device: torch.device, data_info: DataInfo) -> tuple
         raise CheckpointError(f"the teacher {path} held out another validation split (fraction {teacher_split[0]}, seed {teacher_split[1]}) "
                               f"than this run (fraction {data_info.val_fraction}, seed {data_info.split_seed})")
     teacher.module.to(device).eval().requires_grad_(False)
+    # Refused here rather than by a shape error at the first batch (the CNN's dense layer takes 32x32 only).
+    crop = student.preprocessing.crop
+    try:
+        teacher_logits(teacher, torch.zeros(2, 3, crop, crop, device=device), use_amp=False)
+    except RuntimeError as error:
+        raise CheckpointError(f"the teacher {path} ({teacher.name}) cannot take {student.name}'s {crop}x{crop} training views: {error}") from error
     record = {"detector": teacher.name, "title": teacher.metadata.get("title"), "sha256": file_sha256(path),
               "validation_accuracy": teacher.metadata.get("validation", {}).get("accuracy")}
     return teacher, record
@@ -219,7 +226,7 @@ def fit_torch(
     if resume and not state_file.is_file() and already_trained(spec, out_dir, identity, recorded_identity):
         return spec.load(out_dir) if ranks.main else None
     module = parent.module.to(device) if init_from else spec.build_module(weights=weights).to(device)
-    teacher_net, teacher_record = load_teacher(teacher, device, data_info) if teacher else (None, None)
+    teacher_net, teacher_record = load_teacher(teacher, spec, device, data_info) if teacher else (None, None)
     use_amp = uses_bf16(recipe, device)
     if use_amp and device.type == "cpu" and not cpu_computes_bf16():
         # Measured on a 2-core AVX2 EPYC: VGG-16 took 44 s per batch of 128 in bf16, 3.5 s in float32.
