@@ -92,6 +92,15 @@ def held_out_split(metadata: dict) -> tuple[float, int]:
     return data.get("val_fraction", VAL_FRACTION), data.get("split_seed", SPLIT_SEED)
 
 
+def require_held_out_split(checkpoint: str, metadata: dict, data_info: DataInfo, advice: str = "") -> None:
+    """Refuse a checkpoint that held out another validation split than this run: this run's
+    validation images would include ones it trained on."""
+    fraction, seed = held_out_split(metadata)
+    if (fraction, seed) != (data_info.val_fraction, data_info.split_seed):
+        raise CheckpointError(f"{checkpoint} held out another validation split (fraction {fraction}, seed {seed}) than this run "
+                              f"(fraction {data_info.val_fraction}, seed {data_info.split_seed}){advice}")
+
+
 def with_new_fields(record: dict, kind: type) -> dict:
     """A recipe or preprocessing as a checkpoint recorded it (JSON), each field added to ``kind``
     since then filled with its default: what the code that wrote it did without the field. So

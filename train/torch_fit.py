@@ -30,7 +30,7 @@ from cifake_models.preprocessing import Preprocessing
 from cifake_models.registry import OPTIMIZERS, DetectorSpec, TorchRecipe, get_spec
 
 from . import distributed
-from .common import DataInfo, already_trained, checkpoint_metadata, differences, held_out_split, record_validation, with_new_fields
+from .common import DataInfo, already_trained, checkpoint_metadata, differences, record_validation, require_held_out_split, with_new_fields
 
 
 def resume_path(out_dir: Path, name: str) -> Path:
@@ -87,10 +87,7 @@ def load_teacher(path: Path, student: DetectorSpec, device: torch.device, data_i
     _, metadata = read_safetensors(path)
     teacher = TorchDetector.load(path, metadata.get("detector"), get_spec(metadata.get("detector")).build_module)
     # A teacher that trained on the student's validation images would leak them into its soft targets.
-    teacher_split = held_out_split(teacher.metadata)
-    if teacher_split != (data_info.val_fraction, data_info.split_seed):
-        raise CheckpointError(f"the teacher {path} held out another validation split (fraction {teacher_split[0]}, seed {teacher_split[1]}) "
-                              f"than this run (fraction {data_info.val_fraction}, seed {data_info.split_seed})")
+    require_held_out_split(f"the teacher {path}", teacher.metadata, data_info)
     teacher.module.to(device).eval().requires_grad_(False)
     # Refused here rather than by a shape error at the first batch (the CNN's dense layer takes 32x32 only).
     crop = student.preprocessing.crop
@@ -192,10 +189,7 @@ def fit_torch(
         if parent.preprocessing.encoding() != spec.preprocessing.encoding():
             raise CheckpointError(f"{init_from} encodes its input differently ({parent.preprocessing}) from this run ({spec.preprocessing})")
         # Nor may the split: on another one, this stage would validate on images the parent trained on.
-        parent_split = held_out_split(parent.metadata)
-        if parent_split != (data_info.val_fraction, data_info.split_seed):
-            raise CheckpointError(f"{init_from} held out another validation split (fraction {parent_split[0]}, seed {parent_split[1]}) than this run "
-                                  f"(fraction {data_info.val_fraction}, seed {data_info.split_seed}): pass its --val-fraction and --split-seed")
+        require_held_out_split(str(init_from), parent.metadata, data_info, advice=": pass its --val-fraction and --split-seed")
         weights = parent.metadata["weights"]
         earlier_wall_time = parent.metadata["training"]["wall_time_s"]  # all of the parent's stages
         # Each stage on record keeps its own wall time: the parent's total less its own earlier stages'.
