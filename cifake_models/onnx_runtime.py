@@ -10,11 +10,12 @@ What agrees: the probabilities before calibration equal PyTorch's within :data:`
 (tests check every network on the tests' checkpoints and the shipped CNN). Calibrated ones can
 differ more, where an isotonic map has a steep step (knots ~1e-6 apart): there a float32-sized
 raw difference is multiplied by the step's slope, over 8e3 for the shipped VGG-16. Over 5,000
-test images per shipped network the calibrated probabilities differed by at most 8.7e-5
-(Native-32; VGG-16 6.2e-5, the beta-calibrated CNN, ResNet-50 and DenseNet-121 under 2e-6);
+test images per shipped network the calibrated probabilities differed by at most 6.2e-5
+(VGG-16; Native-32 5.1e-5, the beta-calibrated CNN, ResNet-50 and DenseNet-121 under 2e-6);
 the most a raw difference of 1e-6 can move them, at the steepest step, is 0.0083 (VGG-16) and
 0.00083 (Native-32). No verdict differed; one can only for an image whose raw
 P(FAKE) lies within the raw difference of where the map reaches a threshold or band edge.
+(``python scripts/onnx_agreement.py`` measures these figures on the shipped networks.)
 
 The graph is exported from the loaded module at start-up (a few seconds for the five networks),
 so there is no second file to keep in step with the checkpoint.
@@ -31,8 +32,8 @@ from torch import nn
 
 
 # How far the served probabilities before calibration may be from PyTorch's: float32 arithmetic
-# in another order. Measured at most 9.7e-7 over 5,000 test images per shipped network (one
-# thread, ONNX Runtime on an Intel CPU); 1e-5 leaves room for other CPUs' kernels.
+# in another order. Measured at most 1.1e-6 over 5,000 test images per shipped network (one
+# thread, ONNX Runtime on an Intel CPU; scripts/onnx_agreement.py); 1e-5 leaves room for other CPUs' kernels.
 RAW_TOLERANCE = 1e-5
 
 # Whether served networks' threads busy-wait between operators (ONNX Runtime's default). Off:
