@@ -109,8 +109,9 @@ SUITE: tuple[Perturbation, ...] = (
     *(Perturbation("crop", k) for k in (1, 2)),
 )
 
-# Training draws a family uniformly, then a strength uniformly from its range (integers where
-# the family takes whole pixels or a quality). The ranges cover the suite's strengths.
+# Training draws a family (uniformly unless a recipe weights them), then a strength uniformly from
+# its range (integers where the family takes whole pixels or a quality). The ranges cover the
+# suite's strengths.
 TRAINING_RANGES: dict[str, tuple[float, float]] = {
     "jpeg": (50, 95),
     "enlarge": (1.5, 8.0),
@@ -129,14 +130,30 @@ def ranges_of(triples: tuple[tuple[str, float, float], ...]) -> dict[str, tuple[
     return {family: (low, high) for family, low, high in triples}
 
 
+def weights_of(pairs: tuple[tuple[str, float], ...], families=()) -> dict[str, float]:
+    """Recorded ``(family, weight)`` pairs as ``{family: weight}``, the form ``random_uploads``
+    takes; each of ``families`` not among them weighs 1."""
+    return {family: 1.0 for family in families} | {family: weight for family, weight in pairs}
+
+
 def random_uploads(
-    batch: torch.Tensor, probability: float, generator: torch.Generator, ranges: dict[str, tuple[float, float]] = TRAINING_RANGES
+    batch: torch.Tensor,
+    probability: float,
+    generator: torch.Generator,
+    ranges: dict[str, tuple[float, float]] = TRAINING_RANGES,
+    weights: dict[str, float] | None = None,
 ) -> torch.Tensor:
     """Pass each image of a uint8 NHWC batch, with ``probability``, through one upload-like
-    change drawn from ``ranges`` (a family uniformly, then a strength uniformly in its range);
-    the rest stay as they are (clean images are still seen). Draws come from ``generator``, so a
-    seeded epoch replays exactly."""
+    change drawn from ``ranges`` (a family in proportion to its weight in ``weights``, 1 where
+    not given, then a strength uniformly in its range); the rest stay as they are (clean images
+    are still seen). Draws come from ``generator``, so a seeded epoch replays exactly."""
     families = list(ranges)
+    # Cumulative weights: a draw u in [0, 1) picks the family whose share of the total holds
+    # u * total. With every weight 1 this is int(u * len(families)), the uniform draw.
+    cumulative = np.cumsum([float((weights or {}).get(family, 1.0)) for family in families])
+    total = float(cumulative[-1])
+    if not total > 0:
+        raise ValueError(f"upload-like changes weighted {weights}: no family of {families} can be drawn")
     n = len(batch)
     draws = torch.rand(n, 3, generator=generator, device=generator.device).cpu().numpy()
     chosen = np.flatnonzero(draws[:, 0] < probability)
@@ -145,7 +162,7 @@ def random_uploads(
     images = batch.cpu().numpy()
     out = images.copy()
     for i in chosen:
-        family = families[min(int(draws[i, 1] * len(families)), len(families) - 1)]
+        family = families[min(int(np.searchsorted(cumulative, draws[i, 1] * total, side="right")), len(families) - 1)]
         low, high = ranges[family]
         strength = low + (high - low) * draws[i, 2]
         if family in _WHOLE:

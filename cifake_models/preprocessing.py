@@ -15,7 +15,7 @@ import torch
 from torchvision.ops import roi_align
 
 from .images import LUMA
-from .perturbations import UPLOAD_RANGES, random_uploads, ranges_of
+from .perturbations import UPLOAD_RANGES, random_uploads, ranges_of, weights_of
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,6 +38,9 @@ class Preprocessing:
     # ... and the strength range each family draws from, as (family, low, high). Checkpoints
     # that do not record it were trained with these defaults.
     upload_ranges: tuple[tuple[str, float, float], ...] = UPLOAD_RANGES
+    # ... and how often each family is drawn, as (family, weight) relative to the others' 1:
+    # a network weak on blur can see blur more often. Empty (and unrecorded) is uniform.
+    upload_weights: tuple[tuple[str, float], ...] = ()
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
 
@@ -86,7 +89,7 @@ class Preprocessing:
         random resized crop, a translation and a horizontal flip, drawn per image. Still RGB, so a
         distillation teacher can see the very views its student sees, through its own encoding."""
         if self.upload_augment:
-            batch = random_uploads(batch, self.upload_augment, generator, self.training_ranges)
+            batch = random_uploads(batch, self.upload_augment, generator, self.training_ranges, weights_of(self.upload_weights))
         x = rgb_float(batch)
         if self.crop_scale != (1.0, 1.0) or self.crop != x.shape[-1]:
             x = random_resized_crop(x, self.crop, self.crop_scale, generator)

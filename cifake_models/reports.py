@@ -155,10 +155,13 @@ def describe_recipe(report: dict) -> str:
 
 
 def _widened(pre: dict) -> str:
-    """The upload-like changes whose strength range differs from the default, e.g. " (blur 0.3-1.5)"."""
+    """The upload-like changes whose strength range or weight differs from the default, e.g.
+    " (blur 0.3-1.5; blur drawn 3x)"."""
     changed = [f"{family} {low:g}-{high:g}" for family, low, high in pre.get("upload_ranges", ())
                if TRAINING_RANGES.get(family) != (low, high)]
-    return f" ({', '.join(changed)})" if changed else ""
+    weighted = [f"{family} drawn {weight:g}x" for family, weight in pre.get("upload_weights", ()) if weight != 1]
+    parts = [", ".join(part) for part in (changed, weighted) if part]
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _describe_stage(report: dict) -> str:

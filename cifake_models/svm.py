@@ -169,6 +169,7 @@ class SvmRecipe:
     # fitted once, so each chosen image is replaced by one changed copy.
     upload_augment: float = 0.0
     upload_ranges: tuple[tuple[str, float, float], ...] = UPLOAD_RANGES
+    upload_weights: tuple[tuple[str, float], ...] = ()  # (family, weight) as the networks' Preprocessing
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,7 +8,7 @@ from PIL import Image
 from cifake_models.checkpoint import read_safetensors
 from cifake_models.data import load_split
 from cifake_models.perturbations import SUITE, TRAINING_RANGES, Perturbation, random_uploads
-from cifake_models.preprocessing import Preprocessing
+from cifake_models.preprocessing import Preprocessing, rgb_float
 from cifake_models.registry import load_detector
 from cifake_models.reports import describe_recipe, expected_calibration_error
 from cifake_models.robustness import Robustness, balanced_sample, perturb_all, score_suite
@@ -76,6 +76,33 @@ def test_random_uploads_draws_strengths_from_the_ranges_it_is_given():
     assert np.array_equal(out.numpy(), Perturbation("blur", 1.5).apply(batch.numpy()))
 
 
+def test_random_uploads_draws_families_in_proportion_to_their_weights():
+    """Blur weighted 3, JPEG 1, the rest 0: about three blurred images to one re-compressed, and
+    no other change; with every weight 1 the draw is the uniform one, image for image."""
+    batch = torch.as_tensor(np.random.default_rng(1).integers(0, 256, (400, 32, 32, 3), dtype=np.uint8))
+    ranges = {family: TRAINING_RANGES[family] for family in TRAINING_RANGES} | {"blur": (1.0, 1.0), "jpeg": (50, 50)}
+    weights = {family: 0.0 for family in ranges} | {"blur": 3.0, "jpeg": 1.0}
+    out = random_uploads(batch, 1.0, torch.Generator().manual_seed(0), ranges, weights).numpy()
+    blurred = (out == Perturbation("blur", 1.0).apply(batch.numpy())).reshape(len(out), -1).all(1)
+    compressed = (out == Perturbation("jpeg", 50).apply(batch.numpy())).reshape(len(out), -1).all(1)
+    assert (blurred | compressed).all() and not (blurred & compressed).any()
+    assert 2.2 < blurred.sum() / compressed.sum() < 4.0  # 300:100 expected; binomial spread of 400 draws
+    uniform = random_uploads(batch, 1.0, torch.Generator().manual_seed(0), ranges)
+    assert torch.equal(uniform, random_uploads(batch, 1.0, torch.Generator().manual_seed(0), ranges, {f: 1.0 for f in ranges}))
+    with pytest.raises(ValueError, match="no family"):
+        random_uploads(batch, 1.0, torch.Generator().manual_seed(0), ranges, {f: 0.0 for f in ranges})
+
+
+def test_training_views_draw_families_with_the_recorded_weights():
+    """A network's preprocessing weighting every family but blur 0 trains on blurred views only."""
+    batch = torch.as_tensor(np.random.default_rng(4).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8))
+    ranges = tuple((family, *((1.0, 1.0) if family == "blur" else TRAINING_RANGES[family])) for family in TRAINING_RANGES)
+    preprocessing = Preprocessing(crop_scale=(1.0, 1.0), hflip=False, upload_augment=1.0, upload_ranges=ranges,
+                                  upload_weights=tuple((family, 0.0) for family in TRAINING_RANGES if family != "blur"))
+    views = preprocessing.train_views(batch, torch.Generator().manual_seed(0))
+    assert torch.equal(views, rgb_float(Perturbation("blur", 1.0).apply(batch.numpy())))
+
+
 def test_suite_scores_find_a_detector_that_only_knows_exact_pixels():
     """A 'detector' that recognises the clean images byte for byte, and guesses 0.5 otherwise,
     is perfect on clean images and at chance under every perturbation that changes pixels."""
@@ -128,17 +155,28 @@ def test_training_with_upload_augmentation_records_it(tiny_data, tmp_path):
     assert Preprocessing.from_dict(meta["preprocessing"]).upload_ranges == Preprocessing().upload_ranges  # the defaults, recorded
 
 
-def test_a_widened_upload_range_is_recorded_and_described(tiny_data, tmp_path, capsys):
+def test_a_widened_and_weighted_upload_range_is_recorded_and_described(tiny_data, tmp_path, capsys):
     assert train_main(["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "8",
-                       "--upload-augment", "0.5", "--upload-range", "blur", "0.3", "1.5", "--val-fraction", "0.25"]) == 0
+                       "--upload-augment", "0.5", "--upload-range", "blur", "0.3", "1.5", "--upload-weight", "blur", "3",
+                       "--upload-weight", "jpeg", "0", "--val-fraction", "0.25"]) == 0
     _, meta = read_safetensors(tmp_path / "cnn.safetensors")
-    ranges = Preprocessing.from_dict(meta["preprocessing"]).training_ranges
-    assert ranges["blur"] == (0.3, 1.5) and ranges["jpeg"] == TRAINING_RANGES["jpeg"]
-    assert "50% upload-like changes (blur 0.3-1.5)" in describe_recipe(meta)
-    for bad, message in ((["sharpen", "0", "1"], "unknown family 'sharpen'"), (["blur", "2", "1"], "LOW must not exceed HIGH")):
+    preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+    assert preprocessing.training_ranges["blur"] == (0.3, 1.5) and preprocessing.training_ranges["jpeg"] == TRAINING_RANGES["jpeg"]
+    assert preprocessing.upload_weights == (("blur", 3.0), ("jpeg", 0.0))
+    assert "50% upload-like changes (blur 0.3-1.5; blur drawn 3x, jpeg drawn 0x)" in describe_recipe(meta)
+    for option, bad, message in (
+        ("--upload-range", ["sharpen", "0", "1"], "unknown family 'sharpen'"),
+        ("--upload-range", ["blur", "2", "1"], "LOW must not exceed HIGH"),
+        ("--upload-weight", ["sharpen", "1"], "unknown family 'sharpen'"),
+        ("--upload-weight", ["blur", "-1"], "W must be a finite number, 0 or more"),
+        ("--upload-weight", ["blur", "often"], "W must be a number"),
+    ):
         with pytest.raises(SystemExit):
-            train_main(["cnn", "--out", str(tmp_path), "--upload-range", *bad])
+            train_main(["cnn", "--out", str(tmp_path), option, *bad])
         assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_main(["cnn", "--out", str(tmp_path), *(arg for family in TRAINING_RANGES for arg in ("--upload-weight", family, "0"))])
+    assert "every family would weigh 0" in capsys.readouterr().err
 
 
 def test_the_svm_can_train_on_upload_like_changes(tiny_data, tmp_path):
@@ -152,6 +190,9 @@ def test_the_svm_can_train_on_upload_like_changes(tiny_data, tmp_path):
     np.testing.assert_array_equal(upload_augmented(split, recipe).images, augmented.images)  # the seed replays it
     np.testing.assert_array_equal(augmented.labels, split.labels)
     assert upload_augmented(split, SvmRecipe()) is split  # off by default
+    only_blur = SvmRecipe(upload_augment=1.0, upload_ranges=tuple((f, 1.0, 1.0) if f == "blur" else (f, *r) for f, r in TRAINING_RANGES.items()),
+                          upload_weights=tuple((f, 0.0) for f in TRAINING_RANGES if f != "blur"))
+    np.testing.assert_array_equal(upload_augmented(split, only_blur).images, Perturbation("blur", 1.0).apply(split.images))
 
     assert train_main(["hog_svm", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--svm-components", "10",
                        "--upload-augment", "0.5", "--upload-range", "blur", "0.3", "1.5", "--val-fraction", "0.25"]) == 0

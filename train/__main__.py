@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ from cifake_models import CHECKPOINT_DIR, get_spec, list_detectors
 from cifake_models.data import SPLIT_SEED, VAL_FRACTION, Split, data_search_order, default_data_dir, load_split, train_val_indices
 from cifake_models.detector import TorchDetector
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
-from cifake_models.perturbations import TRAINING_RANGES, ranges_of
+from cifake_models.perturbations import TRAINING_RANGES, ranges_of, weights_of
 from cifake_models.preprocessing import Preprocessing
 from cifake_models.registry import OPTIMIZERS, PRECISIONS, REGISTRY, SCHEDULES, DetectorSpec
 
@@ -117,6 +118,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="draw this upload-like change's strength from [LOW, HIGH] instead of its default "
              f"(repeatable; families and defaults: {', '.join(f'{f} {lo:g}-{hi:g}' for f, (lo, hi) in TRAINING_RANGES.items())})",
     )
+    recipe.add_argument(
+        "--upload-weight", nargs=2, action="append", metavar=("FAMILY", "W"),
+        help="draw this upload-like change W times as often as a family left at 1 (repeatable; 0 never draws it)",
+    )
     recipe.add_argument("--seed", type=int, help="training seed")
     recipe.add_argument("--distill-from", type=Path, metavar="CHECKPOINT",
                         help="a distillation stage: learn also from this network's probabilities on the same augmented images "
@@ -152,6 +157,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 parser.error(f"--upload-range {family}: LOW must not exceed HIGH")
         except ValueError:
             parser.error(f"--upload-range {family}: LOW and HIGH must be numbers, not {low!r} {high!r}")
+    for family, weight in args.upload_weight or ():
+        if family not in TRAINING_RANGES:
+            parser.error(f"--upload-weight: unknown family {family!r} (choose from {', '.join(TRAINING_RANGES)})")
+        try:
+            if not 0 <= float(weight) < math.inf:
+                parser.error(f"--upload-weight {family}: W must be a finite number, 0 or more, not {weight}")
+        except ValueError:
+            parser.error(f"--upload-weight {family}: W must be a number, not {weight!r}")
+    if args.upload_weight and not any(weight > 0 for weight in weights_of(upload_weights((), args.upload_weight), TRAINING_RANGES).values()):
+        parser.error("--upload-weight: every family would weigh 0, so none could be drawn")
     if bool(args.distill_from) != bool(args.distill_weight):
         parser.error("a distillation stage needs both --distill-from CHECKPOINT and --distill-weight W (above 0)")
     if args.distill_from and (len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch):
@@ -187,6 +202,13 @@ def upload_ranges(ranges: tuple[tuple[str, float, float], ...], changes: list[li
     return tuple((family, low, high) for family, (low, high) in merged.items())
 
 
+def upload_weights(weights: tuple[tuple[str, float], ...], changes: list[list[str]]) -> tuple[tuple[str, float], ...]:
+    """A recipe's ``(family, weight)`` pairs with each ``--upload-weight FAMILY W`` (checked by
+    parse_args) replacing its family's weight."""
+    merged = weights_of(weights) | {family: float(weight) for family, weight in changes}
+    return tuple(merged.items())
+
+
 def network_preprocessing(spec: DetectorSpec, args: argparse.Namespace) -> Preprocessing:
     """What ``spec``'s network sees in this run: the registry's preprocessing, or for a new stage
     (``--init-from``) its parent's as the parent's checkpoint records it, with the options given
@@ -197,6 +219,8 @@ def network_preprocessing(spec: DetectorSpec, args: argparse.Namespace) -> Prepr
         changes["crop_scale"] = tuple(changes["crop_scale"])
     if args.upload_range:
         changes["upload_ranges"] = upload_ranges(base.upload_ranges, args.upload_range)
+    if args.upload_weight:
+        changes["upload_weights"] = upload_weights(base.upload_weights, args.upload_weight)
     return dataclasses.replace(base, **changes)
 
 
@@ -255,6 +279,8 @@ def run(args: argparse.Namespace) -> int:
             recipe = dataclasses.replace(recipe, pixels_per_cell=tuple(recipe.pixels_per_cell))
             if args.upload_range:
                 recipe = dataclasses.replace(recipe, upload_ranges=upload_ranges(recipe.upload_ranges, args.upload_range))
+            if args.upload_weight:
+                recipe = dataclasses.replace(recipe, upload_weights=upload_weights(recipe.upload_weights, args.upload_weight))
             fit_svm(spec, train, val, recipe, args.out, data_info, args.resume)
     return 0
 

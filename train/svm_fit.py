@@ -13,7 +13,7 @@ from sklearn.frozen import FrozenEstimator
 
 from cifake_models.data import Split
 from cifake_models.detector import SklearnDetector
-from cifake_models.perturbations import random_uploads, ranges_of
+from cifake_models.perturbations import random_uploads, ranges_of, weights_of
 from cifake_models.registry import DetectorSpec
 from cifake_models.svm import SvmRecipe, fold_nystroem
 
@@ -30,7 +30,8 @@ def upload_augmented(train: Split, recipe: SvmRecipe) -> Split:
     if not recipe.upload_augment:
         return train
     generator = torch.Generator().manual_seed(recipe.seed)
-    changed = random_uploads(torch.as_tensor(train.images), recipe.upload_augment, generator, ranges_of(recipe.upload_ranges))
+    changed = random_uploads(torch.as_tensor(train.images), recipe.upload_augment, generator, ranges_of(recipe.upload_ranges),
+                             weights_of(recipe.upload_weights))
     return dataclasses.replace(train, images=changed.numpy())
 
 
