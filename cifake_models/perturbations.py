@@ -15,7 +15,7 @@ from. A new perturbation is one line in each.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,7 +130,7 @@ def ranges_of(triples: tuple[tuple[str, float, float], ...]) -> dict[str, tuple[
     return {family: (low, high) for family, low, high in triples}
 
 
-def weights_of(pairs: tuple[tuple[str, float], ...], families=()) -> dict[str, float]:
+def weights_of(pairs: tuple[tuple[str, float], ...], families: Iterable[str] = ()) -> dict[str, float]:
     """Recorded ``(family, weight)`` pairs as ``{family: weight}``, the form ``random_uploads``
     takes; each of ``families`` not among them weighs 1."""
     return {family: 1.0 for family in families} | {family: weight for family, weight in pairs}
