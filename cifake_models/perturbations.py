@@ -130,10 +130,10 @@ def ranges_of(triples: tuple[tuple[str, float, float], ...]) -> dict[str, tuple[
     return {family: (low, high) for family, low, high in triples}
 
 
-def weights_of(pairs: tuple[tuple[str, float], ...], families: Iterable[str] = ()) -> dict[str, float]:
+def weights_of(pairs: Iterable[tuple[str, float]], families: Iterable[str] = ()) -> dict[str, float]:
     """Recorded ``(family, weight)`` pairs as ``{family: weight}``, the form ``random_uploads``
-    takes; each of ``families`` not among them weighs 1."""
-    return {family: 1.0 for family in families} | {family: weight for family, weight in pairs}
+    takes; each of ``families`` not among them weighs 1, the uniform draw's weight."""
+    return {family: 1.0 for family in families} | {family: float(weight) for family, weight in pairs}
 
 
 def random_uploads(
@@ -150,7 +150,8 @@ def random_uploads(
     families = list(ranges)
     # Cumulative weights: a draw u in [0, 1) picks the family whose share of the total holds
     # u * total. With every weight 1 this is int(u * len(families)), the uniform draw.
-    cumulative = np.cumsum([float((weights or {}).get(family, 1.0)) for family in families])
+    weight = weights_of((weights or {}).items(), families)
+    cumulative = np.cumsum([weight[family] for family in families])
     total = float(cumulative[-1])
     if not total > 0:
         raise ValueError(f"upload-like changes weighted {weights}: no family of {families} can be drawn")

@@ -159,7 +159,7 @@ def _widened(pre: dict) -> str:
     " (blur 0.3-1.5; blur drawn 3x)"."""
     changed = [f"{family} {low:g}-{high:g}" for family, low, high in pre.get("upload_ranges", ())
                if TRAINING_RANGES.get(family) != (low, high)]
-    weighted = [f"{family} drawn {weight:g}x" for family, weight in pre.get("upload_weights", ()) if weight != 1]
+    weighted = [f"{family} drawn {weight:g}x" for family, weight in pre.get("upload_weights", ())]
     parts = [", ".join(part) for part in (changed, weighted) if part]
     return f" ({'; '.join(parts)})" if parts else ""
 

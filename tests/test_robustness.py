@@ -89,6 +89,13 @@ def test_random_uploads_draws_families_in_proportion_to_their_weights():
     assert 2.2 < blurred.sum() / compressed.sum() < 4.0  # 300:100 expected; binomial spread of 400 draws
     uniform = random_uploads(batch, 1.0, torch.Generator().manual_seed(0), ranges)
     assert torch.equal(uniform, random_uploads(batch, 1.0, torch.Generator().manual_seed(0), ranges, {f: 1.0 for f in ranges}))
+    # ... and the uniform draw is the one seeded runs have always replayed: family int(u * 6) of
+    # each image's second draw (so checkpoints trained before weights existed resume unchanged).
+    fixed = {family: (low, low) for family, (low, high) in TRAINING_RANGES.items()}
+    u = torch.rand(len(batch), 3, generator=torch.Generator().manual_seed(0)).numpy()[:, 1]
+    families = [list(fixed)[int(draw * len(fixed))] for draw in u]
+    expected = np.stack([Perturbation(f, fixed[f][0]).apply(image[None])[0] for f, image in zip(families, batch.numpy())])
+    np.testing.assert_array_equal(random_uploads(batch, 1.0, torch.Generator().manual_seed(0), fixed).numpy(), expected)
     with pytest.raises(ValueError, match="no family"):
         random_uploads(batch, 1.0, torch.Generator().manual_seed(0), ranges, {f: 0.0 for f in ranges})
 
@@ -162,8 +169,8 @@ def test_a_widened_and_weighted_upload_range_is_recorded_and_described(tiny_data
     _, meta = read_safetensors(tmp_path / "cnn.safetensors")
     preprocessing = Preprocessing.from_dict(meta["preprocessing"])
     assert preprocessing.training_ranges["blur"] == (0.3, 1.5) and preprocessing.training_ranges["jpeg"] == TRAINING_RANGES["jpeg"]
-    assert preprocessing.upload_weights == (("blur", 3.0), ("jpeg", 0.0))
-    assert "50% upload-like changes (blur 0.3-1.5; blur drawn 3x, jpeg drawn 0x)" in describe_recipe(meta)
+    assert preprocessing.upload_weights == (("jpeg", 0.0), ("blur", 3.0))  # in the families' own order
+    assert "50% upload-like changes (blur 0.3-1.5; jpeg drawn 0x, blur drawn 3x)" in describe_recipe(meta)
     for option, bad, message in (
         ("--upload-range", ["sharpen", "0", "1"], "unknown family 'sharpen'"),
         ("--upload-range", ["blur", "2", "1"], "LOW must not exceed HIGH"),
@@ -195,7 +202,9 @@ def test_the_svm_can_train_on_upload_like_changes(tiny_data, tmp_path):
     np.testing.assert_array_equal(upload_augmented(split, only_blur).images, Perturbation("blur", 1.0).apply(split.images))
 
     assert train_main(["hog_svm", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--svm-components", "10",
-                       "--upload-augment", "0.5", "--upload-range", "blur", "0.3", "1.5", "--val-fraction", "0.25"]) == 0
+                       "--upload-augment", "0.5", "--upload-range", "blur", "0.3", "1.5", "--upload-weight", "blur", "2",
+                       "--val-fraction", "0.25"]) == 0
     meta = load_detector("hog_svm", tmp_path).metadata
     assert meta["recipe"]["upload_augment"] == 0.5 and ["blur", 0.3, 1.5] in meta["recipe"]["upload_ranges"]
-    assert "; trained with 50% upload-like changes (blur 0.3-1.5); sigmoid" in describe_recipe(meta)
+    assert meta["recipe"]["upload_weights"] == [["blur", 2.0]]
+    assert "; trained with 50% upload-like changes (blur 0.3-1.5; blur drawn 2x); sigmoid" in describe_recipe(meta)

@@ -353,13 +353,20 @@ def test_a_second_stage_may_change_the_crop(tiny_data, tmp_path):
 def test_a_second_stage_starts_from_its_parents_preprocessing(tiny_data, tmp_path, capsys):
     data = tiny_data / "packed"
     first = ["cnn", "--data", str(data), "--epochs", "1", "--batch-size", "8", *TINY_SPLIT]
+    only_blur = [arg for family in ("jpeg", "enlarge", "downscale", "shift", "crop") for arg in ("--upload-weight", family, "0")]
     assert train_main([*first, "--out", str(tmp_path / "first"), "--translate", "1", "--upload-augment", "0.25",
-                       "--upload-range", "blur", "0.3", "1.5"]) == 0
+                       "--upload-range", "blur", "0.3", "1.5", "--upload-weight", "blur", "3", *only_blur]) == 0
     parent = tmp_path / "first" / "cnn.safetensors"
-    assert train_main([*first, "--out", str(tmp_path / "second"), "--init-from", str(parent), "--upload-augment", "0.5"]) == 0
+    assert train_main([*first, "--out", str(tmp_path / "second"), "--init-from", str(parent), "--upload-augment", "0.5",
+                       "--upload-weight", "crop", "2", "--upload-weight", "jpeg", "1"]) == 0
     second = load_detector("cnn", tmp_path / "second").preprocessing
     assert second.translate == 1 and ("blur", 0.3, 1.5) in second.upload_ranges  # the parent's, not the registry's 0
     assert second.upload_augment == 0.5  # given, so it overrides the parent's
+    # The parent's weights, with the given ones replacing theirs; recorded in the families' order, a weight of 1 left out.
+    assert second.upload_weights == (("enlarge", 0.0), ("downscale", 0.0), ("blur", 3.0), ("shift", 0.0), ("crop", 2.0))
+    # Weights that, with the parent's, leave no family to draw are refused before training.
+    assert train_main([*first, "--out", str(tmp_path / "third"), "--init-from", str(parent), "--upload-weight", "blur", "0"]) == 2
+    assert "every family would weigh 0" in capsys.readouterr().err and not (tmp_path / "third" / "cnn.safetensors").exists()
     # A stage never overwrites its parent: it is written elsewhere and shipped by the validation rule.
     with pytest.raises(SystemExit):
         train_main([*first, "--out", str(tmp_path / "first"), "--init-from", str(parent)])

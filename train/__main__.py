@@ -165,8 +165,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 parser.error(f"--upload-weight {family}: W must be a finite number, 0 or more, not {weight}")
         except ValueError:
             parser.error(f"--upload-weight {family}: W must be a number, not {weight!r}")
-    if args.upload_weight and not any(weight > 0 for weight in weights_of(upload_weights((), args.upload_weight), TRAINING_RANGES).values()):
-        parser.error("--upload-weight: every family would weigh 0, so none could be drawn")
+    try:
+        upload_weights((), args.upload_weight or [])
+    except ValueError as error:
+        parser.error(str(error))
     if bool(args.distill_from) != bool(args.distill_weight):
         parser.error("a distillation stage needs both --distill-from CHECKPOINT and --distill-weight W (above 0)")
     if args.distill_from and (len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch):
@@ -204,9 +206,14 @@ def upload_ranges(ranges: tuple[tuple[str, float, float], ...], changes: list[li
 
 def upload_weights(weights: tuple[tuple[str, float], ...], changes: list[list[str]]) -> tuple[tuple[str, float], ...]:
     """A recipe's ``(family, weight)`` pairs with each ``--upload-weight FAMILY W`` (checked by
-    parse_args) replacing its family's weight."""
-    merged = weights_of(weights) | {family: float(weight) for family, weight in changes}
-    return tuple(merged.items())
+    parse_args) replacing its family's weight, in the families' own order and without the
+    weights of 1, so that one way of drawing is recorded one way (``--resume`` compares records).
+    ValueError where no family could be drawn any more."""
+    merged = weights_of((*weights, *changes), TRAINING_RANGES)
+    if not any(weight > 0 for weight in merged.values()):
+        raise ValueError(f"--upload-weight: every family would weigh 0 ({', '.join(f'{f} {w:g}' for f, w in merged.items())}), "
+                         f"so none could be drawn")
+    return tuple((family, weight) for family, weight in merged.items() if weight != 1)
 
 
 def network_preprocessing(spec: DetectorSpec, args: argparse.Namespace) -> Preprocessing:
@@ -263,7 +270,11 @@ def run(args: argparse.Namespace) -> int:
         spec = get_spec(name)
         if spec.is_torch:
             recipe = dataclasses.replace(spec.recipe, **overrides(args, TORCH_OPTIONS))
-            spec = dataclasses.replace(spec, preprocessing=network_preprocessing(spec, args))
+            try:
+                spec = dataclasses.replace(spec, preprocessing=network_preprocessing(spec, args))
+            except ValueError as error:  # weights that, with the parent stage's, leave nothing to draw
+                print(f"error: {error}", file=sys.stderr)
+                return 2
             try:
                 fit_torch(spec, train, val, recipe, args.out, data_info, args.weights, args.device, args.resume,
                           init_from=args.init_from, teacher=args.distill_from)
@@ -279,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
             recipe = dataclasses.replace(recipe, pixels_per_cell=tuple(recipe.pixels_per_cell))
             if args.upload_range:
                 recipe = dataclasses.replace(recipe, upload_ranges=upload_ranges(recipe.upload_ranges, args.upload_range))
-            if args.upload_weight:
+            if args.upload_weight:  # checked against the registry's (uniform) weights by parse_args
                 recipe = dataclasses.replace(recipe, upload_weights=upload_weights(recipe.upload_weights, args.upload_weight))
             fit_svm(spec, train, val, recipe, args.out, data_info, args.resume)
     return 0
