@@ -160,11 +160,12 @@ def hog_picture(detector: SklearnDetector, array: np.ndarray) -> Heatmap:
     """The HOG picture of ``array`` with the SVM's own HOG parameters (see the module)."""
     features = hog_features(detector)
     image = features.inputs(array[None])[0]
-    pictures = [features.describe(image, cell, visualize=True)[1] for cell in features.pixels_per_cell]
+    pictures = [features.describe(level, cell, visualize=True)[1] for level in features.levels(image) for cell in features.pixels_per_cell]
     values = np.mean([p / p.max() if p.max() > 0 else p for p in pictures], axis=0)
     values = values / values.max() if values.max() > 0 else values
     cells = " and ".join(f"{cell}" for cell in features.pixels_per_cell)
     channels = "colour" if features.colour else "grayscale"
+    smoothed = f", also smoothed at sigma {' and '.join(f'{sigma:g}' for sigma in features.smoothing)}" if features.smoothing else ""
     method = (f"HOG picture the SVM's features describe ({channels}, {features.orientations} orientations, "
-              f"{cells} px cells): strong gradients per cell and direction, not the SVM's weighting")
+              f"{cells} px cells{smoothed}): strong gradients per cell and direction, not the SVM's weighting")
     return Heatmap(detector.name, method, values.astype(np.float32), signed=False)

@@ -170,10 +170,12 @@ def _describe_stage(report: dict) -> str:
         return (f"logistic regression (C={recipe['C']:g}) on the logits of {', '.join(report['members'])}, "
                 f"fitted on the validation split, one per subset of members")
     if pre is None:  # the SVM
+        sigmas = " and ".join(f"{sigma:g}" for sigma in recipe.get("smoothing") or ())
         return (
             f"{'colour' if recipe['colour'] else 'grayscale'} HOG, {recipe['orientations']} orientations, "
             f"{' + '.join(f'{c}x{c}' for c in recipe['pixels_per_cell'])} cells, "
-            f"{recipe['cells_per_block']}x{recipe['cells_per_block']} blocks; RBF via {recipe['n_components']:,} Nystroem "
+            f"{recipe['cells_per_block']}x{recipe['cells_per_block']} blocks"
+            f"{f', of the image and of its copies smoothed at sigma {sigmas}' if sigmas else ''}; RBF via {recipe['n_components']:,} Nystroem "
             f"landmarks + linear SVM (C={recipe['C']}, gamma {recipe['gamma_scale']:g}/n_features)"
             f"{f'; trained with {100 * p:g}% upload-like changes{_widened(recipe)}' if (p := recipe.get('upload_augment')) else ''}"
             "; sigmoid calibrated on validation"

@@ -28,6 +28,26 @@ def test_multi_scale_and_colour_hog():
     assert not np.allclose(colour, SvmRecipe().build().named_steps["hog"].transform(image))
 
 
+def test_smoothed_copies_add_the_hog_of_each_blurred_image():
+    from scipy.ndimage import gaussian_filter
+    from skimage.feature import hog
+
+    from cifake_models.images import grayscale
+
+    image = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
+    plain = SvmRecipe(pixels_per_cell=(8, 16)).build().named_steps["hog"].transform(image.reshape(1, -1))
+    smoothed = SvmRecipe(pixels_per_cell=(8, 16), smoothing=(1.0, 2.0)).build().named_steps["hog"].transform(image.reshape(1, -1))
+    assert smoothed.shape == (1, 3 * 360)
+    np.testing.assert_array_equal(smoothed[:, :360], plain)
+    blurred = gaussian_filter(grayscale(image)[0], 2.0)
+    expected = np.concatenate([hog(blurred, 9, (cell, cell), (2, 2), block_norm="L2-Hys") for cell in (8, 16)])
+    np.testing.assert_allclose(smoothed[0, 720:], expected, rtol=1e-6, atol=1e-6)
+    # Colour images are smoothed within each channel, never across them.
+    colour = SvmRecipe(colour=True, smoothing=(1.0,)).build().named_steps["hog"]
+    level = colour.levels(colour.inputs(image)[0])[1]
+    np.testing.assert_allclose(level[..., 0], gaussian_filter(image[0, ..., 0] / 255.0, 1.0), atol=1e-6)
+
+
 def test_primal_svm_reaches_liblinears_optimum():
     from sklearn.svm import LinearSVC
 

@@ -14,6 +14,7 @@ from cifake_models import CheckpointError, get_spec, list_detectors, load_detect
 from cifake_models.checkpoint import file_sha256, hardware, library_versions, read_safetensors, save_safetensors
 from cifake_models.data import CLASSES, Split, load_split
 from cifake_models.detector import Detector, TorchDetector
+from cifake_models.explain import hog_features
 from cifake_models.preprocessing import Preprocessing
 from cifake_models.reports import describe_recipe
 from conftest import train_tiny
@@ -164,7 +165,7 @@ def test_final_validation_runs_on_the_training_device(tiny_data, tmp_path, monke
 def test_command_line_trains_and_records_the_recipe(tiny_data, tmp_path):
     code = train_main(["cnn", "hog_svm", "--data", str(tiny_data / "kaggle"), "--out", str(tmp_path), "--epochs", "2",
                        "--batch-size", "8", "--lr", "0.002", "--optimizer", "adamw", "--weight-decay", "0.01",
-                       "--svm-components", "10", "--svm-cells", "8", "16", "--val-fraction", "0.25"])
+                       "--svm-components", "10", "--svm-cells", "8", "16", "--svm-smoothing", "1", "--val-fraction", "0.25"])
     assert code == 0
     _, meta = read_safetensors(tmp_path / "cnn.safetensors")
     assert meta["recipe"]["epochs"] == 2 and meta["recipe"]["lr"] == 0.002 and meta["recipe"]["batch_size"] == 8
@@ -173,7 +174,8 @@ def test_command_line_trains_and_records_the_recipe(tiny_data, tmp_path):
     assert meta["data"]["n_train"] == 36 and meta["data"]["n_val"] == 12
     assert len(meta["history"]) == 2
     svm_recipe = load_detector("hog_svm", tmp_path).metadata["recipe"]
-    assert svm_recipe["n_components"] == 10 and svm_recipe["pixels_per_cell"] == [8, 16]
+    assert svm_recipe["n_components"] == 10 and svm_recipe["pixels_per_cell"] == [8, 16] and svm_recipe["smoothing"] == [1.0]
+    assert hog_features(load_detector("hog_svm", tmp_path)).smoothing == (1.0,)
 
     # Revalidation rebuilds the same validation split, so it remakes the same choices; weights stay.
     weights, _ = read_safetensors(tmp_path / "cnn.safetensors")
@@ -499,3 +501,4 @@ def test_bf16_on_a_cpu_without_bf16_arithmetic_warns_and_the_checkpoint_says_whi
     assert any("bf16 is emulated" in str(w.message) for w in caught) == (not computes_bf16)
     hardware = read_safetensors(tmp_path / "cnn.safetensors")[1]["training"]["hardware"]
     assert ("with BF16" in hardware) == computes_bf16
+

@@ -66,6 +66,7 @@ SVM_OPTIONS = {
     "svm_components": "n_components",
     "svm_cells": "pixels_per_cell",
     "svm_colour": "colour",
+    "svm_smoothing": "smoothing",
     "svm_c": "C",
     "svm_gamma_scale": "gamma_scale",
     "upload_augment": "upload_augment",
@@ -133,6 +134,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     svm.add_argument("--svm-components", type=int, help="Nystroem components (kernel approximation rank)")
     svm.add_argument("--svm-cells", type=int, nargs="+", help="HOG cell sizes in pixels, one descriptor each, concatenated (paper: 8)")
     svm.add_argument("--svm-colour", action="store_const", const=True, help="HOG of the strongest colour channel instead of the luma")
+    svm.add_argument("--svm-smoothing", type=float, nargs="+", metavar="SIGMA",
+                     help="also describe copies of the image smoothed by a Gaussian of each sigma (pixels), a scale space (default: none)")
     svm.add_argument("--svm-c", type=float, help="SVM regularisation C")
     svm.add_argument("--svm-gamma-scale", type=float, help="RBF gamma as a multiple of 1/n_features (SVC's 'scale')")
     args = parser.parse_args(argv)
@@ -169,6 +172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         upload_weights((), args.upload_weight or [])
     except ValueError as error:
         parser.error(str(error))
+    if args.svm_smoothing and min(args.svm_smoothing) <= 0:
+        parser.error(f"--svm-smoothing: each SIGMA must be above 0, not {min(args.svm_smoothing):g}")
     if bool(args.distill_from) != bool(args.distill_weight):
         parser.error("a distillation stage needs both --distill-from CHECKPOINT and --distill-weight W (above 0)")
     if args.distill_from and (len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch):
@@ -287,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
             fit_committee(spec, val, spec.recipe, args.out, data_info, args.resume)
         else:
             recipe = dataclasses.replace(spec.recipe, **overrides(args, SVM_OPTIONS))
-            recipe = dataclasses.replace(recipe, pixels_per_cell=tuple(recipe.pixels_per_cell))
+            recipe = dataclasses.replace(recipe, pixels_per_cell=tuple(recipe.pixels_per_cell), smoothing=tuple(recipe.smoothing))
             if args.upload_range:
                 recipe = dataclasses.replace(recipe, upload_ranges=upload_ranges(recipe.upload_ranges, args.upload_range))
             if args.upload_weight:  # checked against the registry's (uniform) weights by parse_args
