@@ -502,3 +502,8 @@ def test_bf16_on_a_cpu_without_bf16_arithmetic_warns_and_the_checkpoint_says_whi
     hardware = read_safetensors(tmp_path / "cnn.safetensors")[1]["training"]["hardware"]
     assert ("with BF16" in hardware) == computes_bf16
 
+
+def test_a_smoothing_sigma_of_zero_or_less_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        train_main(["hog_svm", "--svm-smoothing", "1", "0"])
+    assert "--svm-smoothing: each SIGMA must be above 0, not 0" in capsys.readouterr().err
