@@ -36,11 +36,16 @@ from gradio import FileData
 from gradio.utils import get_upload_folder, is_in_or_equal
 
 from cifake_models.page.analysis import MAX_BATCH_FILES, MAX_HEATMAPS, analyse_files, predict_file, predict_files
-from cifake_models.page.bank import Bank, example_files, load_bank
 from cifake_models.page.cards import CARD_CSS, results_html
 from cifake_models.page.figures import (
-    SPLITS, chosen_detector, evaluation_plots, robustness_figure, starting_threshold, threshold_explorer,
+    SPLITS,
+    chosen_detector,
+    evaluation_plots,
+    robustness_figure,
+    starting_threshold,
+    threshold_explorer,
 )
+from cifake_models.page.state import AppState, example_files, load_state
 from cifake_models.page.tables import CACHE_SECONDS, COMPARE_GROUPS, compare_table, results_table, results_widths, write_csv
 from cifake_models.page.texts import compare_notes, detectors_markdown, header_markdown, threshold_markdown
 from cifake_models.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError
@@ -51,11 +56,11 @@ PREDICT_CONCURRENCY = 16
 SERVER_MAX_FILE_SIZE = 2 * MAX_UPLOAD_BYTES  # gradio refuses bigger uploads outright
 
 
-def detect_outputs(bank: Bank, paths: list) -> tuple[str, pd.DataFrame, dict]:
+def detect_outputs(state: AppState, paths: list) -> tuple[str, pd.DataFrame, dict]:
     """The Detect tab for some uploaded files: cards, table, and the CSV download (hidden without files)."""
-    answers = analyse_files(bank, paths, check_stability=True, heatmaps=MAX_HEATMAPS)
-    download = gr.update(value=write_csv(bank, answers), visible=True) if answers else gr.update(value=None, visible=False)
-    return results_html(bank, answers), results_table(bank, answers), download
+    answers = analyse_files(state, paths, check_stability=True, heatmaps=MAX_HEATMAPS)
+    download = gr.update(value=write_csv(state, answers), visible=True) if answers else gr.update(value=None, visible=False)
+    return results_html(state, answers), results_table(state, answers), download
 
 
 def uploaded_path(file: FileData | None) -> str | None:
@@ -72,25 +77,25 @@ def uploaded_path(file: FileData | None) -> str | None:
     return path
 
 
-def build_demo(bank: Bank | None = None) -> gr.Blocks:
-    """The whole app for ``bank`` (default: detectors from ``$CIFAKE_CHECKPOINTS`` or assets/)."""
-    bank = bank or load_bank()
+def build_demo(state: AppState | None = None) -> gr.Blocks:
+    """The whole app for ``state`` (default: detectors from ``$CIFAKE_CHECKPOINTS`` or assets/)."""
+    state = state or load_state()
     examples = example_files()
     # Open the evaluation tab on a detector that has training curves to show, if any.
-    with_history = [n for n in bank.names if bank.reports.get(n, {}).get("history")]
-    first = chosen_detector(bank, (with_history or [None])[0])
+    with_history = [n for n in state.names if state.reports.get(n, {}).get("history")]
+    first = chosen_detector(state, (with_history or [None])[0])
     first_split = next(iter(SPLITS))
 
     def detect(files: list[str] | None) -> tuple:
-        return detect_outputs(bank, list(files or []))
+        return detect_outputs(state, list(files or []))
 
     def detect_pasted(image: dict | None) -> tuple:
         # Unpreprocessed (see pasted.change): gr.Image's fields, which gradio checks only where they
         # carry FileData's meta, so the path is checked here; the app's own decoder reads the file.
-        return detect_outputs(bank, [uploaded_path(image)] if image else [])
+        return detect_outputs(state, [uploaded_path(image)] if image else [])
 
     def detect_examples() -> tuple:
-        return detect_outputs(bank, examples)
+        return detect_outputs(state, examples)
 
     def predict(image: FileData, stability: bool = False) -> dict[str, dict]:
         """One image file -> {detector name: {"REAL": p, "FAKE": p, "verdict": "FAKE" | "REAL" | "UNSURE"}}
@@ -98,30 +103,30 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
         mapping also has "stable" (bool; None where the check failed) and "stability" (e.g. "flips to REAL when resized to 24 px and back")."""
         path = uploaded_path(image)
         try:
-            return predict_file(bank, path, stability)
+            return predict_file(state, path, stability)
         except UploadError as error:
             raise gr.Error(f"{os.path.basename(path)}: {error}" if path else str(error), print_exception=False) from None
 
     def predict_batch(images: list[FileData], stability: bool = False) -> list[dict]:
         """Several image files -> one {"file", "error", "notes", "predictions"} per file, in order
         (predictions as /predict answers them)."""
-        return predict_files(bank, [uploaded_path(image) for image in images or []], stability)
+        return predict_files(state, [uploaded_path(image) for image in images or []], stability)
 
     def explore(name: str, split: str, threshold: float) -> tuple[go.Figure, str]:
-        name = chosen_detector(bank, name)
-        figure, point = threshold_explorer(bank.reports.get(name, {}).get(split), threshold, bank.title(name))
+        name = chosen_detector(state, name)
+        figure, point = threshold_explorer(state.reports.get(name, {}).get(split), threshold, state.title(name))
         return figure, threshold_markdown(point)
 
     def show_split(name: str, split: str, threshold: float) -> tuple:
-        return *evaluation_plots(bank, name, split).figures(), *explore(name, split, threshold)
+        return *evaluation_plots(state, name, split).figures(), *explore(name, split, threshold)
 
     def show_detector(name: str, split: str) -> tuple:
         # Another detector: the explorer starts again at that detector's own threshold.
-        threshold = starting_threshold(bank.reports.get(chosen_detector(bank, name), {}))
-        return *evaluation_plots(bank, name, split).figures(), threshold, *explore(name, split, threshold)
+        threshold = starting_threshold(state.reports.get(chosen_detector(state, name), {}))
+        return *evaluation_plots(state, name, split).figures(), threshold, *explore(name, split, threshold)
 
     with gr.Blocks(title="CIFAKE detectors", delete_cache=(CACHE_SECONDS, CACHE_SECONDS), analytics_enabled=False) as demo:
-        gr.Markdown(header_markdown(bank), elem_id="header")
+        gr.Markdown(header_markdown(state), elem_id="header")
         with gr.Tabs():
             with gr.Tab("Detect", id="detect"):
                 with gr.Row():
@@ -138,12 +143,12 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
                         gr.Examples(examples=[[p] for p in examples], inputs=[pasted], label="Examples from CIFAKE's test split (click one)",
                                     example_labels=[Path(p).stem for p in examples], examples_per_page=len(examples))
                         run_all = gr.Button(f"Run all {len(examples)} examples as a batch", elem_id="run-examples", scale=0, min_width=200, size="md")
-                cards = gr.HTML(results_html(bank, []), css_template=CARD_CSS, js_on_load=None, elem_id="results")
-                table = gr.Dataframe(results_table(bank, []), label="All results: P(FAKE) per detector (the CSV also has P(REAL) and each verdict)", interactive=False,
-                                     wrap=True, elem_id="results-table", pinned_columns=1, column_widths=results_widths(bank))
+                cards = gr.HTML(results_html(state, []), css_template=CARD_CSS, js_on_load=None, elem_id="results")
+                table = gr.Dataframe(results_table(state, []), label="All results: P(FAKE) per detector (the CSV also has P(REAL) and each verdict)", interactive=False,
+                                     wrap=True, elem_id="results-table", pinned_columns=1, column_widths=results_widths(state))
                 download = gr.DownloadButton("Download results as CSV", visible=False, elem_id="csv")
                 with gr.Accordion("Detectors", open=False):
-                    gr.Markdown(detectors_markdown(bank), elem_id="detectors")
+                    gr.Markdown(detectors_markdown(state), elem_id="detectors")
                 outputs = [cards, table, download]
                 files.change(detect, inputs=files, outputs=outputs, api_name="detect_files", api_visibility="undocumented",
                              concurrency_limit=2)
@@ -155,20 +160,20 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
                     run_all.click(detect_examples, inputs=None, outputs=outputs, api_name="detect_examples", api_visibility="undocumented")
 
             with gr.Tab("Compare models", id="compare"):
-                full = compare_table(bank)
+                full = compare_table(state)
                 for i, (label, columns) in enumerate(COMPARE_GROUPS.items()):
                     widths = ["11%", "17%", "29%", "29%", "14%"] if "Our recipe" in columns else None
                     gr.Dataframe(full[columns], label=label, interactive=False, wrap=True, pinned_columns=1, column_widths=widths,
                                  elem_id="compare-table" if i == 0 else f"compare-table-{i}")
-                gr.Markdown(compare_notes(bank))
+                gr.Markdown(compare_notes(state))
 
             with gr.Tab("Evaluation", id="evaluation"):
-                plots = evaluation_plots(bank, first, first_split)
-                threshold = starting_threshold(bank.reports.get(first, {}))
+                plots = evaluation_plots(state, first, first_split)
+                threshold = starting_threshold(state.reports.get(first, {}))
                 first_explorer, first_summary = explore(first, first_split, threshold)
                 with gr.Row():
                     split = gr.Radio([(label, key) for key, label in SPLITS.items()], value=first_split, label="Split", scale=2)
-                    chosen = gr.Dropdown([(bank.title(n), n) for n in bank.names], value=first,
+                    chosen = gr.Dropdown([(state.title(n), n) for n in state.names], value=first,
                                          label="Detector (for the plots below the first row)", scale=1)
                 with gr.Row():
                     all_roc = gr.Plot(plots.all_roc, label="ROC, all detectors")
@@ -188,7 +193,7 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
                                            label="Threshold on P(FAKE): at or above it, the detector says FAKE (starts at its own, chosen on validation)")
                         summary = gr.Markdown(first_summary, elem_id="threshold-summary")
                     explorer = gr.Plot(first_explorer, label="Threshold explorer", elem_id="threshold-plot")
-                gr.Plot(robustness_figure(bank), label="Robustness: accuracy on resized and re-saved test images", elem_id="robustness-plot")
+                gr.Plot(robustness_figure(state), label="Robustness: accuracy on resized and re-saved test images", elem_id="robustness-plot")
                 plot_outputs = [all_roc, all_pr, confusion, one_roc, one_pr, curves, reliability, selective]  # EvaluationPlots' order
                 split.change(show_split, inputs=[chosen, split, slider], outputs=[*plot_outputs, explorer, summary],
                              api_name="plots_split", api_visibility="undocumented")
@@ -201,7 +206,7 @@ def build_demo(bank: Bank | None = None) -> gr.Blocks:
         gr.api(predict, api_name="predict", concurrency_limit=PREDICT_CONCURRENCY)
         gr.api(predict_batch, api_name="predict_batch", concurrency_limit=2)
     demo.queue(max_size=64)
-    demo.bank = bank  # for tests and scripts
+    demo.app_state = state  # for tests and scripts
     return demo
 
 

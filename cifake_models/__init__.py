@@ -1,9 +1,10 @@
 """CIFAKE real-vs-AI detectors: one registry, one interface (``classes_``, ``predict_proba``)."""
 
 from .checkpoint import CheckpointError
-from .data import CLASSES
 from .detector import Detector
-from .registry import CHECKPOINT_DIR, REGISTRY, REPORT_DIR, DetectorSpec, get_spec, list_detectors, load_detector
+from .labels import CLASSES
+from .paths import CHECKPOINT_DIR, REPORT_DIR
+from .registry import REGISTRY, DetectorSpec, get_spec, list_detectors, load_detector
 from .reports import load_report
 
 __all__ = [

@@ -12,7 +12,7 @@
   copies of a sample of it, those copies weighted to each of :data:`SUITE_SHARES` of the total
   (a network that resampling fools cannot be calibrated for both with one monotone map, so the
   weighting is a trade-off to choose); of these fits, the one whose cross-validated errors
-  come closer to :data:`ECE_TARGETS` is stored in the checkpoint (``train.common``), and every
+  come closer to :data:`ECE_TARGETS` is stored in the checkpoint (``train.validation``), and every
   probability the project shows or returns is the calibrated one.
 * :class:`UnsureBand` is where a detector says UNSURE instead of FAKE or REAL: images whose
   calibrated probability of the class it would call is below a confidence level, the lowest
@@ -26,9 +26,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .data import FAKE
+from .labels import FAKE
 
-UNSURE = "UNSURE"
 TARGET_ACCURACY = 0.99  # on the images a detector decides, on validation
 # Expected calibration error to aim for on CIFAKE's own images and, on average, on the suite's changed copies.
 ECE_TARGETS = {"clean": 0.01, "suite": 0.03}
@@ -130,7 +129,7 @@ class IsotonicCalibration:
 
 
 Calibration = BetaCalibration | IsotonicCalibration
-FAMILIES: tuple[type, ...] = (BetaCalibration, IsotonicCalibration)  # what train.common chooses from
+FAMILIES: tuple[type, ...] = (BetaCalibration, IsotonicCalibration)  # what train.validation chooses from
 
 
 def calibration_from_metadata(metadata: dict) -> Calibration:

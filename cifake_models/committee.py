@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import ClassVar
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +18,9 @@ import torch
 
 from .calibration import log_odds, sigmoid
 from .checkpoint import CheckpointError, file_sha256, read_safetensors, save_safetensors
-from .detector import FAKE, Detector, check_recorded
-
-
-@dataclass(frozen=True)
-class CommitteeRecipe:
-    architecture: ClassVar[str] = "logistic regression on the members' logit(P(FAKE)), one fitted per subset of members"
-
-    C: float = 1.0  # inverse L2 strength of the logistic regression (scikit-learn's C)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .detector import Detector, check_recorded
+from .labels import FAKE
+from .recipes import CommitteeRecipe
 
 
 def fit_subsets(member_fake: Mapping[str, np.ndarray], labels: np.ndarray, recipe: CommitteeRecipe) -> tuple[np.ndarray, np.ndarray]:

@@ -19,14 +19,10 @@ import numpy as np
 from PIL import Image
 
 from .images import SIZE
+from .labels import CLASSES
+from .paths import REPO_ROOT
 
-# Alphabetical, as torchvision's ImageFolder and the packed files order them.
-CLASSES: tuple[str, ...] = ("FAKE", "REAL")
-# The column of P(FAKE) in every [n, 2] probability array (columns in CLASSES order); FAKE is
-# the positive class, the one a detector looks for.
-FAKE = CLASSES.index("FAKE")
 SPLITS = ("train", "test")
-REPO_ROOT = Path(__file__).resolve().parent.parent
 # Where the data is looked for when no path is given, after $CIFAKE_DATA: the checkout's own
 # data/cifake/, then the shared copy beside the checkout.
 DEFAULT_DATA_DIRS = (REPO_ROOT / "data" / "cifake", REPO_ROOT.parent / "shared" / "data" / "cifake")

@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .calibration import UNSURE, Calibration, UnsureBand, calibration_from_metadata, called_fake
+from .calibration import Calibration, UnsureBand, calibration_from_metadata, called_fake
 from .checkpoint import CheckpointError, atomic_write, read_safetensors, require_file, save_safetensors
-from .data import CLASSES, FAKE
 from .images import mirror, stack_images
+from .labels import CLASSES, FAKE, UNSURE
 from .preprocessing import Preprocessing
 
 
@@ -78,7 +78,7 @@ class Detector:
     @property
     def averages_mirror(self) -> bool:
         """Whether probabilities are averaged over each image and its left-right mirror: a
-        choice made on validation at training time (``train.common.record_validation``)."""
+        choice made on validation at training time (``train.validation.record_validation``)."""
         return bool(self.metadata.get("test_time", {}).get("mirror_average", False))
 
     def predict_proba_arrays(self, batch: np.ndarray) -> np.ndarray:

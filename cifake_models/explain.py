@@ -50,8 +50,9 @@ from captum.attr import IntegratedGradients
 from PIL import Image
 from sklearn.pipeline import Pipeline
 
-from .detector import FAKE, Detector, SklearnDetector, TorchDetector
+from .detector import Detector, SklearnDetector, TorchDetector
 from .images import SIZE, mirror
+from .labels import FAKE
 from .svm import HogFeatures
 
 # IG path points, all in one batch (per view). Measured on the shipped networks and test images

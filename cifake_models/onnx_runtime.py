@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from torch import nn
 
-
 # How far the served probabilities before calibration may be from PyTorch's: float32 arithmetic
 # in another order. Measured at most 1.1e-6 over 5,000 test images per shipped network (one
 # thread, ONNX Runtime on an Intel CPU; scripts/onnx_agreement.py); 1e-5 leaves room for other CPUs' kernels.

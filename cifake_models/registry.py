@@ -2,71 +2,20 @@
 
 from __future__ import annotations
 
-import os
-
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from . import nets
 from .checkpoint import CheckpointError, read_safetensors
-from .committee import CommitteeDetector, CommitteeRecipe
-from .data import REPO_ROOT
+from .committee import CommitteeDetector
 from .detector import Detector, SklearnDetector, TorchDetector
+from .paths import checkpoint_dir_or_default
 from .preprocessing import Preprocessing
-from .svm import TRUSTED_TYPES, SvmRecipe
-
-CHECKPOINT_DIR = REPO_ROOT / "assets" / "checkpoints"
-REPORT_DIR = REPO_ROOT / "assets" / "reports"
-
-
-def checkpoint_dir_or_default(checkpoint_dir: str | Path | None = None) -> Path:
-    """``checkpoint_dir``, else ``$CIFAKE_CHECKPOINTS``, else the checkout's assets/checkpoints:
-    where detectors are read from when no folder is named (``pip install .`` leaves no assets/)."""
-    return Path(checkpoint_dir or os.environ.get("CIFAKE_CHECKPOINTS") or CHECKPOINT_DIR)
-
-
-def report_dir_or_default(report_dir: str | Path | None = None) -> Path:
-    """``report_dir``, else ``$CIFAKE_REPORTS``, else the checkout's assets/reports."""
-    return Path(report_dir or os.environ.get("CIFAKE_REPORTS") or REPORT_DIR)
-
-
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-# "step": the paper's StepLR, stepped per epoch; "onecycle": Smith & Topor 2019's one-cycle
-# policy (warm-up to ``lr``, then cosine annealing), stepped per batch, as fast CIFAR training uses it.
-SCHEDULES = ("step", "onecycle")
-PRECISIONS = ("auto", "bf16", "fp32")
-
-
-@dataclass(frozen=True)
-class TorchRecipe:
-    """How a network is trained. The registry's values are the paper's."""
-
-    epochs: int = 25
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adam"  # a key of OPTIMIZERS
-    weight_decay: float = 0.0
-    schedule: str = "step"  # a key of SCHEDULES
-    step_size: int | None = 10  # "step": StepLR period in epochs; None keeps the rate constant
-    gamma: float = 0.1
-    label_smoothing: float = 0.0
-    # "auto": bf16 autocast and channels-last on a GPU, float32 on a CPU; "bf16" asks for them on
-    # a CPU too (2-3x faster training where the CPU has bf16 instructions, e.g. AVX512-BF16).
-    precision: str = "auto"
-    images_per_epoch: int | None = None  # a fresh random subset each epoch; None: all of train
-    seed: int = 0
-    # Knowledge distillation (Hinton, Vinyals & Dean 2015): this share of the loss is the KL
-    # divergence from a teacher's probabilities, softened by the temperature, on the same
-    # augmented images (the teacher checkpoint is named in the metadata); 0 is off.
-    distill_weight: float = 0.0
-    distill_temperature: float = 1.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from .recipes import CommitteeRecipe, SvmRecipe, TorchRecipe
+from .svm import TRUSTED_TYPES
 
 
 @dataclass(frozen=True)

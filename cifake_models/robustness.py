@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .metrics import classification_figures
 from .perturbations import SUITE, Perturbation
-from .reports import classification_figures
 
 ROBUSTNESS_SAMPLE = 2000  # images per perturbation, balanced; enough for about +-0.5 points
 

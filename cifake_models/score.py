@@ -49,7 +49,8 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError
 from .committee import CommitteeDetector
-from .registry import CHECKPOINT_DIR, checkpoint_dir_or_default, get_spec, list_detectors
+from .paths import CHECKPOINT_DIR, checkpoint_dir_or_default
+from .registry import get_spec, list_detectors
 from .results import ImageResult, csv_header, score
 from .uploads import ALLOWED_FORMATS, Decoded, Failed, decode_bytes, decode_or_fail, decode_upload
 

@@ -16,7 +16,7 @@ Within a pass the detectors run side by side, each computing on one thread, on a
 as torch used (:data:`SIDE_BY_SIDE`, :func:`side_by_side`), rather than one after another with
 every thread inside each operator: at 32x32 the operators are too small to keep two threads
 busy, so the threads mostly wait on each other. A large pass is also cut into one part per
-thread (``results.MIN_PART``), so that the slowest detector does not keep the others waiting.
+thread (``inference.MIN_PART``), so that the slowest detector does not keep the others waiting.
 The page's heatmaps run side by side too.
 ``scripts/benchmark_app.py`` measures both ways, in-process and under many users; the
 probabilities are the same either way (a test checks it).
@@ -36,8 +36,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from .detector import Detector
-from .results import Answers, predict_all
-
+from .inference import Answers, predict_all
 
 # Whether the detectors run side by side, one thread each (True), or one after another on all
 # of torch's threads each (False, the way before; the benchmark serves both).
@@ -59,7 +58,7 @@ def side_by_side() -> Serving:
     thread (pass ``threads`` to ``prepare_for_serving``; this sets the process's BLAS threads,
     the SVM's, and torch's, the heatmaps', to one), and as many run at once as torch had
     threads. The thread counts are the process's, so the first call decides and later calls
-    (every ``load_bank``) share its executor."""
+    (every ``load_state``) share its executor."""
     if not SIDE_BY_SIDE:
         return Serving(None, None)
     workers = torch.get_num_threads()
@@ -69,7 +68,7 @@ def side_by_side() -> Serving:
 
 
 class SharedPasses:
-    """``predict(batch)`` answers as :func:`cifake_models.results.predict_all` does, sharing each
+    """``predict(batch)`` answers as :func:`cifake_models.inference.predict_all` does, sharing each
     forward pass with whatever other threads ask at the same time (up to ``max_images`` per pass;
     a larger request runs alone). With an ``executor`` of ``workers`` threads, the detectors of a
     pass run side by side on them (:func:`side_by_side`)."""

@@ -8,7 +8,7 @@ by the app's own conversion. So a copy is exactly what the app would have shown 
 had the person uploaded the changed file.
 
 All copies of all images go through every detector in one batched pass
-(:func:`cifake_models.results.predict_all`): at 32x32 a network's cost is mostly per call.
+(:func:`cifake_models.inference.predict_all`): at 32x32 a network's cost is mostly per call.
 Verdicts are opaque labels (whatever :meth:`Detector.decide` returns), compared for equality.
 """
 
@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import FAKE
 from .detector import Detector
+from .inference import Answers, predict_all
+from .labels import FAKE
+from .page.words import join_words
 from .perturbations import Perturbation
-from .results import Answers, predict_all
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,6 @@ class ImageStability:
     errors: dict[str, str]
 
 
-def join_words(words: Sequence[str], conjunction: str = "and") -> str:
-    """``a, b and c`` (``conjunction`` in place of "and"); empty for no words."""
-    return ", ".join(words) if len(words) < 2 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
-
-
 def copies(arrays: np.ndarray, changes: Sequence[Change] = CHANGES) -> np.ndarray:
     """uint8 ``[n, 32, 32, 3]`` in, ``[1 + len(changes), n, 32, 32, 3]`` out: the images as they
     are, then each change applied to all of them."""
@@ -112,7 +108,7 @@ def check(detectors: Mapping[str, Detector], arrays: np.ndarray, changes: Sequen
     images themselves are scored again in the same pass as their copies. Either way a verdict
     is compared with one computed the same way (a committee's, too, from its members' answers).
     ``predict`` scores the copies in place of ``predict_all(detectors, ...)`` (the page's shared
-    passes, ``Bank.predict``)."""
+    passes, ``AppState.predict``)."""
     n = len(arrays)
     if n == 0:
         return []

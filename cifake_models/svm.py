@@ -9,20 +9,17 @@ sigmoid (Platt 1999) fitted on the validation split.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import ClassVar
-
 import numpy as np
 from scipy.ndimage import gaussian_filter
 from scipy.optimize import minimize
+from skimage.feature import hog
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.kernel_approximation import Nystroem
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from skimage.feature import hog
 
 from .images import SIZE, grayscale
-from .perturbations import UPLOAD_RANGES
+from .recipes import SvmRecipe
 
 
 class HogFeatures(TransformerMixin, BaseEstimator):
@@ -164,44 +161,19 @@ def fold_nystroem(pipeline: Pipeline) -> Pipeline:
     return pipeline
 
 
-@dataclass(frozen=True)
-class SvmRecipe:
-    """The registry's values follow the paper (grayscale HOG, SVC's default C and gamma)."""
-
-    architecture: ClassVar[str] = "HOG -> StandardScaler -> RBF expansion over Nystroem landmarks (linear SVM) -> sigmoid"
-
-    orientations: int = 9
-    pixels_per_cell: tuple[int, ...] = (8,)
-    cells_per_block: int = 2
-    colour: bool = False
-    smoothing: tuple[float, ...] = ()  # Gaussian sigmas of smoothed copies also described (HogFeatures)
-    C: float = 1.0
-    gamma_scale: float = 1.0  # gamma = gamma_scale / n_features; 1 is SVC's gamma="scale"
-    n_components: int = 2000  # Nystroem landmarks: the rank of the kernel approximation
-    seed: int = 0
-    # The share of training images passed, once before fitting, through one random upload-like
-    # change (cifake_models.perturbations, as the networks' --upload-augment draws them each
-    # epoch), and the (family, low, high) strength ranges drawn from; 0 is off. The SVM is
-    # fitted once, so each chosen image is replaced by one changed copy.
-    upload_augment: float = 0.0
-    upload_ranges: tuple[tuple[str, float, float], ...] = UPLOAD_RANGES
-    upload_weights: tuple[tuple[str, float], ...] = ()  # (family, weight) as the networks' Preprocessing
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def build(self) -> Pipeline:
-        hog_features = HogFeatures(self.orientations, tuple(self.pixels_per_cell), self.cells_per_block, self.colour, tuple(self.smoothing))
-        n_features = hog_features.transform(np.zeros((1, SIZE * SIZE * 3), np.uint8)).shape[1]
-        return Pipeline(
-            [
-                ("hog", hog_features),
-                ("scale", StandardScaler()),
-                # SVC's gamma="scale" is 1 / (n_features * var): 1 / n_features on standardised features.
-                ("rbf", Nystroem(gamma=self.gamma_scale / n_features, n_components=self.n_components, random_state=self.seed)),
-                ("svm", PrimalSvm(C=self.C)),
-            ]
-        )
+def build_pipeline(recipe: SvmRecipe) -> Pipeline:
+    """The untrained HOG -> scaler -> RBF features -> linear SVM pipeline of ``recipe``."""
+    hog_features = HogFeatures(recipe.orientations, tuple(recipe.pixels_per_cell), recipe.cells_per_block, recipe.colour, tuple(recipe.smoothing))
+    n_features = hog_features.transform(np.zeros((1, SIZE * SIZE * 3), np.uint8)).shape[1]
+    return Pipeline(
+        [
+            ("hog", hog_features),
+            ("scale", StandardScaler()),
+            # SVC's gamma="scale" is 1 / (n_features * var): 1 / n_features on standardised features.
+            ("rbf", Nystroem(gamma=recipe.gamma_scale / n_features, n_components=recipe.n_components, random_state=recipe.seed)),
+            ("svm", PrimalSvm(C=recipe.C)),
+        ]
+    )
 
 
 # The only types a stored SVM may contain beyond skops' defaults; anything else is refused.

@@ -55,10 +55,11 @@ import torch
 from PIL import Image
 
 from cifake_models.committee import CommitteeDetector
-from cifake_models.data import REPO_ROOT, default_data_dir, load_split, stored_files
+from cifake_models.data import default_data_dir, load_split, stored_files
 from cifake_models.images import mirror
 from cifake_models.onnx_runtime import SPINNING
 from cifake_models.page.analysis import MAX_BATCH_FILES
+from cifake_models.paths import REPO_ROOT
 from train.evaluate import best_seconds
 
 
@@ -100,7 +101,7 @@ def serve_instant() -> None:
     concurrency) that answers at once without reading the file: what Gradio and the clients cost by themselves."""
     import app
 
-    answer = {name: {"REAL": 0.5, "FAKE": 0.5} for name in app.demo.bank.detectors}
+    answer = {name: {"REAL": 0.5, "FAKE": 0.5} for name in app.demo.app_state.detectors}
 
     def predict(image: gr.FileData) -> dict[str, dict[str, float]]:
         return answer
@@ -198,7 +199,7 @@ def variants(name: str, checkpoint_dir: Path) -> dict[str, object]:
 
 
 def one_image(checkpoint_dir: Path, titles: dict[str, str], images: np.ndarray, repeats: int, served) -> None:
-    """``served``: the app's ``Bank.predict`` (its detectors side by side, one thread each)."""
+    """``served``: the app's ``AppState.predict`` (its detectors side by side, one thread each)."""
     torch.manual_seed(0)
     from torchvision.models import resnet50
 
@@ -258,11 +259,11 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
     from cifake_models import explain, stability
     from cifake_models.data import decode_rgb
     from cifake_models.detector import TorchDetector
-    from cifake_models.page.bank import load_bank
+    from cifake_models.page.state import load_state
 
     threads = torch.get_num_threads()
-    bank = load_bank(checkpoint_dir)  # as the app loads and serves them
-    detectors = bank.detectors
+    state = load_state(checkpoint_dir)  # as the app loads and serves them
+    detectors = state.detectors
     files = jpeg_files(data_dir)
     names = sorted(files)
     images = np.stack([decode_rgb(files[names[i]]) for i in np.random.default_rng(0).choice(len(names), n_images, replace=False)])
@@ -276,13 +277,13 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
         return [label, f"{wall:.0f}", f"{cpu:.0f}"]
 
     def checked(image: np.ndarray) -> list:  # as the page does: the copies only, beside the image's own answers
-        return stability.check(detectors, image[None], answers=bank.predict(image[None]), predict=bank.predict)
+        return stability.check(detectors, image[None], answers=state.predict(image[None]), predict=state.predict)
 
-    both = lambda image: (checked(image), explain.heatmaps(detectors, image, executor=bank.serving.executor))
+    both = lambda image: (checked(image), explain.heatmaps(detectors, image, executor=state.serving.executor))
     rows = [
-        row("all detectors (today)", lambda image: bank.predict(image[None])),
+        row("all detectors (today)", lambda image: state.predict(image[None])),
         row(f"+ stability ({len(stability.CHANGES)} changed copies, one pass)", checked),
-        row("+ heatmaps", lambda image: (bank.predict(image[None]), explain.heatmaps(detectors, image, executor=bank.serving.executor))),
+        row("+ heatmaps", lambda image: (state.predict(image[None]), explain.heatmaps(detectors, image, executor=state.serving.executor))),
         row("+ both", both),
     ]
     for name, detector in detectors.items():
@@ -290,7 +291,7 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
             rows.append(row(f"  heatmap: {name}", lambda image: explain.heatmaps({name: detector}, image)))
     print_table(f"5. One image (ms, median over {len(images)} test images of the median of {repeats} runs): "
                 f"{os.cpu_count()} CPU cores, {threads} torch threads"
-                + (", detectors side by side on one thread each" if bank.serving.executor else ""),
+                + (", detectors side by side on one thread each" if state.serving.executor else ""),
                 ["", "wall", "CPU"], rows)
 
     # Are explain.STEPS path points enough? IG's own check, completeness (the attributions sum to
@@ -433,22 +434,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import app
 
-        bank = app.demo.bank
+        state = app.demo.app_state
         print(f"CIFAKE app benchmark: {os.cpu_count()} CPU cores, {threads} torch threads; "
-              f"checkpoints {bank.checkpoint_dir}; {len(bank.detectors)} detectors loaded"
-              + (f", unavailable: {', '.join(bank.unavailable)}" if bank.unavailable else ""), flush=True)
+              f"checkpoints {state.checkpoint_dir}; {len(state.detectors)} detectors loaded"
+              + (f", unavailable: {', '.join(state.unavailable)}" if state.unavailable else ""), flush=True)
         if 1 in args.parts:
             # A committee runs no network of its own: in the app it combines its members' answers.
-            members = {n: bank.title(n) for n, d in bank.detectors.items() if not isinstance(d, CommitteeDetector)}
+            members = {n: state.title(n) for n, d in state.detectors.items() if not isinstance(d, CommitteeDetector)}
             with torch_threads(threads):  # the ways compare on the process's threads; the app set them to one
-                one_image(bank.checkpoint_dir, members, sample, args.repeats, bank.predict)
-            for committee in (d for d in bank.detectors.values() if isinstance(d, CommitteeDetector)):
+                one_image(state.checkpoint_dir, members, sample, args.repeats, state.predict)
+            for committee in (d for d in state.detectors.values() if isinstance(d, CommitteeDetector)):
                 answers = {m: np.array([0.5]) for m in committee.members}
                 ms = best_ms_per_image(lambda: committee.combine(answers), 1, args.repeats)
-                print(f"{bank.title(committee.name)}: combining its {len(answers)} members' answers for one image: {ms:.3f} ms "
+                print(f"{state.title(committee.name)}: combining its {len(answers)} members' answers for one image: {ms:.3f} ms "
                       "(no forward pass of its own)\n", flush=True)
         if 2 in args.parts:
-            the_app(app, bank, port, sample, startup, work, args.repeats)
+            the_app(app, state, port, sample, startup, work, args.repeats)
         if 3 in args.parts:
             served, jpegs, corrupt = many_users(args, test, rng, port, work)
     finally:
@@ -464,11 +465,11 @@ def main(argv: list[str] | None = None) -> int:
                 stop(other)
         print_crowd(args, served, others["--serve-one-after-another"], others["--serve-instant"])
     if 4 in args.parts and args.folder_images:
-        folder_test(args, env, bank, test, work)
+        folder_test(args, env, state, test, work)
     return 0
 
 
-def the_app(app, bank, port: int, sample: np.ndarray, startup: float, work: Path, repeats: int) -> None:
+def the_app(app, state, port: int, sample: np.ndarray, startup: float, work: Path, repeats: int) -> None:
     from gradio_client import Client, handle_file
 
     paths = []
@@ -476,8 +477,8 @@ def the_app(app, bank, port: int, sample: np.ndarray, startup: float, work: Path
         paths.append(str(work / f"{i:02d}.png"))
         Image.fromarray(pixels).save(paths[-1])
     rows = [["python app.py until HTTP answers", f"{startup:.1f} s", ""]]
-    one = best_ms_per_image(lambda: app.detect_outputs(bank, paths[:1]), 1, repeats)
-    many = best_ms_per_image(lambda: app.detect_outputs(bank, paths), 64, repeats)
+    one = best_ms_per_image(lambda: app.detect_outputs(state, paths[:1]), 1, repeats)
+    many = best_ms_per_image(lambda: app.detect_outputs(state, paths), 64, repeats)
     rows.append(["decode + detectors + cards + CSV", f"{one:.1f} ms", f"{many:.2f} ms"])
     client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
     one = median_ms(lambda: client.predict(handle_file(paths[0]), api_name="/predict"), repeats)
@@ -521,7 +522,7 @@ def jpeg_files(data_dir: Path) -> dict[str, bytes]:
     return {file_name(name): data for name, _, data in stored_files(data_dir, "test")}
 
 
-def folder_test(args, env: dict, bank, test, work: Path) -> None:
+def folder_test(args, env: dict, state, test, work: Path) -> None:
     import app
 
     folder = work / "test-split"
@@ -547,10 +548,10 @@ def folder_test(args, env: dict, bank, test, work: Path) -> None:
     for size in (64, 256):
         start = time.perf_counter()
         for i in range(0, len(arrays), size):
-            bank.predict(arrays[i : i + size])
+            state.predict(arrays[i : i + size])
         in_process[size] = len(arrays) / (time.perf_counter() - start)
     sample = sorted(folder.iterdir())[:MAX_BATCH_FILES]
-    _, _, download = app.detect_outputs(bank, [str(p) for p in sample])
+    _, _, download = app.detect_outputs(state, [str(p) for p in sample])
     apps = list(csv.reader(open(download["value"], encoding="utf-8", newline="")))
     ours = {row[0]: row for row in table[1:]}
     same = apps[0] == table[0] and all(ours[row[0]] == row for row in apps[1:])

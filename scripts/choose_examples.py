@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cifake_models.data import CLASSES, REPO_ROOT, data_search_order, leaked_test_names, load_split
+from cifake_models.data import data_search_order, leaked_test_names, load_split
+from cifake_models.labels import CLASSES
+from cifake_models.paths import REPO_ROOT
 
 MAX_TOTAL_BYTES = 200_000
 

@@ -26,9 +26,9 @@ import torch
 
 from cifake_models import get_spec
 from cifake_models.data import default_data_dir
+from cifake_models.metrics import percent
 from cifake_models.nets import native32
 from cifake_models.registry import rgb_only
-from cifake_models.reports import percent
 from train.__main__ import training_data
 from train.torch_fit import fit_torch, training_device, training_speed
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from cifake_models import REGISTRY, load_detector
-from cifake_models.data import FAKE, load_split
+from cifake_models.data import load_split
+from cifake_models.labels import FAKE
 
 RAW_STEP = 1e-6
 

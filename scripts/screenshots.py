@@ -18,7 +18,7 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 import app
-from cifake_models.page.bank import example_files
+from cifake_models.page.state import example_files
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

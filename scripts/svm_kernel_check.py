@@ -18,6 +18,7 @@ from sklearn.svm import SVC
 
 from cifake_models import get_spec
 from cifake_models.data import load_split, train_val_indices
+from cifake_models.svm import build_pipeline
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     train = split.subset(np.sort(rng.choice(train_index, args.train, replace=False)))
     val = split.subset(np.sort(rng.choice(val_index, args.val, replace=False)))
     recipe = get_spec("hog_svm").recipe
-    pipeline = recipe.build()
+    pipeline = build_pipeline(recipe)
     features = pipeline[:2].fit(train.images.reshape(len(train), -1))  # HOG + scaler
     x_train = features.transform(train.images.reshape(len(train), -1))
     x_val = features.transform(val.images.reshape(len(val), -1))

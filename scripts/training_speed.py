@@ -17,7 +17,7 @@ import dataclasses
 import torch
 
 from cifake_models import REGISTRY
-from cifake_models.registry import PRECISIONS
+from cifake_models.recipes import PRECISIONS
 from train.torch_fit import training_device, training_speed
 
 

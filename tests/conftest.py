@@ -14,11 +14,12 @@ import torch
 from PIL import Image
 
 from cifake_models import list_detectors
-from cifake_models.data import CLASSES, DEFAULT_DATA_DIRS, load_split, train_val_indices
+from cifake_models.data import DEFAULT_DATA_DIRS, load_split, train_val_indices
+from cifake_models.labels import CLASSES
 from cifake_models.registry import get_spec
 from train import evaluate
 from train.committee_fit import fit_committee
-from train.common import DataInfo
+from train.metadata import DataInfo
 from train.svm_fit import fit_svm
 from train.torch_fit import fit_torch
 

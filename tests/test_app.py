@@ -19,16 +19,16 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
+from conftest import with_new_figures
 from PIL import Image
 
 from cifake_models import CLASSES, get_spec, list_detectors, results, stability
 from cifake_models.page import analysis, figures, tables, texts
 from cifake_models.page.analysis import analyse_files, predict_file, predict_files
-from cifake_models.page.bank import load_bank, resolve_dirs
 from cifake_models.page.cards import pixels_data_uri, result_card
+from cifake_models.page.state import load_state, resolve_dirs
 from cifake_models.perturbations import FAMILIES
 from cifake_models.uploads import UploadError
-from conftest import with_new_figures
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -43,8 +43,8 @@ def png_bytes(pixels: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def bank(tiny_assets):
-    return load_bank(tiny_assets["checkpoints"], tiny_assets["reports"])
+def state(tiny_assets):
+    return load_state(tiny_assets["checkpoints"], tiny_assets["reports"])
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +79,9 @@ def assert_probabilities(mapping: dict, names: list[str]) -> None:
 
 
 def test_module_level_demo_reads_the_environment(app_module, tiny_assets):
-    assert app_module.demo.bank.checkpoint_dir == tiny_assets["checkpoints"]
-    assert app_module.demo.bank.report_dir == tiny_assets["reports"]
-    assert sorted(app_module.demo.bank.detectors) == sorted(list_detectors())
+    assert app_module.demo.app_state.checkpoint_dir == tiny_assets["checkpoints"]
+    assert app_module.demo.app_state.report_dir == tiny_assets["reports"]
+    assert sorted(app_module.demo.app_state.detectors) == sorted(list_detectors())
 
 
 def test_directories_default_to_assets_and_follow_env(monkeypatch, tmp_path):
@@ -96,17 +96,17 @@ def test_directories_default_to_assets_and_follow_env(monkeypatch, tmp_path):
 def test_the_pages_content_is_made_without_gradio():
     """Scripts and tests use the page's content without a web framework: importing every module
     of cifake_models.page loads no gradio (a fresh interpreter, so nothing imported it before)."""
-    modules = "analysis, bank, cards, figures, tables, texts"
+    modules = "analysis, state, cards, figures, tables, texts"
     code = f"import sys; from cifake_models.page import {modules}; print('gradio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 
 
-def test_every_detector_loads_once_with_its_report(bank):
-    assert sorted(bank.detectors) == sorted(list_detectors())
-    assert bank.unavailable == {} and bank.report_errors == {}
-    assert sorted(bank.reports) == sorted(list_detectors())
+def test_every_detector_loads_once_with_its_report(state):
+    assert sorted(state.detectors) == sorted(list_detectors())
+    assert state.unavailable == {} and state.report_errors == {}
+    assert sorted(state.reports) == sorted(list_detectors())
 
 
 def test_missing_and_corrupt_checkpoints_make_detectors_unavailable(app_module, tiny_assets, tmp_path, images):
@@ -114,7 +114,7 @@ def test_missing_and_corrupt_checkpoints_make_detectors_unavailable(app_module, 
     shutil.copytree(tiny_assets["checkpoints"], checkpoints)
     (checkpoints / get_spec("cnn").checkpoint_file).unlink()
     (checkpoints / get_spec("hog_svm").checkpoint_file).write_bytes(b"garbage, not a checkpoint")
-    partial = load_bank(checkpoints, tmp_path / "no-reports")
+    partial = load_state(checkpoints, tmp_path / "no-reports")
     assert sorted(partial.unavailable) == ["cnn", "hog_svm"]
     assert "does not exist" in partial.unavailable["cnn"]
     assert "not a valid checkpoint" in partial.unavailable["hog_svm"]
@@ -142,39 +142,39 @@ def test_a_report_of_an_earlier_checkpoint_is_flagged_as_such(tiny_assets, tmp_p
     # checkpoint's threshold moved, the report's figures did not.
     checkpoints = tmp_path / "checkpoints"
     shutil.copytree(tiny_assets["checkpoints"], checkpoints)
-    assert not load_bank(checkpoints, tiny_assets["reports"]).stale_reports
+    assert not load_state(checkpoints, tiny_assets["reports"]).stale_reports
     cnn = get_spec("cnn").load(checkpoints)
     cnn.metadata["threshold"] = {**cnn.metadata["threshold"], "value": 0.25}
     cnn.save(checkpoints / get_spec("cnn").checkpoint_file)
-    bank = load_bank(checkpoints, tiny_assets["reports"])
-    assert list(bank.stale_reports) == ["cnn"] and "earlier cnn.safetensors: run python -m train.evaluate" in bank.stale_reports["cnn"]
-    row = next(line for line in texts.detectors_markdown(bank).splitlines() if line.startswith(f"| {get_spec('cnn').title} |"))
-    assert bank.stale_reports["cnn"] in row
-    assert bank.stale_reports["cnn"] in tables.compare_table(bank).set_index("Detector").loc[get_spec("cnn").title, "Status"]
+    state = load_state(checkpoints, tiny_assets["reports"])
+    assert list(state.stale_reports) == ["cnn"] and "earlier cnn.safetensors: run python -m train.evaluate" in state.stale_reports["cnn"]
+    row = next(line for line in texts.detectors_markdown(state).splitlines() if line.startswith(f"| {get_spec('cnn').title} |"))
+    assert state.stale_reports["cnn"] in row
+    assert state.stale_reports["cnn"] in tables.compare_table(state).set_index("Detector").loc[get_spec("cnn").title, "Status"]
 
 
 # --------------------------------------------------------------------------- handlers
 
 
-def test_predict_file_gives_every_detector_real_and_fake(bank, images):
-    result = predict_file(bank, images["good.png"])
+def test_predict_file_gives_every_detector_real_and_fake(state, images):
+    result = predict_file(state, images["good.png"])
     assert_probabilities(result, list_detectors())
     # The same probabilities as the detectors' own predict_proba (FAKE, REAL column order).
     pixels = np.array(Image.open(images["good.png"]).convert("RGB"))[None]
-    for name, detector in bank.detectors.items():
+    for name, detector in state.detectors.items():
         proba = detector.predict_proba_arrays(pixels)[0]
         assert result[name]["FAKE"] == pytest.approx(proba[0], abs=1e-6)
 
 
 @pytest.mark.parametrize(("name", "message"), [("notes.txt", "not an image"), ("empty.jpg", "empty"), ("cut.jpg", "truncated")])
-def test_predict_file_refuses_hostile_files(bank, images, name, message):
+def test_predict_file_refuses_hostile_files(state, images, name, message):
     with pytest.raises(UploadError, match=message):
-        predict_file(bank, images[name])
+        predict_file(state, images[name])
 
 
-def test_predict_files_one_bad_file_does_not_fail_the_batch(bank, images):
+def test_predict_files_one_bad_file_does_not_fail_the_batch(state, images):
     order = ["good.png", "notes.txt", "photo.png", "empty.jpg", "cut.jpg"]
-    results = predict_files(bank, [images[n] for n in order])
+    results = predict_files(state, [images[n] for n in order])
     assert [r["file"] for r in results] == order
     for r in results:
         assert set(r) == {"file", "error", "notes", "predictions"}
@@ -187,9 +187,9 @@ def test_predict_files_one_bad_file_does_not_fail_the_batch(bank, images):
     assert "truncated" in results[4]["error"]
 
 
-def test_batch_limit_reports_skipped_files(bank, images, monkeypatch):
+def test_batch_limit_reports_skipped_files(state, images, monkeypatch):
     monkeypatch.setattr(analysis, "MAX_BATCH_FILES", 2)
-    results = predict_files(bank, [images["good.png"]] * 3)
+    results = predict_files(state, [images["good.png"]] * 3)
     assert [r["error"] for r in results[:2]] == [None, None]
     assert "at most 2 files" in results[2]["error"]
 
@@ -210,46 +210,46 @@ def test_agreement(verdicts, text, majority):
     assert results.majority(verdicts) == majority
 
 
-def test_predict_file_checks_stability_on_request(bank, images):
-    plain, checked = predict_file(bank, images["good.png"]), predict_file(bank, images["good.png"], check_stability=True)
+def test_predict_file_checks_stability_on_request(state, images):
+    plain, checked = predict_file(state, images["good.png"]), predict_file(state, images["good.png"], check_stability=True)
     pixels = np.array(Image.open(images["good.png"]).convert("RGB"))[None]
-    expected = stability.check(bank.detectors, pixels)[0].detectors
+    expected = stability.check(state.detectors, pixels)[0].detectors
     for name in list_detectors():
         assert "stability" not in plain[name]
         assert checked[name]["stable"] == expected[name].stable and checked[name]["stability"] == expected[name].sentence
         assert {k: checked[name][k] for k in plain[name]} == plain[name]
 
 
-def test_a_detector_whose_copies_could_not_be_scored_says_why(bank, images, monkeypatch):
+def test_a_detector_whose_copies_could_not_be_scored_says_why(state, images, monkeypatch):
     passes = []
 
     def predict(batch):  # the second pass scores the changed copies: the CNN fails on it
-        probas, verdicts, errors = type(bank).predict(bank, batch)
+        probas, verdicts, errors = type(state).predict(state, batch)
         passes.append(len(batch))
         if len(passes) == 2:
             probas, verdicts = ({k: v for k, v in d.items() if k != "cnn"} for d in (probas, verdicts))
             errors = {**errors, "cnn": "MemoryError: out of memory"}
         return probas, verdicts, errors
 
-    monkeypatch.setattr(bank, "predict", predict)
-    result = analyse_files(bank, [images["good.png"]], check_stability=True)[0]
+    monkeypatch.setattr(state, "predict", predict)
+    result = analyse_files(state, [images["good.png"]], check_stability=True)[0]
     assert len(passes) == 2 and "cnn" in result.predictions and "cnn" not in result.stability
-    assert '<td class="stability">not checked: MemoryError: out of memory</td>' in result_card(bank, result)
+    assert '<td class="stability">not checked: MemoryError: out of memory</td>' in result_card(state, result)
     assert result.probabilities()["cnn"] == {**result.predictions["cnn"].mapping(), "stable": None, "stability": "not checked: MemoryError: out of memory"}
 
 
-def test_only_the_first_images_get_heatmaps(app_module, bank, images, monkeypatch):
+def test_only_the_first_images_get_heatmaps(app_module, state, images, monkeypatch):
     monkeypatch.setattr(app_module, "MAX_HEATMAPS", 1)
-    cards, _, _ = app_module.detect_outputs(bank, [str(images["good.png"]), str(images["photo.png"])])
+    cards, _, _ = app_module.detect_outputs(state, [str(images["good.png"]), str(images["photo.png"])])
     first, second = cards.split('<div class="card">')[1:]
     networks = [get_spec(n).title for n in list_detectors() if not get_spec(n).is_committee]
     assert all(f'alt="{title} heatmap"' in first for title in networks) and "heatmap" not in second
     assert "Integrated Gradients" in first and "committee has no map" in first
 
 
-def test_detect_outputs_cards_table_and_csv(app_module, bank, images):
+def test_detect_outputs_cards_table_and_csv(app_module, state, images):
     order = ["good.png", "notes.txt", "photo.png"]
-    cards, table, download = app_module.detect_outputs(bank, [str(images[n]) for n in order])
+    cards, table, download = app_module.detect_outputs(state, [str(images[n]) for n in order])
     for name in list_detectors():
         assert get_spec(name).title in cards
     # The 32x32 input of each good image, and each one's heatmaps: every detector but the committee.
@@ -272,17 +272,17 @@ def test_detect_outputs_cards_table_and_csv(app_module, bank, images):
         assert f'{row["agreement"]}</span>' in cards and table.loc[table["File"] == row["file"], "Agreement"].item() == row["agreement"]
     assert "not an image" in rows[1]["error"] and rows[1][f"{list_detectors()[0]}_p_fake"] == ""
     # Nothing uploaded: no cards, no rows, no CSV to download.
-    cards, table, download = app_module.detect_outputs(bank, [])
+    cards, table, download = app_module.detect_outputs(state, [])
     assert "card" not in cards and table.empty and download["visible"] is False
 
 
-def test_csv_downloads_older_than_the_cache_time_are_pruned(bank, images, monkeypatch, tmp_path):
+def test_csv_downloads_older_than_the_cache_time_are_pruned(state, images, monkeypatch, tmp_path):
     monkeypatch.setattr(tables, "RESULTS_DIR", tmp_path)
-    answers = analyse_files(bank, [images["good.png"]])
-    old, recent = Path(tables.write_csv(bank, answers)), Path(tables.write_csv(bank, answers))
+    answers = analyse_files(state, [images["good.png"]])
+    old, recent = Path(tables.write_csv(state, answers)), Path(tables.write_csv(state, answers))
     an_hour_ago = time.time() - tables.CACHE_SECONDS - 1
     os.utime(old, (an_hour_ago, an_hour_ago))
-    newest = Path(tables.write_csv(bank, answers))
+    newest = Path(tables.write_csv(state, answers))
     assert not old.exists() and not old.parent.exists()
     assert recent.exists() and newest.exists()
 
@@ -295,19 +295,19 @@ def test_nearest_neighbour_display_keeps_pixels():
     np.testing.assert_array_equal(shown[::4, ::4], pixels)
 
 
-def test_scratch_statement_follows_metadata(bank):
-    assert all(bank.initialisation(n).startswith("random") for n in list_detectors())
-    assert "trained from scratch" in texts.scratch_statement(bank)
-    assert "ImageNet weights were not used" in texts.header_markdown(bank)
+def test_scratch_statement_follows_metadata(state):
+    assert all(state.initialisation(n).startswith("random") for n in list_detectors())
+    assert "trained from scratch" in texts.scratch_statement(state)
+    assert "ImageNet weights were not used" in texts.header_markdown(state)
     # Which detectors the paper fine-tuned from ImageNet, and which are the paper's, come from the registry.
     specs = [get_spec(n) for n in list_detectors()]
-    assert all((s.title in texts.scratch_statement(bank)) == s.imagenet_weights for s in specs)
+    assert all((s.title in texts.scratch_statement(state)) == s.imagenet_weights for s in specs)
     papers = [s.title for s in specs if s.paper]
-    assert f"Synthetic Images* ({', '.join(papers[:-1])} and {papers[-1]}), then " in texts.header_markdown(bank)
+    assert f"Synthetic Images* ({', '.join(papers[:-1])} and {papers[-1]}), then " in texts.header_markdown(state)
 
 
-def test_compare_table_has_every_detector_and_figure(bank):
-    table = tables.compare_table(bank)
+def test_compare_table_has_every_detector_and_figure(state):
+    table = tables.compare_table(state)
     assert list(table["Detector"]) == [get_spec(n).title for n in list_detectors()]
     for column in ["Accuracy", "ROC-AUC", "PR-AUC", "Leak-free accuracy",
                    "FAKE precision", "FAKE recall", "FAKE F1", "REAL precision", "REAL recall", "REAL F1",
@@ -316,7 +316,7 @@ def test_compare_table_has_every_detector_and_figure(bank):
         assert column in table.columns
         assert table[column].notna().all(), column
     for name, row in zip(list_detectors(), table.to_dict("records")):
-        report, paper = bank.reports[name], get_spec(name).paper
+        report, paper = state.reports[name], get_spec(name).paper
         assert row["Accuracy"] == pytest.approx(report["test"]["accuracy"], abs=1e-4)
         assert row["Leak-free accuracy"] == pytest.approx(report["test_leak_free"]["accuracy"], abs=1e-4)
         assert row["Resized/re-saved: mean accuracy"] == pytest.approx(report["robustness"]["mean_accuracy"], abs=1e-4)
@@ -326,28 +326,28 @@ def test_compare_table_has_every_detector_and_figure(bank):
             assert pd.isna(row["Paper ROC-AUC"]) and row["Paper recipe"] == "not in the paper"
 
 
-def test_detect_tab_states_accuracy_on_resized_uploads_from_the_reports(bank):
-    robustness = {n: bank.reports[n]["robustness"] for n in list_detectors()}
+def test_detect_tab_states_accuracy_on_resized_uploads_from_the_reports(state):
+    robustness = {n: state.reports[n]["robustness"] for n in list_detectors()}
     worst_name = min(robustness, key=lambda n: robustness[n]["worst"]["accuracy"])
     worst = robustness[worst_name]["worst"]
-    header = texts.header_markdown(bank)
+    header = texts.header_markdown(state)
     assert f"{get_spec(worst_name).title} falls to {100 * worst['accuracy']:.1f}% ({worst['perturbation']})" in header
     means = [r["mean_accuracy"] for r in robustness.values()]
     assert f"{100 * min(means):.1f}% to {100 * max(means):.1f}% of the time on average" in header
-    table = texts.detectors_markdown(bank)
+    table = texts.detectors_markdown(state)
     for name in list_detectors():
         row = next(line for line in table.splitlines() if line.startswith(f"| {get_spec(name).title} |"))
         r = robustness[name]
         assert row.endswith(f"| {100 * r['mean_accuracy']:.1f}% ({100 * r['worst']['accuracy']:.1f}%, {r['worst']['perturbation']}) |")
 
 
-def test_the_detectors_table_states_the_rule_each_detector_decides_by(bank):
+def test_the_detectors_table_states_the_rule_each_detector_decides_by(state):
     # The page must not say "FAKE at the threshold" where the detector answers UNSURE: each row
     # gives the band that Detector.decide uses.
-    table = texts.detectors_markdown(bank)
-    assert "UNSURE" in texts.compare_notes(bank)
+    table = texts.detectors_markdown(state)
+    assert "UNSURE" in texts.compare_notes(state)
     for name in list_detectors():
-        detector = bank.detectors[name]
+        detector = state.detectors[name]
         band = detector.unsure_band
         row = next(line for line in table.splitlines() if line.startswith(f"| {get_spec(name).title} |"))
         assert f"| {detector.threshold:.3f} | FAKE ≥ {band.high:.3f}, REAL &lt; {band.low:.3f} |" in row
@@ -355,28 +355,28 @@ def test_the_detectors_table_states_the_rule_each_detector_decides_by(bank):
         assert list(detector.decide(np.stack([p, 1 - p], axis=1))) == ["FAKE", "UNSURE" if band.low < band.high else "FAKE", "REAL"]
 
 
-def test_robustness_plot_draws_every_detector_from_its_clean_accuracy(bank):
-    figure = figures.robustness_figure(bank)
+def test_robustness_plot_draws_every_detector_from_its_clean_accuracy(state):
+    figure = figures.robustness_figure(state)
     traces = [t for t in figure.data if t.legendgroup == "cnn"]
     assert len(traces) == len(FAMILIES)
-    robustness = bank.reports["cnn"]["robustness"]
+    robustness = state.reports["cnn"]["robustness"]
     jpeg = next(t for t in traces if t.hovertemplate.endswith("at jpeg %{x}<extra></extra>"))
     expected = sorted([(100, robustness["clean_accuracy"])] + [(s["strength"], s["accuracy"]) for s in robustness["scores"] if s["family"] == "jpeg"])
     assert list(zip(jpeg.x, jpeg.y)) == expected
     assert {t.legendgroup for t in figure.data} == set(list_detectors())
 
 
-def test_evaluation_plots(bank):
-    plots = figures.evaluation_plots(bank, "cnn", "test")
+def test_evaluation_plots(state):
+    plots = figures.evaluation_plots(state, "cnn", "test")
     assert all(isinstance(f, go.Figure) for f in plots.figures())
     titles = {get_spec(n).title for n in list_detectors()}
     assert {t.name.split(" (AUC")[0] for t in plots.all_roc.data if t.name != "chance"} == titles
     assert {t.name.split(" (AP")[0] for t in plots.all_pr.data} == titles
-    matrix = np.asarray(bank.reports["cnn"]["test"]["confusion_matrix"])
+    matrix = np.asarray(state.reports["cnn"]["test"]["confusion_matrix"])
     assert np.asarray(plots.confusion.data[0].z) == pytest.approx(matrix / matrix.sum(axis=1, keepdims=True))
     assert len(plots.training.data) == 4  # train/val loss and accuracy
     # The evaluation wrote calibration and accuracy/coverage figures: both curves, and the band's point.
-    report = bank.reports["cnn"]
+    report = state.reports["cnn"]
     before, after = (t for t in plots.reliability.data if t.name != "perfectly calibrated")
     assert (before.name, after.name) == ("before calibration", "after calibration")
     assert list(after.y) == report["test"]["reliability"]["fake_share"]
@@ -384,7 +384,7 @@ def test_evaluation_plots(bank):
     curve, band = plots.selective.data
     assert list(curve.x) == report["test"]["selective"]["coverage"] and band.x[0] == report["unsure"]["test"]["coverage"]
     # The evaluation writes the same figures for the leak-free split.
-    leak_free = figures.evaluation_plots(bank, "cnn", "test_leak_free")
+    leak_free = figures.evaluation_plots(state, "cnn", "test_leak_free")
     assert [t.name for t in leak_free.reliability.data] == ["perfectly calibrated", "before calibration", "after calibration"]
     curve, band = leak_free.selective.data
     assert list(curve.x) == report["test_leak_free"]["selective"]["coverage"] and band.x[0] == report["unsure"]["test_leak_free"]["coverage"]
@@ -393,28 +393,28 @@ def test_evaluation_plots(bank):
     old["test"] = {k: v for k, v in report["test"].items() if k not in ("reliability", "selective")}
     assert "no reliability diagram: run python -m train.evaluate" in figures.reliability_figure(old, "test", "CNN").layout.annotations[0].text
     assert "no accuracy/coverage curve" in figures.selective_figure(old, "test", "CNN").layout.annotations[0].text
-    assert "no epochs" in figures.evaluation_plots(bank, "hog_svm", "test").training.layout.annotations[0].text
+    assert "no epochs" in figures.evaluation_plots(state, "hog_svm", "test").training.layout.annotations[0].text
 
 
-def test_a_report_without_a_figure_or_a_detector_without_a_report_leaves_the_other_plots(bank, monkeypatch):
+def test_a_report_without_a_figure_or_a_detector_without_a_report_leaves_the_other_plots(state, monkeypatch):
     # A report lacking its curves and confusion matrix: the all-detector plots draw the others,
     # its own plots say what is missing; a detector without a report says so in every plot.
-    cut = {k: v for k, v in bank.reports["cnn"]["test"].items() if k not in ("roc_curve", "pr_curve", "confusion_matrix")}
-    monkeypatch.setitem(bank.reports, "cnn", {**bank.reports["cnn"], "test": cut})
-    plots = figures.evaluation_plots(bank, "cnn", "test")
+    cut = {k: v for k, v in state.reports["cnn"]["test"].items() if k not in ("roc_curve", "pr_curve", "confusion_matrix")}
+    monkeypatch.setitem(state.reports, "cnn", {**state.reports["cnn"], "test": cut})
+    plots = figures.evaluation_plots(state, "cnn", "test")
     drawn = {t.name.split(" (AUC")[0] for t in plots.all_roc.data if t.name != "chance"}
     assert drawn == {get_spec(n).title for n in list_detectors()} - {get_spec("cnn").title}
     for figure, what in ((plots.roc, "no ROC curve"), (plots.pr, "no precision-recall curve"), (plots.confusion, "no confusion matrix")):
         assert not figure.data and what in figure.layout.annotations[0].text
-    monkeypatch.delitem(bank.reports, "cnn")
-    plots = figures.evaluation_plots(bank, "cnn", "test")
+    monkeypatch.delitem(state.reports, "cnn")
+    plots = figures.evaluation_plots(state, "cnn", "test")
     for figure in (plots.roc, plots.pr, plots.confusion):
         assert not figure.data and figure.layout.annotations[0].text == "no evaluation report"
 
 
-def test_the_leak_free_split_draws_its_own_numbers(bank, monkeypatch):
-    monkeypatch.setitem(bank.reports, "cnn", with_new_figures(bank.reports["cnn"]))
-    official, leak_free = (figures.evaluation_plots(bank, "cnn", split) for split in ("test", "test_leak_free"))
+def test_the_leak_free_split_draws_its_own_numbers(state, monkeypatch):
+    monkeypatch.setitem(state.reports, "cnn", with_new_figures(state.reports["cnn"]))
+    official, leak_free = (figures.evaluation_plots(state, "cnn", split) for split in ("test", "test_leak_free"))
     assert "n=16" in official.confusion.layout.title.text
     assert "n=14" in leak_free.confusion.layout.title.text and "accuracy 0.7857" in leak_free.confusion.layout.title.text
     np.testing.assert_allclose(leak_free.confusion.data[0].z, [[6 / 8, 2 / 8], [1 / 6, 5 / 6]])
@@ -422,11 +422,11 @@ def test_the_leak_free_split_draws_its_own_numbers(bank, monkeypatch):
     assert list(roc.x) == [0.0, 0.2, 1.0] and roc.name == "CNN (paper) (AUC 0.800)"
 
 
-def test_training_curves_mark_where_a_second_stage_starts(bank, monkeypatch):
+def test_training_curves_mark_where_a_second_stage_starts(state, monkeypatch):
     history = [{"epoch": e, "train_loss": 0.5, "val_loss": 0.5, "train_accuracy": 0.8, "val_accuracy": 0.8} for e in (1, 2, 3)]
     history[2]["stage"] = 2
-    monkeypatch.setitem(bank.reports, "cnn", {**bank.reports["cnn"], "history": history})
-    figure = figures.training_figure(bank, "cnn")
+    monkeypatch.setitem(state.reports, "cnn", {**state.reports["cnn"], "history": history})
+    figure = figures.training_figure(state, "cnn")
     markers = [shape.x0 for shape in figure.layout.shapes if shape.x0 == shape.x1]
     assert markers == [2.5, 2.5]  # on the loss and the accuracy plot
     assert [a.text for a in figure.layout.annotations].count("stage 2") == 2
@@ -500,11 +500,11 @@ def event(demo, api_name: str):
     return next(f for f in demo.fns.values() if f.api_name == api_name)
 
 
-def test_evaluation_tab_follows_the_split_the_detector_and_the_slider(app_module, bank, monkeypatch):
-    monkeypatch.setitem(bank.reports, "cnn", with_new_figures(bank.reports["cnn"]))
-    demo = app_module.build_demo(bank)  # opens on cnn: the first detector with training curves
+def test_evaluation_tab_follows_the_split_the_detector_and_the_slider(app_module, state, monkeypatch):
+    monkeypatch.setitem(state.reports, "cnn", with_new_figures(state.reports["cnn"]))
+    demo = app_module.build_demo(state)  # opens on cnn: the first detector with training curves
     slider = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "threshold")
-    assert slider.value == pytest.approx(bank.reports["cnn"]["threshold"]["value"])
+    assert slider.value == pytest.approx(state.reports["cnn"]["threshold"]["value"])
 
     # Each output plot gets its own figure: the figure's title starts as the plot's label.
     on_split = event(demo, "plots_split")
@@ -520,7 +520,7 @@ def test_evaluation_tab_follows_the_split_the_detector_and_the_slider(app_module
 
     # Another detector: the slider goes back to that detector's own threshold, and the explorer with it.
     *_, threshold, explorer, summary = event(demo, "plots_detector").fn("hog_svm", "test")
-    assert threshold == bank.reports["hog_svm"]["threshold"]["value"]
+    assert threshold == state.reports["hog_svm"]["threshold"]["value"]
     assert f"P(FAKE) ≥ {threshold:.3f}" in explorer.layout.title.text and "recall" in summary
 
     # Moving the slider moves the explorer.
@@ -528,8 +528,8 @@ def test_evaluation_tab_follows_the_split_the_detector_and_the_slider(app_module
     assert "P(FAKE) ≥ 0.750" in explorer.layout.title.text and "**recall 50.0%**" in summary
 
 
-def test_programs_are_served_by_gr_api(app_module, bank):
-    demo = app_module.build_demo(bank)
+def test_programs_are_served_by_gr_api(app_module, state):
+    demo = app_module.build_demo(state)
     for api_name, limit in (("predict", app_module.PREDICT_CONCURRENCY), ("predict_batch", 2)):
         endpoint = event(demo, api_name)
         assert endpoint.concurrency_limit == limit
@@ -556,8 +556,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(app_module, bank):
-    demo = app_module.build_demo(bank)
+def server(app_module, state):
+    demo = app_module.build_demo(state)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
                             max_file_size=app_module.SERVER_MAX_FILE_SIZE)
     yield url

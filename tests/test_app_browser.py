@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import with_new_figures
 
 from cifake_models import get_spec, list_detectors
-from cifake_models.page.bank import example_files, load_bank
-from conftest import with_new_figures
+from cifake_models.page.state import example_files, load_state
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path("/tmp/shots")
@@ -37,10 +37,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def url(app_module, tiny_assets):
-    bank = load_bank(tiny_assets["checkpoints"], tiny_assets["reports"])
+    state = load_state(tiny_assets["checkpoints"], tiny_assets["reports"])
     for name in ("cnn", "hog_svm"):  # the detector the tab opens on, and the one chosen below
-        bank.reports[name] = with_new_figures(bank.reports[name])
-    demo = app_module.build_demo(bank)
+        state.reports[name] = with_new_figures(state.reports[name])
+    demo = app_module.build_demo(state)
     _, local_url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     yield local_url
     demo.close()

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from cifake_models import list_detectors, load_detector, load_report, results
-from cifake_models.calibration import UNSURE, BetaCalibration, IsotonicCalibration, UnsureBand, calibration_from_metadata, selective_curve, selective_figures, sigmoid
-from cifake_models.data import CLASSES
-from cifake_models.reports import classification_figures, expected_calibration_error, reliability, threshold_sweep
+from cifake_models.calibration import BetaCalibration, IsotonicCalibration, UnsureBand, calibration_from_metadata, selective_curve, selective_figures, sigmoid
+from cifake_models.labels import CLASSES, UNSURE
+from cifake_models.metrics import classification_figures, expected_calibration_error, reliability, threshold_sweep
 
 FAKE = CLASSES.index("FAKE")
 

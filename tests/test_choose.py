@@ -2,8 +2,8 @@ import torch
 from sklearn.preprocessing import StandardScaler
 
 from cifake_models.checkpoint import read_safetensors, save_safetensors
-from cifake_models.data import CLASSES
 from cifake_models.detector import SklearnDetector
+from cifake_models.labels import CLASSES
 from cifake_models.registry import get_spec
 from train.choose import main
 

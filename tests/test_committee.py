@@ -2,13 +2,15 @@
 
 import numpy as np
 import pytest
+from conftest import train_tiny
 
 from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
 from cifake_models.calibration import log_odds
-from cifake_models.committee import CommitteeDetector, CommitteeRecipe, fit_subsets
 from cifake_models.checkpoint import file_sha256
-from cifake_models.detector import FAKE, Detector
-from conftest import train_tiny
+from cifake_models.committee import CommitteeDetector, fit_subsets
+from cifake_models.detector import Detector
+from cifake_models.labels import FAKE
+from cifake_models.recipes import CommitteeRecipe
 from train.revalidate import main as revalidate_main
 
 

@@ -3,10 +3,11 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA
 from PIL import Image
 
-from cifake_models.data import CLASSES, decode_rgb, leaked_test_names, load_split, stored_files, train_val_indices
-from conftest import SHARED_DATA
+from cifake_models.data import decode_rgb, leaked_test_names, load_split, stored_files, train_val_indices
+from cifake_models.labels import CLASSES
 
 
 @pytest.mark.parametrize("split", ["train", "test"])

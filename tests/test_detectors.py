@@ -12,9 +12,10 @@ from sklearn.preprocessing import StandardScaler
 from cifake_models import CheckpointError, get_spec, list_detectors, load_detector, load_report
 from cifake_models.checkpoint import file_sha256, read_safetensors
 from cifake_models.committee import CommitteeDetector
+from cifake_models.data import load_split
 from cifake_models.detector import Detector, SklearnDetector, TorchDetector
-from cifake_models.data import CLASSES, load_split
 from cifake_models.images import mirror
+from cifake_models.labels import CLASSES
 from cifake_models.nets import ImageNetWeightsUnavailable
 
 DETECTORS = list_detectors()

@@ -11,11 +11,13 @@ from sklearn.frozen import FrozenEstimator
 
 from cifake_models import list_detectors
 from cifake_models.committee import CommitteeDetector
-from cifake_models.detector import FAKE, SklearnDetector, TorchDetector
+from cifake_models.detector import SklearnDetector, TorchDetector
 from cifake_models.explain import heatmaps, hog_features
+from cifake_models.labels import FAKE
 from cifake_models.preprocessing import Preprocessing
+from cifake_models.recipes import SvmRecipe
 from cifake_models.registry import get_spec
-from cifake_models.svm import SvmRecipe
+from cifake_models.svm import build_pipeline
 
 
 class Patch(torch.nn.Module):
@@ -85,7 +87,7 @@ def fitted_svm(name: str, pixels_per_cell: tuple[int, ...]) -> SklearnDetector:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (40, 32 * 32 * 3), dtype=np.uint8)
     y = np.arange(40) % 2
-    pipeline = SvmRecipe(pixels_per_cell=pixels_per_cell, n_components=8).build().fit(x, y)
+    pipeline = build_pipeline(SvmRecipe(pixels_per_cell=pixels_per_cell, n_components=8)).fit(x, y)
     return SklearnDetector(name, CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid").fit(x, y))
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
-from cifake_models.data import CLASSES
-from cifake_models.reports import best_threshold, classification_figures
+from cifake_models.labels import CLASSES
+from cifake_models.metrics import best_threshold, classification_figures
 
 FAKE, REAL = CLASSES.index("FAKE"), CLASSES.index("REAL")
 

@@ -7,12 +7,13 @@ from PIL import Image
 
 from cifake_models.checkpoint import read_safetensors
 from cifake_models.data import load_split
+from cifake_models.metrics import expected_calibration_error
 from cifake_models.perturbations import SUITE, TRAINING_RANGES, Perturbation, random_uploads
 from cifake_models.preprocessing import Preprocessing, rgb_float
+from cifake_models.recipes import SvmRecipe
 from cifake_models.registry import load_detector
-from cifake_models.reports import describe_recipe, expected_calibration_error
+from cifake_models.reports import describe_recipe
 from cifake_models.robustness import Robustness, balanced_sample, perturb_all, score_suite
-from cifake_models.svm import SvmRecipe
 from cifake_models.uploads import decode_upload
 from train.__main__ import main as train_main
 from train.svm_fit import upload_augmented

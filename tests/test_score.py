@@ -16,7 +16,7 @@ from PIL import Image
 
 from cifake_models import get_spec, list_detectors, score
 from cifake_models.page.analysis import analyse_files
-from cifake_models.page.bank import load_bank
+from cifake_models.page.state import load_state
 from cifake_models.page.tables import write_csv
 from cifake_models.results import COLUMNS, ImageResult, Prediction, csv_header
 
@@ -49,9 +49,9 @@ def rows(path: Path) -> list[list[str]]:
 def test_folder_csv_equals_the_apps_csv_for_the_same_files(tiny_assets, folder, tmp_path, workers):
     out = tmp_path / "scores.csv"
     assert run([str(folder), "--out", str(out)], tiny_assets["checkpoints"], workers) == 0
-    bank = load_bank(tiny_assets["checkpoints"], tiny_assets["reports"])
+    state = load_state(tiny_assets["checkpoints"], tiny_assets["reports"])
     files = sorted(p for p in folder.iterdir() if p.suffix != ".txt")
-    download = write_csv(bank, analyse_files(bank, [str(p) for p in files]))  # the app's Download button
+    download = write_csv(state, analyse_files(state, [str(p) for p in files]))  # the app's Download button
     assert out.read_bytes() == Path(download).read_bytes()
     table = rows(out)
     assert table[0] == csv_header(list_detectors()) and len(table) == 1 + 8

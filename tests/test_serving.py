@@ -11,9 +11,9 @@ import pytest
 
 from cifake_models import get_spec, list_detectors, load_detector
 from cifake_models.detector import Detector
+from cifake_models.inference import MIN_PART, predict_all
 from cifake_models.onnx_runtime import RAW_TOLERANCE, OnnxNetwork
-from cifake_models.registry import CHECKPOINT_DIR
-from cifake_models.results import MIN_PART, predict_all
+from cifake_models.paths import CHECKPOINT_DIR
 from cifake_models.serving import SharedPasses, side_by_side
 
 NETWORKS = [name for name in list_detectors() if get_spec(name).is_torch]

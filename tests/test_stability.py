@@ -2,9 +2,10 @@
 
 import numpy as np
 
-from cifake_models.detector import FAKE, Detector
+from cifake_models.detector import Detector
+from cifake_models.inference import predict_all
+from cifake_models.labels import FAKE
 from cifake_models.perturbations import SUITE
-from cifake_models.results import predict_all
 from cifake_models.stability import CHANGES, check
 
 

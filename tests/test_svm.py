@@ -1,13 +1,14 @@
 import numpy as np
 
 from cifake_models.data import load_split
-from cifake_models.svm import SvmRecipe, fold_nystroem
+from cifake_models.recipes import SvmRecipe
+from cifake_models.svm import build_pipeline, fold_nystroem
 
 
 def test_folding_the_nystroem_map_keeps_the_decision_function(tiny_data):
     split = load_split(tiny_data / "packed", "train")
     x = split.images.reshape(len(split), -1)
-    pipeline = SvmRecipe(n_components=20).build().fit(x, split.labels)
+    pipeline = build_pipeline(SvmRecipe(n_components=20)).fit(x, split.labels)
     before = pipeline.decision_function(x)
     folded = fold_nystroem(pipeline)
     assert folded.named_steps["rbf"].landmarks_.shape == (20, 324)
@@ -16,16 +17,16 @@ def test_folding_the_nystroem_map_keeps_the_decision_function(tiny_data):
 
 def test_hog_features_follow_dalal_and_triggs_layout():
     # 32x32, 8x8 cells, 2x2 blocks: 3x3 block positions x 4 cells x 9 orientations
-    features = SvmRecipe().build().named_steps["hog"].transform(np.zeros((2, 32 * 32 * 3), np.uint8))
+    features = build_pipeline(SvmRecipe()).named_steps["hog"].transform(np.zeros((2, 32 * 32 * 3), np.uint8))
     assert features.shape == (2, 324) and features.dtype == np.float32
 
 
 def test_multi_scale_and_colour_hog():
     image = np.random.default_rng(0).integers(0, 256, (1, 32 * 32 * 3), dtype=np.uint8)
-    two_scales = SvmRecipe(pixels_per_cell=(8, 16)).build().named_steps["hog"].transform(image)
-    colour = SvmRecipe(colour=True).build().named_steps["hog"].transform(image)
+    two_scales = build_pipeline(SvmRecipe(pixels_per_cell=(8, 16))).named_steps["hog"].transform(image)
+    colour = build_pipeline(SvmRecipe(colour=True)).named_steps["hog"].transform(image)
     assert two_scales.shape == (1, 324 + 36) and colour.shape == (1, 324)
-    assert not np.allclose(colour, SvmRecipe().build().named_steps["hog"].transform(image))
+    assert not np.allclose(colour, build_pipeline(SvmRecipe()).named_steps["hog"].transform(image))
 
 
 def test_smoothed_copies_add_the_hog_of_each_blurred_image():
@@ -35,15 +36,15 @@ def test_smoothed_copies_add_the_hog_of_each_blurred_image():
     from cifake_models.images import grayscale
 
     image = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
-    plain = SvmRecipe(pixels_per_cell=(8, 16)).build().named_steps["hog"].transform(image.reshape(1, -1))
-    smoothed = SvmRecipe(pixels_per_cell=(8, 16), smoothing=(1.0, 2.0)).build().named_steps["hog"].transform(image.reshape(1, -1))
+    plain = build_pipeline(SvmRecipe(pixels_per_cell=(8, 16))).named_steps["hog"].transform(image.reshape(1, -1))
+    smoothed = build_pipeline(SvmRecipe(pixels_per_cell=(8, 16), smoothing=(1.0, 2.0))).named_steps["hog"].transform(image.reshape(1, -1))
     assert smoothed.shape == (1, 3 * 360)
     np.testing.assert_array_equal(smoothed[:, :360], plain)
     blurred = gaussian_filter(grayscale(image)[0], 2.0)
     expected = np.concatenate([hog(blurred, 9, (cell, cell), (2, 2), block_norm="L2-Hys") for cell in (8, 16)])
     np.testing.assert_allclose(smoothed[0, 720:], expected, rtol=1e-6, atol=1e-6)
     # Colour images are smoothed within each channel, never across them.
-    colour = SvmRecipe(colour=True, smoothing=(1.0,)).build().named_steps["hog"]
+    colour = build_pipeline(SvmRecipe(colour=True, smoothing=(1.0,))).named_steps["hog"]
     level = colour.levels(colour.inputs(image)[0])[1]
     np.testing.assert_allclose(level[..., 0], gaussian_filter(image[0, ..., 0] / 255.0, 1.0), atol=1e-6)
 

@@ -9,20 +9,21 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import train_tiny
 
 from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
 from cifake_models.checkpoint import file_sha256, hardware, library_versions, read_safetensors, save_safetensors
-from cifake_models.data import CLASSES, Split, load_split
+from cifake_models.data import Split, load_split
 from cifake_models.detector import Detector, TorchDetector
 from cifake_models.explain import hog_features
+from cifake_models.labels import CLASSES
 from cifake_models.preprocessing import Preprocessing
 from cifake_models.reports import describe_recipe
-from conftest import train_tiny
 from train.__main__ import main as train_main
-from train.common import DataInfo, record_validation
+from train.metadata import DataInfo
 from train.revalidate import main as revalidate_main
 from train.torch_fit import resume_path, teacher_logits, training_loss, training_step
-
+from train.validation import record_validation
 
 # A stage continuing a train_tiny checkpoint must hold out the validation split it held out.
 TINY_SPLIT = ["--val-fraction", "0.25"]

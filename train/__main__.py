@@ -38,11 +38,12 @@ from cifake_models.detector import TorchDetector
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
 from cifake_models.perturbations import TRAINING_RANGES, ranges_of, weights_of
 from cifake_models.preprocessing import Preprocessing
-from cifake_models.registry import OPTIMIZERS, PRECISIONS, REGISTRY, SCHEDULES, DetectorSpec
+from cifake_models.recipes import OPTIMIZERS, PRECISIONS, SCHEDULES
+from cifake_models.registry import REGISTRY, DetectorSpec
 
 from . import distributed
 from .committee_fit import fit_committee
-from .common import DataInfo
+from .metadata import DataInfo
 from .svm_fit import fit_svm
 from .torch_fit import fit_torch
 

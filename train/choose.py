@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 from cifake_models.checkpoint import CheckpointError
-from cifake_models.registry import CHECKPOINT_DIR, DetectorSpec, get_spec
+from cifake_models.paths import CHECKPOINT_DIR
+from cifake_models.registry import DetectorSpec, get_spec
 
 CLEAN_TOLERANCE = 0.015
 

@@ -6,12 +6,14 @@ import time
 from pathlib import Path
 
 from cifake_models.checkpoint import CheckpointError, file_sha256
-from cifake_models.committee import CommitteeDetector, CommitteeRecipe, fit_subsets
+from cifake_models.committee import CommitteeDetector, fit_subsets
 from cifake_models.data import Split
-from cifake_models.detector import FAKE
+from cifake_models.labels import FAKE
+from cifake_models.recipes import CommitteeRecipe
 from cifake_models.registry import DetectorSpec, get_spec
 
-from .common import DataInfo, already_trained, checkpoint_metadata, record_calibration, with_new_fields
+from .metadata import DataInfo, already_trained, checkpoint_metadata, with_new_fields
+from .validation import record_calibration
 
 
 def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, out_dir: Path, data_info: DataInfo,

@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from cifake_models import REPORT_DIR, get_spec
-from cifake_models.checkpoint import file_sha256, hardware, library_versions, write_json
-from cifake_models.data import Split, default_data_dir, leaked_test_names, load_split
-from cifake_models.detector import FAKE, Detector
-from cifake_models.committee import CommitteeDetector
-from cifake_models.perturbations import Perturbation
 from cifake_models.calibration import selective_curve, selective_figures
-from cifake_models.reports import brier_score, classification_figures, expected_calibration_error, percent, reliability
+from cifake_models.checkpoint import file_sha256, hardware, library_versions, write_json
+from cifake_models.committee import CommitteeDetector
+from cifake_models.data import Split, default_data_dir, leaked_test_names, load_split
+from cifake_models.detector import Detector
+from cifake_models.labels import FAKE
+from cifake_models.metrics import brier_score, classification_figures, expected_calibration_error, percent, reliability
+from cifake_models.perturbations import Perturbation
 from cifake_models.robustness import ROBUSTNESS_SAMPLE, Robustness, balanced_sample, perturb_all, score_suite
 
 from .commands import checkpoint_command, load_checkpoints, parse

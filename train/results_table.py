@@ -12,8 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cifake_models import REPORT_DIR, get_spec, list_detectors, load_report
-from cifake_models.reports import describe_recipe, percent
-from cifake_models.data import REPO_ROOT
+from cifake_models.metrics import percent
+from cifake_models.paths import REPO_ROOT
+from cifake_models.reports import describe_recipe
 
 README = REPO_ROOT / "README.md"
 INITIALISATION = {"none": "from scratch", "imagenet": "ImageNet"}

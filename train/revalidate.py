@@ -3,7 +3,7 @@
 ``python -m train.revalidate [DETECTOR ...]`` rebuilds each checkpoint's validation split from
 the split recorded in it (its fraction and seed; the fingerprint must match), chooses mirror
 averaging, the calibration, the decision threshold and the unsure band as training does
-(``train.common.record_validation``)
+(``train.validation.record_validation``)
 and rewrites the checkpoint with them. The weights are not touched; the test split is not read.
 """
 
@@ -13,10 +13,11 @@ import sys
 
 from cifake_models import CheckpointError, get_spec
 from cifake_models.data import default_data_dir, load_split, train_val_indices
-from cifake_models.reports import percent
+from cifake_models.metrics import percent
 
 from .commands import checkpoint_command, load_checkpoints, parse
-from .common import held_out_split, record_validation
+from .metadata import held_out_split
+from .validation import record_validation
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,10 +14,12 @@ from sklearn.frozen import FrozenEstimator
 from cifake_models.data import Split
 from cifake_models.detector import SklearnDetector
 from cifake_models.perturbations import random_uploads, ranges_of, weights_of
+from cifake_models.recipes import SvmRecipe
 from cifake_models.registry import DetectorSpec
-from cifake_models.svm import SvmRecipe, fold_nystroem
+from cifake_models.svm import build_pipeline, fold_nystroem
 
-from .common import DataInfo, already_trained, checkpoint_metadata, record_validation, with_new_fields
+from .metadata import DataInfo, already_trained, checkpoint_metadata, with_new_fields
+from .validation import record_validation
 
 
 def _flat(split: Split) -> np.ndarray:
@@ -42,7 +44,7 @@ def fit_svm(spec: DetectorSpec, train: Split, val: Split, recipe: SvmRecipe, out
     if resume and already_trained(spec, out_dir, run, lambda metadata: {"recipe": with_new_fields(metadata["recipe"], SvmRecipe), "data": metadata["data"]["train_fingerprint"]}):
         return spec.load(out_dir)
     started = time.perf_counter()
-    pipeline = recipe.build()
+    pipeline = build_pipeline(recipe)
     print(f"{spec.name}: fitting on {len(train)} images ({recipe})", flush=True)
     train = upload_augmented(train, recipe)
     features = pipeline[:2].fit_transform(_flat(train))  # HOG, scaler

@@ -27,10 +27,12 @@ from cifake_models.checkpoint import CheckpointError, atomic_write, cpu_computes
 from cifake_models.data import Split
 from cifake_models.detector import TorchDetector
 from cifake_models.preprocessing import Preprocessing
-from cifake_models.registry import OPTIMIZERS, DetectorSpec, TorchRecipe, get_spec
+from cifake_models.recipes import OPTIMIZERS, TorchRecipe
+from cifake_models.registry import DetectorSpec, get_spec
 
 from . import distributed
-from .common import DataInfo, already_trained, checkpoint_metadata, differences, record_validation, require_held_out_split, with_new_fields
+from .metadata import DataInfo, already_trained, checkpoint_metadata, differences, require_held_out_split, with_new_fields
+from .validation import record_validation
 
 
 def resume_path(out_dir: Path, name: str) -> Path:

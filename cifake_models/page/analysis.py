@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 
 from cifake_models import explain, stability
-from cifake_models.results import ImageResult, results, stack
+from cifake_models.inference import stack
+from cifake_models.results import ImageResult, results
 from cifake_models.uploads import Decoded, Failed, UploadError, decode_many, decode_upload
 
-from .bank import Bank
+from .state import AppState
 
 MAX_BATCH_FILES = 100  # files per request; more are reported as skipped, not processed
 # Images of a request that get heatmaps: Integrated Gradients costs about a third of a second per
@@ -21,21 +22,21 @@ MAX_BATCH_FILES = 100  # files per request; more are reported as skipped, not pr
 MAX_HEATMAPS = 4
 
 
-def analyse(bank: Bank, items: list[Decoded | Failed], check_stability: bool = False, heatmaps: int = 0) -> list[ImageResult]:
+def analyse(state: AppState, items: list[Decoded | Failed], check_stability: bool = False, heatmaps: int = 0) -> list[ImageResult]:
     """One result per upload, in order; every decoded image goes through one shared pass. With
     ``check_stability``, every detector also scores changed copies of each image (one more
     batched pass); the first ``heatmaps`` images get each network's map of its evidence."""
     batch = stack(items)
-    answers = bank.predict(batch) if len(batch) else ({}, {}, {})
-    out = results(items, answers, bank.unavailable)
+    answers = state.predict(batch) if len(batch) else ({}, {}, {})
+    out = results(items, answers, state.unavailable)
     decoded = [r for r in out if r.array is not None]  # the rows of batch, in order
     if check_stability and decoded:
-        for result, checked in zip(decoded, stability.check(bank.detectors, batch, answers=answers, predict=bank.predict)):
+        for result, checked in zip(decoded, stability.check(state.detectors, batch, answers=answers, predict=state.predict)):
             result.stability = checked.detectors if result.predictions else None
             result.stability_errors = checked.errors
     for result in [r for r in decoded if r.predictions][:heatmaps]:
         try:
-            result.heatmaps = explain.heatmaps(bank.detectors, result.array, executor=bank.serving.executor)
+            result.heatmaps = explain.heatmaps(state.detectors, result.array, executor=state.serving.executor)
         except Exception as error:  # a map is an extra: the verdicts stand without it
             result.notes.append(f"heatmaps unavailable: {type(error).__name__}: {error}")
     return out
@@ -49,13 +50,13 @@ def limit_batch(paths: list) -> tuple[list, list[Failed]]:
     return paths[:MAX_BATCH_FILES], skipped
 
 
-def analyse_files(bank: Bank, paths: list, check_stability: bool = False, heatmaps: int = 0) -> list[ImageResult]:
+def analyse_files(state: AppState, paths: list, check_stability: bool = False, heatmaps: int = 0) -> list[ImageResult]:
     """One result per file (files past :data:`MAX_BATCH_FILES` say they were skipped)."""
     paths, skipped = limit_batch(paths)
-    return analyse(bank, decode_many(paths) + skipped, check_stability, heatmaps)
+    return analyse(state, decode_many(paths) + skipped, check_stability, heatmaps)
 
 
-def predict_file(bank: Bank, path, check_stability: bool = False) -> dict[str, dict[str, float | str | bool | None]]:
+def predict_file(state: AppState, path, check_stability: bool = False) -> dict[str, dict[str, float | str | bool | None]]:
     """``{detector: {"REAL": p, "FAKE": p, "verdict": v}}`` for one uploaded file (calibrated
     probabilities; FAKE, REAL or UNSURE); unavailable detectors are left
     out. With ``check_stability``, each detector's mapping also says whether its verdict holds
@@ -63,12 +64,12 @@ def predict_file(bank: Bank, path, check_stability: bool = False) -> dict[str, d
     that is not a usable image."""
     if path is None:
         raise UploadError("no file was sent")
-    result = analyse(bank, [decode_upload(path)], check_stability)[0]
+    result = analyse(state, [decode_upload(path)], check_stability)[0]
     if result.error:
         raise UploadError(result.error)
     return result.probabilities()
 
 
-def predict_files(bank: Bank, paths: list, check_stability: bool = False) -> list[dict]:
+def predict_files(state: AppState, paths: list, check_stability: bool = False) -> list[dict]:
     """One JSON-ready result per file, in order; a bad file gets its ``error``, never an exception."""
-    return [r.api_record() for r in analyse_files(bank, paths, check_stability)]
+    return [r.api_record() for r in analyse_files(state, paths, check_stability)]

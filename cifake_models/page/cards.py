@@ -17,7 +17,7 @@ from cifake_models.explain import NO_HEATMAP
 from cifake_models.results import ImageResult
 from cifake_models.stability import CHANGES
 
-from .bank import Bank
+from .state import AppState
 
 CARD_CSS = (Path(__file__).parent / "cards.css").read_text(encoding="utf-8")
 MAX_CARDS = 24  # result cards drawn per request; the table and CSV hold every file
@@ -55,13 +55,13 @@ def _stability_cell(result: ImageResult, name: str) -> str:
     return f'<td class="stability {"stable" if check.stable else "flips"}">{html.escape(check.sentence)}</td>'
 
 
-def heatmap_strip(bank: Bank, result: ImageResult) -> str:
+def heatmap_strip(state: AppState, result: ImageResult) -> str:
     """Each detector's map of its evidence, laid over the 32x32 image, in registry order."""
     if not result.heatmaps:
         return ""
     figures = "".join(
         f'<figure><img src="{pixels_data_uri(heatmap.image(128, under=result.array), scale=1)}" width="128" height="128" '
-        f'alt="{html.escape(bank.title(name))} heatmap"><figcaption>{html.escape(bank.title(name))}</figcaption></figure>'
+        f'alt="{html.escape(state.title(name))} heatmap"><figcaption>{html.escape(state.title(name))}</figcaption></figure>'
         for name, heatmap in result.heatmaps.items()
     )
     methods = "; ".join(dict.fromkeys(heatmap.method for heatmap in result.heatmaps.values()))
@@ -70,29 +70,29 @@ def heatmap_strip(bank: Bank, result: ImageResult) -> str:
             f'<p class="method">Why: {html.escape(methods)}.{html.escape(committees)}</p></div>')
 
 
-def result_card(bank: Bank, result: ImageResult) -> str:
+def result_card(state: AppState, result: ImageResult) -> str:
     name = html.escape(result.file)
     if result.error and not result.predictions:
         return f'<div class="card error"><div class="head"><b>{name}</b></div><p class="msg">⚠ {html.escape(result.error)}</p></div>'
     rows = []
-    for det in bank.names:
-        title = html.escape(bank.title(det))
+    for det in state.names:
+        title = html.escape(state.title(det))
         if det in result.predictions:
             p = result.predictions[det]
             verdict = p.verdict
             rows.append(
                 f'<tr><td class="det">{title}</td><td>{_bar(p.p_real, "#2e7d32")}</td><td>{_bar(p.p_fake, "#c62828")}</td>'
-                f'<td class="verdict {verdict.lower()}">{verdict}</td><td class="thr">{decision_rule(bank.detectors[det])}</td>'
+                f'<td class="verdict {verdict.lower()}">{verdict}</td><td class="thr">{decision_rule(state.detectors[det])}</td>'
                 f'{_stability_cell(result, det)}</tr>'
             )
         else:
-            reason = bank.unavailable.get(det) or result.detector_errors.get(det, "unavailable")
+            reason = state.unavailable.get(det) or result.detector_errors.get(det, "unavailable")
             rows.append(f'<tr class="na"><td class="det">{title}</td><td colspan="{4 + (result.stability is not None)}">unavailable: {html.escape(reason)}</td></tr>')
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) or "<li>none: already 32x32 RGB</li>"
     # No badge where no detector voted (every one unavailable, or only committees answered).
     agreement = f'<span class="agree {result.majority.lower()}">{html.escape(result.agreement)}</span>' if result.agreement else ""
     committees = "".join(
-        f'<span class="agree committee {p.verdict.lower()}">{html.escape(bank.title(n))}: {p.verdict}</span>'
+        f'<span class="agree committee {p.verdict.lower()}">{html.escape(state.title(n))}: {p.verdict}</span>'
         for n, p in result.committees.items()
     )
     stability_head = (f'<th title="the verdict again on the image {html.escape("; ".join(c.when for c in CHANGES))}">'
@@ -104,13 +104,13 @@ def result_card(bank: Bank, result: ImageResult) -> str:
 <figcaption>what the detectors saw: 32x32, shown 4x (nearest neighbour)</figcaption></figure>
 <div class="probs"><table><thead><tr><th>Detector</th><th>P(REAL)</th><th>P(FAKE)</th><th>Verdict</th><th title="calibrated P(FAKE) at or above which the detector says FAKE, and below which REAL; UNSURE between (chosen on the validation split: outside the band, {TARGET_ACCURACY:.0%} of validation images are right)">Decides</th>{stability_head}</tr></thead>
 <tbody>{"".join(rows)}</tbody></table>
-<div class="notes">Conversions: <ul>{notes}</ul></div></div></div>{heatmap_strip(bank, result)}</div>"""
+<div class="notes">Conversions: <ul>{notes}</ul></div></div></div>{heatmap_strip(state, result)}</div>"""
 
 
-def results_html(bank: Bank, answers: list[ImageResult]) -> str:
+def results_html(state: AppState, answers: list[ImageResult]) -> str:
     if not answers:
         return '<p class="more">Drop images above, paste one, or click an example to see every detector\'s answer.</p>'
-    cards = [result_card(bank, r) for r in answers[:MAX_CARDS]]
+    cards = [result_card(state, r) for r in answers[:MAX_CARDS]]
     if len(answers) > MAX_CARDS:
         cards.append(f'<p class="more">Showing the first {MAX_CARDS} of {len(answers)} files; the table below and the CSV hold all of them.</p>')
     return "\n".join(cards)

@@ -16,12 +16,11 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from cifake_models.data import CLASSES
+from cifake_models.labels import CLASSES, FAKE_LABEL, REAL_LABEL
 from cifake_models.perturbations import FAMILIES
 from cifake_models.reports import REEVALUATE
-from cifake_models.results import FAKE_LABEL, REAL_LABEL
 
-from .bank import Bank
+from .state import AppState
 
 SPLITS = {"test": "Official test split", "test_leak_free": "Leak-free test split (test images also in train removed)"}
 COLOURS = plotly.colors.qualitative.D3
@@ -43,11 +42,11 @@ def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     return fig
 
 
-def _figures(bank: Bank, name: str, split: str) -> dict | None:
-    return bank.reports.get(name, {}).get(split)
+def _figures(state: AppState, name: str, split: str) -> dict | None:
+    return state.reports.get(name, {}).get(split)
 
 
-def _curves_figure(bank: Bank, names: list[str], split: str, kind: str) -> go.Figure:
+def _curves_figure(state: AppState, names: list[str], split: str, kind: str) -> go.Figure:
     """ROC (``kind="roc"``) or precision-recall (``kind="pr"``) curves of ``names`` on one plot."""
     curve, (x, y), auc_key, auc_label, axes, titles, what = {
         "roc": ("roc_curve", ("fpr", "tpr"), "roc_auc", "AUC",
@@ -60,28 +59,28 @@ def _curves_figure(bank: Bank, names: list[str], split: str, kind: str) -> go.Fi
         fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="chance", hoverinfo="skip"))
     drawn = 0
     for i, name in enumerate(names):
-        figures = _figures(bank, name, split) or {}
+        figures = _figures(state, name, split) or {}
         points = figures.get(curve) or {}
         if not points.get(x):
             continue  # a detector without a report, or a report without this curve: the others still draw
         auc = figures.get(auc_key)
         fig.add_trace(go.Scatter(x=points[x], y=points[y], mode="lines",
                                  line=dict(color=COLOURS[i % len(COLOURS)]),
-                                 name=f"{bank.title(name)} ({auc_label} {auc:.3f})" if auc is not None else bank.title(name)))
+                                 name=f"{state.title(name)} ({auc_label} {auc:.3f})" if auc is not None else state.title(name)))
         drawn += 1
-    title = titles[0] if len(names) > 1 else f"{titles[1]}: {bank.title(names[0])}"
+    title = titles[0] if len(names) > 1 else f"{titles[1]}: {state.title(names[0])}"
     if not drawn:
-        lacking = len(names) == 1 and _lacking(_figures(bank, names[0], split), curve, title, what)
+        lacking = len(names) == 1 and _lacking(_figures(state, names[0], split), curve, title, what)
         return lacking or _empty_figure(title, f"no report holds a {what}: {REEVALUATE}")
     return _layout(fig, title, *axes)
 
 
-def roc_figure(bank: Bank, names: list[str], split: str = "test") -> go.Figure:
-    return _curves_figure(bank, names, split, "roc")
+def roc_figure(state: AppState, names: list[str], split: str = "test") -> go.Figure:
+    return _curves_figure(state, names, split, "roc")
 
 
-def pr_figure(bank: Bank, names: list[str], split: str = "test") -> go.Figure:
-    return _curves_figure(bank, names, split, "pr")
+def pr_figure(state: AppState, names: list[str], split: str = "test") -> go.Figure:
+    return _curves_figure(state, names, split, "pr")
 
 
 def _confusion_heatmap(matrix: np.ndarray, title: str) -> go.Figure:
@@ -96,19 +95,19 @@ def _confusion_heatmap(matrix: np.ndarray, title: str) -> go.Figure:
     return fig
 
 
-def confusion_figure(bank: Bank, name: str, split: str = "test") -> go.Figure:
-    figures = _figures(bank, name, split)
-    if missing := _lacking(figures, "confusion_matrix", f"Confusion matrix: {bank.title(name)}", "confusion matrix"):
+def confusion_figure(state: AppState, name: str, split: str = "test") -> go.Figure:
+    figures = _figures(state, name, split)
+    if missing := _lacking(figures, "confusion_matrix", f"Confusion matrix: {state.title(name)}", "confusion matrix"):
         return missing
     return _confusion_heatmap(np.asarray(figures["confusion_matrix"]),
-                              f"Confusion matrix: {bank.title(name)} (accuracy {figures['accuracy']:.4f}, n={figures['n']:,})")
+                              f"Confusion matrix: {state.title(name)} (accuracy {figures['accuracy']:.4f}, n={figures['n']:,})")
 
 
-def training_figure(bank: Bank, name: str) -> go.Figure:
-    history = bank.reports.get(name, {}).get("history") or []
-    title = f"Training curves: {bank.title(name)}"
+def training_figure(state: AppState, name: str) -> go.Figure:
+    history = state.reports.get(name, {}).get("history") or []
+    title = f"Training curves: {state.title(name)}"
     if not history:
-        return _empty_figure(title, "no epochs to plot: this detector is fitted in one pass" if name in bank.reports else NOT_EVALUATED)
+        return _empty_figure(title, "no epochs to plot: this detector is fitted in one pass" if name in state.reports else NOT_EVALUATED)
     epochs = [h["epoch"] for h in history]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"))
     for col, key in ((1, "loss"), (2, "accuracy")):
@@ -127,24 +126,24 @@ def training_figure(bank: Bank, name: str) -> go.Figure:
     return fig
 
 
-def robustness_figure(bank: Bank) -> go.Figure:
+def robustness_figure(state: AppState) -> go.Figure:
     """Accuracy against perturbation strength, one panel per family, every detector; each line
     starts at the detector's accuracy on the unchanged images of the same sample."""
-    names = [n for n in bank.names if bank.reports.get(n, {}).get("robustness")]
+    names = [n for n in state.names if state.reports.get(n, {}).get("robustness")]
     if not names:
         return _empty_figure("Accuracy on resized and re-saved images", f"no report holds robustness figures: {REEVALUATE}")
     families = list(FAMILIES)
     columns = 3
     fig = make_subplots(rows=-(-len(families) // columns), cols=columns, subplot_titles=families, vertical_spacing=0.16)
     for i, name in enumerate(names):
-        robustness = bank.reports[name]["robustness"]
+        robustness = state.reports[name]["robustness"]
         for j, family in enumerate(families):
             scores = sorted((s["strength"], s["accuracy"]) for s in robustness["scores"] if s["family"] == family)
             points = sorted([(FAMILIES[family].unchanged, robustness["clean_accuracy"]), *scores])
             fig.add_trace(go.Scatter(
-                x=[x for x, _ in points], y=[y for _, y in points], mode="lines+markers", name=bank.title(name),
+                x=[x for x, _ in points], y=[y for _, y in points], mode="lines+markers", name=state.title(name),
                 legendgroup=name, showlegend=j == 0, line=dict(color=COLOURS[i % len(COLOURS)]),
-                hovertemplate=f"{bank.title(name)}: %{{y:.1%}} at {family} %{{x}}<extra></extra>"), row=j // columns + 1, col=j % columns + 1)
+                hovertemplate=f"{state.title(name)}: %{{y:.1%}} at {family} %{{x}}<extra></extra>"), row=j // columns + 1, col=j % columns + 1)
             fig.update_xaxes(title_text=FAMILIES[family].strength, title_font_size=11, row=j // columns + 1, col=j % columns + 1)
     n = robustness["n"]
     fig.update_yaxes(tickformat=".0%")
@@ -286,21 +285,21 @@ class EvaluationPlots:
         return tuple(getattr(self, f.name) for f in fields(self))
 
 
-def chosen_detector(bank: Bank, name: str | None) -> str:
+def chosen_detector(state: AppState, name: str | None) -> str:
     """``name`` if registered, else the first detector with a report (else the first detector)."""
-    if name in bank.names:
+    if name in state.names:
         return name
-    return next((n for n in bank.names if n in bank.reports), bank.names[0])
+    return next((n for n in state.names if n in state.reports), state.names[0])
 
 
-def evaluation_plots(bank: Bank, name: str, split: str) -> EvaluationPlots:
+def evaluation_plots(state: AppState, name: str, split: str) -> EvaluationPlots:
     """Every detector's curves on ``split`` (a key of :data:`SPLITS`), and ``name``'s own figures."""
-    names = [n for n in bank.names if n in bank.reports]
-    name = chosen_detector(bank, name)
-    report, title = bank.reports.get(name, {}), bank.title(name)
+    names = [n for n in state.names if n in state.reports]
+    name = chosen_detector(state, name)
+    report, title = state.reports.get(name, {}), state.title(name)
     return EvaluationPlots(
-        all_roc=roc_figure(bank, names or [name], split), all_pr=pr_figure(bank, names or [name], split),
-        confusion=confusion_figure(bank, name, split), roc=roc_figure(bank, [name], split), pr=pr_figure(bank, [name], split),
-        training=training_figure(bank, name), reliability=reliability_figure(report, split, title),
+        all_roc=roc_figure(state, names or [name], split), all_pr=pr_figure(state, names or [name], split),
+        confusion=confusion_figure(state, name, split), roc=roc_figure(state, [name], split), pr=pr_figure(state, [name], split),
+        training=training_figure(state, name), reliability=reliability_figure(report, split, title),
         selective=selective_figure(report, split, title),
     )

@@ -13,34 +13,35 @@ from pathlib import Path
 import pandas as pd
 
 import cifake_models as cm
+from cifake_models.labels import FAKE_LABEL, REAL_LABEL
 from cifake_models.reports import describe_recipe
-from cifake_models.results import FAKE_LABEL, REAL_LABEL, ImageResult, csv_header
+from cifake_models.results import ImageResult, csv_header
 
-from .bank import Bank
+from .state import AppState
 
 RESULTS_DIR = Path(tempfile.gettempdir()) / "cifake-app-results"  # CSV downloads; write_csv deletes those an hour old
 CACHE_SECONDS = 3600  # uploads and CSVs older than this are deleted
 
 
-def results_table(bank: Bank, answers: list[ImageResult]) -> pd.DataFrame:
+def results_table(state: AppState, answers: list[ImageResult]) -> pd.DataFrame:
     """The table shown under the cards: one row per file, P(FAKE) per available detector."""
-    columns = ["File", "Majority", "Agreement"] + [bank.title(n) for n in bank.detectors] + ["Notes / error"]
+    columns = ["File", "Majority", "Agreement"] + [state.title(n) for n in state.detectors] + ["Notes / error"]
     rows = []
     for r in answers:
         row = [r.file, r.majority, r.agreement]
-        row += [round(r.predictions[n].p_fake, 4) if n in r.predictions else None for n in bank.detectors]
+        row += [round(r.predictions[n].p_fake, 4) if n in r.predictions else None for n in state.detectors]
         row.append(r.error or "; ".join(r.notes))
         rows.append(row)
     return pd.DataFrame(rows, columns=columns)
 
 
-def results_widths(bank: Bank) -> list[str]:
+def results_widths(state: AppState) -> list[str]:
     """Column widths of :func:`results_table`, so long notes do not squeeze the probabilities."""
-    share = 46 / max(len(bank.detectors), 1)
-    return ["14%", "8%", "12%"] + [f"{share:.1f}%"] * len(bank.detectors) + ["20%"]
+    share = 46 / max(len(state.detectors), 1)
+    return ["14%", "8%", "12%"] + [f"{share:.1f}%"] * len(state.detectors) + ["20%"]
 
 
-def write_csv(bank: Bank, answers: list[ImageResult]) -> str:
+def write_csv(state: AppState, answers: list[ImageResult]) -> str:
     """Every result, with P(REAL), P(FAKE) and the verdict of each detector, as a CSV file."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     cutoff = time.time() - CACHE_SECONDS
@@ -55,23 +56,23 @@ def write_csv(bank: Bank, answers: list[ImageResult]) -> str:
     path.parent.mkdir()
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(csv_header(bank.names))
-        writer.writerows(r.row(bank.names) for r in answers)
+        writer.writerow(csv_header(state.names))
+        writer.writerows(r.row(state.names) for r in answers)
     return str(path)
 
 
-def compare_table(bank: Bank) -> pd.DataFrame:
+def compare_table(state: AppState) -> pd.DataFrame:
     rows = []
-    for name in bank.names:
-        spec, report = cm.get_spec(name), bank.reports.get(name, {})
+    for name in state.names:
+        spec, report = cm.get_spec(name), state.reports.get(name, {})
         test, free, robustness = report.get("test", {}), report.get("test_leak_free", {}), report.get("robustness", {})
         per_class = test.get("per_class", {})
-        status = "available" if name in bank.detectors else f"unavailable: {bank.unavailable.get(name)}"
-        if name not in bank.reports:
-            status += f" (no evaluation report: {bank.report_errors.get(name)})"
-        elif name in bank.stale_reports:
-            status += f" ({bank.stale_reports[name]})"
-        checkpoint = bank.checkpoint_dir / spec.checkpoint_file
+        status = "available" if name in state.detectors else f"unavailable: {state.unavailable.get(name)}"
+        if name not in state.reports:
+            status += f" (no evaluation report: {state.report_errors.get(name)})"
+        elif name in state.stale_reports:
+            status += f" ({state.stale_reports[name]})"
+        checkpoint = state.checkpoint_dir / spec.checkpoint_file
         size = checkpoint.stat().st_size if checkpoint.is_file() else report.get("checkpoint", {}).get("size_bytes")
         ms = report.get("ms_per_image", {})
         rnd = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
@@ -96,7 +97,7 @@ def compare_table(bank: Bank) -> pd.DataFrame:
             "REAL F1": rnd(per_class.get(REAL_LABEL, {}).get("f1")),
             "Threshold P(FAKE)": rnd(test.get("threshold")),
             "Test images": test.get("n"),
-            "Initialisation": bank.initialisation(name),
+            "Initialisation": state.initialisation(name),
             "Our recipe": describe_recipe(report) if report.get("recipe") else "",
             "Paper recipe": spec.paper.recipe if spec.paper else "not in the paper",
             "Checkpoint MB": None if size is None else round(size / 1e6, 1),

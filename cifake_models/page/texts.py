@@ -6,23 +6,23 @@ from __future__ import annotations
 
 import cifake_models as cm
 from cifake_models.calibration import TARGET_ACCURACY
-from cifake_models.stability import join_words
+from cifake_models.page.words import join_words
 
-from .bank import Bank
 from .cards import decision_rule
 from .figures import ThresholdPoint
+from .state import AppState
 
 
-def compare_notes(bank: Bank) -> str:
+def compare_notes(state: AppState) -> str:
     lines = []
-    for name in bank.names:
-        spec, report = cm.get_spec(name), bank.reports.get(name, {})
+    for name in state.names:
+        spec, report = cm.get_spec(name), state.reports.get(name, {})
         notes = report.get("notes") or spec.notes
         free = report.get("test_leak_free", {})
         extra = f" Leak-free split: {free.get('removed')} test images that also occur in train removed." if free else ""
         if notes or extra:
             lines.append(f"- **{spec.title}**: {notes}{extra}")
-    evaluated = next((r.get("evaluated", {}) for r in bank.reports.values()), {})
+    evaluated = next((r.get("evaluated", {}) for r in state.reports.values()), {})
     head = ("Figures on CIFAKE's official test split (FAKE is the positive class for ROC and PR). "
             "Accuracy and the per-class figures call every image: FAKE when P(FAKE) reaches the detector's threshold, "
             "chosen on a validation split carved out of train, never on test; so is whether P is averaged over the image "
@@ -37,31 +37,31 @@ def _percent(fraction: float | None) -> str:
     return "" if fraction is None else f"{100 * fraction:.1f}%"
 
 
-def detectors_markdown(bank: Bank) -> str:
+def detectors_markdown(state: AppState) -> str:
     rows = ["| Detector | Status | Initialisation | Threshold P(FAKE) | Decides (UNSURE between) | Accuracy on CIFAKE's test files "
             "| …resized or re-saved first: mean (worst) |", "|---|---|---|---|---|---:|---:|"]
-    for name in bank.names:
-        if name in bank.detectors:
-            detector = bank.detectors[name]
+    for name in state.names:
+        if name in state.detectors:
+            detector = state.detectors[name]
             status, threshold, decides = "✅ available", f"{detector.threshold:.3f}", decision_rule(detector)
-            if getattr(bank.detectors[name], "unavailable", None):  # a committee serving on fewer members
-                status += f" without {', '.join(bank.detectors[name].unavailable)} (weights fitted for the members it has)"
+            if getattr(state.detectors[name], "unavailable", None):  # a committee serving on fewer members
+                status += f" without {', '.join(state.detectors[name].unavailable)} (weights fitted for the members it has)"
         else:
-            status, threshold, decides = f"❌ unavailable: {bank.unavailable[name]}", "", ""
-        if name in bank.stale_reports:
-            status += f" ⚠ {bank.stale_reports[name]}"
-        report = bank.reports.get(name, {})
+            status, threshold, decides = f"❌ unavailable: {state.unavailable[name]}", "", ""
+        if name in state.stale_reports:
+            status += f" ⚠ {state.stale_reports[name]}"
+        report = state.reports.get(name, {})
         robustness = report.get("robustness")
         robust = (f"{_percent(robustness['mean_accuracy'])} ({_percent(robustness['worst']['accuracy'])}, "
                   f"{robustness['worst']['perturbation']})") if robustness else ""
-        rows.append(f"| {bank.title(name)} | {status.replace('|', '/')} | {bank.initialisation(name)} | {threshold} | {decides} "
+        rows.append(f"| {state.title(name)} | {status.replace('|', '/')} | {state.initialisation(name)} | {threshold} | {decides} "
                     f"| {_percent((report.get('test') or {}).get('accuracy'))} | {robust} |")
     return "\n".join(rows)
 
 
-def scope_statement(bank: Bank) -> str:
+def scope_statement(state: AppState) -> str:
     """How accurate the detectors are on CIFAKE's own files and on resized or re-saved copies, from the reports."""
-    reports = {n: r for n, r in bank.reports.items() if n in bank.detectors and r.get("robustness")}
+    reports = {n: r for n, r in state.reports.items() if n in state.detectors and r.get("robustness")}
     if not reports:
         return ""
     clean = [r["test"]["accuracy"] for r in reports.values()]
@@ -71,28 +71,28 @@ def scope_statement(bank: Bank) -> str:
         f"On CIFAKE's own test files the detectors are right {_percent(min(clean))} to {_percent(max(clean))} of the time. "
         f"Uploads are rarely those files: on the same test images resized, re-compressed, blurred, shifted or cropped "
         f"first, they are right {_percent(min(mean))} to {_percent(max(mean))} of the time on average, and "
-        f"{bank.title(worst_name)} falls to {_percent(worst['accuracy'])} ({worst['perturbation']}); "
+        f"{state.title(worst_name)} falls to {_percent(worst['accuracy'])} ({worst['perturbation']}); "
         "see *Detectors* below and the *Evaluation* tab."
     )
 
 
-def scratch_statement(bank: Bank) -> str:
-    inits = {n: bank.initialisation(n) for n in bank.detectors}
+def scratch_statement(state: AppState) -> str:
+    inits = {n: state.initialisation(n) for n in state.detectors}
     if inits and all(v.lower().startswith("random") for v in inits.values()):
-        transferred = [spec.title for spec in map(cm.get_spec, bank.names) if spec.imagenet_weights]
+        transferred = [spec.title for spec in map(cm.get_spec, state.names) if spec.imagenet_weights]
         return ("**Every detector here was trained from scratch on CIFAKE: ImageNet weights were not used** "
                 f"(the paper fine-tuned ImageNet-pretrained {join_words(transferred)}, so its figures "
                 "are not the same experiment).")
-    scratch = [bank.title(n) for n, v in inits.items() if v.lower().startswith("random")]
+    scratch = [state.title(n) for n, v in inits.items() if v.lower().startswith("random")]
     if scratch:
         return f"**Trained from scratch (ImageNet weights not used): {', '.join(scratch)}.** Other checkpoints' initialisation is listed below."
     return ""
 
 
-def header_markdown(bank: Bank) -> str:
-    n_ok, n_all = len(bank.detectors), len(bank.names)
+def header_markdown(state: AppState) -> str:
+    n_ok, n_all = len(state.detectors), len(state.names)
     missing = f" **{n_all - n_ok} of {n_all} detectors are unavailable** (see *Detectors* below)." if n_ok < n_all else ""
-    specs = [cm.get_spec(name) for name in bank.names]
+    specs = [cm.get_spec(name) for name in state.names]
     papers, ours = [s.title for s in specs if s.paper], [s.title for s in specs if not s.paper]
     return (
         "# CIFAKE: real photo or AI-generated?\n"
@@ -100,9 +100,9 @@ def header_markdown(bank: Bank) -> str:
         + (f", then {join_words(ours)}" if ours else "") + ", "
         "trained on CIFAKE (Bird & Lotfi, 2024): 32x32 CIFAR-10 photos (REAL) and Stable Diffusion 1.4 "
         "images (FAKE). Your image is brought to 32x32 RGB first (shorter side to 32, centre crop), as the "
-        f"paper's test transform does, so fine detail is lost. {scope_statement(bank)} "
+        f"paper's test transform does, so fine detail is lost. {scope_statement(state)} "
         "Probabilities are calibrated on the validation split, and a detector answers **UNSURE** where, on "
-        f"validation, it would be right less than {TARGET_ACCURACY:.0%} of the time.{missing}\n\n" + scratch_statement(bank)
+        f"validation, it would be right less than {TARGET_ACCURACY:.0%} of the time.{missing}\n\n" + scratch_statement(state)
     )
 
 

@@ -11,17 +11,16 @@ from pathlib import Path
 import numpy as np
 
 import cifake_models as cm
-from cifake_models.data import REPO_ROOT
-from cifake_models.registry import checkpoint_dir_or_default, report_dir_or_default
+from cifake_models.inference import Answers
+from cifake_models.paths import REPO_ROOT, checkpoint_dir_or_default, report_dir_or_default
 from cifake_models.reports import stale_report
-from cifake_models.results import Answers
 from cifake_models.serving import Serving, SharedPasses, side_by_side
 
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
 
 
 @dataclass
-class Bank:
+class AppState:
     """Every registered detector, loaded once: the usable ones, and why the others are not."""
 
     checkpoint_dir: Path
@@ -37,7 +36,7 @@ class Bank:
 
     def __post_init__(self) -> None:
         # Made here, not at the first request: two first requests at once would make two, and
-        # never share a pass. It reads self.detectors, which load_bank then fills.
+        # never share a pass. It reads self.detectors, which load_state then fills.
         self.passes = SharedPasses(self.detectors, executor=self.serving.executor, workers=self.serving.workers)
 
     @property
@@ -54,7 +53,7 @@ class Bank:
 
     def predict(self, batch: np.ndarray) -> Answers:
         """Every available detector on a uint8 ``[n, 32, 32, 3]`` batch, in a forward pass shared
-        with the requests running at the same time (see ``cifake_models.results.predict_all``)."""
+        with the requests running at the same time (see ``cifake_models.inference.predict_all``)."""
         return self.passes.predict(batch)
 
 
@@ -63,27 +62,27 @@ def resolve_dirs(checkpoint_dir: str | Path | None = None, report_dir: str | Pat
     return checkpoint_dir_or_default(checkpoint_dir), report_dir_or_default(report_dir)
 
 
-def load_bank(checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None) -> Bank:
+def load_state(checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None) -> AppState:
     checkpoint_dir, report_dir = resolve_dirs(checkpoint_dir, report_dir)
-    bank = Bank(checkpoint_dir, report_dir, serving=side_by_side())
+    state = AppState(checkpoint_dir, report_dir, serving=side_by_side())
     start = time.perf_counter()
     for name in cm.list_detectors():
         try:
-            bank.detectors[name] = cm.load_detector(name, checkpoint_dir, loaded=bank.detectors).prepare_for_serving(bank.serving.threads)
+            state.detectors[name] = cm.load_detector(name, checkpoint_dir, loaded=state.detectors).prepare_for_serving(state.serving.threads)
         except cm.CheckpointError as error:
-            bank.unavailable[name] = str(error)
+            state.unavailable[name] = str(error)
         except Exception as error:  # e.g. a checkpoint of an older architecture
-            bank.unavailable[name] = f"could not load {cm.get_spec(name).checkpoint_file}: {type(error).__name__}: {error}"
+            state.unavailable[name] = f"could not load {cm.get_spec(name).checkpoint_file}: {type(error).__name__}: {error}"
         try:
-            bank.reports[name] = cm.load_report(name, report_dir)
+            state.reports[name] = cm.load_report(name, report_dir)
         except FileNotFoundError as error:
-            bank.report_errors[name] = str(error)
+            state.report_errors[name] = str(error)
         except Exception as error:
-            bank.report_errors[name] = f"unreadable report: {type(error).__name__}: {error}"
-        if name in bank.reports and (reason := stale_report(bank.reports[name], checkpoint_dir / cm.get_spec(name).checkpoint_file)):
-            bank.stale_reports[name] = reason
-    bank.load_seconds = time.perf_counter() - start
-    return bank
+            state.report_errors[name] = f"unreadable report: {type(error).__name__}: {error}"
+        if name in state.reports and (reason := stale_report(state.reports[name], checkpoint_dir / cm.get_spec(name).checkpoint_file)):
+            state.stale_reports[name] = reason
+    state.load_seconds = time.perf_counter() - start
+    return state
 
 
 def example_files() -> list[str]:
