@@ -132,16 +132,6 @@ Calibration = BetaCalibration | IsotonicCalibration
 FAMILIES: tuple[type, ...] = (BetaCalibration, IsotonicCalibration)  # what train.validation chooses from
 
 
-def calibration_from_metadata(metadata: dict) -> Calibration:
-    """The checkpoint's calibration; none recorded (older checkpoints) means the identity."""
-    stored = metadata.get("calibration")
-    if not stored:
-        return BetaCalibration()
-    if "knots" in stored:
-        return IsotonicCalibration(tuple(stored["knots"]), tuple(stored["values"]), stored["method"])
-    return BetaCalibration(stored["a"], stored["b"], stored["c"], stored["method"])
-
-
 @dataclass(frozen=True)
 class UnsureBand:
     """A detector decides when ``P(FAKE) >= high`` (FAKE) or ``P(FAKE) < low`` (REAL); between

@@ -18,6 +18,7 @@ import torch
 
 from .calibration import log_odds, sigmoid
 from .checkpoint import CheckpointError, file_sha256, read_safetensors, save_safetensors
+from .decision import DecisionRule
 from .detector import Detector, check_recorded
 from .labels import FAKE
 from .recipes import CommitteeRecipe
@@ -51,10 +52,12 @@ def fit_subsets(member_fake: Mapping[str, np.ndarray], labels: np.ndarray, recip
 class CommitteeDetector(Detector):
     """P(FAKE) = sigmoid(sum of weight x member logit + intercept), over the members it has."""
 
+    records_views = False  # one view: each member averages its own
+
     def __init__(self, name: str, members: Mapping[str, Detector], member_names: Sequence[str],
                  masks: np.ndarray, coefficients: np.ndarray, metadata: dict | None = None,
-                 unavailable: Mapping[str, str] | None = None):
-        super().__init__(name, metadata)
+                 unavailable: Mapping[str, str] | None = None, rule: DecisionRule | None = None):
+        super().__init__(name, metadata, rule=rule)
         self.unavailable = dict(unavailable or {})  # member -> why it could not be loaded
         self.member_names = list(member_names)  # every member the regressions were fitted on, in order
         self.members = {n: members[n] for n in self.member_names if n in members}  # those loaded
@@ -83,8 +86,8 @@ class CommitteeDetector(Detector):
         proba[:, FAKE], proba[:, 1 - FAKE] = fake, 1 - fake
         return proba
 
-    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
-        return self.combine_raw({n: m.predict_proba_arrays(batch)[:, FAKE] for n, m in self.members.items()})
+    def single_view(self, batch: np.ndarray) -> np.ndarray:
+        return self.combine_raw({n: m.probabilities(batch)[:, FAKE] for n, m in self.members.items()})
 
     def save(self, path: str | Path) -> Path:
         tensors = {"masks": torch.as_tensor(self.masks, dtype=torch.uint8), "coefficients": torch.as_tensor(self.coefficients)}
@@ -92,13 +95,15 @@ class CommitteeDetector(Detector):
         return save_safetensors(path, tensors, self.metadata)
 
     @classmethod
-    def load(cls, path: str | Path, name: str, load_member: Callable[[str], Detector]) -> "CommitteeDetector":
+    def load(cls, path: str | Path, name: str, load_member: Callable[[str], Detector],
+             validated: bool = True) -> "CommitteeDetector":
         """Members come from ``load_member``; one that fails to load is left out, and
         :attr:`unavailable` says why. So is one whose checkpoint beside the committee's is not the
         file it was fitted on (retrained, recalibrated): its weight was fitted on another
         detector's answers, and it serves again once the committee is refitted."""
         tensors, metadata = read_safetensors(path)
         check_recorded(path, name, metadata)
+        rule = cls.parse_rule(path, metadata)[1] if validated else None
         try:
             names, fitted_on = metadata["members"], metadata["member_checkpoints"]
             masks, coefficients = tensors["masks"].numpy(), tensors["coefficients"].numpy()
@@ -114,4 +119,4 @@ class CommitteeDetector(Detector):
                 members[member] = detector
             except Exception as error:  # any unloadable or changed member is left out; the others serve
                 unavailable[member] = f"{type(error).__name__}: {error}"
-        return cls(name, members, names, masks, coefficients, metadata, unavailable)
+        return cls(name, members, names, masks, coefficients, metadata, unavailable, rule)

@@ -15,10 +15,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .calibration import Calibration, UnsureBand, calibration_from_metadata, called_fake
+from .calibration import called_fake
 from .checkpoint import CheckpointError, atomic_write, read_safetensors, require_file, save_safetensors
+from .decision import DecisionRule, Views
 from .images import mirror, stack_images
-from .labels import CLASSES, FAKE, UNSURE
+from .labels import CLASSES, FAKE
 from .preprocessing import Preprocessing
 
 
@@ -34,76 +35,75 @@ def check_recorded(path: str | Path, name: str, metadata: dict) -> None:
 
 
 class Detector:
-    """Base class: PIL images in, class probabilities out."""
+    """Base class: PIL images in, class probabilities out.
+
+    ``views`` and ``rule`` are parsed from the checkpoint at load; a detector being trained has
+    the single view and no rule until :mod:`train.validation` chooses them."""
 
     classes_ = np.array(CLASSES)
+    records_views = True  # its checkpoint records its test-time views (a committee's members choose their own)
 
-    def __init__(self, name: str, metadata: dict | None = None):
+    def __init__(self, name: str, metadata: dict | None = None, views: Views = Views(),
+                 rule: DecisionRule | None = None):
         self.name = name
         self.metadata = metadata or {}
-
-    @property
-    def threshold(self) -> float:
-        """P(FAKE) at or above which an image is called FAKE (chosen on validation at training)."""
-        return float(self.metadata.get("threshold", {}).get("value", 0.5))
+        self.views = views
+        self.rule = rule
 
     def predict_proba(self, images: Sequence[Image.Image] | Image.Image) -> np.ndarray:
-        """``[n, len(classes_)]`` probabilities for PIL images of any size and mode."""
-        return self.predict_proba_arrays(stack_images(images))
+        """``[n, len(classes_)]`` calibrated probabilities for PIL images of any size and mode."""
+        return self.probabilities(stack_images(images))
 
     def predict(self, images: Sequence[Image.Image] | Image.Image) -> np.ndarray:
-        """The verdict for each image: FAKE, REAL or UNSURE (:meth:`decide`); UNSURE is not one
-        of :attr:`classes_`."""
+        """The class in :attr:`classes_` for each image, at the threshold chosen on validation."""
+        fake = called_fake(self.predict_proba(images)[:, FAKE], self.decision_rule.threshold)
+        return np.where(fake, self.classes_[FAKE], self.classes_[1 - FAKE])
+
+    def verdicts(self, images: Sequence[Image.Image] | Image.Image) -> np.ndarray:
+        """FAKE, REAL or UNSURE (a :class:`Verdict`) for each image: :meth:`decide` on its probabilities."""
         return self.decide(self.predict_proba(images))
 
     @property
-    def calibration(self) -> Calibration:
-        """How raw probabilities become calibrated ones (fitted on validation; identity if none is recorded)."""
-        return calibration_from_metadata(self.metadata)
-
-    @property
-    def unsure_band(self) -> UnsureBand | None:
-        """Where the detector answers UNSURE (chosen on validation); None: it always decides."""
-        band = self.metadata.get("unsure")
-        return UnsureBand(band["low"], band["high"], band["confidence"], band["target_accuracy"]) if band else None
+    def decision_rule(self) -> DecisionRule:
+        if self.rule is None:
+            raise RuntimeError(f"{self.name} has no decision rule yet: "
+                               "train.validation chooses it on the validation split")
+        return self.rule
 
     def decide(self, proba: np.ndarray) -> np.ndarray:
-        """FAKE, REAL or UNSURE for each row of (calibrated) ``proba``: the one rule for a verdict."""
-        p = np.asarray(proba)[:, FAKE]
-        verdicts = np.where(called_fake(p, self.threshold), self.classes_[FAKE], self.classes_[1 - FAKE]).astype(object)
-        if (band := self.unsure_band) is not None:
-            verdicts[~band.decides(p)] = UNSURE
-        return verdicts.astype(str)
+        """FAKE, REAL or UNSURE for each row of calibrated ``proba`` (:meth:`DecisionRule.verdicts`)."""
+        return self.decision_rule.verdicts(np.asarray(proba)[:, FAKE])
 
-    @property
-    def averages_mirror(self) -> bool:
-        """Whether probabilities are averaged over each image and its left-right mirror: a
-        choice made on validation at training time (``train.validation.record_validation``)."""
-        return bool(self.metadata.get("test_time", {}).get("mirror_average", False))
-
-    def predict_proba_arrays(self, batch: np.ndarray) -> np.ndarray:
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for a uint8 ``[n, 32, 32, 3]`` batch (CIFAKE's own format)."""
-        return self.calibrate(self.predict_proba_raw(batch))
+        return self.calibrate(self.uncalibrated(batch))
 
     def calibrate(self, proba: np.ndarray) -> np.ndarray:
-        """``[n, 2]`` raw probabilities -> calibrated ones (:attr:`calibration`)."""
+        """``[n, 2]`` uncalibrated probabilities -> calibrated ones (unchanged before validation)."""
         proba = np.array(proba, dtype=np.float64)
-        proba[:, FAKE] = self.calibration.apply(proba[:, FAKE])
-        proba[:, 1 - FAKE] = 1 - proba[:, FAKE]
+        if self.rule is not None:
+            proba[:, FAKE] = self.rule.calibration.apply(proba[:, FAKE])
+            proba[:, 1 - FAKE] = 1 - proba[:, FAKE]
         return proba
 
-    def predict_proba_raw(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities before calibration, over the views chosen on validation."""
-        if not self.averages_mirror:
-            return self.predict_proba_view(batch)
+    def uncalibrated(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities before calibration, over the :attr:`views` chosen on validation."""
+        if not self.views.mirror_average:
+            return self.single_view(batch)
         # Both views in one call: for a few images a network's cost is mostly per call, not per
         # image, so one forward pass of 2n images costs far less than two of n.
-        both = self.predict_proba_view(np.concatenate([batch, mirror(batch)]))
+        both = self.single_view(np.concatenate([batch, mirror(batch)]))
         return (both[: len(batch)] + both[len(batch) :]) / 2
 
-    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
+    def single_view(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities for the batch exactly as given (one view, no mirror averaging)."""
         raise NotImplementedError
+
+    @classmethod
+    def parse_rule(cls, path: str | Path, metadata: dict) -> tuple[Views, DecisionRule]:
+        """The views and decision rule a checkpoint records; a missing one is refused by name."""
+        views = Views.from_metadata(path, metadata) if cls.records_views else Views()
+        return views, DecisionRule.from_metadata(path, metadata)
 
     def prepare_for_serving(self, threads: int | None = None) -> "Detector":
         """Switch to the fastest way of answering that gives the same probabilities before
@@ -121,14 +121,15 @@ class Detector:
 class TorchDetector(Detector):
     """A torch network and the :class:`Preprocessing` it was trained with."""
 
-    def __init__(self, name: str, module: nn.Module, preprocessing: Preprocessing, metadata: dict | None = None):
-        super().__init__(name, metadata)
+    def __init__(self, name: str, module: nn.Module, preprocessing: Preprocessing, metadata: dict | None = None,
+                 views: Views = Views(), rule: DecisionRule | None = None):
+        super().__init__(name, metadata, views, rule)
         self.module = module.eval()
         self.preprocessing = preprocessing
         self.network = None  # set by prepare_for_serving: the module's forward pass in ONNX Runtime
 
     @torch.inference_mode()
-    def predict_proba_view(self, batch: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    def single_view(self, batch: np.ndarray, batch_size: int = 500) -> np.ndarray:
         self.module.eval()
         device = next(self.module.parameters()).device
         out = []
@@ -153,9 +154,11 @@ class TorchDetector(Detector):
         return save_safetensors(path, state, metadata)
 
     @classmethod
-    def load(cls, path: str | Path, name: str, build) -> "TorchDetector":
+    def load(cls, path: str | Path, name: str, build, validated: bool = True) -> "TorchDetector":
+        """``validated=False``: one whose decision rule is yet to be chosen (before or for its validation)."""
         state, metadata = read_safetensors(path)
         check_recorded(path, name, metadata)
+        views, rule = cls.parse_rule(path, metadata) if validated else (Views(), None)
         try:
             preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
         except (AttributeError, KeyError, TypeError, ValueError) as error:
@@ -166,17 +169,18 @@ class TorchDetector(Detector):
             module.load_state_dict(state)
         except RuntimeError as error:
             raise CheckpointError(f"{path} does not hold {name} weights: {error}") from error
-        return cls(name, module, preprocessing, metadata)
+        return cls(name, module, preprocessing, metadata, views, rule)
 
 
 class SklearnDetector(Detector):
     """A scikit-learn estimator over flattened uint8 images, stored with skops (no pickle)."""
 
-    def __init__(self, name: str, estimator, metadata: dict | None = None):
-        super().__init__(name, metadata)
+    def __init__(self, name: str, estimator, metadata: dict | None = None, views: Views = Views(),
+                 rule: DecisionRule | None = None):
+        super().__init__(name, metadata, views, rule)
         self.estimator = estimator
 
-    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
+    def single_view(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros((0, len(self.classes_)))
         proba = self.estimator.predict_proba(batch.reshape(len(batch), -1))
@@ -190,8 +194,10 @@ class SklearnDetector(Detector):
         return atomic_write(path, lambda tmp: skops.io.dump(payload, tmp))
 
     @classmethod
-    def load(cls, path: str | Path, name: str, trusted_types: Sequence[str]) -> "SklearnDetector":
-        """Load refusing any type outside ``trusted_types`` (skops never runs pickled code)."""
+    def load(cls, path: str | Path, name: str, trusted_types: Sequence[str],
+             validated: bool = True) -> "SklearnDetector":
+        """Load refusing any type outside ``trusted_types`` (skops never runs pickled code);
+        ``validated``: as :meth:`TorchDetector.load`."""
         import skops.io
 
         path = Path(path)
@@ -209,5 +215,5 @@ class SklearnDetector(Detector):
         except Exception as error:  # skops raises many kinds (zip, json, type) on a bad file
             raise CheckpointError(f"{path} is not a valid checkpoint ({type(error).__name__}: {error})") from error
         check_recorded(path, name, metadata)
-        return cls(name, estimator, metadata)
+        return cls(name, estimator, metadata, *(cls.parse_rule(path, metadata) if validated else (Views(), None)))
 

@@ -116,7 +116,7 @@ class FakeMargin(torch.nn.Module):
 
 def integrated_gradients(detector: TorchDetector, array: np.ndarray, steps: int = STEPS) -> Heatmap:
     """Integrated Gradients of the FAKE-minus-REAL logit from a black image to ``array`` (see the module)."""
-    views = np.stack([array, mirror(array[None])[0]]) if detector.averages_mirror else array[None]
+    views = np.stack([array, mirror(array[None])[0]]) if detector.views.mirror_average else array[None]
     device = next(detector.module.parameters()).device
     transform = detector.preprocessing.eval_transform
     inputs = transform(torch.tensor(views, device=device))  # a copy: an upload's array may be read-only
@@ -125,11 +125,11 @@ def integrated_gradients(detector: TorchDetector, array: np.ndarray, steps: int 
         inputs, baselines=baseline, n_steps=steps, internal_batch_size=steps * len(views)
     )
     per_pixel = _uncrop(attributions.sum(dim=1).detach().cpu().numpy())
-    if detector.averages_mirror:
+    if detector.views.mirror_average:
         per_pixel = (per_pixel[0] + per_pixel[1][:, ::-1]) / 2
     else:
         per_pixel = per_pixel[0]
-    views_text = ", averaged with its mirror's" if detector.averages_mirror else ""
+    views_text = ", averaged with its mirror's" if detector.views.mirror_average else ""
     method = f"Integrated Gradients of the FAKE-minus-REAL logit from a black image ({steps} steps{views_text}); red: for FAKE, blue: for REAL"
     return Heatmap(detector.name, method, _scale_signed(per_pixel), signed=True)
 

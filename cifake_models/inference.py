@@ -39,7 +39,7 @@ def predict_all(detectors: Mapping[str, Detector], batch: np.ndarray, executor: 
     def scored(task: tuple[str, np.ndarray]) -> np.ndarray | Exception:
         name, part = task
         try:
-            return np.asarray(detectors[name].predict_proba_arrays(part), dtype=np.float64)
+            return np.asarray(detectors[name].probabilities(part), dtype=np.float64)
         except Exception as error:  # one broken detector must not take the others down
             return error
 

@@ -64,15 +64,17 @@ class DetectorSpec:
         detector where the file allows it (a safetensors header; the SVM's file is loaded, as
         safely as :meth:`load` does)."""
         if isinstance(self.recipe, SvmRecipe):
-            return self.load(checkpoint_dir).metadata
+            return self.load(checkpoint_dir, validated=False).metadata
         return read_safetensors(checkpoint_dir_or_default(checkpoint_dir) / self.checkpoint_file)[1]
 
-    def load(self, checkpoint_dir: str | Path | None = None, loaded: Mapping[str, Detector] | None = None) -> Detector:
+    def load(self, checkpoint_dir: str | Path | None = None, loaded: Mapping[str, Detector] | None = None,
+             validated: bool = True) -> Detector:
         """The detector stored in ``checkpoint_dir``. A committee takes its members from
-        ``loaded`` when given (detectors already in memory, e.g. the app's), else from the same folder."""
+        ``loaded`` when given (detectors already in memory, e.g. the app's), else from the same folder.
+        ``validated=False`` loads one without its decision rule (to choose it again)."""
         path = checkpoint_dir_or_default(checkpoint_dir) / self.checkpoint_file
         if self.is_torch:
-            return TorchDetector.load(path, self.name, self.build_module)
+            return TorchDetector.load(path, self.name, self.build_module, validated)
         if self.is_committee:
             def load_member(name: str) -> Detector:
                 if loaded is None:
@@ -81,8 +83,8 @@ class DetectorSpec:
                     raise CheckpointError(f"{name} is not loaded")
                 return loaded[name]
 
-            return CommitteeDetector.load(path, self.name, load_member)
-        return SklearnDetector.load(path, self.name, TRUSTED_TYPES)
+            return CommitteeDetector.load(path, self.name, load_member, validated)
+        return SklearnDetector.load(path, self.name, TRUSTED_TYPES, validated)
 
 
 def rgb_only(builder: Callable[..., nn.Module], name: str | None = None) -> Callable[..., nn.Module]:

@@ -177,24 +177,24 @@ def variants(name: str, checkpoint_dir: Path) -> dict[str, object]:
     plain = load_detector(name, checkpoint_dir)
 
     def two_passes(batch: np.ndarray) -> np.ndarray:  # calibrated, as every other way answers
-        if not plain.averages_mirror:
-            return plain.calibrate(plain.predict_proba_view(batch))
-        return plain.calibrate((plain.predict_proba_view(batch) + plain.predict_proba_view(mirror(batch))) / 2)
+        if not plain.views.mirror_average:
+            return plain.calibrate(plain.single_view(batch))
+        return plain.calibrate((plain.single_view(batch) + plain.single_view(mirror(batch))) / 2)
 
-    ways = {"two passes (before)": two_passes, "one pass": plain.predict_proba_arrays}
+    ways = {"two passes (before)": two_passes, "one pass": plain.probabilities}
     if not hasattr(plain, "module"):
         return ways  # HOG + SVM: scikit-learn, nothing else to try
     last = load_detector(name, checkpoint_dir)
     last.network = ChannelsLast(last.module)
-    ways["one pass, channels-last"] = last.predict_proba_arrays
+    ways["one pass, channels-last"] = last.probabilities
     frozen = load_detector(name, checkpoint_dir)
     with torch.no_grad():
         example = frozen.preprocessing.eval_transform(np.zeros((2, 32, 32, 3), np.uint8))
         frozen.network = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(frozen.module, example)))
-    ways["one pass, TorchScript frozen"] = frozen.predict_proba_arrays
-    ways["one pass, ONNX Runtime"] = load_detector(name, checkpoint_dir).prepare_for_serving().predict_proba_arrays
+    ways["one pass, TorchScript frozen"] = frozen.probabilities
+    ways["one pass, ONNX Runtime"] = load_detector(name, checkpoint_dir).prepare_for_serving().probabilities
     other = load_detector(name, checkpoint_dir).prepare_for_serving(spinning=not SPINNING)
-    ways[f"one pass, ONNX Runtime, spinning {'off' if SPINNING else 'on'}"] = other.predict_proba_arrays
+    ways[f"one pass, ONNX Runtime, spinning {'off' if SPINNING else 'on'}"] = other.probabilities
     return ways
 
 

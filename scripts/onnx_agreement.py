@@ -27,7 +27,7 @@ def largest_move(detector, step: float = RAW_STEP) -> float:
     (where an isotonic map is steepest) and a fine grid."""
     knots = np.asarray(detector.metadata.get("calibration", {}).get("knots", []), dtype=np.float64)
     grid = np.concatenate([knots, np.linspace(0.0, 1.0 - step, 200_001)])
-    return float(np.max(np.abs(detector.calibration.apply(np.clip(grid + step, 0, 1)) - detector.calibration.apply(grid))))
+    return float(np.max(np.abs(detector.rule.calibration.apply(np.clip(grid + step, 0, 1)) - detector.rule.calibration.apply(grid))))
 
 
 def main() -> None:
@@ -43,8 +43,8 @@ def main() -> None:
     print(f"{len(images)} test images; raw and calibrated P(FAKE), PyTorch against ONNX Runtime")
     for name in args.names:
         plain, served = load_detector(name), load_detector(name).prepare_for_serving(threads=1)
-        raw = np.abs(plain.predict_proba_raw(images)[:, FAKE] - served.predict_proba_raw(images)[:, FAKE]).max()
-        calibrated_plain, calibrated_served = plain.predict_proba_arrays(images), served.predict_proba_arrays(images)
+        raw = np.abs(plain.uncalibrated(images)[:, FAKE] - served.uncalibrated(images)[:, FAKE]).max()
+        calibrated_plain, calibrated_served = plain.probabilities(images), served.probabilities(images)
         calibrated = np.abs(calibrated_plain[:, FAKE] - calibrated_served[:, FAKE]).max()
         verdicts = int((plain.decide(calibrated_plain) != served.decide(calibrated_served)).sum())
         print(f"{name:12s} raw {raw:.1e}  calibrated {calibrated:.1e}  verdicts differing {verdicts}  "

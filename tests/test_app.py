@@ -162,7 +162,7 @@ def test_predict_file_gives_every_detector_real_and_fake(state, images):
     # The same probabilities as the detectors' own predict_proba (FAKE, REAL column order).
     pixels = np.array(Image.open(images["good.png"]).convert("RGB"))[None]
     for name, detector in state.detectors.items():
-        proba = detector.predict_proba_arrays(pixels)[0]
+        proba = detector.probabilities(pixels)[0]
         assert result[name]["FAKE"] == pytest.approx(proba[0], abs=1e-6)
 
 
@@ -348,9 +348,9 @@ def test_the_detectors_table_states_the_rule_each_detector_decides_by(state):
     assert "UNSURE" in texts.compare_notes(state)
     for name in list_detectors():
         detector = state.detectors[name]
-        band = detector.unsure_band
+        band = detector.rule.unsure
         row = next(line for line in table.splitlines() if line.startswith(f"| {get_spec(name).title} |"))
-        assert f"| {detector.threshold:.3f} | FAKE ≥ {band.high:.3f}, REAL &lt; {band.low:.3f} |" in row
+        assert f"| {detector.rule.threshold:.3f} | FAKE ≥ {band.high:.3f}, REAL &lt; {band.low:.3f} |" in row
         p = np.array([band.high, (band.high + band.low) / 2, np.nextafter(band.low, 0)])
         assert list(detector.decide(np.stack([p, 1 - p], axis=1))) == ["FAKE", "UNSURE" if band.low < band.high else "FAKE", "REAL"]
 

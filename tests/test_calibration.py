@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from cifake_models import list_detectors, load_detector, load_report, results
-from cifake_models.calibration import BetaCalibration, IsotonicCalibration, UnsureBand, calibration_from_metadata, selective_curve, selective_figures, sigmoid
+from cifake_models.calibration import BetaCalibration, IsotonicCalibration, UnsureBand, selective_curve, selective_figures, sigmoid
+from cifake_models.decision import DecisionRule, calibration_of
 from cifake_models.labels import CLASSES, UNSURE
 from cifake_models.metrics import classification_figures, expected_calibration_error, reliability, threshold_sweep
 
@@ -50,15 +51,15 @@ def test_the_unsure_band_is_the_narrowest_that_reaches_the_target():
 
 def test_a_detector_answers_unsure_inside_its_band_and_uses_its_calibration(tiny_assets):
     detector = load_detector("cnn", tiny_assets["checkpoints"])
-    detector.metadata.update(threshold={"value": 0.5}, unsure={"low": 0.3, "high": 0.8, "confidence": 0.8, "target_accuracy": 0.99})
+    detector.rule = DecisionRule(BetaCalibration(), 0.5, UnsureBand(0.3, 0.8, 0.8, 0.99))
     p_fake = np.array([0.1, 0.9, 0.5, 0.75, 0.29, 0.8])
     proba = np.empty((len(p_fake), 2))
     proba[:, FAKE], proba[:, 1 - FAKE] = p_fake, 1 - p_fake
     expected = np.where(p_fake >= 0.8, "FAKE", np.where(p_fake < 0.3, "REAL", UNSURE))
     np.testing.assert_array_equal(detector.decide(proba), expected)
-    detector.metadata["calibration"] = {"a": 0.5, "b": 2.0, "c": 0.5, "method": "test"}
-    raw = detector.predict_proba_raw(np.zeros((2, 32, 32, 3), np.uint8))
-    np.testing.assert_allclose(detector.predict_proba_arrays(np.zeros((2, 32, 32, 3), np.uint8))[:, FAKE],
+    detector.rule = DecisionRule(BetaCalibration(0.5, 2.0, 0.5, "test"), 0.5, UnsureBand(0.3, 0.8, 0.8, 0.99))
+    raw = detector.uncalibrated(np.zeros((2, 32, 32, 3), np.uint8))
+    np.testing.assert_allclose(detector.probabilities(np.zeros((2, 32, 32, 3), np.uint8))[:, FAKE],
                                BetaCalibration(0.5, 2.0, 0.5).apply(raw[:, FAKE]))
 
 
@@ -66,7 +67,7 @@ def test_a_detector_answers_unsure_inside_its_band_and_uses_its_calibration(tiny
 def test_training_records_calibration_and_band_on_validation(name, tiny_assets):
     meta = load_detector(name, tiny_assets["checkpoints"]).metadata
     grid = np.linspace(0, 1, 1001)
-    assert np.all(np.diff(calibration_from_metadata(meta).apply(grid)) >= 0)  # whichever family won: monotone
+    assert np.all(np.diff(calibration_of(meta["calibration"]).apply(grid)) >= 0)  # whichever family won: monotone
     # Every family at every weight was compared, on held-out folds of validation
     assert len(meta["calibration"]["candidates"]) == 2 * 4 and meta["calibration"]["fitted_on"] in meta["calibration"]["candidates"]
     assert set(meta["calibration"]["validation"]) == {"ece_before", "ece_after", "brier_before", "brier_after"}
@@ -173,8 +174,7 @@ def test_a_calibration_comes_back_from_the_checkpoint_metadata(family):
 
     labels, raw = staircase(4000, seed=8)
     fitted = family.fit(labels, raw)
-    stored = json.loads(json.dumps({"calibration": fitted.to_dict()}))  # as the safetensors header holds it
-    back = calibration_from_metadata(stored)
+    stored = json.loads(json.dumps(fitted.to_dict()))  # as the safetensors header holds it
+    back = calibration_of(stored)
     assert type(back) is family
     np.testing.assert_array_equal(back.apply(raw), fitted.apply(raw))
-    assert calibration_from_metadata({}).apply(raw) == pytest.approx(raw)  # none recorded: the identity

@@ -21,7 +21,7 @@ class Fixed(Detector):
         super().__init__(name)
         self.proba_fake = np.asarray(proba_fake)
 
-    def predict_proba_view(self, batch):
+    def single_view(self, batch):
         fake = self.proba_fake[batch[:, 0, 0, 0].astype(int)]
         return np.stack([fake, 1 - fake], axis=1)
 
@@ -48,7 +48,7 @@ def test_the_committee_beats_members_that_know_different_images():
     members = {name: Fixed(name, p) for name, p in fake.items()}
     committee = CommitteeDetector("committee", members, list(members), masks, coefficients)
     accuracy = lambda p: np.mean((p >= 0.5) == (labels == FAKE))  # noqa: E731
-    combined = committee.predict_proba_arrays(images_for(len(labels)))[:, FAKE]
+    combined = committee.probabilities(images_for(len(labels)))[:, FAKE]
     assert accuracy(combined) == 1.0
     assert max(accuracy(fake["a"]), accuracy(fake["b"])) < 0.8
     assert (committee.weights[:2] > 0).all()
@@ -63,7 +63,7 @@ def test_a_missing_member_uses_the_regression_fitted_without_it():
     np.testing.assert_allclose(alone.weights[[0, 2]], solo_coefficients[0])
     assert alone.weights[1] == 0
     expected = 1 / (1 + np.exp(-(solo_coefficients[0, 0] * log_odds(fake["a"]) + solo_coefficients[0, 1])))
-    np.testing.assert_allclose(alone.predict_proba_arrays(images_for(len(labels)))[:, FAKE], expected)
+    np.testing.assert_allclose(alone.probabilities(images_for(len(labels)))[:, FAKE], expected)
 
 
 def test_the_committee_is_registered_over_every_other_detector():
@@ -82,9 +82,9 @@ def test_stored_committee_serves_without_a_member(tiny_assets, tmp_path):
     partial = load_detector("committee", tmp_path)
     assert "densenet121" in partial.unavailable and "densenet121" not in partial.members
     images = images_for(5)
-    proba = partial.predict_proba_arrays(images)
+    proba = partial.probabilities(images)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
-    assert not np.allclose(proba, full.predict_proba_arrays(images))
+    assert not np.allclose(proba, full.probabilities(images))
 
 
 def test_a_committee_with_no_member_is_refused(tiny_assets, tmp_path):
@@ -109,7 +109,7 @@ def test_a_member_changed_since_the_fit_is_left_out_until_a_refit(tiny_assets, t
     committee = load_detector("committee", changed)
     assert "cnn" not in committee.members and "changed since the committee was fitted" in committee.unavailable["cnn"]
     images = images_for(6)
-    np.testing.assert_allclose(committee.predict_proba_arrays(images), load_detector("committee", missing).predict_proba_arrays(images))
+    np.testing.assert_allclose(committee.probabilities(images), load_detector("committee", missing).probabilities(images))
     assert revalidate_main(["committee", "--data", str(tiny_data / "packed"), "--checkpoints", str(changed)]) == 1
     assert "refit it with python -m train committee" in capsys.readouterr().err
 

@@ -13,6 +13,8 @@ from cifake_models import CheckpointError, get_spec, list_detectors, load_detect
 from cifake_models.checkpoint import file_sha256, read_safetensors
 from cifake_models.committee import CommitteeDetector
 from cifake_models.data import load_split
+from cifake_models.calibration import BetaCalibration, UnsureBand
+from cifake_models.decision import DecisionRule, Verdict, Views
 from cifake_models.detector import Detector, SklearnDetector, TorchDetector
 from cifake_models.images import mirror
 from cifake_models.labels import CLASSES
@@ -66,7 +68,8 @@ def test_reloaded_detector_predicts_identically_on_any_image(name, tiny_assets):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
     assert np.all((proba >= 0) & (proba <= 1))
     np.testing.assert_array_equal(proba, second.predict_proba(images))
-    assert set(first.predict(images)) <= {"FAKE", "REAL", "UNSURE"}
+    assert set(first.predict(images)) <= set(first.classes_)  # labels, as scikit-learn's predict gives them
+    assert set(first.verdicts(images)) <= set(Verdict)
     assert first.predict_proba([]).shape == (0, 2)
 
 
@@ -74,12 +77,12 @@ def test_reloaded_detector_predicts_identically_on_any_image(name, tiny_assets):
 def test_mirror_averaging_makes_a_detector_blind_to_left_and_right(name, tiny_assets):
     detector = load_detector(name, tiny_assets["checkpoints"])
     images = np.random.default_rng(1).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
-    expected = (detector.predict_proba_view(images) + detector.predict_proba_view(mirror(images))) / 2
-    detector.metadata["test_time"] = {"mirror_average": True}
-    np.testing.assert_allclose(detector.predict_proba_raw(images), expected, atol=1e-6)
-    np.testing.assert_allclose(detector.predict_proba_raw(mirror(images)), expected, atol=1e-6)
+    expected = (detector.single_view(images) + detector.single_view(mirror(images))) / 2
+    detector.views = Views(mirror_average=True)
+    np.testing.assert_allclose(detector.uncalibrated(images), expected, atol=1e-6)
+    np.testing.assert_allclose(detector.uncalibrated(mirror(images)), expected, atol=1e-6)
     # Calibration is monotone and per image: the calibrated answer is as blind to the mirror.
-    np.testing.assert_allclose(detector.predict_proba_arrays(images), detector.predict_proba_arrays(mirror(images)), atol=1e-6)
+    np.testing.assert_allclose(detector.probabilities(images), detector.probabilities(mirror(images)), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", DETECTORS)
@@ -89,8 +92,8 @@ def test_tiny_training_learns_the_tiny_task(name, tiny_assets):
     everything FAKE (or REAL), or answers at random, does not pass."""
     detector = load_detector(name, tiny_assets["checkpoints"])
     test = load_split(tiny_assets["data"], "test")
-    p_fake = detector.predict_proba_arrays(test.images)[:, list(detector.classes_).index("FAKE")]
-    called_fake = p_fake >= detector.threshold
+    p_fake = detector.probabilities(test.images)[:, list(detector.classes_).index("FAKE")]
+    called_fake = p_fake >= detector.rule.threshold
     is_fake = test.labels == CLASSES.index("FAKE")
     assert called_fake.any() and not called_fake.all(), f"{name} calls every test image {'FAKE' if called_fake.all() else 'REAL'}"
     assert np.mean(called_fake == is_fake) >= 14 / 16, p_fake
@@ -227,3 +230,37 @@ def test_the_svm_loader_refuses_another_detectors_file(tmp_path):
     stand_in("hog_svm", tmp_path, {"detector": "cnn", "classes": list(CLASSES)})
     with pytest.raises(CheckpointError, match="holds the detector 'cnn', not 'hog_svm'"):
         load_detector("hog_svm", tmp_path)
+
+
+RULE = {"test_time": {"mirror_average": True}, "threshold": {"value": 0.5},
+        "calibration": BetaCalibration().to_dict(),  # the identity
+        "unsure": {"low": 0.5, "high": 0.5, "confidence": 0.5, "target_accuracy": 0.99}}
+
+
+def test_the_decision_rule_is_read_from_the_checkpoint_once_into_typed_fields(tmp_path):
+    stand_in("cnn", tmp_path, {"detector": "cnn", "classes": list(CLASSES), **RULE})
+    detector = load_detector("cnn", tmp_path)
+    assert detector.views == Views(mirror_average=True) and detector.rule == DecisionRule.at(0.5)
+
+
+@pytest.mark.parametrize(("name", "missing"), [*[(n, f) for n in ("cnn", "hog_svm", "committee") for f in ("threshold", "calibration", "unsure")],
+                                               ("cnn", "test_time"), ("hog_svm", "test_time")])
+def test_a_checkpoint_without_its_decision_rule_is_refused_by_file_and_field(name, missing, tmp_path):
+    """No silent default (the old loaders served at threshold 0.5, uncalibrated, never unsure)."""
+    stand_in(name, tmp_path, {"detector": name, "classes": list(CLASSES), **{k: v for k, v in RULE.items() if k != missing}})
+    with pytest.raises(CheckpointError, match=rf"{get_spec(name).checkpoint_file}.* no decision rule field '{missing}'"):
+        load_detector(name, tmp_path)
+
+
+def test_predict_gives_labels_and_verdicts_give_the_three_way_answer():
+    class Fixed(Detector):
+        def single_view(self, batch):
+            p = np.linspace(0, 1, len(batch))
+            return np.stack([p, 1 - p], axis=1)  # P(FAKE) in column FAKE = 0
+
+    detector = Fixed("fixed", rule=DecisionRule(BetaCalibration(), 0.5, UnsureBand(0.2, 0.8, 0.8)))
+    images = [Image.new("RGB", (32, 32))] * 5  # P(FAKE) 0, 0.25, 0.5, 0.75, 1
+    assert list(detector.predict(images)) == ["REAL", "REAL", "FAKE", "FAKE", "FAKE"]
+    assert list(detector.verdicts(images)) == ["REAL", "UNSURE", "UNSURE", "UNSURE", "FAKE"]
+    with pytest.raises(RuntimeError, match="no decision rule yet"):
+        Fixed("unvalidated").predict(images)

@@ -79,4 +79,4 @@ def test_two_processes_train_as_one_and_resume_after_a_kill(tiny_data, tmp_path)
     np.testing.assert_allclose(history(two), history(one), rtol=1e-4, atol=1e-6)
     for key, value in one.module.state_dict().items():
         torch.testing.assert_close(two.module.state_dict()[key], value, rtol=2e-3, atol=1e-4, msg=key)
-    assert two.threshold == pytest.approx(one.threshold, abs=1e-4)
+    assert two.rule.threshold == pytest.approx(one.rule.threshold, abs=1e-4)

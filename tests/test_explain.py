@@ -11,6 +11,7 @@ from sklearn.frozen import FrozenEstimator
 
 from cifake_models import list_detectors
 from cifake_models.committee import CommitteeDetector
+from cifake_models.decision import Views
 from cifake_models.detector import SklearnDetector, TorchDetector
 from cifake_models.explain import heatmaps, hog_features
 from cifake_models.labels import FAKE
@@ -38,8 +39,7 @@ class Patch(torch.nn.Module):
 
 
 def patch_detector(rows: slice, cols: slice, mirror_average: bool, real: tuple[slice, slice] | None = None) -> TorchDetector:
-    metadata = {"test_time": {"mirror_average": mirror_average}}
-    return TorchDetector("patch", Patch(rows, cols, real), Preprocessing(crop=32), metadata)
+    return TorchDetector("patch", Patch(rows, cols, real), Preprocessing(crop=32), views=Views(mirror_average))
 
 
 IMAGE = np.random.default_rng(0).integers(64, 256, (32, 32, 3), dtype=np.uint8)
@@ -114,8 +114,7 @@ def test_every_registered_detector_gets_a_map_but_the_committee():
     for name in list_detectors():
         spec = get_spec(name)
         if spec.is_torch:
-            metadata = {"test_time": {"mirror_average": True}}
-            detectors[name] = TorchDetector(name, spec.build_module(), spec.preprocessing, metadata)
+            detectors[name] = TorchDetector(name, spec.build_module(), spec.preprocessing, views=Views(mirror_average=True))
         elif spec.is_committee:
             members = list(detectors)
             masks = np.ones((1, len(members)), bool)

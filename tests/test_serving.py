@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cifake_models import get_spec, list_detectors, load_detector
+from cifake_models.decision import DecisionRule
 from cifake_models.detector import Detector
 from cifake_models.inference import MIN_PART, predict_all
 from cifake_models.onnx_runtime import RAW_TOLERANCE, OnnxNetwork
@@ -23,9 +24,9 @@ def assert_raw_agreement(plain: Detector, served: Detector, images: np.ndarray) 
     """What serving guarantees: PyTorch's probabilities before calibration, within RAW_TOLERANCE.
     (Calibrated ones can differ more where an isotonic map is steep: see onnx_runtime.)"""
     assert isinstance(served.network, OnnxNetwork)
-    torch_raw = plain.predict_proba_raw(images)
-    np.testing.assert_allclose(served.predict_proba_raw(images), torch_raw, atol=RAW_TOLERANCE, rtol=0)
-    np.testing.assert_allclose(served.predict_proba_raw(images[:1]), torch_raw[:1], atol=RAW_TOLERANCE, rtol=0)
+    torch_raw = plain.uncalibrated(images)
+    np.testing.assert_allclose(served.uncalibrated(images), torch_raw, atol=RAW_TOLERANCE, rtol=0)
+    np.testing.assert_allclose(served.uncalibrated(images[:1]), torch_raw[:1], atol=RAW_TOLERANCE, rtol=0)
 
 
 @pytest.mark.parametrize("name", NETWORKS)
@@ -43,7 +44,7 @@ def test_onnx_runtime_gives_pytorchs_probabilities_on_a_shipped_network():
 
 
 class Broken(Detector):
-    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
+    def single_view(self, batch: np.ndarray) -> np.ndarray:
         raise ValueError("no weights")
 
 
@@ -89,10 +90,10 @@ class SlowBrightness(Detector):
     """P(FAKE) from the mean brightness; each call takes a while, so callers pile up behind it."""
 
     def __init__(self, name: str):
-        super().__init__(name)
+        super().__init__(name, rule=DecisionRule.at(0.5))
         self.calls: list[int] = []
 
-    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
+    def single_view(self, batch: np.ndarray) -> np.ndarray:
         self.calls.append(len(batch))
         time.sleep(0.2)
         fake = batch.mean(axis=(1, 2, 3)) / 255

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from cifake_models.decision import DecisionRule
 from cifake_models.detector import Detector
 from cifake_models.inference import predict_all
 from cifake_models.labels import FAKE
@@ -13,10 +14,10 @@ class Sharpness(Detector):
     """P(FAKE) rises with the mean difference between neighbouring pixels: blur lowers it."""
 
     def __init__(self, threshold: float):
-        super().__init__("sharpness", {"threshold": {"value": threshold}})
+        super().__init__("sharpness", rule=DecisionRule.at(threshold))
         self.rows = []  # batch sizes seen, to count passes
 
-    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
+    def single_view(self, batch: np.ndarray) -> np.ndarray:
         self.rows.append(len(batch))
         pixels = batch.astype(np.float64)
         proba = np.empty((len(batch), 2))
@@ -28,7 +29,10 @@ class Sharpness(Detector):
 class Blind(Detector):
     """Ignores the pixels: always P(FAKE) = 0.9."""
 
-    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
+    def __init__(self, name: str):
+        super().__init__(name, rule=DecisionRule.at(0.5))
+
+    def single_view(self, batch: np.ndarray) -> np.ndarray:
         proba = np.full((len(batch), 2), 0.1)
         proba[:, FAKE] = 0.9
         return proba
@@ -38,7 +42,7 @@ class ThreeLabels(Sharpness):
     """Calls a middling P(FAKE) UNSURE: verdicts are opaque labels to the check."""
 
     def decide(self, proba: np.ndarray) -> np.ndarray:
-        return np.where(proba[:, FAKE] >= self.threshold, "FAKE", "UNSURE")
+        return np.where(proba[:, FAKE] >= self.rule.threshold, "FAKE", "UNSURE")
 
 
 def checkerboard(n: int) -> np.ndarray:
@@ -54,7 +58,7 @@ def test_changes_are_named_strengths_of_the_robustness_suite():
 def test_a_blur_sensitive_detector_flips_under_blur_and_a_blind_one_is_stable():
     images = np.concatenate([checkerboard(1), np.full((1, 32, 32, 3), 128, np.uint8)])  # sharp, flat
     blurred = next(c for c in CHANGES if c.perturbation.family == "blur").perturbation.apply(images[:1])
-    sharp, soft = (Sharpness(0).predict_proba_view(x)[0, FAKE] for x in (images[:1], blurred))
+    sharp, soft = (Sharpness(0).single_view(x)[0, FAKE] for x in (images[:1], blurred))
     assert soft < sharp
     sharpness = Sharpness(threshold=(sharp + soft) / 2)  # FAKE as it is, REAL once blurred
     results = check({"sharpness": sharpness, "blind": Blind("blind")}, images)
@@ -86,7 +90,7 @@ def test_a_blur_sensitive_detector_flips_under_blur_and_a_blind_one_is_stable():
 
 def test_verdicts_are_opaque_labels():
     images = checkerboard(1)
-    sharp = Sharpness(0).predict_proba_view(images)[0, FAKE]
+    sharp = Sharpness(0).single_view(images)[0, FAKE]
     answer = check({"three": ThreeLabels(threshold=sharp * 0.999)}, images)[0].detectors["three"]
     assert answer.verdict == "FAKE" and {c.verdict for c in answer.flips} == {"UNSURE"}
     assert answer.sentence.startswith("flips to UNSURE when")
@@ -94,7 +98,7 @@ def test_verdicts_are_opaque_labels():
 
 def test_a_failing_detector_is_reported_and_the_others_answer():
     class Broken(Detector):
-        def predict_proba_view(self, batch):
+        def single_view(self, batch):
             raise ValueError("no")
 
     results = check({"broken": Broken("broken"), "blind": Blind("blind")}, checkerboard(1))

@@ -306,7 +306,7 @@ def test_a_second_stage_continues_from_the_checkpoint_and_keeps_the_first_on_rec
     assert code == 0
     second = load_detector("cnn", tmp_path / "second")
     images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
-    np.testing.assert_allclose(second.predict_proba_arrays(images), first.predict_proba_arrays(images), atol=1e-3)
+    np.testing.assert_allclose(second.probabilities(images), first.probabilities(images), atol=1e-3)
     meta = second.metadata
     [stage] = meta["earlier_stages"]
     assert stage["sha256"] == file_sha256(first_file) and stage["recipe"]["epochs"] == 2
@@ -379,7 +379,7 @@ def test_a_second_stage_starts_from_its_parents_preprocessing(tiny_data, tmp_pat
 class LeftHalfDetector(Detector):
     """Judges by the left half of an image only: P(FAKE) rises with its brightness there."""
 
-    def predict_proba_view(self, batch: np.ndarray) -> np.ndarray:
+    def single_view(self, batch: np.ndarray) -> np.ndarray:
         fake = 1 / (1 + np.exp(-(batch[:, :, :16].mean(axis=(1, 2, 3)) - 128) / 10))
         return np.stack([fake, 1 - fake], axis=1)
 
@@ -403,11 +403,11 @@ def test_validation_chooses_mirror_averaging_only_where_it_raises_accuracy(sides
     on the left, the mirror adds nothing and the cheaper single view is kept."""
     detector, val = LeftHalfDetector("left_half"), half_lit_split(sides)
     figures = record_validation(detector, val)
-    assert detector.averages_mirror is averaged
+    assert detector.views.mirror_average is averaged
     assert detector.metadata["test_time"]["validation_accuracy"]["mirror_average"] == 1.0
     assert detector.metadata["test_time"]["validation_accuracy"]["single"] == (1.0 if sides == "left" else pytest.approx(0.75, abs=0.1))
     assert figures["accuracy"] == 1.0
-    verdicts = detector.decide(detector.predict_proba_arrays(val.images))
+    verdicts = detector.decide(detector.probabilities(val.images))
     assert np.all(verdicts == np.array(CLASSES)[val.labels])
 
 

@@ -36,12 +36,13 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     return args
 
 
-def load_checkpoints(names: list[str], checkpoint_dir: Path) -> tuple[list[Detector], int]:
-    """The detectors whose checkpoints load, and how many did not (each reported on stderr)."""
+def load_checkpoints(names: list[str], checkpoint_dir: Path, validated: bool = True) -> tuple[list[Detector], int]:
+    """The detectors whose checkpoints load, and how many did not (each reported on stderr);
+    ``validated=False``: without their decision rules, to choose them again."""
     detectors, failures = [], 0
     for name in names:
         try:
-            detectors.append(get_spec(name).load(checkpoint_dir))
+            detectors.append(get_spec(name).load(checkpoint_dir, validated=validated))
         except CheckpointError as error:
             print(f"{name}: skipped: {error}", file=sys.stderr)
             failures += 1

@@ -43,7 +43,7 @@ def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, out_d
         if seen != data_info.val_fingerprint:
             raise CheckpointError(f"{name} held out another validation split ({seen}, not {data_info.val_fingerprint}): the committee cannot be fitted on it")
     print(f"{spec.name}: scoring {len(val)} validation images with {', '.join(members)}", flush=True)
-    member_fake = {name: member.predict_proba_arrays(val.images)[:, FAKE] for name, member in members.items()}
+    member_fake = {name: member.probabilities(val.images)[:, FAKE] for name, member in members.items()}
     masks, coefficients = fit_subsets(member_fake, val.labels, recipe)
     detector = CommitteeDetector(spec.name, members, list(members), masks, coefficients)
     detector.metadata = checkpoint_metadata(

@@ -46,8 +46,8 @@ def best_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
 
 
 def seconds_per_image(detector: Detector, images: np.ndarray, repeats: int = 5) -> float:
-    """Best of ``repeats`` timings of ``predict_proba_arrays`` on ``images``, per image."""
-    return best_seconds(lambda: detector.predict_proba_arrays(images), repeats) / len(images)
+    """Best of ``repeats`` timings of ``probabilities`` on ``images``, per image."""
+    return best_seconds(lambda: detector.probabilities(images), repeats) / len(images)
 
 
 class Scorer:
@@ -64,13 +64,13 @@ class Scorer:
                 member_fake = {n: self.fake(m, key, images) for n, m in detector.members.items()}
                 proba = detector.combine_raw(member_fake)[:, FAKE]
             else:
-                proba = detector.predict_proba_raw(images)[:, FAKE]
+                proba = detector.uncalibrated(images)[:, FAKE]
             self._memo[detector.name, key] = proba
         return self._memo[detector.name, key]
 
     def fake(self, detector: Detector, key: str, images: np.ndarray) -> np.ndarray:
         """Calibrated, as the detector answers."""
-        return detector.calibration.apply(self.raw(detector, key, images))
+        return detector.rule.calibration.apply(self.raw(detector, key, images))
 
 
 @dataclass(frozen=True)
@@ -117,12 +117,10 @@ def calibration_report(detector: Detector, test: Split, splits: dict[str, np.nda
     }
 
 
-def unsure_report(detector: Detector, test: Split, splits: dict[str, np.ndarray], proba_fake: np.ndarray) -> dict | None:
-    band = detector.unsure_band
-    if band is None:
-        return None
+def unsure_report(detector: Detector, test: Split, splits: dict[str, np.ndarray], proba_fake: np.ndarray) -> dict:
+    band = detector.rule.unsure
     return {**detector.metadata["unsure"],
-            **{split: selective_figures(test.labels[rows], proba_fake[rows], band, detector.threshold) for split, rows in splits.items()}}
+            **{split: selective_figures(test.labels[rows], proba_fake[rows], band, detector.rule.threshold) for split, rows in splits.items()}}
 
 
 def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpoint: Path, robust: RobustnessSet, scorer: Scorer) -> dict:
@@ -133,13 +131,13 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
     robustness = score_suite(
         # The clean sample is part of the test split, already scored above.
         lambda key, batch: proba_fake[robust.index] if key == "clean" else scorer.fake(detector, f"robustness {key}", batch),
-        detector.threshold, robust.images, robust.labels,
+        detector.rule.threshold, robust.images, robust.labels,
         robust.perturbed, robust.seed,
     )
     # The official split, and the same without the test images that also occur in train.
     splits = {"test": np.arange(len(test)), "test_leak_free": np.flatnonzero(keep)}
-    figures = {split: {**classification_figures(test.labels[rows], proba_fake[rows], detector.threshold),
-                       "selective": selective_curve(test.labels[rows], proba_fake[rows], detector.threshold).to_dict()}
+    figures = {split: {**classification_figures(test.labels[rows], proba_fake[rows], detector.rule.threshold),
+                       "selective": selective_curve(test.labels[rows], proba_fake[rows], detector.rule.threshold).to_dict()}
                for split, rows in splits.items()}
     return {
         "detector": spec.name,

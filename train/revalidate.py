@@ -23,14 +23,14 @@ from .validation import record_validation
 def main(argv: list[str] | None = None) -> int:
     args = parse(checkpoint_command("python -m train.revalidate", __doc__), argv)
     split = load_split(args.data or default_data_dir(), "train")
-    detectors, failures = load_checkpoints(args.detectors, args.checkpoints)
+    detectors, failures = load_checkpoints(args.detectors, args.checkpoints, validated=False)
     for detector in detectors:
         spec = get_spec(detector.name)
         if spec.is_committee:
             # Its members as they are now on disk (this loop may just have rewritten them): the
             # regression was fitted on their answers, so a changed or missing one needs a refit.
             try:
-                detector = spec.load(args.checkpoints)
+                detector = spec.load(args.checkpoints, validated=False)
                 stale = detector.unavailable
             except CheckpointError as error:
                 stale = {"every member": str(error)}
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{percent(accuracy['single'])} single, {percent(accuracy['mirror_average'])} averaged); ")
         robustness, calibration, unsure = validation["robustness"], detector.metadata["calibration"], detector.metadata["unsure"]
         print(
-            f"{detector.name}: {views}threshold {detector.threshold:.4f}; validation accuracy {percent(validation['accuracy'])}, "
+            f"{detector.name}: {views}threshold {detector.rule.threshold:.4f}; validation accuracy {percent(validation['accuracy'])}, "
             f"ROC-AUC {validation['roc_auc']:.4f}; under the suite: mean {percent(robustness['mean_accuracy'])}, "
             f"worst {percent(robustness['worst']['accuracy'])} ({robustness['worst']['perturbation']}); "
             f"ECE {calibration['validation']['ece_before']:.4f} -> {calibration['validation']['ece_after']:.4f}; "

@@ -303,7 +303,7 @@ def fit_torch(
         seen, loss_sum, correct = ranks.sum([seen, loss_sum, correct], device)
         if not ranks.main:
             continue  # rank 0 validates, reports and saves; the others go on to the next epoch
-        proba = detector.predict_proba_arrays(val.images)
+        proba = detector.probabilities(val.images)
         record = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(seen, 1),
@@ -355,7 +355,7 @@ def fit_torch(
     # choices (a checkpoint without them would serve at threshold 0.5).
     with tempfile.TemporaryDirectory() as scratch:
         detector.save(Path(scratch) / spec.checkpoint_file)
-        stored = spec.load(scratch)
+        stored = spec.load(scratch, validated=False)
     stored.module.to(device)
     record_validation(stored, val)
     stored.module.cpu()

@@ -8,6 +8,7 @@ import numpy as np
 from cifake_models.calibration import ECE_TARGETS, FAMILIES, SUITE_SHARES, Calibration, UnsureBand, selective_figures
 from cifake_models.committee import CommitteeDetector
 from cifake_models.data import Split
+from cifake_models.decision import DecisionRule, Views
 from cifake_models.detector import Detector
 from cifake_models.images import mirror
 from cifake_models.labels import CLASSES, FAKE
@@ -28,9 +29,9 @@ def record_validation(detector: Detector, val: Split) -> dict:
     raises validation accuracy, each variant at its own best threshold.
     """
     if isinstance(detector, CommitteeDetector):  # its members made their own choice of views
-        return record_calibration(detector, val, detector.predict_proba_raw(val.images)[:, FAKE])
-    single = detector.predict_proba_view(val.images)[:, FAKE]
-    views = {"single": single, "mirror_average": (single + detector.predict_proba_view(mirror(val.images))[:, FAKE]) / 2}
+        return record_calibration(detector, val, detector.uncalibrated(val.images)[:, FAKE])
+    single = detector.single_view(val.images)[:, FAKE]
+    views = {"single": single, "mirror_average": (single + detector.single_view(mirror(val.images))[:, FAKE]) / 2}
     thresholds = {view: best_threshold(val.labels, proba) for view, proba in views.items()}
     figures = {view: classification_figures(val.labels, views[view], thresholds[view]) for view in views}
     accuracy = {view: figures[view]["accuracy"] for view in views}
@@ -41,6 +42,7 @@ def record_validation(detector: Detector, val: Split) -> dict:
         "rule": "average P over the image and its left-right mirror where that raises validation accuracy",
         "validation_accuracy": accuracy,
     }
+    detector.views = Views(chosen == "mirror_average")
     return record_calibration(detector, val, views[chosen])
 
 
@@ -55,7 +57,7 @@ def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, rob
     sample = balanced_sample(val.labels, robustness_sample)
     labels = val.labels[sample]
     perturbed = perturb_all(val.images[sample])
-    raw_perturbed = {p.name: detector.predict_proba_raw(batch)[:, FAKE] for p, batch in perturbed.items()}
+    raw_perturbed = {p.name: detector.uncalibrated(batch)[:, FAKE] for p, batch in perturbed.items()}
     all_labels = np.concatenate([val.labels, *[labels] * len(perturbed)])
     all_fake = np.concatenate([raw_fake, *raw_perturbed.values()])
     is_copy = np.arange(len(all_labels)) >= len(val)
@@ -138,4 +140,5 @@ def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, rob
         **{k: figures[k] for k in ("n", "accuracy", "roc_auc", "pr_auc", "ece", "brier")},
         "robustness": robustness.to_dict(),
     }
+    detector.rule = DecisionRule.from_metadata(f"{detector.name}'s validation", detector.metadata)
     return figures

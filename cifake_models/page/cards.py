@@ -38,10 +38,10 @@ def _bar(p: float, colour: str) -> str:
 
 
 def decision_rule(detector) -> str:
-    """``FAKE ≥ 0.912, REAL < 0.085`` (UNSURE between), or the bare threshold where no band is recorded."""
-    band = detector.unsure_band
-    if band is None or band.low == band.high:
-        return f"{detector.threshold:.3f}"
+    """``FAKE ≥ 0.912, REAL < 0.085`` (UNSURE between), or the bare threshold where the band is empty."""
+    band = detector.rule.unsure
+    if band.low == band.high:
+        return f"{detector.rule.threshold:.3f}"
     return f"FAKE ≥ {band.high:.3f}, REAL &lt; {band.low:.3f}"
 
 

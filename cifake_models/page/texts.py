@@ -43,7 +43,7 @@ def detectors_markdown(state: AppState) -> str:
     for name in state.names:
         if name in state.detectors:
             detector = state.detectors[name]
-            status, threshold, decides = "✅ available", f"{detector.threshold:.3f}", decision_rule(detector)
+            status, threshold, decides = "✅ available", f"{detector.rule.threshold:.3f}", decision_rule(detector)
             if getattr(state.detectors[name], "unavailable", None):  # a committee serving on fewer members
                 status += f" without {', '.join(state.detectors[name].unavailable)} (weights fitted for the members it has)"
         else:
