@@ -77,14 +77,8 @@ def uploaded_path(file: FileData | None) -> str | None:
     return path
 
 
-def build_demo(state: AppState | None = None) -> gr.Blocks:
-    """The whole app for ``state`` (default: detectors from ``$CIFAKE_CHECKPOINTS`` or assets/)."""
-    state = state or load_state()
-    examples = example_files()
-    # Open the evaluation tab on a detector that has training curves to show, if any.
-    with_history = [n for n in state.names if state.reports.get(n, {}).get("history")]
-    first = chosen_detector(state, (with_history or [None])[0])
-    first_split = next(iter(SPLITS))
+def detect_tab(state: AppState, examples: list[str]) -> None:
+    """The Detect tab: upload, paste or run the examples; cards, table and CSV for what was sent."""
 
     def detect(files: list[str] | None) -> tuple:
         return detect_outputs(state, list(files or []))
@@ -97,20 +91,57 @@ def build_demo(state: AppState | None = None) -> gr.Blocks:
     def detect_examples() -> tuple:
         return detect_outputs(state, examples)
 
-    def predict(image: FileData, stability: bool = False) -> dict[str, dict]:
-        """One image file -> {detector name: {"REAL": p, "FAKE": p, "verdict": "FAKE" | "REAL" | "UNSURE"}}
-        for every available detector; the probabilities are calibrated. With stability=True, each
-        mapping also has "stable" (bool; None where the check failed) and "stability" (e.g. "flips to REAL when resized to 24 px and back")."""
-        path = uploaded_path(image)
-        try:
-            return predict_file(state, path, stability)
-        except UploadError as error:
-            raise gr.Error(f"{os.path.basename(path)}: {error}" if path else str(error), print_exception=False) from None
+    with gr.Row():
+        with gr.Column(scale=3):
+            files = gr.File(
+                file_count="multiple", type="filepath", elem_id="upload", height=170,
+                label=f"Drop or pick images: up to {MAX_BATCH_FILES} files, {MAX_UPLOAD_BYTES // 2**20} MB "
+                      f"and {MAX_PIXELS // 10**6} Mpx each",
+            )
+        with gr.Column(scale=2):
+            pasted = gr.Image(type="filepath", image_mode=None, sources=["clipboard", "upload"], height=170,
+                              label="…or paste one image (Ctrl+V after clicking the clipboard icon)", elem_id="paste")
+    if examples:
+        with gr.Row():
+            gr.Examples(examples=[[p] for p in examples], inputs=[pasted],
+                        label="Examples from CIFAKE's test split (click one)", example_labels=[Path(p).stem for p in examples], examples_per_page=len(examples))
+            run_all = gr.Button(f"Run all {len(examples)} examples as a batch", elem_id="run-examples", scale=0,
+                                min_width=200, size="md")
+    cards = gr.HTML(results_html(state, []), css_template=CARD_CSS, js_on_load=None, elem_id="results")
+    table = gr.Dataframe(results_table(state, []), interactive=False, wrap=True, elem_id="results-table",
+                         pinned_columns=1, label="All results: P(FAKE) per detector (the CSV also has P(REAL) and each verdict)",
+                         column_widths=results_widths(state))
+    download = gr.DownloadButton("Download results as CSV", visible=False, elem_id="csv")
+    with gr.Accordion("Detectors", open=False):
+        gr.Markdown(detectors_markdown(state), elem_id="detectors")
+    outputs = [cards, table, download]
+    files.change(detect, inputs=files, outputs=outputs, api_name="detect_files", api_visibility="undocumented",
+                 concurrency_limit=2)
+    # preprocess=False: gr.Image's own preprocessing opens the file with Pillow, and a file
+    # that fails there would get a bare "Error" instead of the app's message for it.
+    pasted.change(detect_pasted, inputs=pasted, outputs=outputs, api_name="detect_pasted",
+                  api_visibility="undocumented", concurrency_limit=2, preprocess=False)
+    if examples:
+        run_all.click(detect_examples, inputs=None, outputs=outputs, api_name="detect_examples",
+                      api_visibility="undocumented")
 
-    def predict_batch(images: list[FileData], stability: bool = False) -> list[dict]:
-        """Several image files -> one {"file", "error", "notes", "predictions"} per file, in order
-        (predictions as /predict answers them)."""
-        return predict_files(state, [uploaded_path(image) for image in images or []], stability)
+
+def compare_tab(state: AppState) -> None:
+    """The Compare models tab: every detector's test figures beside the paper's, in groups of columns."""
+    full = compare_table(state)
+    for i, (label, columns) in enumerate(COMPARE_GROUPS.items()):
+        widths = ["11%", "17%", "29%", "29%", "14%"] if "Our recipe" in columns else None
+        gr.Dataframe(full[columns], label=label, interactive=False, wrap=True, pinned_columns=1, column_widths=widths,
+                     elem_id="compare-table" if i == 0 else f"compare-table-{i}")
+    gr.Markdown(compare_notes(state))
+
+
+def evaluation_tab(state: AppState) -> None:
+    """The Evaluation tab: one detector's plots on one split, the threshold explorer, robustness."""
+    # Open on a detector that has training curves to show, if any.
+    with_history = [n for n in state.names if state.reports.get(n, {}).get("history")]
+    first = chosen_detector(state, (with_history or [None])[0])
+    first_split = next(iter(SPLITS))
 
     def explore(name: str, split: str, threshold: float) -> tuple[go.Figure, str]:
         name = chosen_detector(state, name)
@@ -125,86 +156,84 @@ def build_demo(state: AppState | None = None) -> gr.Blocks:
         threshold = starting_threshold(state.reports.get(chosen_detector(state, name), {}))
         return *evaluation_plots(state, name, split).figures(), threshold, *explore(name, split, threshold)
 
+    plots = evaluation_plots(state, first, first_split)
+    threshold = starting_threshold(state.reports.get(first, {}))
+    first_explorer, first_summary = explore(first, first_split, threshold)
+    with gr.Row():
+        split = gr.Radio([(label, key) for key, label in SPLITS.items()], value=first_split, label="Split", scale=2)
+        chosen = gr.Dropdown([(state.title(n), n) for n in state.names], value=first,
+                             label="Detector (for the plots below the first row)", scale=1)
+    plot_outputs = evaluation_plot_rows(plots)
+    with gr.Row():
+        with gr.Column():
+            slider = gr.Slider(0, 1, value=threshold, step=0.001, elem_id="threshold",
+                               label="Threshold on P(FAKE): at or above it, the detector says FAKE "
+                                     "(starts at its own, chosen on validation)")
+            summary = gr.Markdown(first_summary, elem_id="threshold-summary")
+        explorer = gr.Plot(first_explorer, label="Threshold explorer", elem_id="threshold-plot")
+    gr.Plot(robustness_figure(state), label="Robustness: accuracy on resized and re-saved test images",
+            elem_id="robustness-plot")
+    split.change(show_split, inputs=[chosen, split, slider], outputs=[*plot_outputs, explorer, summary],
+                 api_name="plots_split", api_visibility="undocumented")
+    chosen.change(show_detector, inputs=[chosen, split], outputs=[*plot_outputs, slider, explorer, summary],
+                  api_name="plots_detector", api_visibility="undocumented")
+    slider.change(explore, inputs=[chosen, split, slider], outputs=[explorer, summary],
+                  api_name="threshold", api_visibility="undocumented")
+
+
+def evaluation_plot_rows(plots) -> list[gr.Plot]:
+    """The Evaluation tab's rows of plots, two a row; returned in ``EvaluationPlots.figures()``'s order."""
+    with gr.Row():
+        all_roc = gr.Plot(plots.all_roc, label="ROC, all detectors")
+        all_pr = gr.Plot(plots.all_pr, label="Precision-recall, all detectors")
+    with gr.Row():
+        confusion = gr.Plot(plots.confusion, label="Confusion matrix")
+        one_roc = gr.Plot(plots.roc, label="ROC")
+    with gr.Row():
+        one_pr = gr.Plot(plots.pr, label="Precision-recall")
+        curves = gr.Plot(plots.training, label="Training curves")
+    with gr.Row():
+        reliability = gr.Plot(plots.reliability, label="Reliability diagram", elem_id="reliability-plot")
+        selective = gr.Plot(plots.selective, label="Accuracy against coverage", elem_id="selective-plot")
+    return [all_roc, all_pr, confusion, one_roc, one_pr, curves, reliability, selective]
+
+
+def api_endpoints(state: AppState) -> None:
+    """The named endpoints for programs (gradio_client), typed by the functions' hints."""
+
+    def predict(image: FileData, stability: bool = False) -> dict[str, dict]:
+        """One image file -> {detector name: {"REAL": p, "FAKE": p, "verdict": "FAKE" | "REAL" | "UNSURE"}}
+        for every available detector; the probabilities are calibrated. With stability=True, each
+        mapping also has "stable" (bool; None where the check failed) and "stability" (e.g. "flips to REAL
+        when resized to 24 px and back")."""
+        path = uploaded_path(image)
+        try:
+            return predict_file(state, path, stability)
+        except UploadError as error:
+            raise gr.Error(f"{os.path.basename(path)}: {error}" if path else str(error), print_exception=False) from None
+
+    def predict_batch(images: list[FileData], stability: bool = False) -> list[dict]:
+        """Several image files -> one {"file", "error", "notes", "predictions"} per file, in order
+        (predictions as /predict answers them)."""
+        return predict_files(state, [uploaded_path(image) for image in images or []], stability)
+
+    gr.api(predict, api_name="predict", concurrency_limit=PREDICT_CONCURRENCY)
+    gr.api(predict_batch, api_name="predict_batch", concurrency_limit=2)
+
+
+def build_demo(state: AppState | None = None) -> gr.Blocks:
+    """The whole app for ``state`` (default: detectors from ``$CIFAKE_CHECKPOINTS`` or assets/)."""
+    state = state or load_state()
     with gr.Blocks(title="CIFAKE detectors", delete_cache=(CACHE_SECONDS, CACHE_SECONDS), analytics_enabled=False) as demo:
         gr.Markdown(header_markdown(state), elem_id="header")
         with gr.Tabs():
             with gr.Tab("Detect", id="detect"):
-                with gr.Row():
-                    with gr.Column(scale=3):
-                        files = gr.File(
-                            file_count="multiple", type="filepath", elem_id="upload", height=170,
-                            label=f"Drop or pick images: up to {MAX_BATCH_FILES} files, {MAX_UPLOAD_BYTES // 2**20} MB and {MAX_PIXELS // 10**6} Mpx each",
-                        )
-                    with gr.Column(scale=2):
-                        pasted = gr.Image(type="filepath", image_mode=None, sources=["clipboard", "upload"], height=170,
-                                          label="…or paste one image (Ctrl+V after clicking the clipboard icon)", elem_id="paste")
-                if examples:
-                    with gr.Row():
-                        gr.Examples(examples=[[p] for p in examples], inputs=[pasted], label="Examples from CIFAKE's test split (click one)",
-                                    example_labels=[Path(p).stem for p in examples], examples_per_page=len(examples))
-                        run_all = gr.Button(f"Run all {len(examples)} examples as a batch", elem_id="run-examples", scale=0, min_width=200, size="md")
-                cards = gr.HTML(results_html(state, []), css_template=CARD_CSS, js_on_load=None, elem_id="results")
-                table = gr.Dataframe(results_table(state, []), label="All results: P(FAKE) per detector (the CSV also has P(REAL) and each verdict)", interactive=False,
-                                     wrap=True, elem_id="results-table", pinned_columns=1, column_widths=results_widths(state))
-                download = gr.DownloadButton("Download results as CSV", visible=False, elem_id="csv")
-                with gr.Accordion("Detectors", open=False):
-                    gr.Markdown(detectors_markdown(state), elem_id="detectors")
-                outputs = [cards, table, download]
-                files.change(detect, inputs=files, outputs=outputs, api_name="detect_files", api_visibility="undocumented",
-                             concurrency_limit=2)
-                # preprocess=False: gr.Image's own preprocessing opens the file with Pillow, and a file
-                # that fails there would get a bare "Error" instead of the app's message for it.
-                pasted.change(detect_pasted, inputs=pasted, outputs=outputs, api_name="detect_pasted", api_visibility="undocumented",
-                              concurrency_limit=2, preprocess=False)
-                if examples:
-                    run_all.click(detect_examples, inputs=None, outputs=outputs, api_name="detect_examples", api_visibility="undocumented")
-
+                detect_tab(state, example_files())
             with gr.Tab("Compare models", id="compare"):
-                full = compare_table(state)
-                for i, (label, columns) in enumerate(COMPARE_GROUPS.items()):
-                    widths = ["11%", "17%", "29%", "29%", "14%"] if "Our recipe" in columns else None
-                    gr.Dataframe(full[columns], label=label, interactive=False, wrap=True, pinned_columns=1, column_widths=widths,
-                                 elem_id="compare-table" if i == 0 else f"compare-table-{i}")
-                gr.Markdown(compare_notes(state))
-
+                compare_tab(state)
             with gr.Tab("Evaluation", id="evaluation"):
-                plots = evaluation_plots(state, first, first_split)
-                threshold = starting_threshold(state.reports.get(first, {}))
-                first_explorer, first_summary = explore(first, first_split, threshold)
-                with gr.Row():
-                    split = gr.Radio([(label, key) for key, label in SPLITS.items()], value=first_split, label="Split", scale=2)
-                    chosen = gr.Dropdown([(state.title(n), n) for n in state.names], value=first,
-                                         label="Detector (for the plots below the first row)", scale=1)
-                with gr.Row():
-                    all_roc = gr.Plot(plots.all_roc, label="ROC, all detectors")
-                    all_pr = gr.Plot(plots.all_pr, label="Precision-recall, all detectors")
-                with gr.Row():
-                    confusion = gr.Plot(plots.confusion, label="Confusion matrix")
-                    one_roc = gr.Plot(plots.roc, label="ROC")
-                with gr.Row():
-                    one_pr = gr.Plot(plots.pr, label="Precision-recall")
-                    curves = gr.Plot(plots.training, label="Training curves")
-                with gr.Row():
-                    reliability = gr.Plot(plots.reliability, label="Reliability diagram", elem_id="reliability-plot")
-                    selective = gr.Plot(plots.selective, label="Accuracy against coverage", elem_id="selective-plot")
-                with gr.Row():
-                    with gr.Column():
-                        slider = gr.Slider(0, 1, value=threshold, step=0.001, elem_id="threshold",
-                                           label="Threshold on P(FAKE): at or above it, the detector says FAKE (starts at its own, chosen on validation)")
-                        summary = gr.Markdown(first_summary, elem_id="threshold-summary")
-                    explorer = gr.Plot(first_explorer, label="Threshold explorer", elem_id="threshold-plot")
-                gr.Plot(robustness_figure(state), label="Robustness: accuracy on resized and re-saved test images", elem_id="robustness-plot")
-                plot_outputs = [all_roc, all_pr, confusion, one_roc, one_pr, curves, reliability, selective]  # EvaluationPlots' order
-                split.change(show_split, inputs=[chosen, split, slider], outputs=[*plot_outputs, explorer, summary],
-                             api_name="plots_split", api_visibility="undocumented")
-                chosen.change(show_detector, inputs=[chosen, split], outputs=[*plot_outputs, slider, explorer, summary],
-                              api_name="plots_detector", api_visibility="undocumented")
-                slider.change(explore, inputs=[chosen, split, slider], outputs=[explorer, summary],
-                              api_name="threshold", api_visibility="undocumented")
-
-        # Named endpoints for programs (gradio_client), typed by the functions' hints.
-        gr.api(predict, api_name="predict", concurrency_limit=PREDICT_CONCURRENCY)
-        gr.api(predict_batch, api_name="predict_batch", concurrency_limit=2)
+                evaluation_tab(state)
+        api_endpoints(state)
     demo.queue(max_size=64)
     demo.app_state = state  # for tests and scripts
     return demo

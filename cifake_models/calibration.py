@@ -1,23 +1,8 @@
 """Probabilities that mean what they say, and an honest "unsure": both chosen on validation.
 
-* A :data:`Calibration` maps a detector's P(FAKE) to a calibrated one, in one of two families:
-  :class:`BetaCalibration` (Kull, Silva Filho & Flach 2017, "Beyond sigmoids"):
-  ``sigmoid(a ln p - b ln(1 - p) + c)``, which with ``a == b`` is temperature scaling with a
-  bias (Guo et al. 2017; Platt 1999) and whose two slopes mend a detector that is overconfident
-  on one side only; and :class:`IsotonicCalibration` (Zadrozny & Elkan 2002), a monotone step
-  map that follows any shape, for detectors whose reliability curve no three-parameter curve
-  fits (the paper's CNN, fitted on clean validation images: held-out ECE 0.0149 with beta
-  calibration, 0.0072 isotonic, 5-fold on the validation split). Both are increasing, so they
-  never reorder images (ROC-AUC is unchanged). Each is fitted on the validation split, alone or together with the robustness suite's perturbed
-  copies of a sample of it, those copies weighted to each of :data:`SUITE_SHARES` of the total
-  (a network that resampling fools cannot be calibrated for both with one monotone map, so the
-  weighting is a trade-off to choose); of these fits, the one whose cross-validated errors
-  come closer to :data:`ECE_TARGETS` is stored in the checkpoint (``train.validation``), and every
-  probability the project shows or returns is the calibrated one.
-* :class:`UnsureBand` is where a detector says UNSURE instead of FAKE or REAL: images whose
-  calibrated probability of the class it would call is below a confidence level, the lowest
-  level at which the images it still decides on validation are right at least
-  :data:`TARGET_ACCURACY` of the time (selective classification, Geifman & El-Yaniv 2017).
+A :data:`Calibration` (:class:`BetaCalibration` or :class:`IsotonicCalibration`, both increasing)
+maps a detector's P(FAKE) to a calibrated one; :class:`UnsureBand` is where it says UNSURE.
+Why these families and how one is chosen: docs/layout.md (design notes).
 """
 
 from __future__ import annotations

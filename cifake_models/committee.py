@@ -1,10 +1,7 @@
 """A committee of detectors: a logistic regression on its members' logits, fitted on validation.
 
-Stacking (Wolpert 1992) rather than a vote count: each member's P(FAKE) becomes a logit, and
-a logistic regression fitted on the validation split weighs them, so the committee's verdict is
-a measured detector of its own. A member whose checkpoint is missing at serving time is left
-out without a refit: the regression is fitted at training time for every subset of members,
-and the committee uses the one fitted on exactly the members it has.
+One regression is fitted per subset of members, so a member missing at serving time is left out
+without a refit.
 """
 
 from __future__ import annotations

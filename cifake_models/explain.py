@@ -1,40 +1,8 @@
 """Why a verdict: for one image, a 32x32 map per detector of where its evidence lies.
 
-**Networks: Integrated Gradients** (Sundararajan, Taly & Yan 2017, "Axiomatic Attribution for
-Deep Networks", ICML), computed by Captum (Kokhlikyan et al. 2020). A pixel's attribution is its
-difference from a baseline times the gradient of the FAKE logit less the REAL logit (the log-odds
-``log(P(FAKE) / P(REAL))`` the verdict follows: a pixel that raised both logits alike would move
-nothing), averaged along the straight path from the baseline to the image; by the method's
-completeness axiom the attributions sum to that margin's change from the baseline to the image,
-so the map splits the detector's actual evidence among the pixels. Why not the alternatives:
-
-* Grad-CAM (Selvaraju et al. 2017) on the last convolutional stage, the usual choice, means
-  nothing here: five 2x downsamplings take a 32x32 image to 1x1 in ResNet-50, VGG-16 and
-  DenseNet-121, so the "map" is one number. On an earlier stage it needs a layer chosen per
-  architecture, is coarse (ResNet-50's first stage is already 8x8) and mixes in gradients that
-  earlier layers only pass on.
-* Occlusion (Zeiler & Fergus 2014) is gradient-free but needs a forward pass per window
-  position and maps at the window's resolution; at 32x32 a 4x4 window is an eighth of the image.
-
-Choices: the baseline is a black image (pixels 0), put through the detector's own
-``eval_transform`` like the image itself, so preprocessing can never differ. The attributions
-are taken with respect to the network's input and summed over channels: the preprocessing is
-linear per pixel (scaling, normalisation, luma), and IG's path integral is unchanged by such a
-map, so this is the attribution of each 32x32 pixel; pixels a centre crop leaves out get 0.
-:data:`STEPS` Gauss-Legendre points (Captum's default rule) keep the completeness error small
-(figures at :data:`STEPS`). Where a detector averages over the image and
-its left-right mirror, the map averages both views' maps, the mirror's flipped back: IG is
-linear in the function, so that is the IG of the mean of the two margins (the detector averages
-probabilities; the margin mean is the nearest thing IG can attribute).
-
-**HOG + SVM: the HOG picture** the SVM's features describe: ``skimage.feature.hog(...,
-visualize=True)`` run by the checkpoint's own :class:`~cifake_models.svm.HogFeatures` (same
-grayscale conversion, orientations, cells and blocks), one picture per cell size, each scaled to
-its maximum, averaged, the average scaled to a maximum of 1. It shows the gradients the SVM
-sees, not how it weighs them (its RBF expansion over thousands of landmarks has no per-pixel reading).
-
-**The committee has no map** (:data:`NO_HEATMAP`): it weighs its members' answers, so its
-evidence is theirs.
+Networks: Integrated Gradients (Captum) of the FAKE-minus-REAL logit from a black baseline;
+HOG + SVM: the HOG picture its features describe; the committee has none (:data:`NO_HEATMAP`).
+Why these and not Grad-CAM or occlusion: docs/layout.md (design notes).
 """
 
 from __future__ import annotations
@@ -55,9 +23,7 @@ from .images import SIZE, mirror
 from .labels import FAKE
 from .svm import HogFeatures
 
-# IG path points, all in one batch (per view). Measured on the shipped networks and test images
-# (scripts/benchmark_app.py --extras): at 16 the map correlates at 0.996 or more with a 64-point
-# map and the completeness gap is 2-9%; at 8 the correlation drops to 0.985 for ResNet-50.
+# IG path points, all in one batch (per view), chosen by measurement (docs/layout.md, design notes).
 STEPS = 16
 CLIP_PERCENTILE = 99  # maps are scaled so that this percentile of |attribution| is 1, as Captum's
 # own visualisation clips the top 2% (``outlier_perc``): a few extreme pixels would otherwise wash out the rest

@@ -1,24 +1,8 @@
-"""Serving a network through ONNX Runtime instead of PyTorch's eager mode.
+"""Serving a network through ONNX Runtime instead of PyTorch's eager mode (the app and
+``cifake-score`` only; training and evaluation stay on PyTorch).
 
-At 32x32 these networks do little arithmetic per layer, so PyTorch's per-operator overhead
-dominates their time for a few images; ONNX Runtime runs the same graph, with batch norm folded
-into the convolutions, at a fraction of that overhead (``scripts/benchmark_app.py`` measures
-both side by side, and the other candidates). Training and evaluation stay on PyTorch; only the
-app and ``cifake-score`` serve through here.
-
-What agrees: the probabilities before calibration equal PyTorch's within :data:`RAW_TOLERANCE`
-(tests check every network on the tests' checkpoints and the shipped CNN). Calibrated ones can
-differ more, where an isotonic map has a steep step (knots ~1e-6 apart): there a float32-sized
-raw difference is multiplied by the step's slope, over 8e3 for the shipped VGG-16. Over 5,000
-test images per shipped network the calibrated probabilities differed by at most 6.2e-5
-(VGG-16; Native-32 5.1e-5, the beta-calibrated CNN, ResNet-50 and DenseNet-121 under 2e-6);
-the most a raw difference of 1e-6 can move them, at the steepest step, is 0.0083 (VGG-16) and
-0.00083 (Native-32). No verdict differed; one can only for an image whose raw
-P(FAKE) lies within the raw difference of where the map reaches a threshold or band edge.
-(``python scripts/onnx_agreement.py`` measures these figures on the shipped networks.)
-
-The graph is exported from the loaded module at start-up (a few seconds for the five networks),
-so there is no second file to keep in step with the checkpoint.
+Probabilities before calibration equal PyTorch's within :data:`RAW_TOLERANCE`; the graph is
+exported from the loaded module at start-up. Measured agreement: docs/layout.md (design notes).
 """
 
 from __future__ import annotations
@@ -31,8 +15,7 @@ import torch
 from torch import nn
 
 # How far the served probabilities before calibration may be from PyTorch's: float32 arithmetic
-# in another order. Measured at most 1.1e-6 over 5,000 test images per shipped network (one
-# thread, ONNX Runtime on an Intel CPU; scripts/onnx_agreement.py); 1e-5 leaves room for other CPUs' kernels.
+# in another order, with room for other CPUs' kernels (scripts/onnx_agreement.py measures it).
 RAW_TOLERANCE = 1e-5
 
 # Whether served networks' threads busy-wait between operators (ONNX Runtime's default). Off:

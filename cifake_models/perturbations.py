@@ -1,15 +1,9 @@
 """What happens to an image on its way to the app, as data: the robustness suite and the
 training augmentation that prepares the networks for it.
 
-A perturbation turns a CIFAKE 32x32 image into the file a person might upload (re-compressed,
-enlarged, shrunk and enlarged again, blurred, shifted, cropped), and the app's own conversion
-(:func:`cifake_models.images.to_cifake_array`) brings that upload back to 32x32. Evaluation and
-training both go through that one path, so what a detector is judged on and what it is trained
-on are the pixels the app would give it.
-
-Each family is one function ``(image, strength) -> image``; :data:`SUITE` lists the fixed,
-named strengths the evaluation scores, and :data:`TRAINING_RANGES` the ranges training draws
-from. A new perturbation is one line in each.
+Each family is one function ``(image, strength) -> image``, brought back to 32x32 by the app's own
+conversion; :data:`SUITE` lists the strengths the evaluation scores, :data:`TRAINING_RANGES` the
+ranges training draws from. A new perturbation is one line in each.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ class TorchRecipe:
     gamma: float = 0.1
     label_smoothing: float = 0.0
     # "auto": bf16 autocast and channels-last on a GPU, float32 on a CPU; "bf16" asks for them on
-    # a CPU too (2-3x faster training where the CPU has bf16 instructions, e.g. AVX512-BF16).
+    # a CPU too (faster where the CPU has bf16 instructions, e.g. AVX512-BF16).
     precision: str = "auto"
     images_per_epoch: int | None = None  # a fresh random subset each epoch; None: all of train
     seed: int = 0

@@ -1,28 +1,5 @@
-"""Score a folder, a glob or a list of image files with every detector (or chosen ones).
-
-examples:
-  cifake-score photos/ --out scores.csv                  every image under photos/, recursively
-  cifake-score "shots/**/*.png" a.jpg --out scores.jsonl  a glob (quoted) and a file; JSON Lines
-  cifake-score --list files.txt --detectors cnn resnet50 --out scores.csv
-  find /data -name "*.jpg" | cifake-score --list - --out scores.csv
-
-The output has the columns of the app's CSV download (file, error, notes, majority, agreement,
-then P(REAL), P(FAKE) and the verdict of each detector), one row per file. A file that cannot be
-read gets a row with its reason in ``error``, and the run goes on. Rows are appended a batch at a
-time, so after an interruption (Ctrl-C, a kill, a crash) the same command continues where it
-stopped: files already in the output are not scored again. ``--overwrite`` starts afresh.
-
-The work is split by batches, not by operators: ``--workers`` processes (default: one per core)
-each load the detectors once and decode and score whole batches on their share of the cores, and
-this process writes their rows in file order. At 32x32 the networks' operators are too small to
-keep several threads busy (each thread waits for the others at every operator), so one thread
-per batch scores more images per second than two threads on one batch; ``python
-scripts/benchmark_app.py --parts 4`` measures both, against the detectors in-process.
-
-``file`` is the path relative to the folder given (for a folder), or the path as given (for a
-glob, a file or a list), so it names each file once and the app's CSV, which names an upload by
-its file name, matches a flat folder's rows. A file name that is not UTF-8 is written with
-backslash escapes (``caf\\udce9.jpg``), so that the output stays UTF-8 (:func:`escaped`).
+"""``cifake-score``: score a folder, a glob or a list of image files with every detector (or
+chosen ones), into a resumable CSV or JSON Lines file. ``cifake-score --help`` says how.
 """
 
 from __future__ import annotations
@@ -53,6 +30,33 @@ from .paths import CHECKPOINT_DIR, checkpoint_dir_or_default
 from .registry import get_spec, list_detectors
 from .results import ImageResult, csv_header, score
 from .uploads import ALLOWED_FORMATS, Decoded, Failed, decode_bytes, decode_or_fail, decode_upload
+
+HELP = """Score a folder, a glob or a list of image files with every detector (or chosen ones).
+
+examples:
+  cifake-score photos/ --out scores.csv                  every image under photos/, recursively
+  cifake-score "shots/**/*.png" a.jpg --out scores.jsonl  a glob (quoted) and a file; JSON Lines
+  cifake-score --list files.txt --detectors cnn resnet50 --out scores.csv
+  find /data -name "*.jpg" | cifake-score --list - --out scores.csv
+
+The output has the columns of the app's CSV download (file, error, notes, majority, agreement,
+then P(REAL), P(FAKE) and the verdict of each detector), one row per file. A file that cannot be
+read gets a row with its reason in ``error``, and the run goes on. Rows are appended a batch at a
+time, so after an interruption (Ctrl-C, a kill, a crash) the same command continues where it
+stopped: files already in the output are not scored again. ``--overwrite`` starts afresh.
+
+The work is split by batches, not by operators: ``--workers`` processes (default: one per core)
+each load the detectors once and decode and score whole batches on their share of the cores, and
+this process writes their rows in file order. At 32x32 the networks' operators are too small to
+keep several threads busy (each thread waits for the others at every operator), so one thread
+per batch scores more images per second than two threads on one batch; ``python
+scripts/benchmark_app.py --parts 4`` measures both, against the detectors in-process.
+
+``file`` is the path relative to the folder given (for a folder), or the path as given (for a
+glob, a file or a list), so it names each file once and the app's CSV, which names an upload by
+its file name, matches a flat folder's rows. A file name that is not UTF-8 is written with
+backslash escapes (``caf\\udce9.jpg``), so that the output stays UTF-8 (:func:`escaped`).
+"""  # the command's --help
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl"}
 # Files a folder contributes: the extensions Pillow registers for the formats the app accepts.
@@ -256,7 +260,7 @@ def at_least_one(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="cifake-score", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="cifake-score", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", metavar="PATH", help="folders (scanned recursively), files, or quoted globs (** allowed)")
     parser.add_argument("--list", metavar="FILE", help="a file of paths, one per line (- reads standard input)")
     parser.add_argument("--out", type=Path, required=True, help="results file: .csv or .jsonl (JSON Lines)")

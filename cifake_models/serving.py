@@ -1,25 +1,8 @@
 """Concurrent requests share forward passes.
 
-A server thread per request hands its decoded images to :class:`SharedPasses` and waits; one
-worker thread runs every detector on all the images waiting at that moment, as one batch, and
-gives each request its rows back. Nothing waits on a timer: while a pass runs, the requests that
-arrive queue up and form the next pass, so a lone request goes straight through and a crowd is
-served in few, larger passes, which cost far less per image (the networks' cost at 32x32 is
-mostly per call).
-
-Why not Gradio's own batching (``batch=True``): a batched function answers all the events in its
-batch with one outcome, so one upload that is not an image would fail every other request that
-happened to share its batch. Here each request decodes (and fails) on its own, and only good
-images meet in a pass; every endpoint of the app, and the page itself, share the passes.
-
-Within a pass the detectors run side by side, each computing on one thread, on as many threads
-as torch used (:data:`SIDE_BY_SIDE`, :func:`side_by_side`), rather than one after another with
-every thread inside each operator: at 32x32 the operators are too small to keep two threads
-busy, so the threads mostly wait on each other. A large pass is also cut into one part per
-thread (``inference.MIN_PART``), so that the slowest detector does not keep the others waiting.
-The page's heatmaps run side by side too.
-``scripts/benchmark_app.py`` measures both ways, in-process and under many users; the
-probabilities are the same either way (a test checks it).
+:class:`SharedPasses` runs every detector once on all the images waiting at that moment, and
+gives each request its rows back; within a pass the detectors run side by side, one thread each
+(:func:`side_by_side`). Why not Gradio's batching: docs/layout.md (design notes).
 """
 
 from __future__ import annotations

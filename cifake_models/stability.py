@@ -1,15 +1,6 @@
 """Does a verdict survive what an upload goes through? Each image is scored again after a few
-mild, everyday changes, made by the robustness suite's own functions
-(:mod:`cifake_models.perturbations`), and every detector says whether its verdict holds.
-
-The changes are applied as the suite applies them (:meth:`Perturbation.apply`): to the 32x32
-array the app made of the upload, saved or resampled as a PIL image, then brought back to 32x32
-by the app's own conversion. So a copy is exactly what the app would have shown the detectors
-had the person uploaded the changed file.
-
-All copies of all images go through every detector in one batched pass
-(:func:`cifake_models.inference.predict_all`): at 32x32 a network's cost is mostly per call.
-Verdicts are opaque labels (whatever :meth:`Detector.decide` returns), compared for equality.
+mild, everyday changes made by the robustness suite's own functions, exactly as the app would
+have seen the changed upload, in one batched pass with the image (:func:`~cifake_models.inference.predict_all`).
 """
 
 from __future__ import annotations

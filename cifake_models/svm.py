@@ -1,10 +1,7 @@
 """The paper's first detector: HOG features of the grayscale image, scaled, into an RBF SVM.
 
-Exact libsvm on all 90,000 training images would take about two hours on one core and keep
-some 60,000 support vectors, so the RBF kernel is approximated with Nystroem features
-(Williams & Seeger 2001) and a linear SVM is fitted on them (:class:`PrimalSvm`); ``scripts/svm_kernel_check.py``
-measures the approximation against exact ``SVC`` on a common subset. Probabilities come from a
-sigmoid (Platt 1999) fitted on the validation split.
+The RBF kernel is approximated with Nystroem features and a linear SVM (:class:`PrimalSvm`);
+``scripts/svm_kernel_check.py`` measures the approximation against exact ``SVC``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Safe decoding of files people upload, into the 32x32 RGB arrays the detectors take.
 
-Every upload is treated as hostile until decoded: it must be a non-empty file of at most
-:data:`MAX_UPLOAD_BYTES`, in one of :data:`ALLOWED_FORMATS` (no format that runs an external
-program, such as EPS), of at most :data:`MAX_PIXELS` pixels, and must decode completely.
-A file that passes is converted the way :func:`cifake_models.images.to_cifake_array` does,
-and every conversion made (EXIF rotation, CMYK, 16-bit, transparency, palette, animation,
-resizing) is listed in :attr:`Decoded.notes`. A file that fails raises :class:`UploadError`
-with a message meant for the person who uploaded it; :func:`decode_many` turns those into
-per-file results so that one bad file never fails a batch.
+An upload must be a non-empty file within :data:`MAX_UPLOAD_BYTES` and :data:`MAX_PIXELS`, in one of
+:data:`ALLOWED_FORMATS`, that decodes completely; each conversion made is listed in
+:attr:`Decoded.notes`, and a refused file raises :class:`UploadError` (:func:`decode_many` never raises).
 """
 
 from __future__ import annotations

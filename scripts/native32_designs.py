@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import logging
 import math
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # the trainer's epoch lines
     if args.threads:
         torch.set_num_threads(args.threads)
     device = training_device(args.device)  # timed where it trains

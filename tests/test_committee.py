@@ -1,5 +1,7 @@
 """The committee: a logistic regression over its members' logits, one per subset of members."""
 
+import logging
+
 import numpy as np
 import pytest
 from conftest import train_tiny
@@ -114,19 +116,22 @@ def test_a_member_changed_since_the_fit_is_left_out_until_a_refit(tiny_assets, t
     assert "refit it with python -m train committee" in capsys.readouterr().err
 
 
-def test_resume_keeps_a_committee_fitted_on_these_members_and_refits_a_stale_one(tiny_assets, tiny_data, tmp_path, capsys):
+def test_resume_keeps_a_committee_fitted_on_these_members_and_refits_a_stale_one(tiny_assets, tiny_data, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="train")
     for file in tiny_assets["checkpoints"].iterdir():
         (tmp_path / file.name).write_bytes(file.read_bytes())
     committee_file = tmp_path / get_spec("committee").checkpoint_file
     before = file_sha256(committee_file)
     train_tiny("committee", tiny_data / "packed", tmp_path, resume=True)
-    assert "committee: already trained" in capsys.readouterr().out and file_sha256(committee_file) == before
+    assert "committee: already trained" in caplog.text and file_sha256(committee_file) == before
+    caplog.clear()
     # A member trained again since: the committee's weight for it was fitted on the old file's answers.
     train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2)
     refitted = train_tiny("committee", tiny_data / "packed", tmp_path, resume=True)
-    assert "refitting: cnn changed" in capsys.readouterr().out and file_sha256(committee_file) != before
+    assert "refitting: cnn changed" in caplog.text and file_sha256(committee_file) != before
+    caplog.clear()
     assert not load_detector("committee", tmp_path).unavailable and list(refitted.members) == list(get_spec("committee").members)
     # A committee file that does not load (corrupt, an older format) is fitted anew, not a crash.
     committee_file.write_bytes(b"not a checkpoint")
     train_tiny("committee", tiny_data / "packed", tmp_path, resume=True)
-    assert "committee: refitting" in capsys.readouterr().out and not load_detector("committee", tmp_path).unavailable
+    assert "committee: refitting" in caplog.text and not load_detector("committee", tmp_path).unavailable

@@ -1,4 +1,4 @@
-"""The package's structure: no import circle between its modules."""
+"""The code's structure: no import circle in the package, and short functions outside scripts/."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 import cifake_models
 
 PACKAGE = Path(cifake_models.__file__).parent
+ROOT = PACKAGE.parent
+MAX_FUNCTION_LINES = 80
 
 
 def module_name(path: Path) -> str:
@@ -71,5 +73,34 @@ def test_the_graph_sees_relative_and_absolute_imports():
     assert "cifake_models.page.state" in graph["cifake_models.page.analysis"]
 
 
+def test_the_library_imports_neither_the_trainer_nor_gradio():
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if (
+                isinstance(node, ast.ImportFrom) and not node.level) else []
+            found.update({f"{module_name(path)} imports {n}": 1 for n in names
+                          if n.split(".")[0] in ("train", "gradio")})
+    assert not found, sorted(found)
+
+
 def test_no_import_circle_in_the_package():
     assert circle(import_graph()) is None
+
+
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """``name (n lines)`` for each function in ``path`` longer than ``limit`` lines, nested ones included."""
+    return [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > limit]
+
+
+def test_the_length_check_counts_a_functions_lines(tmp_path):
+    source = tmp_path / "long.py"
+    source.write_text("def short():\n    pass\n\n\ndef long():\n" + "    x = 1\n" * 80)
+    assert long_functions(source) == ["long (81 lines)"]
+
+
+def test_no_function_outside_scripts_is_over_80_lines():
+    paths = [ROOT / "app.py", *(p for room in ("cifake_models", "train", "tests") for p in (ROOT / room).rglob("*.py"))]
+    found = {str(p.relative_to(ROOT)): long for p in paths if (long := long_functions(p))}
+    assert not found, f"split these into steps: {found}"

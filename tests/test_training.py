@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 import warnings
@@ -63,14 +64,15 @@ def test_resume_refuses_a_changed_recipe(tiny_data, tmp_path):
         train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, lr=0.5, resume=True)
 
 
-def test_resume_keeps_a_finished_checkpoint_and_refuses_to_replace_it_with_another_recipe(tiny_data, tmp_path, capsys):
+def test_resume_keeps_a_finished_checkpoint_and_refuses_to_replace_it_with_another_recipe(tiny_data, tmp_path, caplog):
     """Re-running an interrupted batch of runs with --resume must not train again what finished."""
+    caplog.set_level(logging.INFO, logger="train")
     checkpoint = tmp_path / "cnn.safetensors"
     train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2)
     before = file_sha256(checkpoint)
-    capsys.readouterr()
+    caplog.clear()
     kept = train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, resume=True)
-    out = capsys.readouterr().out
+    out = caplog.text
     assert f"already trained: {checkpoint}" in out and "epoch" not in out
     assert file_sha256(checkpoint) == before and len(kept.metadata["history"]) == 2
     with pytest.raises(CheckpointError, match=r"finished, but by another recipe.*recipe\.lr: 0\.01 -> 0\.5"):
@@ -78,7 +80,7 @@ def test_resume_keeps_a_finished_checkpoint_and_refuses_to_replace_it_with_anoth
     assert file_sha256(checkpoint) == before
 
 
-def test_resume_reads_states_and_checkpoints_written_before_a_field_was_recorded(tiny_data, tmp_path, capsys):
+def test_resume_reads_states_and_checkpoints_written_before_a_field_was_recorded(tiny_data, tmp_path, caplog):
     # A recipe field added since (distill_temperature) and the process count, as older code wrote them.
     with pytest.raises(Interrupt):
         train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, on_epoch_end=interrupt_after(1))
@@ -93,18 +95,18 @@ def test_resume_reads_states_and_checkpoints_written_before_a_field_was_recorded
     tensors, metadata = read_safetensors(checkpoint)
     del metadata["recipe"]["distill_temperature"], metadata["training"]["processes"]
     save_safetensors(checkpoint, tensors, metadata)
-    capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="train")
     train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, resume=True)
-    assert "already trained" in capsys.readouterr().out
+    assert "already trained" in caplog.text
 
 
-def test_resume_keeps_a_fitted_svm(tiny_data, tmp_path, capsys):
+def test_resume_keeps_a_fitted_svm(tiny_data, tmp_path, caplog):
     args = ["hog_svm", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--svm-components", "10", *TINY_SPLIT, "--resume"]
     assert train_main(args) == 0
     before = file_sha256(tmp_path / "hog_svm.skops")
-    capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="train")
     assert train_main(args) == 0
-    assert "hog_svm: already trained" in capsys.readouterr().out and file_sha256(tmp_path / "hog_svm.skops") == before
+    assert "hog_svm: already trained" in caplog.text and file_sha256(tmp_path / "hog_svm.skops") == before
     with pytest.raises(CheckpointError, match="n_components: 10 -> 12"):
         train_main([*args, "--svm-components", "12"])
 

@@ -1,29 +1,10 @@
-"""Train CIFAKE detectors and write their checkpoints.
-
-Each detector's default recipe is the paper's (see cifake_models/registry.py); the options
-below override it, and the recipe actually used is recorded in the checkpoint. After every
-epoch the training state is saved, so an interrupted run continues with --resume.
-
-examples:
-  python -m train                              every detector, the paper's recipes
-  python -m train cnn --limit 300 --epochs 1   a smoke run
-  python -m train resnet50 --weights imagenet  the paper's transfer learning
-  python -m train resnet50 --resume            continue after Ctrl-C or a kill (a finished
-                                               checkpoint is kept, not trained again)
-  python -m train vgg16_bn --init-from assets/checkpoints/vgg16_bn.safetensors --lr 1e-4 --out runs/vgg_stage
-                                               a second training stage (from the first's preprocessing),
-                                               then: python -m train.choose vgg16_bn runs/vgg_stage --ship
-  python -m train committee                    fit the committee on validation, from the
-                                               members' checkpoints in --out, and write it there
-  python -m train --list                       the detectors: name, kind, --weights choices, title
-  torchrun --nproc_per_node 4 -m train resnet50
-                                               4 GPUs (or CPU processes): DistributedDataParallel
-"""
+"""``python -m train``: train CIFAKE detectors and write their checkpoints (``--help``)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import math
 import sys
 import time
@@ -46,6 +27,28 @@ from .committee_fit import fit_committee
 from .metadata import DataInfo
 from .svm_fit import fit_svm
 from .torch_fit import fit_torch
+
+HELP = """Train CIFAKE detectors and write their checkpoints.
+
+Each detector's default recipe is the paper's (see cifake_models/registry.py); the options
+below override it, and the recipe actually used is recorded in the checkpoint. After every
+epoch the training state is saved, so an interrupted run continues with --resume.
+
+examples:
+  python -m train                              every detector, the paper's recipes
+  python -m train cnn --limit 300 --epochs 1   a smoke run
+  python -m train resnet50 --weights imagenet  the paper's transfer learning
+  python -m train resnet50 --resume            continue after Ctrl-C or a kill (a finished
+                                               checkpoint is kept, not trained again)
+  python -m train vgg16_bn --init-from assets/checkpoints/vgg16_bn.safetensors --lr 1e-4 --out runs/vgg_stage
+                                               a second training stage (from the first's preprocessing),
+                                               then: python -m train.choose vgg16_bn runs/vgg_stage --ship
+  python -m train committee                    fit the committee on validation, from the
+                                               members' checkpoints in --out, and write it there
+  python -m train --list                       the detectors: name, kind, --weights choices, title
+  torchrun --nproc_per_node 4 -m train resnet50
+                                               4 GPUs (or CPU processes): DistributedDataParallel
+"""  # the command's --help
 
 TORCH_OPTIONS = {  # command-line option -> TorchRecipe field
     "epochs": "epochs",
@@ -78,47 +81,75 @@ SVM_OPTIONS = {
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m train",
-        description=__doc__,
+        description=HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Detectors: " + ", ".join(list_detectors()),
     )
+    add_run_options(parser)
+    add_network_options(parser.add_argument_group("recipe overrides (networks)"))
+    add_svm_options(parser.add_argument_group("recipe overrides (HOG + SVM)"))
+    args = parser.parse_args(argv)
+    check_detectors(parser, args)
+    check_upload_changes(parser, args)
+    check_stages(parser, args)
+    return args
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """What to train, on which data, where to, from what."""
     parser.add_argument("detectors", nargs="*", metavar="DETECTOR", help="which to train (default: all)")
-    parser.add_argument("--data", type=Path, help=f"CIFAKE: Kaggle folder (train/REAL ...) or folder of cifake-*.npz (default: {data_search_order()})")
+    parser.add_argument("--data", type=Path,
+                        help=f"CIFAKE: Kaggle folder (train/REAL ...) or folder of cifake-*.npz (default: {data_search_order()})")
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR, help="checkpoint folder (default: %(default)s)")
     parser.add_argument("--limit", type=int, help="use only this many training images, drawn at random (smoke runs)")
-    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION, help="share of train held out for validation (default: %(default)s)")
+    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
+                        help="share of train held out for validation (default: %(default)s)")
     parser.add_argument("--split-seed", type=int, default=SPLIT_SEED, help="seed of the train/validation split (default: %(default)s)")
     parser.add_argument("--weights", choices=WEIGHT_CHOICES, default="none",
                         help=f"initialisation of {', '.join(imagenet_networks())}: none (from scratch) or imagenet "
                              "(torchvision's, downloaded or from $TORCH_HOME; the others have none)")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run from its last finished epoch; keep a checkpoint in --out that a run like this one finished")
+                        help="continue an interrupted run from its last finished epoch; keep a checkpoint in --out that a run "
+                             "like this one finished")
     parser.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
-                        help="continue training from this checkpoint of the same network, with its preprocessing unless overridden "
-                             "(a new stage with a fresh optimiser and schedule; the earlier stages stay on record)")
+                        help="continue training from this checkpoint of the same network, with its preprocessing unless "
+                             "overridden (a new stage with a fresh optimiser and schedule; the earlier stages stay on record)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--list", action="store_true", help="print the detectors, one a line, tab-separated: name, kind (svm, network, committee), "
-                                                             "--weights choices, title; then exit")
-    recipe = parser.add_argument_group("recipe overrides (networks)")
+    parser.add_argument("--list", action="store_true",
+                        help="print the detectors, one a line, tab-separated: name, kind (svm, network, committee), "
+                             "--weights choices, title; then exit")
+
+
+def add_network_options(recipe: argparse._ArgumentGroup) -> None:
+    """The networks' recipe and preprocessing overrides."""
     recipe.add_argument("--epochs", type=int)
     recipe.add_argument("--batch-size", type=int)
     recipe.add_argument("--lr", type=float)
     recipe.add_argument("--optimizer", choices=tuple(OPTIMIZERS))
     recipe.add_argument("--weight-decay", type=float)
-    recipe.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule: StepLR per epoch, or one-cycle per batch (peak --lr)")
+    recipe.add_argument("--schedule", choices=SCHEDULES,
+                        help="learning-rate schedule: StepLR per epoch, or one-cycle per batch (peak --lr)")
     recipe.add_argument("--step-size", type=int, help="StepLR period in epochs (0: constant rate)")
-    recipe.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, 0: off (default: the detector's recipe)")
-    recipe.add_argument("--precision", choices=PRECISIONS, help="auto: bf16 autocast on a GPU, float32 on a CPU; bf16 on a CPU too (channels-last in every precision)")
+    recipe.add_argument("--label-smoothing", type=float,
+                        help="cross-entropy label smoothing, 0: off (default: the detector's recipe)")
+    recipe.add_argument("--precision", choices=PRECISIONS,
+                        help="auto: bf16 autocast on a GPU, float32 on a CPU; bf16 on a CPU too (channels-last in every precision)")
     recipe.add_argument("--images-per-epoch", type=int, help="train each epoch on a fresh random subset of this size")
-    recipe.add_argument("--crop", type=int, metavar="SIZE", help="input size: centre crop at test time, random resized crop in training (paper: 24)")
+    recipe.add_argument("--crop", type=int, metavar="SIZE",
+                        help="input size: centre crop at test time, random resized crop in training (paper: 24)")
     recipe.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range (paper: 0.08 1)")
-    recipe.add_argument("--translate", type=int, metavar="PIXELS", help="shift training images by up to this many pixels, reflect-padded (CIFAR's pad-4 crop), 0: off (default: the detector's recipe)")
-    recipe.add_argument("--upload-augment", type=float, metavar="P", help="pass this share of training images through one random upload-like change (resize, JPEG, blur: cifake_models.perturbations) by the app's own resize path, 0: off (default: the detector's recipe; the SVM too, once before fitting)")
+    recipe.add_argument("--translate", type=int, metavar="PIXELS",
+                        help="shift training images by up to this many pixels, reflect-padded (CIFAR's pad-4 crop), 0: off "
+                             "(default: the detector's recipe)")
+    recipe.add_argument("--upload-augment", type=float, metavar="P",
+                        help="pass this share of training images through one random upload-like change (resize, JPEG, blur: "
+                             "cifake_models.perturbations) by the app's own resize path, 0: off (default: the detector's recipe; "
+                             "the SVM too, once before fitting)")
     recipe.add_argument(
         "--upload-range", nargs=3, action="append", metavar=("FAMILY", "LOW", "HIGH"),
-        help="draw this upload-like change's strength from [LOW, HIGH] instead of its default "
-             f"(repeatable; families and defaults: {', '.join(f'{f} {lo:g}-{hi:g}' for f, (lo, hi) in TRAINING_RANGES.items())})",
+        help="draw this upload-like change's strength from [LOW, HIGH] instead of its default (repeatable; families and "
+             f"defaults: {', '.join(f'{f} {lo:g}-{hi:g}' for f, (lo, hi) in TRAINING_RANGES.items())})",
     )
     recipe.add_argument(
         "--upload-weight", nargs=2, action="append", metavar=("FAMILY", "W"),
@@ -127,32 +158,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     recipe.add_argument("--seed", type=int, help="training seed")
     recipe.add_argument("--distill-from", type=Path, metavar="CHECKPOINT",
                         help="a distillation stage: learn also from this network's probabilities on the same augmented images "
-                             "(any network that takes the student's input size and held out the same validation split; each network sees "
-                             "the same colour views, encoded its own way, so the grayscale CNN can learn from native32)")
-    recipe.add_argument("--distill-weight", type=float, metavar="W", help="share of the loss given to the teacher's probabilities (with --distill-from)")
-    recipe.add_argument("--distill-temperature", type=float, metavar="T", help="softening temperature of both networks' probabilities (default 1)")
-    svm = parser.add_argument_group("recipe overrides (HOG + SVM)")
+                             "(any network that takes the student's input size and held out the same validation split; each "
+                             "network sees the same colour views, encoded its own way, so the grayscale CNN can learn from native32)")
+    recipe.add_argument("--distill-weight", type=float, metavar="W",
+                        help="share of the loss given to the teacher's probabilities (with --distill-from)")
+    recipe.add_argument("--distill-temperature", type=float, metavar="T",
+                        help="softening temperature of both networks' probabilities (default 1)")
+
+
+def add_svm_options(svm: argparse._ArgumentGroup) -> None:
+    """The HOG + SVM recipe's overrides."""
     svm.add_argument("--svm-components", type=int, help="Nystroem components (kernel approximation rank)")
     svm.add_argument("--svm-cells", type=int, nargs="+", help="HOG cell sizes in pixels, one descriptor each, concatenated (paper: 8)")
     svm.add_argument("--svm-colour", action="store_const", const=True, help="HOG of the strongest colour channel instead of the luma")
     svm.add_argument("--svm-smoothing", type=float, nargs="+", metavar="SIGMA",
-                     help="also describe copies of the image smoothed by a Gaussian of each sigma (pixels), a scale space (default: none)")
+                     help="also describe copies of the image smoothed by a Gaussian of each sigma (pixels), a scale space "
+                          "(default: none)")
     svm.add_argument("--svm-c", type=float, help="SVM regularisation C")
     svm.add_argument("--svm-gamma-scale", type=float, help="RBF gamma as a multiple of 1/n_features (SVC's 'scale')")
-    args = parser.parse_args(argv)
+
+
+def check_detectors(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Known detector names, and ImageNet weights only for the networks that have them."""
     unknown = sorted(set(args.detectors) - set(list_detectors()))
     if unknown:
         parser.error(f"unknown detector(s) {', '.join(unknown)}; choose from {', '.join(list_detectors())}")
     if args.weights != "none":
         without = [name for name in args.detectors or list_detectors() if not get_spec(name).imagenet_weights]
         if without:
-            parser.error(f"--weights {args.weights}: only {', '.join(imagenet_networks())} have ImageNet weights, not {', '.join(without)}; "
-                         f"name those to train (python -m train {' '.join(imagenet_networks())} --weights {args.weights})")
-    if args.init_from and (len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch or args.weights != "none"):
-        parser.error("--init-from continues one network: name exactly one network detector, without --weights")
-    if args.init_from and args.init_from.resolve() == (args.out / get_spec(args.detectors[0]).checkpoint_file).resolve():
-        parser.error(f"--init-from {args.init_from} is the file this stage would write: write the stage elsewhere (--out DIR), "
-                     f"then ship it if it is better with python -m train.choose {args.detectors[0]} DIR --ship")
+            parser.error(f"--weights {args.weights}: only {', '.join(imagenet_networks())} have ImageNet weights, not "
+                         f"{', '.join(without)}; name those to train (python -m train {' '.join(imagenet_networks())} "
+                         f"--weights {args.weights})")
+    if args.svm_smoothing and min(args.svm_smoothing) <= 0:
+        parser.error(f"--svm-smoothing: each SIGMA must be above 0, not {min(args.svm_smoothing):g}")
+
+
+def check_upload_changes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--upload-range`` and ``--upload-weight``: known families, numbers in order."""
     for family, low, high in args.upload_range or ():
         if family not in TRAINING_RANGES:
             parser.error(f"--upload-range: unknown family {family!r} (choose from {', '.join(TRAINING_RANGES)})")
@@ -173,13 +215,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         upload_weights((), args.upload_weight or [])
     except ValueError as error:
         parser.error(str(error))
-    if args.svm_smoothing and min(args.svm_smoothing) <= 0:
-        parser.error(f"--svm-smoothing: each SIGMA must be above 0, not {min(args.svm_smoothing):g}")
+
+
+def check_stages(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--init-from`` and ``--distill-from`` train exactly one network, and not over their own source."""
+    if args.init_from and (len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch or args.weights != "none"):
+        parser.error("--init-from continues one network: name exactly one network detector, without --weights")
+    if args.init_from and args.init_from.resolve() == (args.out / get_spec(args.detectors[0]).checkpoint_file).resolve():
+        parser.error(f"--init-from {args.init_from} is the file this stage would write: write the stage elsewhere (--out DIR), "
+                     f"then ship it if it is better with python -m train.choose {args.detectors[0]} DIR --ship")
     if bool(args.distill_from) != bool(args.distill_weight):
         parser.error("a distillation stage needs both --distill-from CHECKPOINT and --distill-weight W (above 0)")
     if args.distill_from and (len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch):
         parser.error("--distill-from trains one network: name exactly one network detector")
-    return args
 
 
 def imagenet_networks() -> list[str]:
@@ -239,6 +287,8 @@ def network_preprocessing(spec: DetectorSpec, args: argparse.Namespace) -> Prepr
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # The trainers report through logging: shown on stdout, as the command's own output.
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     if args.list:
         print(listing())
         return 0

@@ -1,16 +1,5 @@
-"""Which checkpoint of a detector ships? ``python -m train.choose NAME FOLDER... [--ship]``
-
-The rule, fixed before any test figure of the candidates was read, uses validation figures only
-(each checkpoint records its own, robustness suite included): among the shipped checkpoint and
-the candidates in the FOLDERs, keep those whose clean validation accuracy is within 1.5 points of
-the shipped one's and, where the shipped one is above the paper's accuracy, still above it; of
-those, the one with the highest robustness score ships: the average of its mean and its worst
-validation accuracy under the robustness suite. A candidate validated on another split than the
-shipped one's is skipped: its figures are not comparable, and its validation images may be ones
-the shipped network trained on. (The mean alone was the rule until a VGG-16
-stage raised the worst case by 1.8 points at 0.04 points lower mean, 6 of 15,000 images; the
-robustness bar the project holds itself to has both, so the score has both.)
-``--ship`` copies it into the checkpoint folder (the shipped file stays if it wins).
+"""Which checkpoint of a detector ships? ``python -m train.choose NAME FOLDER... [--ship]``:
+the rule (validation figures only) is in ``--help``.
 """
 
 from __future__ import annotations
@@ -23,6 +12,18 @@ from pathlib import Path
 from cifake_models.checkpoint import CheckpointError
 from cifake_models.paths import CHECKPOINT_DIR
 from cifake_models.registry import DetectorSpec, get_spec
+
+HELP = """Which checkpoint of a detector ships? ``python -m train.choose NAME FOLDER... [--ship]``
+
+The rule, fixed before any test figure of the candidates was read, uses validation figures only
+(each checkpoint records its own, robustness suite included): among the shipped checkpoint and
+the candidates in the FOLDERs, keep those whose clean validation accuracy is within 1.5 points of
+the shipped one's and, where the shipped one is above the paper's accuracy, still above it; of
+those, the one with the highest robustness score ships: the average of its mean and its worst
+validation accuracy under the robustness suite. A candidate validated on another split than the
+shipped one's is skipped: its figures are not comparable, and its validation images may be ones
+the shipped network trained on. ``--ship`` copies it into the checkpoint folder (the shipped file stays if it wins).
+"""  # the command's --help
 
 CLEAN_TOLERANCE = 0.015
 
@@ -41,7 +42,7 @@ def recorded(spec: DetectorSpec, path: Path) -> tuple[float, dict, str | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="a network of the registry, or the SVM")
     parser.add_argument("folders", nargs="+", type=Path, help="folders holding a candidate checkpoint of it")
     parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR, help="where the shipped one lives (default: %(default)s)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from cifake_models.registry import DetectorSpec, get_spec
 from .metadata import DataInfo, already_trained, checkpoint_metadata, with_new_fields
 from .validation import record_calibration
 
+log = logging.getLogger(__name__)
+
 
 def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, out_dir: Path, data_info: DataInfo,
                   resume: bool = False) -> CommitteeDetector:
@@ -27,12 +30,12 @@ def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, out_d
         try:
             fitted = spec.load(out_dir)
         except CheckpointError as error:  # corrupt, of an older format, or another detector's: fitted anew
-            print(f"{spec.name}: refitting: {error}", flush=True)
+            log.info(f"{spec.name}: refitting: {error}")
         else:
             if fitted.unavailable:
-                print(f"{spec.name}: refitting: {', '.join(fitted.unavailable)} changed or missing since the last fit", flush=True)
+                log.info(f"{spec.name}: refitting: {', '.join(fitted.unavailable)} changed or missing since the last fit")
             elif list(fitted.member_names) != list(spec.members):
-                print(f"{spec.name}: refitting: fitted on {', '.join(fitted.member_names)}, its members are now {', '.join(spec.members)}", flush=True)
+                log.info(f"{spec.name}: refitting: fitted on {', '.join(fitted.member_names)}, its members are now {', '.join(spec.members)}")
             elif already_trained(spec, out_dir, {"recipe": recipe.to_dict(), "data": data_info.val_fingerprint},
                                  lambda metadata: {"recipe": with_new_fields(metadata["recipe"], CommitteeRecipe), "data": metadata["data"]["val_fingerprint"]}):
                 return fitted
@@ -42,7 +45,7 @@ def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, out_d
         seen = (member.metadata.get("data") or {}).get("val_fingerprint")
         if seen != data_info.val_fingerprint:
             raise CheckpointError(f"{name} held out another validation split ({seen}, not {data_info.val_fingerprint}): the committee cannot be fitted on it")
-    print(f"{spec.name}: scoring {len(val)} validation images with {', '.join(members)}", flush=True)
+    log.info(f"{spec.name}: scoring {len(val)} validation images with {', '.join(members)}")
     member_fake = {name: member.probabilities(val.images)[:, FAKE] for name, member in members.items()}
     masks, coefficients = fit_subsets(member_fake, val.labels, recipe)
     detector = CommitteeDetector(spec.name, members, list(members), masks, coefficients)
@@ -60,5 +63,5 @@ def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, out_d
     figures = record_calibration(detector, val, detector.combine_raw(member_fake)[:, FAKE])
     detector.save(out_dir / spec.checkpoint_file)
     weights = ", ".join(f"{n} {w:+.2f}" for n, w in zip(members, detector.weights))
-    print(f"{spec.name}: weights {weights}; validation accuracy {figures['accuracy']:.4f}, ROC-AUC {figures['roc_auc']:.4f}", flush=True)
+    log.info(f"{spec.name}: weights {weights}; validation accuracy {figures['accuracy']:.4f}, ROC-AUC {figures['roc_auc']:.4f}")
     return detector

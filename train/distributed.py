@@ -1,12 +1,7 @@
 """Training on several processes (GPUs, or machines) with torch.distributed, as torchrun starts them.
 
-``torchrun --nproc_per_node N -m train ...`` runs the same command in N processes; each joins
-the process group here (NCCL on GPUs, gloo on CPUs), and :func:`train.torch_fit.fit_torch`
-wraps its network in ``DistributedDataParallel``. The recipe's batch size stays the batch of the
-whole run: every process draws the same order and augmentation from the same seeded generator
-as one process would, and trains on its own slice of each batch, so N processes see the images
-one process sees, each image once. Only rank 0 prints, validates and writes files. Without
-torchrun there is one process, no group, and training runs exactly as before.
+Every process draws the same seeded order and augmentation and trains on its own slice of each
+batch, so N processes see the images one process sees; only rank 0 validates and writes.
 """
 
 from __future__ import annotations

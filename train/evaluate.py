@@ -1,9 +1,4 @@
 """Evaluate every shipped checkpoint on the official test split: ``python -m train.evaluate``.
-
-Writes ``<reports>/<detector>.json`` per detector: the paper's figures on the whole test split
-(accuracy, per-class precision/recall/F1, ROC-AUC, PR-AUC, confusion matrix, ROC and PR
-curves), the same without the 378 test images that also occur in train, the decision
-threshold and mirror averaging (both chosen on validation), the training history and the timing.
 The test split is used here and nowhere else.
 """
 
@@ -30,6 +25,15 @@ from cifake_models.perturbations import Perturbation
 from cifake_models.robustness import ROBUSTNESS_SAMPLE, Robustness, balanced_sample, perturb_all, score_suite
 
 from .commands import checkpoint_command, load_checkpoints, parse
+
+HELP = """Evaluate every shipped checkpoint on the official test split: ``python -m train.evaluate``.
+
+Writes ``<reports>/<detector>.json`` per detector: the paper's figures on the whole test split
+(accuracy, per-class precision/recall/F1, ROC-AUC, PR-AUC, confusion matrix, ROC and PR
+curves), the same without the 378 test images that also occur in train, the decision
+threshold and mirror averaging (both chosen on validation), the training history and the timing.
+The test split is used here and nowhere else.
+"""  # the command's --help
 
 TIMING_BATCHES = (1, 64)
 
@@ -101,7 +105,7 @@ def calibration_report(detector: Detector, test: Split, splits: dict[str, np.nda
                     for p, batch in robust.perturbed.items()]
     suite_after = [score.ece for score in robustness.scores]
     return {
-        **(detector.metadata.get("calibration") or {"method": "none recorded (identity)"}),
+        **detector.metadata["calibration"],
         **{split: {
             "ece_before": expected_calibration_error(test.labels[rows], raw[rows]),
             "ece_after": figures[split]["ece"],
@@ -189,7 +193,7 @@ def unsure_text(unsure: dict | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = checkpoint_command("python -m train.evaluate", __doc__)
+    parser = checkpoint_command("python -m train.evaluate", HELP)
     parser.add_argument("--reports", type=Path, default=REPORT_DIR, help="default: %(default)s")
     parser.add_argument("--limit", type=int, help="evaluate on a random subset of this size (smoke runs only)")
     parser.add_argument("--robustness-sample", type=int, default=ROBUSTNESS_SAMPLE, help="balanced test images the perturbation suite is scored on (default: %(default)s)")

@@ -3,6 +3,7 @@ read it back: resuming, continuing a stage, the held-out split."""
 
 from __future__ import annotations
 
+import logging
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -15,6 +16,8 @@ from cifake_models.labels import CLASSES
 from cifake_models.registry import DetectorSpec
 
 from . import distributed
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,5 +132,5 @@ def already_trained(spec: DetectorSpec, out_dir: Path, run: dict, recorded: Call
         raise CheckpointError(f"{path} is finished, but by another recipe or data than this run's ({differences(saved, wanted)}): "
                               "delete it to train it again this way, or write this run elsewhere (--out)")
     if distributed.current().main:
-        print(f"{spec.name}: already trained: {path}; delete it to train again", flush=True)
+        log.info(f"{spec.name}: already trained: {path}; delete it to train again")
     return True

@@ -1,10 +1,5 @@
-"""Redo the validation-time choices of trained checkpoints without retraining them.
-
-``python -m train.revalidate [DETECTOR ...]`` rebuilds each checkpoint's validation split from
-the split recorded in it (its fraction and seed; the fingerprint must match), chooses mirror
-averaging, the calibration, the decision threshold and the unsure band as training does
-(``train.validation.record_validation``)
-and rewrites the checkpoint with them. The weights are not touched; the test split is not read.
+"""Redo the validation-time choices of trained checkpoints without retraining them:
+``python -m train.revalidate [DETECTOR ...]``.
 """
 
 from __future__ import annotations
@@ -19,9 +14,18 @@ from .commands import checkpoint_command, load_checkpoints, parse
 from .metadata import held_out_split
 from .validation import record_validation
 
+HELP = """Redo the validation-time choices of trained checkpoints without retraining them.
+
+``python -m train.revalidate [DETECTOR ...]`` rebuilds each checkpoint's validation split from
+the split recorded in it (its fraction and seed; the fingerprint must match), chooses mirror
+averaging, the calibration, the decision threshold and the unsure band as training does
+(``train.validation.record_validation``)
+and rewrites the checkpoint with them. The weights are not touched; the test split is not read.
+"""  # the command's --help
+
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(checkpoint_command("python -m train.revalidate", __doc__), argv)
+    args = parse(checkpoint_command("python -m train.revalidate", HELP), argv)
     split = load_split(args.data or default_data_dir(), "train")
     detectors, failures = load_checkpoints(args.detectors, args.checkpoints, validated=False)
     for detector in detectors:

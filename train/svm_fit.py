@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import dataclasses
 import time
 from pathlib import Path
@@ -20,6 +21,8 @@ from cifake_models.svm import build_pipeline, fold_nystroem
 
 from .metadata import DataInfo, already_trained, checkpoint_metadata, with_new_fields
 from .validation import record_validation
+
+log = logging.getLogger(__name__)
 
 
 def _flat(split: Split) -> np.ndarray:
@@ -45,19 +48,19 @@ def fit_svm(spec: DetectorSpec, train: Split, val: Split, recipe: SvmRecipe, out
         return spec.load(out_dir)
     started = time.perf_counter()
     pipeline = build_pipeline(recipe)
-    print(f"{spec.name}: fitting on {len(train)} images ({recipe})", flush=True)
+    log.info(f"{spec.name}: fitting on {len(train)} images ({recipe})")
     train = upload_augmented(train, recipe)
     features = pipeline[:2].fit_transform(_flat(train))  # HOG, scaler
     rbf = pipeline.named_steps["rbf"].fit(features)
     # Nystroem features in float32, a chunk at a time: 90,000 x 10,000 of them take 3.6 GB.
     rbf.normalization_ = rbf.normalization_.astype(np.float32)
     mapped = np.concatenate([rbf.transform(chunk) for chunk in np.array_split(features, max(1, len(features) // 5000))])
-    print(f"{spec.name}: {mapped.shape[1]} Nystroem features in {time.perf_counter() - started:.0f}s", flush=True)
+    log.info(f"{spec.name}: {mapped.shape[1]} Nystroem features in {time.perf_counter() - started:.0f}s")
     pipeline.named_steps["svm"].fit(mapped, train.labels)
     del mapped
     pipeline = fold_nystroem(pipeline)
     fitted = time.perf_counter() - started
-    print(f"{spec.name}: fitted in {fitted:.0f}s; calibrating on {len(val)} validation images", flush=True)
+    log.info(f"{spec.name}: fitted in {fitted:.0f}s; calibrating on {len(val)} validation images")
     calibrated = CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid").fit(_flat(val), val.labels)
     detector = SklearnDetector(spec.name, calibrated)
     detector.metadata = checkpoint_metadata(
@@ -65,5 +68,5 @@ def fit_svm(spec: DetectorSpec, train: Split, val: Split, recipe: SvmRecipe, out
     )
     figures = record_validation(detector, val)
     detector.save(out_dir / spec.checkpoint_file)
-    print(f"{spec.name}: validation accuracy {figures['accuracy']:.4f}, ROC-AUC {figures['roc_auc']:.4f}", flush=True)
+    log.info(f"{spec.name}: validation accuracy {figures['accuracy']:.4f}, ROC-AUC {figures['roc_auc']:.4f}")
     return spec.load(out_dir)

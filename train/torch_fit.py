@@ -1,20 +1,19 @@
 """Training loop of the neural detectors: seeded, resumable, on the GPU when there is one.
 
-Every epoch draws its shuffling and augmentation from a generator seeded by (seed, epoch), so
-a run resumed from the state saved after epoch k replays epochs k+1.. exactly as an
-uninterrupted run would. That state is written atomically after each epoch, so Ctrl-C or a
-kill loses at most the epoch in progress. Under torchrun the same loop runs in every process
-(``train.distributed``): each trains on its slice of every batch, and rank 0 alone validates and
-writes.
+Each epoch draws from a generator seeded by (seed, epoch) and the state is saved atomically after
+it, so a resumed run replays the remaining epochs exactly. Under torchrun (``train.distributed``)
+every process trains on its slice of each batch; rank 0 alone validates and writes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,8 @@ from cifake_models.registry import DetectorSpec, get_spec
 from . import distributed
 from .metadata import DataInfo, already_trained, checkpoint_metadata, differences, require_held_out_split, with_new_fields
 from .validation import record_validation
+
+log = logging.getLogger(__name__)
 
 
 def resume_path(out_dir: Path, name: str) -> Path:
@@ -153,6 +154,205 @@ def training_speed(spec: DetectorSpec, images: torch.Tensor, labels: torch.Tenso
     return steps * recipe.batch_size / (time.perf_counter() - started)
 
 
+@dataclass
+class Lineage:
+    """The stages before this one (``--init-from``): what the new checkpoint keeps on record."""
+
+    weights: str
+    stages: list[dict] = field(default_factory=list)  # oldest first, each with its file's SHA-256
+    history: list[dict] = field(default_factory=list)  # the earlier epochs' records
+    wall_time: float = 0.0  # of every earlier stage together
+    module: torch.nn.Module | None = None  # the parent's weights, to continue from
+
+
+def parent_stage(spec: DetectorSpec, init_from: Path | None, data_info: DataInfo, weights: str) -> Lineage:
+    """The lineage of a stage continuing ``init_from`` (none for a first stage), checked to fit this run."""
+    if not init_from:
+        return Lineage(weights)
+    parent = TorchDetector.load(init_from, spec.name, spec.build_module)
+    # The crop may change between stages (the networks pool globally); the pixel encoding may not.
+    if parent.preprocessing.encoding() != spec.preprocessing.encoding():
+        raise CheckpointError(f"{init_from} encodes its input differently ({parent.preprocessing}) "
+                              f"from this run ({spec.preprocessing})")
+    # Nor may the split: on another one, this stage would validate on images the parent trained on.
+    require_held_out_split(str(init_from), parent.metadata, data_info,
+                           advice=": pass its --val-fraction and --split-seed")
+    wall_time = parent.metadata["training"]["wall_time_s"]  # all of the parent's stages
+    # Each stage on record keeps its own wall time: the parent's total less its own earlier stages'.
+    parent_stages = parent.metadata.get("earlier_stages", [])
+    own_time = wall_time - sum(stage["training"]["wall_time_s"] for stage in parent_stages)
+    kept = ("recipe", "preprocessing", "data", "created", "teacher")
+    stage = {"sha256": file_sha256(init_from), **{k: parent.metadata.get(k) for k in kept if k in parent.metadata},
+             "training": {**parent.metadata["training"], "wall_time_s": round(own_time, 1)}}
+    # A first stage's records carry no "stage".
+    history = [{"stage": 1, **r} for r in parent.metadata.get("history", [])]
+    return Lineage(parent.metadata["weights"], [*parent_stages, stage], history, wall_time, parent.module)
+
+
+def run_identity(spec: DetectorSpec, recipe: TorchRecipe, data_info: DataInfo, lineage: Lineage, teacher: Path | None,
+                 processes: int) -> dict:
+    """What a resumed run must share with the saved one; through JSON, as it is stored."""
+    return json.loads(json.dumps({
+        "recipe": recipe.to_dict(),
+        "preprocessing": spec.preprocessing.to_dict(),
+        "weights": lineage.weights,
+        "data": data_info.train_fingerprint,
+        "init_from": lineage.stages[-1]["sha256"] if lineage.stages else None,
+        "teacher": file_sha256(teacher) if teacher else None,
+        # Batch norm normalises each process's slice of a batch on its own statistics, so another
+        # process count would continue another run.
+        "processes": processes,
+    }))
+
+
+@dataclass
+class Run:
+    """What one training run holds between epochs: saved after each, restored on resume."""
+
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object | None
+    per_batch: bool  # the scheduler steps after every batch (else every epoch)
+    identity: dict
+    state_file: Path
+    history: list[dict] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def save(self) -> None:
+        state = {
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else {},
+            "history": json.dumps(self.history),
+            "identity": json.dumps(self.identity),
+            "elapsed": self.elapsed,
+        }
+        atomic_write(self.state_file, lambda tmp: torch.save(state, tmp))
+
+    def restore(self, device: torch.device, processes: int) -> None:
+        """Continue from the state saved after the last finished epoch, refusing another run's."""
+        state = torch.load(self.state_file, map_location=device, weights_only=True)
+        saved = json.loads(state["identity"])
+        # A state saved before a field was recorded: its recipe and preprocessing had the
+        # defaults of the fields added since, and it ran as one process.
+        saved = {**saved, "recipe": with_new_fields(saved["recipe"], TorchRecipe),
+                 "preprocessing": with_new_fields(saved["preprocessing"], Preprocessing),
+                 "processes": saved.get("processes", 1)}
+        if saved["processes"] != processes:
+            raise CheckpointError(f"{self.state_file} was saved by a run of {saved['processes']} processes, and this "
+                                  f"one has {processes}: resume it with as many (torchrun --nproc_per_node "
+                                  f"{saved['processes']} ...; 1: plain python -m train)")
+        if saved != self.identity:
+            raise CheckpointError(f"{self.state_file} was made with another recipe or data "
+                                  f"({differences(saved, self.identity)})")
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.history, self.elapsed = json.loads(state["history"]), float(state["elapsed"])
+
+
+def start_run(spec: DetectorSpec, recipe: TorchRecipe, lineage: Lineage, identity: dict, state_file: Path,
+              per_epoch: int, device: torch.device) -> Run:
+    """The network (the parent's, or new), its optimiser and schedule, in channels-last."""
+    module = lineage.module if lineage.module is not None else spec.build_module(weights=lineage.weights)
+    # Channels-last in every precision: measured no slower for any network, faster for some
+    # (scripts/training_speed.py; docs/layout.md, design notes).
+    module = module.to(device).to(memory_format=torch.channels_last)
+    optimizer = OPTIMIZERS[recipe.optimizer](module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps = len(range(0, per_epoch, recipe.batch_size))
+    scheduler, per_batch = make_scheduler(optimizer, recipe, steps_per_epoch=steps)
+    return Run(module, optimizer, scheduler, per_batch, identity, state_file)
+
+
+def warn_if_bf16_is_emulated(use_amp: bool, device: torch.device) -> None:
+    if use_amp and device.type == "cpu" and not cpu_computes_bf16():
+        warnings.warn(f"--precision bf16 on a CPU without bf16 arithmetic ({torch.backends.cpu.get_cpu_capability()}, "
+                      "no AVX-512 BF16 or AMX): bf16 is emulated there and trains slower than --precision fp32",
+                      stacklevel=3)
+
+
+@dataclass
+class Epoch:
+    """One epoch's training totals over every process."""
+
+    seen: int
+    loss_sum: float
+    correct: int
+    lr: float  # the rate of its last step (under one-cycle, where the curve stands at the epoch's end)
+
+
+def train_epoch(spec: DetectorSpec, recipe: TorchRecipe, run: Run, trained: torch.nn.Module, images: torch.Tensor,
+                labels: torch.Tensor, epoch: int, per_epoch: int, use_amp: bool,
+                teacher: TorchDetector | None) -> Epoch:
+    """One epoch, its shuffling and augmentation drawn from a generator seeded by (seed, epoch)."""
+    device, ranks = images.device, distributed.current()
+    generator = torch.Generator(device).manual_seed(recipe.seed * 100_003 + epoch)
+    torch.manual_seed(recipe.seed * 100_003 + epoch)
+    order = torch.randperm(len(images), generator=generator, device=device)[:per_epoch]
+    trained.train()
+    seen = correct = 0
+    loss_sum = 0.0
+    lr = run.optimizer.param_groups[0]["lr"]
+    bar = tqdm(range(0, per_epoch, recipe.batch_size), desc=f"{spec.name} {epoch + 1}/{recipe.epochs}", leave=False,
+               disable=not ranks.main)
+    for start in bar:
+        batch = order[start : start + recipe.batch_size]
+        if len(batch) < 2 * ranks.world:  # batch norm cannot train on a single image
+            continue
+        # Every process augments the whole batch, so the generator's draws are one process's,
+        # then trains on its own slice.
+        views = ranks.shard(spec.preprocessing.train_views(images[batch], generator))
+        x, y = spec.preprocessing.encode(views), ranks.shard(labels[batch])
+        lr = run.optimizer.param_groups[0]["lr"]
+        # DDP averages the processes' gradients; weighting each slice's mean loss by its share
+        # of the batch makes that the gradient of the whole batch's mean loss (x 1 in one process).
+        loss, logits = training_step(trained, run.optimizer, x, y, recipe, use_amp,
+                                     teacher_logits=teacher_logits(teacher, views, use_amp) if teacher else None,
+                                     loss_scale=len(y) * ranks.world / len(batch))
+        if run.scheduler and run.per_batch:
+            run.scheduler.step()
+        seen += len(y)
+        loss_sum += loss.item() * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+    if run.scheduler and not run.per_batch:
+        run.scheduler.step()
+    seen, loss_sum, correct = ranks.sum([seen, loss_sum, correct], device)
+    return Epoch(seen, loss_sum, correct, lr)
+
+
+def epoch_record(detector: TorchDetector, val: Split, epoch: int, totals: Epoch, seconds: float) -> dict:
+    """The history's line for an epoch: its training totals, and the network's validation loss and accuracy."""
+    proba = detector.probabilities(val.images)
+    return {
+        "epoch": epoch + 1,
+        "train_loss": totals.loss_sum / max(totals.seen, 1),
+        "train_accuracy": totals.correct / max(totals.seen, 1),
+        "val_loss": float(-np.mean(np.log(np.clip(proba[np.arange(len(val)), val.labels], 1e-12, None)))),
+        "val_accuracy": float(np.mean(proba.argmax(1) == val.labels)),
+        "lr": totals.lr,
+        "seconds": seconds,
+    }
+
+
+def final_checkpoint(spec: DetectorSpec, detector: TorchDetector, val: Split, out_dir: Path,
+                     device: torch.device) -> TorchDetector:
+    """Validate the network as stored and write it, whole, with its validation choices."""
+    detector.module = detector.module.cpu().to(memory_format=torch.contiguous_format)
+    # Threshold and validation figures come from the weights as stored (half precision), so they
+    # go through a file first; out_dir gets the checkpoint once, whole, with its validation
+    # choices (a checkpoint without them is refused at load).
+    with tempfile.TemporaryDirectory() as scratch:
+        detector.save(Path(scratch) / spec.checkpoint_file)
+        stored = spec.load(scratch, validated=False)
+    stored.module.to(device)
+    record_validation(stored, val)
+    stored.module.cpu()
+    stored.save(out_dir / spec.checkpoint_file)
+    return stored
+
+
 def fit_torch(
     spec: DetectorSpec,
     train: Split,
@@ -170,196 +370,60 @@ def fit_torch(
     """Train ``spec``'s network and write ``out_dir/<name>.safetensors``; returns the detector
     (``None`` on the ranks other than 0 of a distributed run, which write nothing).
 
-    ``init_from`` continues training from an earlier checkpoint of the same detector (a second
-    stage with a fresh optimiser and schedule); the earlier stage's recipe, history and wall
-    time are kept in the new checkpoint, so the whole path from initialisation stays on record.
-    ``teacher`` is the checkpoint a distillation stage learns from (``recipe.distill_weight``).
-    ``resume`` continues from the state saved after the last finished epoch, and keeps a
-    checkpoint that a run like this one has already finished (see ``common.already_trained``).
+    ``init_from`` continues training from an earlier checkpoint of the same detector (a new stage
+    with a fresh optimiser and schedule, the earlier stages kept on record); ``teacher`` is the
+    checkpoint a distillation stage learns from; ``resume`` continues from the state saved after
+    the last finished epoch, and keeps a checkpoint a run like this one finished (``already_trained``).
     """
     if (teacher is None) != (recipe.distill_weight == 0):
         raise ValueError("distillation needs both a teacher checkpoint and a distill weight above 0")
-    device = training_device(device)
-    ranks = distributed.current()
+    device, ranks = training_device(device), distributed.current()
     torch.manual_seed(recipe.seed)
-    earlier_stages: list[dict] = []
-    earlier_history: list[dict] = []
-    earlier_wall_time = 0.0
-    if init_from:
-        parent = TorchDetector.load(init_from, spec.name, spec.build_module)
-        # The crop may change between stages (the networks pool globally); the pixel encoding may not.
-        if parent.preprocessing.encoding() != spec.preprocessing.encoding():
-            raise CheckpointError(f"{init_from} encodes its input differently ({parent.preprocessing}) from this run ({spec.preprocessing})")
-        # Nor may the split: on another one, this stage would validate on images the parent trained on.
-        require_held_out_split(str(init_from), parent.metadata, data_info, advice=": pass its --val-fraction and --split-seed")
-        weights = parent.metadata["weights"]
-        earlier_wall_time = parent.metadata["training"]["wall_time_s"]  # all of the parent's stages
-        # Each stage on record keeps its own wall time: the parent's total less its own earlier stages'.
-        parent_stages = parent.metadata.get("earlier_stages", [])
-        parent_own_time = earlier_wall_time - sum(stage["training"]["wall_time_s"] for stage in parent_stages)
-        earlier_stages = [
-            *parent_stages,
-            {
-                "sha256": file_sha256(init_from),
-                **{k: parent.metadata.get(k) for k in ("recipe", "preprocessing", "data", "created", "teacher") if k in parent.metadata},
-                "training": {**parent.metadata["training"], "wall_time_s": round(parent_own_time, 1)},
-            },
-        ]
-        earlier_history = [{"stage": 1, **r} for r in parent.metadata.get("history", [])]  # a first stage's records carry no "stage"
-    # What a resumed run must share with the saved one; through JSON, as it is stored.
-    identity = json.loads(json.dumps({
-        "recipe": recipe.to_dict(),
-        "preprocessing": spec.preprocessing.to_dict(),
-        "weights": weights,
-        "data": data_info.train_fingerprint,
-        "init_from": earlier_stages[-1]["sha256"] if earlier_stages else None,
-        "teacher": file_sha256(teacher) if teacher else None,
-        # Batch norm normalises each process's slice of a batch on its own statistics, so another
-        # process count would continue another run.
-        "processes": ranks.world,
-    }))
+    lineage = parent_stage(spec, init_from, data_info, weights)
+    identity = run_identity(spec, recipe, data_info, lineage, teacher, ranks.world)
     state_file = resume_path(out_dir, spec.name)
     if resume and not state_file.is_file() and already_trained(spec, out_dir, identity, recorded_identity):
         return spec.load(out_dir) if ranks.main else None
-    module = parent.module.to(device) if init_from else spec.build_module(weights=weights).to(device)
+    per_epoch = min(recipe.images_per_epoch or len(train), len(train))
+    # Built before the teacher is loaded, so that the seeded initial weights are the same with or without one.
+    run = start_run(spec, recipe, lineage, identity, state_file, per_epoch, device)
     teacher_net, teacher_record = load_teacher(teacher, spec, device, data_info) if teacher else (None, None)
     use_amp = uses_bf16(recipe, device)
-    if use_amp and device.type == "cpu" and not cpu_computes_bf16():
-        # Measured on a 2-core AVX2 EPYC: VGG-16 took 44 s per batch of 128 in bf16, 3.5 s in float32.
-        warnings.warn(f"--precision bf16 on a CPU without bf16 arithmetic ({torch.backends.cpu.get_cpu_capability()}, no AVX-512 BF16 or AMX): "
-                      "bf16 is emulated there and trains slower than --precision fp32", stacklevel=2)
-    # Channels-last in every precision: in float32 on the 2-core Intel Xeon (AVX-512 without BF16)
-    # it trains DenseNet-121 1.19x faster and the other networks at the same speed (0.99x to 1.05x;
-    # scripts/training_speed.py), and bf16 autocast was measured faster with it.
-    module = module.to(memory_format=torch.channels_last)
-    per_epoch = min(recipe.images_per_epoch or len(train), len(train))
-    optimizer = OPTIMIZERS[recipe.optimizer](module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    scheduler, per_batch = make_scheduler(optimizer, recipe, steps_per_epoch=len(range(0, per_epoch, recipe.batch_size)))
-
-    history: list[dict] = []
-    elapsed = 0.0
+    warn_if_bf16_is_emulated(use_amp, device)
     if resume and state_file.is_file():
-        state = torch.load(state_file, map_location=device, weights_only=True)
-        saved = json.loads(state["identity"])
-        # A state saved before a field was recorded: its recipe and preprocessing had the
-        # defaults of the fields added since, and it ran as one process.
-        saved = {**saved, "recipe": with_new_fields(saved["recipe"], TorchRecipe),
-                 "preprocessing": with_new_fields(saved["preprocessing"], Preprocessing), "processes": saved.get("processes", 1)}
-        if saved["processes"] != ranks.world:
-            raise CheckpointError(f"{state_file} was saved by a run of {saved['processes']} processes, and this one has {ranks.world}: "
-                                  f"resume it with as many (torchrun --nproc_per_node {saved['processes']} ...; 1: plain python -m train)")
-        if saved != identity:
-            raise CheckpointError(f"{state_file} was made with another recipe or data ({differences(saved, identity)})")
-        module.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler:
-            scheduler.load_state_dict(state["scheduler"])
-        history, elapsed = json.loads(state["history"]), float(state["elapsed"])
+        run.restore(device, ranks.world)
         if ranks.main:
-            print(f"{spec.name}: resuming after epoch {len(history)} of {recipe.epochs}")
-
-    detector = TorchDetector(spec.name, module, spec.preprocessing)
+            log.info(f"{spec.name}: resuming after epoch {len(run.history)} of {recipe.epochs}")
+    detector = TorchDetector(spec.name, run.module, spec.preprocessing)
     # The whole train split as uint8 is 300 MB: it lives on the device and batches are cut there.
-    images = torch.as_tensor(train.images).to(device)
-    labels = torch.as_tensor(train.labels).to(device)
+    images, labels = torch.as_tensor(train.images).to(device), torch.as_tensor(train.labels).to(device)
     # Gradients are averaged over the processes (DDP); each starts from rank 0's weights.
-    trained = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None) if ranks.world > 1 else module
-
-    for epoch in range(len(history), recipe.epochs):
+    devices = [device.index] if device.type == "cuda" else None
+    trained = DistributedDataParallel(run.module, device_ids=devices) if ranks.world > 1 else run.module
+    for epoch in range(len(run.history), recipe.epochs):
         started = time.perf_counter()
-        generator = torch.Generator(device).manual_seed(recipe.seed * 100_003 + epoch)
-        torch.manual_seed(recipe.seed * 100_003 + epoch)
-        order = torch.randperm(len(images), generator=generator, device=device)[:per_epoch]
-        trained.train()
-        seen = correct = 0
-        loss_sum = 0.0
-        # The history records the rate of the epoch's last step: under a per-epoch schedule the
-        # rate the whole epoch trained at, under one-cycle (stepped per batch) where the curve
-        # stands at the epoch's end.
-        lr = optimizer.param_groups[0]["lr"]
-        bar = tqdm(range(0, per_epoch, recipe.batch_size), desc=f"{spec.name} {epoch + 1}/{recipe.epochs}", leave=False, disable=not ranks.main)
-        for start in bar:
-            batch = order[start : start + recipe.batch_size]
-            if len(batch) < 2 * ranks.world:  # batch norm cannot train on a single image
-                continue
-            # Every process augments the whole batch, so the generator's draws are one process's,
-            # then trains on its own slice.
-            views = ranks.shard(spec.preprocessing.train_views(images[batch], generator))
-            x, y = spec.preprocessing.encode(views), ranks.shard(labels[batch])
-            lr = optimizer.param_groups[0]["lr"]
-            # DDP averages the processes' gradients; weighting each slice's mean loss by its share
-            # of the batch makes that the gradient of the whole batch's mean loss (x 1 in one process).
-            loss, logits = training_step(trained, optimizer, x, y, recipe, use_amp,
-                                         teacher_logits=teacher_logits(teacher_net, views, use_amp) if teacher_net else None,
-                                         loss_scale=len(y) * ranks.world / len(batch))
-            if scheduler and per_batch:
-                scheduler.step()
-            seen += len(y)
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
-        if scheduler and not per_batch:
-            scheduler.step()
-        seen, loss_sum, correct = ranks.sum([seen, loss_sum, correct], device)
+        totals = train_epoch(spec, recipe, run, trained, images, labels, epoch, per_epoch, use_amp, teacher_net)
         if not ranks.main:
             continue  # rank 0 validates, reports and saves; the others go on to the next epoch
-        proba = detector.probabilities(val.images)
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_accuracy": correct / max(seen, 1),
-            "val_loss": float(-np.mean(np.log(np.clip(proba[np.arange(len(val)), val.labels], 1e-12, None)))),
-            "val_accuracy": float(np.mean(proba.argmax(1) == val.labels)),
-            "lr": lr,
-            "seconds": time.perf_counter() - started,
-        }
-        history.append(record)
-        elapsed += record["seconds"]
-        print(
-            f"{spec.name} epoch {epoch + 1}/{recipe.epochs}: loss {record['train_loss']:.4f} "
-            f"acc {record['train_accuracy']:.4f} | val loss {record['val_loss']:.4f} "
-            f"acc {record['val_accuracy']:.4f} | {record['seconds']:.0f}s",
-            flush=True,
-        )
-        state = {
-            "model": module.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler else {},
-            "history": json.dumps(history),
-            "identity": json.dumps(identity),
-            "elapsed": elapsed,
-        }
-        atomic_write(state_file, lambda tmp: torch.save(state, tmp))
+        record = epoch_record(detector, val, epoch, totals, time.perf_counter() - started)
+        run.history.append(record)
+        run.elapsed += record["seconds"]
+        log.info(f"{spec.name} epoch {epoch + 1}/{recipe.epochs}: loss {record['train_loss']:.4f} "
+                 f"acc {record['train_accuracy']:.4f} | val loss {record['val_loss']:.4f} "
+                 f"acc {record['val_accuracy']:.4f} | {record['seconds']:.0f}s")
+        run.save()
         if on_epoch_end:
             on_epoch_end(epoch + 1, record)
-
     if not ranks.main:
         return None
-    detector.metadata = checkpoint_metadata(
-        spec,
-        recipe.to_dict(),
-        data_info,
-        weights,
-        # One history across stages, numbered on, so the training curves show the whole path.
-        history=earlier_history + [{**r, "epoch": r["epoch"] + len(earlier_history), "stage": len(earlier_stages) + 1} for r in history],
-        wall_time_s=earlier_wall_time + elapsed,
-        device=str(device),
-        earlier_stages=earlier_stages,
-        processes=ranks.world,
-    )
+    # One history across stages, numbered on, so the training curves show the whole path.
+    stage = len(lineage.stages) + 1
+    history = lineage.history + [{**r, "epoch": r["epoch"] + len(lineage.history), "stage": stage} for r in run.history]
+    detector.metadata = checkpoint_metadata(spec, recipe.to_dict(), data_info, lineage.weights, history=history,
+                                            wall_time_s=lineage.wall_time + run.elapsed, device=str(device),
+                                            earlier_stages=lineage.stages, processes=ranks.world)
     if teacher_record:
         detector.metadata["teacher"] = teacher_record
-    detector.module = detector.module.cpu().to(memory_format=torch.contiguous_format)
-    # Threshold and validation figures come from the weights as stored (half precision), so they
-    # go through a file first; out_dir gets the checkpoint once, whole, with its validation
-    # choices (a checkpoint without them would serve at threshold 0.5).
-    with tempfile.TemporaryDirectory() as scratch:
-        detector.save(Path(scratch) / spec.checkpoint_file)
-        stored = spec.load(scratch, validated=False)
-    stored.module.to(device)
-    record_validation(stored, val)
-    stored.module.cpu()
-    stored.save(out_dir / spec.checkpoint_file)
+    stored = final_checkpoint(spec, detector, val, out_dir, device)
     state_file.unlink(missing_ok=True)
     return stored
-

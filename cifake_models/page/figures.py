@@ -1,10 +1,7 @@
 """Every plotly figure of the Evaluation tab, from the evaluation reports (``train.evaluate``):
-ROC and precision-recall curves, confusion matrices, training curves, accuracy under the
-robustness suite, and, for one detector, the threshold explorer, its reliability diagram and its
-accuracy against coverage. A figure whose data a report lacks says so in place of the plot.
-
-Reports are read as written (JSON); the per-split figures are ``report[split]`` for a split of
-:data:`SPLITS`, FAKE the positive class throughout.
+ROC and PR curves, confusion matrices, training curves, robustness, and for one detector the
+threshold explorer, reliability diagram and accuracy against coverage. A figure whose data a
+report lacks says so in place of the plot; per-split figures are ``report[split]``.
 """
 
 from __future__ import annotations
