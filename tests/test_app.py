@@ -366,34 +366,53 @@ def test_robustness_plot_draws_every_detector_from_its_clean_accuracy(state):
     assert {t.legendgroup for t in figure.data} == set(list_detectors())
 
 
-def test_evaluation_plots(state):
-    plots = figures.evaluation_plots(state, "cnn", "test")
-    assert all(isinstance(f, go.Figure) for f in plots.figures())
+@pytest.fixture(scope="module")
+def cnn_plots(state):
+    return figures.evaluation_plots(state, "cnn", "test")
+
+
+def test_every_evaluation_plot_is_a_figure(cnn_plots):
+    assert all(isinstance(f, go.Figure) for f in cnn_plots.figures())
+
+
+def test_the_roc_and_pr_plots_hold_every_detector(cnn_plots):
     titles = {get_spec(n).title for n in list_detectors()}
-    assert {t.name.split(" (AUC")[0] for t in plots.all_roc.data if t.name != "chance"} == titles
-    assert {t.name.split(" (AP")[0] for t in plots.all_pr.data} == titles
+    assert {t.name.split(" (AUC")[0] for t in cnn_plots.all_roc.data if t.name != "chance"} == titles
+    assert {t.name.split(" (AP")[0] for t in cnn_plots.all_pr.data} == titles
+
+
+def test_the_confusion_matrix_is_the_reports_normalised_by_row(state, cnn_plots):
     matrix = np.asarray(state.reports["cnn"]["test"]["confusion_matrix"])
-    assert np.asarray(plots.confusion.data[0].z) == pytest.approx(matrix / matrix.sum(axis=1, keepdims=True))
-    assert len(plots.training.data) == 4  # train/val loss and accuracy
-    # The evaluation wrote calibration and accuracy/coverage figures: both curves, and the band's point.
-    report = state.reports["cnn"]
-    before, after = (t for t in plots.reliability.data if t.name != "perfectly calibrated")
-    assert (before.name, after.name) == ("before calibration", "after calibration")
-    assert list(after.y) == report["test"]["reliability"]["fake_share"]
-    assert list(before.x) == report["calibration"]["test"]["reliability_before"]["p_fake_mean"]
+    assert np.asarray(cnn_plots.confusion.data[0].z) == pytest.approx(matrix / matrix.sum(axis=1, keepdims=True))
+
+
+def test_the_training_curves_show_loss_and_accuracy_or_say_there_are_no_epochs(state, cnn_plots):
+    assert len(cnn_plots.training.data) == 4  # train/val loss and accuracy
+    assert "no epochs" in figures.evaluation_plots(state, "hog_svm", "test").training.layout.annotations[0].text
+
+
+@pytest.mark.parametrize("split", ["test", "test_leak_free"])
+def test_the_reliability_diagram_shows_both_sides_of_calibration(state, split):
+    report, plots = state.reports["cnn"], figures.evaluation_plots(state, "cnn", split)
+    assert [t.name for t in plots.reliability.data] == ["perfectly calibrated", "before calibration", "after calibration"]
+    _, before, after = plots.reliability.data
+    assert list(after.y) == report[split]["reliability"]["fake_share"]
+    assert list(before.x) == report["calibration"][split]["reliability_before"]["p_fake_mean"]
+
+
+@pytest.mark.parametrize("split", ["test", "test_leak_free"])
+def test_the_coverage_plot_marks_the_unsure_bands_point(state, split):
+    report, plots = state.reports["cnn"], figures.evaluation_plots(state, "cnn", split)
     curve, band = plots.selective.data
-    assert list(curve.x) == report["test"]["selective"]["coverage"] and band.x[0] == report["unsure"]["test"]["coverage"]
-    # The evaluation writes the same figures for the leak-free split.
-    leak_free = figures.evaluation_plots(state, "cnn", "test_leak_free")
-    assert [t.name for t in leak_free.reliability.data] == ["perfectly calibrated", "before calibration", "after calibration"]
-    curve, band = leak_free.selective.data
-    assert list(curve.x) == report["test_leak_free"]["selective"]["coverage"] and band.x[0] == report["unsure"]["test_leak_free"]["coverage"]
-    # A report without them (an older one) says what is missing instead of failing.
+    assert list(curve.x) == report[split]["selective"]["coverage"] and band.x[0] == report["unsure"][split]["coverage"]
+
+
+def test_an_older_report_without_calibration_figures_says_what_is_missing(state):
+    report = state.reports["cnn"]
     old = {k: v for k, v in report.items() if k not in ("calibration", "unsure")}
     old["test"] = {k: v for k, v in report["test"].items() if k not in ("reliability", "selective")}
     assert "no reliability diagram: run python -m train.evaluate" in figures.reliability_figure(old, "test", "CNN").layout.annotations[0].text
     assert "no accuracy/coverage curve" in figures.selective_figure(old, "test", "CNN").layout.annotations[0].text
-    assert "no epochs" in figures.evaluation_plots(state, "hog_svm", "test").training.layout.annotations[0].text
 
 
 def test_a_report_without_a_figure_or_a_detector_without_a_report_leaves_the_other_plots(state, monkeypatch):
@@ -535,15 +554,33 @@ def test_programs_are_served_by_gr_api(app_module, state):
         assert endpoint.concurrency_limit == limit
         assert {type(c).__name__ for c in endpoint.inputs + endpoint.outputs} == {"Api"}  # no component behind them
     assert not [b for b in demo.blocks.values() if type(b).__name__ in ("File", "JSON", "Button") and not getattr(b, "visible", True)]
-    # gr.api hands a file over as a dict of FileData's fields; a path outside gradio's upload
-    # cache would name any file on the server, with or without FileData's meta.
+
+
+def test_an_upload_inside_gradios_cache_is_accepted(app_module):
     uploaded = os.path.join(app_module.get_upload_folder(), "x", "cat.png")
     assert app_module.uploaded_path({"path": uploaded, "meta": {"_type": "gradio.FileData"}}) == uploaded
-    outside = os.path.join(app_module.get_upload_folder(), "..", "..", "etc", "passwd")
-    for hostile in ("/etc/passwd", {"path": "/etc/passwd"}, {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}, {"path": outside},
-                    {"path": uploaded + "\0"}):
-        with pytest.raises(app_module.gr.Error, match="handle_file"):
-            app_module.uploaded_path(hostile)
+    assert app_module.uploaded_path({"path": uploaded}) == uploaded
+    assert app_module.uploaded_path(None) is None
+
+
+HOSTILE_PATHS = {
+    "bare path": "/etc/passwd",
+    "dict outside the cache": {"path": "/etc/passwd"},
+    "with FileData's meta": {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}},
+    "climbing out of the cache": {"path": os.path.join("{cache}", "..", "..", "etc", "passwd")},
+    "NUL byte": {"path": os.path.join("{cache}", "x", "cat.png\0")},
+    "not a string": {"path": 7},
+}
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_PATHS.values(), ids=HOSTILE_PATHS)
+def test_a_path_outside_gradios_upload_cache_is_refused(app_module, hostile):
+    """gr.api hands a file over as a dict of FileData's fields: a path outside gradio's upload
+    cache would have any file on the server read, with or without FileData's meta."""
+    if isinstance(hostile, dict) and isinstance(hostile["path"], str):
+        hostile = {**hostile, "path": hostile["path"].replace("{cache}", app_module.get_upload_folder())}
+    with pytest.raises(app_module.gr.Error, match="handle_file"):
+        app_module.uploaded_path(hostile)
 
 
 # --------------------------------------------------------------------------- served app

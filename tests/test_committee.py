@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import train_tiny
 
-from cifake_models import CheckpointError, get_spec, list_detectors, load_detector
+from cifake_models import CheckpointError, get_spec, load_detector
 from cifake_models.calibration import log_odds
 from cifake_models.checkpoint import file_sha256
 from cifake_models.committee import CommitteeDetector, fit_subsets
@@ -66,12 +66,6 @@ def test_a_missing_member_uses_the_regression_fitted_without_it():
     assert alone.weights[1] == 0
     expected = 1 / (1 + np.exp(-(solo_coefficients[0, 0] * log_odds(fake["a"]) + solo_coefficients[0, 1])))
     np.testing.assert_allclose(alone.probabilities(images_for(len(labels)))[:, FAKE], expected)
-
-
-def test_the_committee_is_registered_over_every_other_detector():
-    spec = get_spec("committee")
-    assert spec.members == tuple(n for n in list_detectors() if n != "committee")
-    assert list_detectors()[-1] == "committee"  # trained and evaluated after its members
 
 
 def test_stored_committee_serves_without_a_member(tiny_assets, tmp_path):

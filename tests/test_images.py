@@ -1,4 +1,7 @@
+"""Any PIL image to the 32x32 RGB array the detectors take: each conversion, and its note."""
+
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -12,18 +15,6 @@ def test_32x32_rgb_passes_through_unchanged():
     out, notes = to_cifake_array(Image.fromarray(pixels))
     np.testing.assert_array_equal(out, pixels)
     assert notes == []
-
-
-def test_exif_rotation_is_applied():
-    image = Image.new("RGB", (64, 32), "red")
-    image.paste((0, 0, 255), (0, 0, 32, 32))  # left half blue
-    exif = Image.Exif()
-    exif[0x0112] = 6  # "rotate 90 CW to display"
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", exif=exif)
-    out, notes = to_cifake_array(Image.open(buffer))
-    assert any("EXIF" in n for n in notes)
-    assert out[2, 16, 2] > 150  # after rotation the blue half is on top
 
 
 def test_transparency_is_flattened_onto_white():
@@ -58,14 +49,6 @@ def test_signed_thirty_two_bit_with_negative_values_keeps_its_order():
     out, _ = to_cifake_array(image)
     row = out[0, :, 0].astype(int)
     assert row[0] == 0 and row[-1] == 255 and (np.diff(row) > 0).all()  # no wrap-around below 0
-
-
-def test_animated_gif_uses_the_first_frame():
-    frames = [Image.new("RGB", (32, 32), (i * 100, 0, 0)) for i in range(3)]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
-    out, notes = to_cifake_array(Image.open(buffer))
-    assert out.shape == (32, 32, 3) and any("first frame" in n for n in notes)
 
 
 def test_large_non_square_images_are_resized_and_centre_cropped():
@@ -126,3 +109,61 @@ def test_a_very_long_strip_is_cut_to_its_middle_before_any_resizing(monkeypatch)
     out, notes = to_cifake_array(Image.fromarray(strip))
     assert asked and out.shape == (32, 32, 3) and out.max() == 255
     assert notes[0] == "converted from L to RGB" and notes[1] == "very elongated (1x40000): kept the middle 1x4"
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@dataclass
+class Converted:
+    array: np.ndarray
+    notes: list[str]
+
+
+def decoded_from(data: bytes) -> Converted:
+    """The conversion of an encoded image, as ``array`` and ``notes``."""
+    return Converted(*to_cifake_array(Image.open(io.BytesIO(data))))
+
+
+def noise(width: int, height: int, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def test_cmyk_jpeg_is_converted_and_noted():
+    decoded = decoded_from(encode(Image.new("CMYK", (40, 40), (0, 255, 255, 0)), "JPEG"))
+    assert "converted from CMYK to RGB" in decoded.notes
+    red = decoded.array.reshape(-1, 3).mean(axis=0)
+    assert red[0] > 200 and red[1] < 60 and red[2] < 60
+
+
+def test_palette_and_grayscale_become_rgb():
+    palette = decoded_from(encode(noise(32, 32).convert("P"), "GIF"))
+    gray = decoded_from(encode(noise(32, 32).convert("L"), "PNG"))
+    assert "converted from P to RGB" in palette.notes
+    assert "converted from L to RGB" in gray.notes
+    assert (gray.array[..., 0] == gray.array[..., 1]).all()
+
+
+def test_exif_rotation_is_applied_and_noted():
+    # Stored 64x32, left half red, right half blue; orientation 6 means "rotate 90 degrees clockwise"
+    # to view, so upright the image is 32x64 with red on top.
+    stored = np.zeros((32, 64, 3), np.uint8)
+    stored[:, :32, 0] = 255
+    stored[:, 32:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    decoded = decoded_from(encode(Image.fromarray(stored), "JPEG", exif=exif, quality=95))
+    assert decoded.notes[0].startswith("rotated upright from its EXIF orientation")
+    top, bottom = decoded.array[:8].reshape(-1, 3).mean(0), decoded.array[-8:].reshape(-1, 3).mean(0)
+    assert top[0] > 200 and top[2] < 60 and bottom[2] > 200 and bottom[0] < 60
+
+
+def test_animated_gif_uses_the_first_frame():
+    frames = [Image.new("RGB", (32, 32), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
+    decoded = decoded_from(data)
+    assert "animated (3 frames): used the first frame" in decoded.notes
+    assert decoded.array[..., 0].mean() > 200 and decoded.array[..., 1].mean() < 60
