@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from cifake_models import CHECKPOINT_DIR, REPORT_DIR, get_spec, list_detectors, load_report
 from cifake_models.perturbations import SUITE
 from cifake_models.reports import stale_report
@@ -15,19 +17,47 @@ def test_every_shipped_checkpoint_has_its_own_report():
             assert stale_report(load_report(name, REPORT_DIR), checkpoint) is None, f"{name}: {stale_report(load_report(name, REPORT_DIR), checkpoint)}"
 
 
-def test_readme_tables_match_the_shipped_reports():
-    assert results_table.main(["--check"]) == 0, "README tables differ from assets/reports: run python -m train.results_table"
+def test_readme_and_docs_tables_match_the_shipped_reports():
+    assert results_table.main(["--check"]) == 0, "README/docs tables differ from assets/reports: run python -m train.results_table"
+
+
+def _stale_documents(root):
+    # README.md holds the short table and the full one; two docs pages share the other three.
+    (root / "docs").mkdir()
+    pages = {"README.md": ["summary", "results"], "docs/a.md": ["robustness"], "docs/b.md": ["trust", "recipes"]}
+    for page, blocks in pages.items():
+        stale = "\n".join(f"{start}\nstale\n{end}" for start, end in map(results_table.markers, blocks))
+        (root / page).write_text(f"intro\n{stale}\nend\n")
+    return [root / page for page in pages]
+
+
+def test_a_mismatch_in_any_document_fails_the_check(tiny_assets, tmp_path):
+    reports = ["--reports", str(tiny_assets["reports"]), "--root", str(tmp_path)]
+    pages = _stale_documents(tmp_path)
+    assert results_table.main([*reports]) == 0
+    assert results_table.main([*reports, "--check"]) == 0
+    for page in pages:
+        text = page.read_text()
+        page.write_text(text.replace("| **", "| **9", 1))  # one figure changed by hand
+        assert results_table.main([*reports, "--check"]) == 1, page
+        page.write_text(text)
+    (tmp_path / "docs" / "b.md").write_text("no tables\n")  # a block that lives nowhere is an error
+    with pytest.raises(ValueError, match="trust, recipes"):
+        results_table.main([*reports, "--check"])
 
 
 def test_tables_are_rendered_from_reports(tiny_assets, tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n" + "\n".join(f"{a}\nstale\n{b}" for a, b in map(results_table.markers, results_table.BLOCKS)) + "\nend\n")
-    assert results_table.main(["--reports", str(tiny_assets["reports"]), "--readme", str(readme), "--check"]) == 1
-    assert results_table.main(["--reports", str(tiny_assets["reports"]), "--readme", str(readme)]) == 0
-    text = readme.read_text()
-    assert "stale" not in text and text.startswith("intro\n") and text.endswith("end\n")
+    pages = _stale_documents(tmp_path)
+    reports = ["--reports", str(tiny_assets["reports"]), "--root", str(tmp_path)]
+    assert results_table.main([*reports, "--check"]) == 1
+    assert results_table.main(reports) == 0
+    texts = [page.read_text() for page in pages]
+    for text in texts:
+        assert "stale" not in text and text.startswith("intro\n") and text.endswith("end\n")
+    text = "\n".join(texts)
     for name in list_detectors():
         assert text.count(f"| {get_spec(name).title} |") == len(results_table.BLOCKS)  # one row in each table
+    assert "| HOG + SVM | **100.00%** | **1.0000** | 81.43% | 0.8958 |" in texts[0]  # the short table
     assert "| 81.43% | **100.00%** |" in text  # tiny task: the SVM separates it perfectly
     assert "from scratch" in text
     for name in list_detectors():
@@ -48,7 +78,7 @@ def test_tables_are_rendered_from_reports(tiny_assets, tmp_path):
         robustness = json.loads((tiny_assets["reports"] / f"{name}.json").read_text())["robustness"]
         row = next(line for line in text.splitlines() if line.startswith(f"| {get_spec(name).title} | {100 * robustness['clean_accuracy']:.2f}% |"))
         assert row.endswith(f"| **{100 * robustness['mean_accuracy']:.2f}%** | **{100 * robustness['worst']['accuracy']:.2f}%** |")
-    assert results_table.main(["--reports", str(tiny_assets["reports"]), "--readme", str(readme), "--check"]) == 0
+    assert results_table.main([*reports, "--check"]) == 0
 
 
 def test_trained_on_says_which_stage_ran_on_which_hardware():

@@ -1,7 +1,7 @@
-"""The README's results and recipe tables, from the shipped reports: ``python -m train.results_table``.
+"""The generated tables of README.md and docs/*.md, from the shipped reports: ``python -m train.results_table``.
 
-Rewrites each block between its two markers in README.md; ``--check`` only says whether they
-are up to date (exit 1 if not), which the tests use.
+Rewrites every block between its two markers, in whichever of those files holds it; ``--check``
+only says whether all are up to date (exit 1 if not), which the tests use.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from cifake_models.metrics import percent
 from cifake_models.paths import REPO_ROOT
 from cifake_models.reports import describe_recipe
 
-README = REPO_ROOT / "README.md"
 INITIALISATION = {"none": "from scratch", "imagenet": "ImageNet"}
 NOT_IN_PAPER = "not in the paper"
 
@@ -31,23 +30,56 @@ def _reports(report_dir) -> list[tuple]:
     return out
 
 
+def _paper(spec) -> tuple[str, str]:
+    """The paper's accuracy and ROC-AUC for a detector, or what to write where it has none."""
+    if spec.paper is None:
+        return NOT_IN_PAPER, NOT_IN_PAPER
+    return percent(spec.paper.accuracy), f"{spec.paper.roc_auc:.4f}"
+
+
+def summary_table(report_dir: str | Path | None = None) -> str:
+    """The README's short table: accuracy and ROC-AUC on the test split, ours beside the paper's."""
+    rows = [
+        "| detector | accuracy | ROC-AUC | the paper's accuracy | the paper's ROC-AUC |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for spec, report in _reports(report_dir):
+        paper_accuracy, paper_auc = _paper(spec)
+        if report is None:
+            rows.append(f"| {spec.title} | not shipped | | {paper_accuracy} | {paper_auc} |")
+            continue
+        test = report["test"]
+        rows.append(
+            f"| {spec.title} | **{percent(test['accuracy'])}** | **{test['roc_auc']:.4f}** "
+            f"| {paper_accuracy} | {paper_auc} |"
+        )
+    return "\n".join(rows)
+
+
+def _beats_paper(spec, test: dict) -> str:
+    if spec.paper is None:
+        return ""
+    better = test["accuracy"] > spec.paper.accuracy and test["roc_auc"] > spec.paper.roc_auc
+    return "yes" if better else "no"
+
+
 def results_table(report_dir: str | Path | None = None) -> str:
     rows = [
-        "| detector | accuracy (paper) | accuracy (ours) | ROC-AUC (paper) | ROC-AUC (ours) | PR-AUC | leak-free accuracy | leak-free ROC-AUC | beats paper | ms/image (1 / batch of 64) |",
+        "| detector | accuracy (paper) | accuracy (ours) | ROC-AUC (paper) | ROC-AUC (ours) | PR-AUC "
+        "| leak-free accuracy | leak-free ROC-AUC | beats paper | ms/image (1 / batch of 64) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |",
     ]
     for spec, report in _reports(report_dir):
-        paper_accuracy = percent(spec.paper.accuracy) if spec.paper else NOT_IN_PAPER
-        paper_auc = f"{spec.paper.roc_auc:.4f}" if spec.paper else NOT_IN_PAPER
+        paper_accuracy, paper_auc = _paper(spec)
         if report is None:
             rows.append(f"| {spec.title} | {paper_accuracy} | not shipped | {paper_auc} | | | | | | |")
             continue
-        test, leak_free = report["test"], report["test_leak_free"]
-        beats = "" if spec.paper is None else "yes" if test["accuracy"] > spec.paper.accuracy and test["roc_auc"] > spec.paper.roc_auc else "no"
+        test, leak_free, ms = report["test"], report["test_leak_free"], report["ms_per_image"]
         rows.append(
             f"| {spec.title} | {paper_accuracy} | **{percent(test['accuracy'])}** | {paper_auc} "
-            f"| **{test['roc_auc']:.4f}** | {test['pr_auc']:.4f} | {percent(leak_free['accuracy'])} | {leak_free['roc_auc']:.4f} "
-            f"| {beats} | {report['ms_per_image']['batch_1']:.1f} / {report['ms_per_image']['batch_64']:.2f} |"
+            f"| **{test['roc_auc']:.4f}** | {test['pr_auc']:.4f} | {percent(leak_free['accuracy'])} "
+            f"| {leak_free['roc_auc']:.4f} | {_beats_paper(spec, test)} "
+            f"| {ms['batch_1']:.1f} / {ms['batch_64']:.2f} |"
         )
     return "\n".join(rows)
 
@@ -67,32 +99,42 @@ def robustness_table(report_dir: str | Path | None = None) -> str:
         by_name = {score["perturbation"]: score["accuracy"] for score in robustness["scores"]}
         cells = " | ".join(percent(by_name[name]) if name in by_name else "" for name in names)
         rows.append(
-            f"| {spec.title} | {percent(robustness['clean_accuracy'])} | {cells} | **{percent(robustness['mean_accuracy'])}** "
-            f"| **{percent(robustness['worst']['accuracy'])}** |"
+            f"| {spec.title} | {percent(robustness['clean_accuracy'])} | {cells} "
+            f"| **{percent(robustness['mean_accuracy'])}** | **{percent(robustness['worst']['accuracy'])}** |"
         )
     return "\n".join(rows)
 
 
+def _unsure_cells(unsure: dict | None) -> str:
+    """The unsure band, the share of test images it decides and its accuracy on them (target)."""
+    if not unsure:
+        return " |  | "
+    test = unsure["test"]
+    right = percent(test["accuracy"]) if test["accuracy"] is not None else "none decided"
+    band = f"{unsure['low']:.3f} – {unsure['high']:.3f}"
+    return f"{band} | {percent(test['coverage'])} | {right} ({unsure['target_accuracy']:.0%})"
+
+
 def trust_table(report_dir: str | Path | None = None) -> str:
     """Calibration before and after (test split and suite), and the unsure band's trade-off."""
-    reports = [(spec, report) for spec, report in _reports(report_dir) if report and report.get("calibration", {}).get("test")]
+    reports = [
+        (spec, report) for spec, report in _reports(report_dir) if report and report.get("calibration", {}).get("test")
+    ]
     if not reports:
         return "No report holds calibration figures yet: run `python -m train.evaluate`."
     rows = [
-        "| detector | ECE, test: raw → calibrated | Brier, test: raw → calibrated | ECE under the suite (mean): raw → calibrated "
-        "| worst ECE under the suite | unsure band on P(FAKE) | test images decided | accuracy on those (target) |",
+        "| detector | ECE, test: raw → calibrated | Brier, test: raw → calibrated "
+        "| ECE under the suite (mean): raw → calibrated | worst ECE under the suite "
+        "| unsure band on P(FAKE) | test images decided | accuracy on those (target) |",
         "| --- | ---: | ---: | ---: | ---: | :---: | ---: | ---: |",
     ]
     for spec, report in reports:
-        test, suite, unsure = report["calibration"]["test"], report["calibration"]["suite"], report.get("unsure")
-        band = decided = right = ""
-        if unsure:
-            band = f"{unsure['low']:.3f} – {unsure['high']:.3f}"
-            decided = percent(unsure["test"]["coverage"])
-            right = f"{percent(unsure['test']['accuracy']) if unsure['test']['accuracy'] is not None else 'none decided'} ({unsure['target_accuracy']:.0%})"
+        test, suite = report["calibration"]["test"], report["calibration"]["suite"]
         rows.append(
-            f"| {spec.title} | {test['ece_before']:.4f} → **{test['ece_after']:.4f}** | {test['brier_before']:.4f} → {test['brier_after']:.4f} "
-            f"| {suite['mean_ece_before']:.4f} → **{suite['mean_ece_after']:.4f}** | {suite['worst_ece_after']:.4f} | {band} | {decided} | {right} |"
+            f"| {spec.title} | {test['ece_before']:.4f} → **{test['ece_after']:.4f}** "
+            f"| {test['brier_before']:.4f} → {test['brier_after']:.4f} "
+            f"| {suite['mean_ece_before']:.4f} → **{suite['mean_ece_after']:.4f}** | {suite['worst_ece_after']:.4f} "
+            f"| {_unsure_cells(report.get('unsure'))} |"
         )
     return "\n".join(rows)
 
@@ -138,7 +180,8 @@ def _mirror_validation(report: dict) -> str:
 def recipes_table(report_dir: str | Path | None = None) -> str:
     rows = [
         "| detector | paper's recipe | shipped checkpoint's recipe | initialisation | trained on, wall time "
-        "| validation accuracy after each stage | validation accuracy: single view → mirror-averaged (chosen in bold) |",
+        "| validation accuracy after each stage "
+        "| validation accuracy: single view → mirror-averaged (chosen in bold) |",
         "| --- | --- | --- | --- | --- | ---: | ---: |",
     ]
     for spec, report in _reports(report_dir):
@@ -154,6 +197,7 @@ def recipes_table(report_dir: str | Path | None = None) -> str:
 
 
 BLOCKS: dict[str, Callable[[str | Path | None], str]] = {
+    "summary": summary_table,
     "results": results_table,
     "robustness": robustness_table,
     "trust": trust_table,
@@ -165,32 +209,57 @@ def markers(block: str) -> tuple[str, str]:
     return f"<!-- {block}:start (python -m train.results_table) -->", f"<!-- {block}:end -->"
 
 
-def updated_readme(text: str, report_dir: str | Path | None = None) -> str:
-    for block, render in BLOCKS.items():
+def documents(root: Path) -> list[Path]:
+    """The files that may hold generated blocks: README.md and every page of docs/."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def updated_text(text: str, tables: dict[str, str], where: str = "text") -> tuple[str, set[str]]:
+    """``text`` with every block it holds rewritten from ``tables``, and the names of those blocks."""
+    found = set()
+    for block, table in tables.items():
         start, end = markers(block)
-        if start not in text or end not in text:
-            raise ValueError(f"README lacks the markers {start} ... {end}")
+        if start not in text and end not in text:
+            continue
+        if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+            raise ValueError(f"{where}: the markers {start} ... {end} must occur once each, in that order")
         head, rest = text.split(start, 1)
         _, tail = rest.split(end, 1)
-        text = f"{head}{start}\n{render(report_dir)}\n{end}{tail}"
-    return text
+        text = f"{head}{start}\n{table}\n{end}{tail}"
+        found.add(block)
+    return text, found
+
+
+def updated_documents(root: Path, report_dir: str | Path | None = None) -> dict[Path, tuple[str, str]]:
+    """Each document's text now and as the reports would make it; every block must live somewhere."""
+    tables = {block: render(report_dir) for block, render in BLOCKS.items()}
+    out, placed = {}, set()
+    for path in documents(root):
+        if path.is_file():
+            text = path.read_text()
+            new, found = updated_text(text, tables, str(path))
+            out[path], placed = (text, new), placed | found
+    missing = [block for block in BLOCKS if block not in placed]
+    if missing:
+        raise ValueError(f"no file under {root} (README.md, docs/*.md) holds the block(s) {', '.join(missing)}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.results_table", description=__doc__)
     parser.add_argument("--reports", type=Path, default=REPORT_DIR)
-    parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--check", action="store_true", help="exit 1 if the README's tables differ from the reports")
+    parser.add_argument("--root", type=Path, default=REPO_ROOT, help="the folder holding README.md and docs/")
+    parser.add_argument("--check", action="store_true", help="exit 1 if any generated table differs from the reports")
     args = parser.parse_args(argv)
-    text = args.readme.read_text()
-    new = updated_readme(text, args.reports)
+    documents_now = updated_documents(args.root, args.reports)
+    stale = [path for path, (text, new) in documents_now.items() if new != text]
     if args.check:
-        if new != text:
-            print(f"{args.readme}: tables are out of date; run python -m train.results_table", file=sys.stderr)
-            return 1
-        return 0
-    args.readme.write_text(new)
-    print(f"{args.readme}: tables updated from {args.reports}")
+        for path in stale:
+            print(f"{path}: tables are out of date; run python -m train.results_table", file=sys.stderr)
+        return 1 if stale else 0
+    for path in stale:
+        path.write_text(documents_now[path][1])
+    print(f"{len(stale)} of {len(documents_now)} files under {args.root} updated from {args.reports}")
     return 0
 
 
