@@ -13,12 +13,15 @@ def test_every_shipped_checkpoint_has_its_own_report():
     for name in list_detectors():
         checkpoint = CHECKPOINT_DIR / get_spec(name).checkpoint_file
         if checkpoint.is_file():
-            assert (REPORT_DIR / f"{name}.json").is_file(), f"{name} ships without a report: run python -m train.evaluate {name}"
-            assert stale_report(load_report(name, REPORT_DIR), checkpoint) is None, f"{name}: {stale_report(load_report(name, REPORT_DIR), checkpoint)}"
+            report = REPORT_DIR / f"{name}.json"
+            assert report.is_file(), f"{name} ships without a report: run python -m train.evaluate {name}"
+            stale = stale_report(load_report(name, REPORT_DIR), checkpoint)
+            assert stale is None, f"{name}: {stale}"
 
 
 def test_readme_and_docs_tables_match_the_shipped_reports():
-    assert results_table.main(["--check"]) == 0, "README/docs tables differ from assets/reports: run python -m train.results_table"
+    message = "README/docs tables differ from assets/reports: run python -m train.results_table"
+    assert results_table.main(["--check"]) == 0, message
 
 
 def _stale_documents(root):
@@ -63,21 +66,26 @@ def test_tables_are_rendered_from_reports(tiny_assets, tmp_path):
     for name in list_detectors():
         # The recipe row ends with validation accuracy after each stage, then single view -> mirror-averaged.
         report = json.loads((tiny_assets["reports"] / f"{name}.json").read_text())
-        row = next(line for line in text.splitlines() if line.startswith(f"| {get_spec(name).title} |") and "from scratch" in line)
+        title = get_spec(name).title
+        row = next(line for line in text.splitlines() if line.startswith(f"| {title} |") and "from scratch" in line)
         stages = "" if not report["history"] else f"{100 * report['history'][-1]['val_accuracy']:.2f}%"
         if report["test_time"] is None:  # the committee: its members chose their own views
             assert row.endswith(f"| {stages} |  |") and "logistic regression" in row
             continue
-        single, averaged = (f"{100 * report['test_time']['validation_accuracy'][v]:.2f}%" for v in ("single", "mirror_average"))
-        chosen = f"{single} → **{averaged}**" if report["test_time"]["mirror_average"] else f"**{single}** → {averaged}"
+        accuracy = report["test_time"]["validation_accuracy"]
+        single, averaged = (f"{100 * accuracy[view]:.2f}%" for view in ("single", "mirror_average"))
+        mirrored = report["test_time"]["mirror_average"]
+        chosen = f"{single} → **{averaged}**" if mirrored else f"**{single}** → {averaged}"
         assert row.endswith(f"| {stages} | {chosen} |")
     # The robustness table: clean accuracy, one column per perturbation of the suite, mean and worst.
     header = next(line for line in text.splitlines() if line.startswith("| detector | clean |"))
     assert header == "| detector | clean | " + " | ".join(p.name for p in SUITE) + " | mean | worst |"
     for name in list_detectors():
         robustness = json.loads((tiny_assets["reports"] / f"{name}.json").read_text())["robustness"]
-        row = next(line for line in text.splitlines() if line.startswith(f"| {get_spec(name).title} | {100 * robustness['clean_accuracy']:.2f}% |"))
-        assert row.endswith(f"| **{100 * robustness['mean_accuracy']:.2f}%** | **{100 * robustness['worst']['accuracy']:.2f}%** |")
+        start = f"| {get_spec(name).title} | {100 * robustness['clean_accuracy']:.2f}% |"
+        row = next(line for line in text.splitlines() if line.startswith(start))
+        mean, worst = robustness["mean_accuracy"], robustness["worst"]["accuracy"]
+        assert row.endswith(f"| **{100 * mean:.2f}%** | **{100 * worst:.2f}%** |")
     assert results_table.main([*reports, "--check"]) == 0
 
 
