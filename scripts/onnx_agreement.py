@@ -5,7 +5,7 @@ the detector as training and evaluation run it (PyTorch) and as the app and ``ci
 serve it (``prepare_for_serving(threads=1)``: ONNX Runtime), and prints the largest difference in
 P(FAKE) before calibration and after it, and how many verdicts differ. Also the most a raw
 difference of 1e-6 can move the calibrated P anywhere on the map (at an isotonic map's steepest
-step). The figures in ``cifake_models/onnx_runtime.py`` and the README come from this script.
+step). The figures in ``cifake_models/onnx_runtime.py`` and docs/performance.md come from this script.
 """
 
 from __future__ import annotations

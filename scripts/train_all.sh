@@ -38,7 +38,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
 done
 # The paper's ImageNet architectures: 30 epochs over all of train, the learning rate cut tenfold
 # every 10, at 32x32 on the images' own pixels: random resized crops blur the traces they look
-# for (see the README), so ResNet-50 drops the paper's 24x24 crop too; 2-pixel shifts, flips,
+# for (see docs/results.md), so ResNet-50 drops the paper's 24x24 crop too; 2-pixel shifts, flips,
 # and half of the images changed as uploads are (the robustness suite's families). The other
 # detectors keep their registry recipes; the committee, listed last, is fitted on them all.
 imagenet_recipe=(--epochs 30 --batch-size 128 --step-size 10 --crop 32 --crop-scale 1 1 --translate 2 --upload-augment 0.5)
