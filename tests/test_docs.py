@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from cifake_models.data import REPO_ROOT
+from cifake_models.paths import REPO_ROOT
 from train.results_table import markers
 
 README = REPO_ROOT / "README.md"
