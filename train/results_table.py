@@ -37,23 +37,24 @@ def _paper(spec) -> tuple[str, str]:
     return percent(spec.paper.accuracy), f"{spec.paper.roc_auc:.4f}"
 
 
+def _table(header: str, align: str, row: Callable, report_dir) -> str:
+    """A markdown table with one row per registered detector; ``row(spec, report)`` gets None where none ships."""
+    return "\n".join([header, align, *(row(spec, report) for spec, report in _reports(report_dir))])
+
+
+def _summary_row(spec, report: dict | None) -> str:
+    paper_accuracy, paper_auc = _paper(spec)
+    if report is None:
+        return f"| {spec.title} | not shipped | | {paper_accuracy} | {paper_auc} |"
+    test = report["test"]
+    accuracy, auc = percent(test["accuracy"]), f"{test['roc_auc']:.4f}"
+    return f"| {spec.title} | **{accuracy}** | **{auc}** | {paper_accuracy} | {paper_auc} |"
+
+
 def summary_table(report_dir: str | Path | None = None) -> str:
     """The README's short table: accuracy and ROC-AUC on the test split, ours beside the paper's."""
-    rows = [
-        "| detector | accuracy | ROC-AUC | the paper's accuracy | the paper's ROC-AUC |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for spec, report in _reports(report_dir):
-        paper_accuracy, paper_auc = _paper(spec)
-        if report is None:
-            rows.append(f"| {spec.title} | not shipped | | {paper_accuracy} | {paper_auc} |")
-            continue
-        test = report["test"]
-        rows.append(
-            f"| {spec.title} | **{percent(test['accuracy'])}** | **{test['roc_auc']:.4f}** "
-            f"| {paper_accuracy} | {paper_auc} |"
-        )
-    return "\n".join(rows)
+    header = "| detector | accuracy | ROC-AUC | the paper's accuracy | the paper's ROC-AUC |"
+    return _table(header, "| --- | ---: | ---: | ---: | ---: |", _summary_row, report_dir)
 
 
 def _beats_paper(spec, test: dict) -> str:
@@ -63,25 +64,27 @@ def _beats_paper(spec, test: dict) -> str:
     return "yes" if better else "no"
 
 
+def _results_row(spec, report: dict | None) -> str:
+    paper_accuracy, paper_auc = _paper(spec)
+    if report is None:
+        return f"| {spec.title} | {paper_accuracy} | not shipped | {paper_auc} | | | | | | |"
+    test, leak_free, ms = report["test"], report["test_leak_free"], report["ms_per_image"]
+    return (
+        f"| {spec.title} | {paper_accuracy} | **{percent(test['accuracy'])}** | {paper_auc} "
+        f"| **{test['roc_auc']:.4f}** | {test['pr_auc']:.4f} | {percent(leak_free['accuracy'])} "
+        f"| {leak_free['roc_auc']:.4f} | {_beats_paper(spec, test)} "
+        f"| {ms['batch_1']:.1f} / {ms['batch_64']:.2f} |"
+    )
+
+
 def results_table(report_dir: str | Path | None = None) -> str:
-    rows = [
+    """The full table of docs/results.md: the paper's figures and ours, PR-AUC, the leak-free split, speed."""
+    header = (
         "| detector | accuracy (paper) | accuracy (ours) | ROC-AUC (paper) | ROC-AUC (ours) | PR-AUC "
-        "| leak-free accuracy | leak-free ROC-AUC | beats paper | ms/image (1 / batch of 64) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |",
-    ]
-    for spec, report in _reports(report_dir):
-        paper_accuracy, paper_auc = _paper(spec)
-        if report is None:
-            rows.append(f"| {spec.title} | {paper_accuracy} | not shipped | {paper_auc} | | | | | | |")
-            continue
-        test, leak_free, ms = report["test"], report["test_leak_free"], report["ms_per_image"]
-        rows.append(
-            f"| {spec.title} | {paper_accuracy} | **{percent(test['accuracy'])}** | {paper_auc} "
-            f"| **{test['roc_auc']:.4f}** | {test['pr_auc']:.4f} | {percent(leak_free['accuracy'])} "
-            f"| {leak_free['roc_auc']:.4f} | {_beats_paper(spec, test)} "
-            f"| {ms['batch_1']:.1f} / {ms['batch_64']:.2f} |"
-        )
-    return "\n".join(rows)
+        "| leak-free accuracy | leak-free ROC-AUC | beats paper | ms/image (1 / batch of 64) |"
+    )
+    align = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: | ---: |"
+    return _table(header, align, _results_row, report_dir)
 
 
 def robustness_table(report_dir: str | Path | None = None) -> str:
@@ -177,23 +180,24 @@ def _mirror_validation(report: dict) -> str:
     return f"{single} → **{averaged}**" if test_time["mirror_average"] else f"**{single}** → {averaged}"
 
 
+def _recipes_row(spec, report: dict | None) -> str:
+    paper_recipe = spec.paper.recipe if spec.paper else NOT_IN_PAPER
+    if report is None:
+        return f"| {spec.title} | {paper_recipe} | not shipped | | | | |"
+    return (
+        f"| {spec.title} | {paper_recipe} | {describe_recipe(report)} | {INITIALISATION[report['weights']]} "
+        f"| {_trained_on(report)} | {_stage_validation(report)} | {_mirror_validation(report)} |"
+    )
+
+
 def recipes_table(report_dir: str | Path | None = None) -> str:
-    rows = [
+    """Every shipped checkpoint's recipe, stage by stage, beside the paper's."""
+    header = (
         "| detector | paper's recipe | shipped checkpoint's recipe | initialisation | trained on, wall time "
         "| validation accuracy after each stage "
-        "| validation accuracy: single view → mirror-averaged (chosen in bold) |",
-        "| --- | --- | --- | --- | --- | ---: | ---: |",
-    ]
-    for spec, report in _reports(report_dir):
-        paper_recipe = spec.paper.recipe if spec.paper else NOT_IN_PAPER
-        if report is None:
-            rows.append(f"| {spec.title} | {paper_recipe} | not shipped | | | | |")
-            continue
-        rows.append(
-            f"| {spec.title} | {paper_recipe} | {describe_recipe(report)} | {INITIALISATION[report['weights']]} "
-            f"| {_trained_on(report)} | {_stage_validation(report)} | {_mirror_validation(report)} |"
-        )
-    return "\n".join(rows)
+        "| validation accuracy: single view → mirror-averaged (chosen in bold) |"
+    )
+    return _table(header, "| --- | --- | --- | --- | --- | ---: | ---: |", _recipes_row, report_dir)
 
 
 BLOCKS: dict[str, Callable[[str | Path | None], str]] = {
