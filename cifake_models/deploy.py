@@ -41,7 +41,7 @@ class FileSet:
     made: dict[str, str] = field(default_factory=dict)
 
     def sizes(self) -> dict[str, int]:
-        sizes = {path: source.stat().st_size for path, source in self.files.items()}
+        sizes = {path: source.stat().st_size if source.is_file() else 0 for path, source in self.files.items()}
         return dict(sorted({**sizes, **{path: len(text.encode()) for path, text in self.made.items()}}.items()))
 
     def write(self, folder: Path) -> Path:
@@ -166,7 +166,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("repo_id", help="OWNER/NAME on the Hub")
     parser.add_argument("--dry-run", action="store_true", help="list the files and their sizes; no network")
     parser.add_argument("--out", type=Path, help="write the set into this empty folder instead of uploading it")
-    parser.add_argument("--models", help="space: the model repo its front matter names (default OWNER/cifake-detectors)")
+    parser.add_argument("--models", help="space: the model repo its front matter names "
+                        "(default OWNER/cifake-detectors)")
     parser.add_argument("--space", help="models: the Space the card links to")
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
     return parser.parse_args(argv)

@@ -57,7 +57,8 @@ def card_metadata(reports: Mapping[str, dict]) -> dict:
 
 def _figure_rows(reports: Mapping[str, dict]) -> list[str]:
     rows = ["| detector | accuracy | ROC-AUC | leak-free accuracy | mean / worst accuracy under upload-like changes "
-            "| ECE (calibrated) | decides (not UNSURE) at accuracy |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            "| ECE (calibrated) | decides (not UNSURE) at accuracy |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, report in reports.items():
         test, robust = report["test"], report.get("robustness") or {}
         unsure = (report.get("unsure") or {}).get("test") or {}
@@ -76,8 +77,8 @@ def _maybe_percent(value: float | None) -> str:
 
 
 def _recipe_rows(reports: Mapping[str, dict]) -> list[str]:
-    return [f"- **{get_spec(name).title}**: {report.get('initialisation') or 'not recorded'}. {describe_recipe(report)}."
-            for name, report in reports.items()]
+    return [f"- **{get_spec(name).title}**: {report.get('initialisation') or 'not recorded'}. "
+            f"{describe_recipe(report)}." for name, report in reports.items()]
 
 
 def card_body(reports: Mapping[str, dict], space_repo: str | None = None) -> str:
