@@ -100,8 +100,8 @@ def test_space_goes_up_in_one_commit_naming_the_model_repo(clean_checkout, monke
 
 def test_models_go_up_with_their_card(clean_checkout, monkeypatch):
     names = list_detectors()
-    expected = {"LICENSE", ".gitattributes", "README.md", *(f"checkpoints/{get_spec(n).checkpoint_file}" for n in names),
-                *(f"reports/{n}.json" for n in names)}
+    expected = {"LICENSE", ".gitattributes", "README.md", *(f"reports/{n}.json" for n in names),
+                *(f"checkpoints/{get_spec(n).checkpoint_file}" for n in names)}
     hub = FakeHub("model", expected)
     monkeypatch.setattr(deploy, "push", hub)
     assert deploy.main(["models", "me/weights", "--root", str(clean_checkout)]) == 0
