@@ -35,6 +35,8 @@ import plotly.graph_objects as go
 from gradio import FileData
 from gradio.utils import get_upload_folder, is_in_or_equal
 
+from cifake_models.labels import CLASSES
+from cifake_models.feedback import flag_image
 from cifake_models.page.analysis import MAX_BATCH_FILES, MAX_HEATMAPS, analyse_files, predict_file, predict_files
 from cifake_models.page.cards import CARD_CSS, results_html
 from cifake_models.page.figures import (
@@ -94,8 +96,28 @@ def build_demo(state: AppState | None = None) -> gr.Blocks:
         # carry FileData's meta, so the path is checked here; the app's own decoder reads the file.
         return detect_outputs(state, [uploaded_path(image)] if image else [])
 
+    def remember(paths: list[str] | None) -> tuple:
+        # The paths stay on the server (gr.State); the page only picks one of them by its place.
+        paths = list(paths or [])
+        return paths, gr.update(choices=[(Path(p).name, i) for i, p in enumerate(paths)], value=0 if paths else None)
+
+    def remember_pasted(image: dict | None) -> tuple:
+        return remember([uploaded_path(image)] if image else [])
+
     def detect_examples() -> tuple:
         return detect_outputs(state, examples)
+
+    def flag(shown: list[str], index: int | None, said: str | None, share: bool) -> str:
+        if index is None or not 0 <= index < len(shown or []) or said not in CLASSES:
+            raise gr.Error("pick the image and say what it is", print_exception=False)
+        try:
+            flag_image(state, shown[index], said, share)
+        except UploadError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        except FileNotFoundError:  # the upload cache is emptied after CACHE_SECONDS
+            raise gr.Error("that image is no longer on the server: upload it again", print_exception=False) from None
+        stored = "the image and " if share else ""
+        return f"Thank you: {stored}what every detector said about **{Path(shown[index]).name}** is recorded as {said}."
 
     def predict(image: FileData, stability: bool = False) -> dict[str, dict]:
         """One image file -> {detector name: {"REAL": p, "FAKE": p, "verdict": "FAKE" | "REAL" | "UNSURE"}}
@@ -147,17 +169,30 @@ def build_demo(state: AppState | None = None) -> gr.Blocks:
                 table = gr.Dataframe(results_table(state, []), label="All results: P(FAKE) per detector (the CSV also has P(REAL) and each verdict)", interactive=False,
                                      wrap=True, elem_id="results-table", pinned_columns=1, column_widths=results_widths(state))
                 download = gr.DownloadButton("Download results as CSV", visible=False, elem_id="csv")
+                shown = gr.State([])  # the server paths of the images on the page, for the flag below
+                with gr.Accordion("This verdict is wrong", open=False, elem_id="flag-box"):
+                    with gr.Row():
+                        flag_which = gr.Dropdown([], label="Image", elem_id="flag-image", scale=2)
+                        flag_said = gr.Radio(list(CLASSES), label="It is actually", elem_id="flag-said", scale=1)
+                        flag_share = gr.Checkbox(label="Share the image itself (otherwise only its SHA-256 is kept)",
+                                                 elem_id="flag-share", scale=2)
+                        flag_button = gr.Button("This verdict is wrong", elem_id="flag", scale=1)
+                    flag_status = gr.Markdown(elem_id="flag-status")
                 with gr.Accordion("Detectors", open=False):
                     gr.Markdown(detectors_markdown(state), elem_id="detectors")
                 outputs = [cards, table, download]
                 files.change(detect, inputs=files, outputs=outputs, api_name="detect_files", api_visibility="undocumented",
-                             concurrency_limit=2)
+                             concurrency_limit=2).then(remember, files, [shown, flag_which], api_visibility="private")
                 # preprocess=False: gr.Image's own preprocessing opens the file with Pillow, and a file
                 # that fails there would get a bare "Error" instead of the app's message for it.
                 pasted.change(detect_pasted, inputs=pasted, outputs=outputs, api_name="detect_pasted", api_visibility="undocumented",
-                              concurrency_limit=2, preprocess=False)
+                              concurrency_limit=2, preprocess=False).then(
+                    remember_pasted, pasted, [shown, flag_which], api_visibility="private", preprocess=False)
                 if examples:
-                    run_all.click(detect_examples, inputs=None, outputs=outputs, api_name="detect_examples", api_visibility="undocumented")
+                    run_all.click(detect_examples, inputs=None, outputs=outputs, api_name="detect_examples", api_visibility="undocumented"
+                                  ).then(lambda: remember(examples), None, [shown, flag_which], api_visibility="private")
+                flag_button.click(flag, inputs=[shown, flag_which, flag_said, flag_share], outputs=flag_status,
+                                  api_visibility="private")
 
             with gr.Tab("Compare models", id="compare"):
                 full = compare_table(state)
