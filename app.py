@@ -252,7 +252,8 @@ def main() -> None:
     """``cifake-app`` (or ``python app.py``): serve the app."""
     # Files over SERVER_MAX_FILE_SIZE are refused by gradio itself; smaller ones over
     # MAX_UPLOAD_BYTES reach the app and get a per-file message.
-    demo.launch(max_file_size=SERVER_MAX_FILE_SIZE)
+    # mcp_server: /predict and /predict_batch are MCP tools too (gradio[mcp]; docs/deploy.md, "MCP").
+    demo.launch(max_file_size=SERVER_MAX_FILE_SIZE, mcp_server=True)
 
 
 if __name__ == "__main__":
