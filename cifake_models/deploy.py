@@ -16,9 +16,9 @@ from pathlib import Path
 
 from huggingface_hub import metadata_load, metadata_save
 
-from .data import REPO_ROOT
 from .model_card import model_card
-from .registry import CHECKPOINT_DIR, REPORT_DIR, get_spec, list_detectors
+from .paths import CHECKPOINT_DIR, REPO_ROOT, REPORT_DIR
+from .registry import get_spec, list_detectors
 from .reports import load_report, stale_report
 
 # What the Space runs on: the app, the package (code and stylesheet), the pins the Space installs, its README

@@ -11,8 +11,9 @@ import yaml
 from huggingface_hub import EvalResult
 from huggingface_hub.repocard_data import ModelCardData, eval_results_to_model_index
 
+from .metrics import percent
 from .registry import get_spec
-from .reports import describe_recipe, percent
+from .reports import describe_recipe
 
 DATASET = ("cifake", "CIFAKE (Bird & Lotfi 2024): REAL from CIFAR-10, FAKE from Stable Diffusion 1.4")
 TASK = "image-classification"

@@ -11,9 +11,9 @@ import pytest
 from huggingface_hub import ModelCard, metadata_load
 
 from cifake_models import deploy, get_spec, list_detectors, load_report
-from cifake_models.data import REPO_ROOT
+from cifake_models.metrics import percent
 from cifake_models.model_card import CARD_METRICS, model_card
-from cifake_models.reports import percent
+from cifake_models.paths import REPO_ROOT
 
 TRACKED = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.split()
 needs_git = pytest.mark.skipif(not TRACKED, reason="needs the git checkout")

@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from cifake_models import list_detectors
-from cifake_models.page.bank import load_bank
+from cifake_models.page.state import load_state
 
 mcp = pytest.importorskip("mcp", reason="gradio's mcp extra is not installed")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -26,7 +26,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def url(app_module, tiny_assets):
-    demo = app_module.build_demo(load_bank(tiny_assets["checkpoints"], tiny_assets["reports"]))
+    demo = app_module.build_demo(load_state(tiny_assets["checkpoints"], tiny_assets["reports"]))
     _, local_url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
                                   quiet=True, mcp_server=True)
     yield local_url
