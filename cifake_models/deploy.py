@@ -176,7 +176,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     root = args.root.resolve()
-    files = space_set(root) if args.target == "space" else model_set(root, args.space)
+    try:
+        files = space_set(root) if args.target == "space" else model_set(root, args.space)
+    except FileNotFoundError as error:  # a report the card is made from
+        print(f"will not publish: {error}", file=sys.stderr)
+        return 1
     print(listing(files))
     if found := problems(root, files):
         print("will not publish:\n  " + "\n  ".join(found), file=sys.stderr)

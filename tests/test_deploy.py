@@ -127,6 +127,13 @@ def test_refuses_a_stale_report_a_dirty_tree_or_a_missing_file(clean_checkout, m
             "missing checkpoint": "missing: assets/checkpoints/cnn.safetensors"}[spoil] in err
 
 
+def test_models_without_a_report_are_refused(clean_checkout, monkeypatch, capsys):
+    monkeypatch.setattr(deploy, "push", lambda upload: pytest.fail("a refused set reached the Hub"))
+    (clean_checkout / "assets" / "reports" / "cnn.json").unlink()
+    assert deploy.main(["models", "me/weights", "--root", str(clean_checkout)]) == 1
+    assert "cnn.json" in capsys.readouterr().err
+
+
 def test_push_is_the_only_way_to_the_hub():
     source = Path(deploy.__file__).read_text()
     assert source.count("HfApi") == 2 and source.count("upload_folder(") == 1  # the import and one call, in push

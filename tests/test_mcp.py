@@ -35,10 +35,10 @@ def url(app_module, tiny_assets):
 
 def call_tools(url: str, calls: list[tuple[str, dict]]) -> tuple[list[str], list]:
     """The server's tool names, and the result of each (tool, arguments) call, through one MCP session."""
-    from mcp.client.streamable_http import streamablehttp_client
+    from mcp.client.streamable_http import streamable_http_client
 
     async def session_calls():
-        async with streamablehttp_client(url + "gradio_api/mcp/") as (read, write, _):
+        async with streamable_http_client(url + "gradio_api/mcp/") as (read, write, _):
             async with mcp.ClientSession(read, write) as session:
                 await session.initialize()
                 tools = [tool.name for tool in (await session.list_tools()).tools]
