@@ -35,6 +35,8 @@ import plotly.graph_objects as go
 from gradio import FileData
 from gradio.utils import get_upload_folder, is_in_or_equal
 
+from cifake_models.feedback import flag_image
+from cifake_models.labels import CLASSES
 from cifake_models.page.analysis import MAX_BATCH_FILES, MAX_HEATMAPS, analyse_files, predict_file, predict_files
 from cifake_models.page.cards import CARD_CSS, results_html
 from cifake_models.page.figures import (
@@ -112,18 +114,63 @@ def detect_tab(state: AppState, examples: list[str]) -> None:
                          pinned_columns=1, label="All results: P(FAKE) per detector (the CSV also has P(REAL) and each verdict)",
                          column_widths=results_widths(state))
     download = gr.DownloadButton("Download results as CSV", visible=False, elem_id="csv")
+    shown, flag_which = flag_box(state)
     with gr.Accordion("Detectors", open=False):
         gr.Markdown(detectors_markdown(state), elem_id="detectors")
     outputs = [cards, table, download]
+    remembered = [shown, flag_which]
     files.change(detect, inputs=files, outputs=outputs, api_name="detect_files", api_visibility="undocumented",
-                 concurrency_limit=2)
+                 concurrency_limit=2).then(remember, files, remembered, api_visibility="private")
     # preprocess=False: gr.Image's own preprocessing opens the file with Pillow, and a file
     # that fails there would get a bare "Error" instead of the app's message for it.
     pasted.change(detect_pasted, inputs=pasted, outputs=outputs, api_name="detect_pasted",
-                  api_visibility="undocumented", concurrency_limit=2, preprocess=False)
+                  api_visibility="undocumented", concurrency_limit=2, preprocess=False).then(
+        remember_pasted, pasted, remembered, api_visibility="private", preprocess=False)
     if examples:
         run_all.click(detect_examples, inputs=None, outputs=outputs, api_name="detect_examples",
-                      api_visibility="undocumented")
+                      api_visibility="undocumented").then(lambda: remember(examples), None, remembered,
+                                                          api_visibility="private")
+
+
+def remember(paths: list[str] | None) -> tuple:
+    """The images now on the page, for the flag control: the paths stay on the server (``gr.State``);
+    the page only picks one of them by its place."""
+    paths = list(paths or [])
+    return paths, gr.update(choices=[(Path(p).name, i) for i, p in enumerate(paths)], value=0 if paths else None)
+
+
+def remember_pasted(image: dict | None) -> tuple:
+    """``remember`` for the paste box, whose unpreprocessed value is checked like /predict's."""
+    return remember([uploaded_path(image)] if image else [])
+
+
+def flag_box(state: AppState) -> tuple[gr.State, gr.Dropdown]:
+    """The "This verdict is wrong" control: pick an image on the page, say what it is, record it
+    (``cifake_models.feedback``). Returns the state holding the page's images and the image picker."""
+
+    def flag(shown: list[str], index: int | None, said: str | None, share: bool) -> str:
+        if index is None or not 0 <= index < len(shown or []) or said not in CLASSES:
+            raise gr.Error("pick the image and say what it is", print_exception=False)
+        try:
+            flag_image(state, shown[index], said, share)
+        except UploadError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        except FileNotFoundError:  # the upload cache is emptied after CACHE_SECONDS
+            raise gr.Error("that image is no longer on the server: upload it again", print_exception=False) from None
+        stored = "the image and " if share else ""
+        return f"Thank you: {stored}what every detector said about **{Path(shown[index]).name}** is recorded as {said}."
+
+    shown = gr.State([])
+    with gr.Accordion("This verdict is wrong", open=False, elem_id="flag-box"):
+        with gr.Row():
+            which = gr.Dropdown([], label="Image", elem_id="flag-image", scale=2)
+            said = gr.Radio(list(CLASSES), label="It is actually", elem_id="flag-said", scale=1)
+            share = gr.Checkbox(label="Share the image itself (otherwise only its SHA-256 is kept)",
+                                elem_id="flag-share", scale=2)
+            button = gr.Button("This verdict is wrong", elem_id="flag", scale=1)
+        status = gr.Markdown(elem_id="flag-status")
+    button.click(flag, inputs=[shown, which, said, share], outputs=status, api_visibility="private")
+    return shown, which
 
 
 def compare_tab(state: AppState) -> None:
@@ -246,7 +293,8 @@ def main() -> None:
     """``cifake-app`` (or ``python app.py``): serve the app."""
     # Files over SERVER_MAX_FILE_SIZE are refused by gradio itself; smaller ones over
     # MAX_UPLOAD_BYTES reach the app and get a per-file message.
-    demo.launch(max_file_size=SERVER_MAX_FILE_SIZE)
+    # mcp_server: /predict and /predict_batch are MCP tools too (gradio[mcp]; docs/deploy.md, "MCP").
+    demo.launch(max_file_size=SERVER_MAX_FILE_SIZE, mcp_server=True)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Screenshots of each tab go to /tmp/shots/."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import shutil
 import socket
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import with_new_figures
 
-from cifake_models import get_spec, list_detectors
+from cifake_models import feedback, get_spec, list_detectors
 from cifake_models.page.state import example_files, load_state
 
 CHROMIUM = "/usr/bin/chromium"
@@ -120,6 +121,25 @@ def test_upload_images_and_a_hostile_file(page, files):
     assert "noise.png" in table.inner_text() and "letter.txt" in table.inner_text()
     assert page.locator("#csv").is_visible()
     page.screenshot(path=str(SHOTS / "detect.png"), full_page=True)
+
+
+def test_flag_a_wrong_verdict_and_find_its_record(page, files, tmp_path, monkeypatch):
+    monkeypatch.setenv(feedback.FEEDBACK_DIR_ENV, str(tmp_path / "feedback"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    page.locator("#upload input[type=file]").set_input_files([str(files["letter.txt"]), str(files["noise.png"])])
+    card(page, "noise.png").wait_for()
+    page.locator("#flag-box").get_by_text("This verdict is wrong").first.click()  # open the accordion
+    page.locator("#flag-image").get_by_role("combobox").click()
+    page.get_by_role("option", name="noise.png").click()
+    page.locator("#flag-said").get_by_text("REAL", exact=True).click()
+    page.locator("#flag-share").get_by_role("checkbox").check()
+    page.locator("#flag").click()
+    page.wait_for_function("document.querySelector('#flag-status').textContent.includes('recorded as REAL')")
+    [record] = feedback.feedback_log().records()
+    assert record["said"] == "REAL"
+    assert record["image_sha256"] == hashlib.sha256(files["noise.png"].read_bytes()).hexdigest()
+    assert {get_spec(name).title for name in record["detectors"]} == set(TITLES)
+    assert (tmp_path / "feedback" / record["image_file"]).read_bytes() == files["noise.png"].read_bytes()
 
 
 def test_drop_an_image_on_the_page(page, files):
