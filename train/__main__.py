@@ -18,6 +18,8 @@ examples:
   python -m train --list                       the detectors: name, kind, --weights choices, title
   torchrun --nproc_per_node 4 -m train resnet50
                                                4 GPUs (or CPU processes): DistributedDataParallel
+  python -m train replay resnet50 --out runs/replay
+                                               rebuild a shipped checkpoint's whole chain (train.replay)
 """
 
 from __future__ import annotations
@@ -238,6 +240,11 @@ def network_preprocessing(spec: DetectorSpec, args: argparse.Namespace) -> Prepr
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["replay"]:  # python -m train replay ...: re-run recorded lineages (train.replay)
+        from .replay import main as replay
+
+        return replay(argv[1:])
     args = parse_args(argv)
     if args.list:
         print(listing())

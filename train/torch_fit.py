@@ -30,7 +30,7 @@ from cifake_models.preprocessing import Preprocessing
 from cifake_models.recipes import OPTIMIZERS, TorchRecipe
 from cifake_models.registry import DetectorSpec, get_spec
 
-from . import distributed
+from . import distributed, lineage
 from .metadata import DataInfo, already_trained, checkpoint_metadata, differences, require_held_out_split, with_new_fields
 from .validation import record_validation
 
@@ -349,6 +349,11 @@ def fit_torch(
     )
     if teacher_record:
         detector.metadata["teacher"] = teacher_record
+    sources = {**({earlier_stages[-1]["sha256"]: parent.metadata} if init_from else {}),
+               **({teacher_record["sha256"]: teacher_net.metadata} if teacher_record else {})}
+    # (the preprocessing enters the metadata when the file is written)
+    written = {**detector.metadata, "preprocessing": spec.preprocessing.to_dict()}
+    detector.metadata["lineage"] = lineage.record(written, sources)
     detector.module = detector.module.cpu().to(memory_format=torch.contiguous_format)
     # Threshold and validation figures come from the weights as stored (half precision), so they
     # go through a file first; out_dir gets the checkpoint once, whole, with its validation
