@@ -9,7 +9,8 @@ import pytest
 from cifake_models import list_detectors
 from cifake_models.checkpoint import file_sha256
 from cifake_models.preprocessing import Preprocessing
-from cifake_models.registry import CHECKPOINT_DIR, REGISTRY, get_spec
+from cifake_models.paths import CHECKPOINT_DIR
+from cifake_models.registry import REGISTRY, get_spec
 from conftest import train_tiny
 from train import lineage
 from train.__main__ import main as train_main
