@@ -93,7 +93,8 @@ def test_the_trainer_records_the_whole_chain_of_a_distilled_second_stage(tiny_da
     assert [s.detector for s in recorded.stages] == ["cnn", "native32", "cnn"]
     first_stage, teacher_stage, own = recorded.stages
     assert first_stage.files == (file_sha256(first),) and teacher_stage.files == (file_sha256(teacher_file),)
-    assert (own.parent, own.teacher, own.files, own.seed, own.recipe["distill_weight"]) == (0, 1, (), 3, 0.5)
+    second = file_sha256(tmp_path / "second" / "cnn.safetensors")
+    assert (own.parent, own.teacher, own.files, own.seed, own.recipe["distill_weight"]) == (0, 1, (second,), 3, 0.5)
     assert teacher_stage.recipe == json.loads(json.dumps(teacher.metadata["recipe"]))
     assert own.data["train_fingerprint"] == teacher.metadata["data"]["train_fingerprint"] and own.epochs == 1
     assert own.hardware.startswith("CPU") and own.wall_time_s > 0 and not own.assumed and not recorded.gaps

@@ -75,7 +75,8 @@ def test_a_full_replay_refuses_data_other_than_the_recorded(replay_data, tmp_pat
 
 
 def test_the_gpu_profile_is_one_stage_a_network_teachers_first_and_replays(replay_data, tmp_path):
-    plan = profile_lineage(["committee"])
+    plan, named = profile_lineage(["committee"])
+    assert named == {"committee": len(plan.stages) - 1}
     names = [s.detector for s in plan.stages]
     assert sorted(names) == sorted(get_spec("committee").members + ("committee",))
     for i, stage in enumerate(plan.stages):

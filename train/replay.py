@@ -71,15 +71,15 @@ def recipe_of(stage: Stage) -> TorchRecipe | SvmRecipe | CommitteeRecipe:
     return kind(**{k: frozen(v) for k, v in stage.recipe.items()})
 
 
-def shipped(target: Lineage) -> dict[str, int]:
-    """The detectors a lineage ships: its own last stage, and a committee's members."""
-    last = len(target.stages) - 1
-    return {target.final.detector: last, **{target.stages[m].detector: m for m in target.final.members}}
+def shipped(target: Lineage, named: dict[str, int]) -> dict[str, int]:
+    """The detectors a replay ships (by the index of their stage): those named, and a named committee's members."""
+    members = {target.stages[m].detector: m for i in named.values() for m in target.stages[i].members}
+    return {**members, **named}
 
 
-def profile_lineage(names: list[str], lineage_dir: Path = LINEAGE_DIR) -> Lineage:
+def profile_lineage(names: list[str], lineage_dir: Path = LINEAGE_DIR) -> tuple[Lineage, dict[str, int]]:
     """The GPU profile of ``names`` as a lineage: one stage per network (its teacher's first), the
-    SVM's recorded stage, and the committee over them all."""
+    SVM's recorded stage, and the committee over them all; and the index of each named detector's stage."""
     builder = lineage.Builder(lambda sha: None)
     done: dict[str, int] = {}
 
@@ -99,17 +99,17 @@ def profile_lineage(names: list[str], lineage_dir: Path = LINEAGE_DIR) -> Lineag
         done[name] = builder.put(dataclasses.replace(stage, parent=None, files=(), replayed=Replayed(None, {}, "gpu")))
         return done[name]
 
-    for name in names:
-        add(name)
-    return builder.lineage()
+    named = {name: add(name) for name in names}
+    return builder.lineage(), named
 
 
-def recorded_lineage(targets: list[Path], lineage_dir: Path = LINEAGE_DIR) -> Lineage:
-    """The recorded lineages of ``targets`` as one (stages shared between them once)."""
+def recorded_lineage(targets: list[Path], lineage_dir: Path = LINEAGE_DIR) -> tuple[Lineage, dict[str, int]]:
+    """The recorded lineages of ``targets`` as one (stages shared between them once), and the index
+    of each target's own last stage."""
     builder = lineage.Builder(lambda sha: None)
-    for path in targets:
-        builder.merge(lineage.of_checkpoint(path, lineage_dir), None)
-    return builder.lineage()
+    finals = [builder.merge(lineage.of_checkpoint(path, lineage_dir), None) for path in targets]
+    target = builder.lineage()
+    return target, {target.stages[i].detector: i for i in finals}
 
 
 class Replay:
@@ -166,9 +166,9 @@ class Replay:
             fit_svm(spec, train, val, recipe_of(stage), folder, info, resume=True)
         return folder / spec.checkpoint_file
 
-    def ship(self, target: Lineage, files: dict[int, Path]) -> list[str]:
+    def ship(self, target: Lineage, named: dict[str, int], files: dict[int, Path]) -> list[str]:
         """Copy the replayed detectors to OUT/checkpoints; returns their names."""
-        names = shipped(target)
+        names = shipped(target, named)
         for name, i in names.items():
             copy(files[i], self.out / "checkpoints" / get_spec(name).checkpoint_file)
         return [name for name in list_detectors() if name in names]
@@ -230,13 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     targets = targets_of(args)
     try:
         if args.profile == "gpu":
-            target = profile_lineage([get_spec(p.name.split(".")[0]).name for p in targets])
+            target, named = profile_lineage([get_spec(p.name.split(".")[0]).name for p in targets])
         else:
-            target = recorded_lineage(targets)
+            target, named = recorded_lineage(targets)
         smoke = Smoke() if args.smoke else None
         replay = Replay(args.out, args.data or default_data_dir(), smoke, args.device, args.profile)
         started = time.perf_counter()
-        names = replay.ship(target, replay.run(target))
+        names = replay.ship(target, named, replay.run(target))
     except (CheckpointError, FileNotFoundError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
