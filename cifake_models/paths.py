@@ -8,6 +8,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_DIR = REPO_ROOT / "assets" / "checkpoints"
 REPORT_DIR = REPO_ROOT / "assets" / "reports"
+LINEAGE_DIR = REPO_ROOT / "assets" / "lineage"  # the shipped checkpoints' chains (train.lineage)
 
 
 def checkpoint_dir_or_default(checkpoint_dir: str | Path | None = None) -> Path:

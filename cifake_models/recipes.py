@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 
 from .perturbations import UPLOAD_RANGES
+from .preprocessing import Preprocessing
 
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 # "step": the paper's StepLR, stepped per epoch; "onecycle": Smith & Topor 2019's one-cycle
@@ -81,3 +82,18 @@ class CommitteeRecipe:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class GpuProfile:
+    """One run on one GPU standing for a network's chain of CPU stages (assets/lineage/NAME.json): more
+    epochs, no stages, its shipped stage's augmentation and distillation. Untested on a GPU so far."""
+
+    recipe: TorchRecipe
+    preprocessing: Preprocessing
+    teacher: str | None = None  # the detector it distils from, trained first by its own profile
+
+
+def upload_ranges(**changes: tuple[float, float]) -> tuple[tuple[str, float, float], ...]:
+    """The default upload-like strength ranges with ``family=(low, high)`` replacing a family's."""
+    return tuple((family, *changes.get(family, (low, high))) for family, low, high in UPLOAD_RANGES)

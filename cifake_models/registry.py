@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from torch import nn
@@ -14,7 +14,7 @@ from .committee import CommitteeDetector
 from .detector import Detector, SklearnDetector, TorchDetector
 from .paths import checkpoint_dir_or_default
 from .preprocessing import Preprocessing
-from .recipes import CommitteeRecipe, SvmRecipe, TorchRecipe
+from .recipes import CommitteeRecipe, GpuProfile, SvmRecipe, TorchRecipe, upload_ranges
 from .svm import TRUSTED_TYPES
 
 
@@ -40,6 +40,7 @@ class DetectorSpec:
     # Whether torchvision has ImageNet weights for the architecture (``--weights imagenet``):
     # the paper's transfer-learning networks.
     imagenet_weights: bool = False
+    gpu: GpuProfile | None = None  # python -m train replay --profile gpu; None: its recorded chain there too
 
     @property
     def is_torch(self) -> bool:
@@ -108,6 +109,9 @@ def _paper_cnn(weights: str = "none", in_channels: int = 1) -> nn.Module:
 
 # The paper's transfer-learning pipeline, shared by its three ImageNet networks.
 _TRANSFER = "ImageNet weights, new 2-class head; RandomResizedCrop 24 + h-flip; test Resize 32 + CenterCrop 24; Adam 1e-3, StepLR(10, 0.1)"
+# The GPU profiles' common recipe: one-cycle over 60 epochs where the CPU chains stepped through stages.
+_GPU_RUN = TorchRecipe(epochs=60, batch_size=128, lr=1e-3, schedule="onecycle", step_size=None)
+_FROM_NATIVE32 = {"distill_weight": 0.5, "distill_temperature": 1.0}
 _AT_32 = (
     "Runs at 32x32, the test image as it is: five 2x poolings take a 24x24 input to zero, so the "
     "paper's 24x24 crop cannot pass through this network."
@@ -130,6 +134,13 @@ REGISTRY: dict[str, DetectorSpec] = {
             recipe=TorchRecipe(epochs=25, batch_size=64, lr=0.01, step_size=None),
             preprocessing=Preprocessing(grayscale=True, crop=32, crop_scale=(1.0, 1.0), hflip=False, mean=(0.0,), std=(1.0,)),
             architecture=_paper_cnn,
+            gpu=GpuProfile(
+                replace(_GPU_RUN, batch_size=64, lr=2e-3, distill_weight=0.5, distill_temperature=2.0),
+                Preprocessing(grayscale=True, crop=32, crop_scale=(1.0, 1.0), hflip=False, upload_augment=0.8,
+                              upload_ranges=upload_ranges(downscale=(12.0, 24.0), blur=(0.8, 1.5)),
+                              upload_weights=(("downscale", 2.0), ("blur", 4.0)), mean=(0.0,), std=(1.0,)),
+                teacher="native32",
+            ),
         ),
         DetectorSpec(
             name="resnet50",
@@ -139,6 +150,12 @@ REGISTRY: dict[str, DetectorSpec] = {
             preprocessing=Preprocessing(crop=24),
             architecture=rgb_only(nets.resnet50),
             imagenet_weights=True,
+            gpu=GpuProfile(
+                replace(_GPU_RUN, **_FROM_NATIVE32),
+                Preprocessing(crop=32, crop_scale=(1.0, 1.0), translate=4, upload_augment=0.6,
+                              upload_ranges=upload_ranges(downscale=(12.0, 28.0), blur=(0.7, 1.5))),
+                teacher="native32",
+            ),
         ),
         DetectorSpec(
             name="vgg16_bn",
@@ -148,6 +165,12 @@ REGISTRY: dict[str, DetectorSpec] = {
             preprocessing=Preprocessing(crop=32),
             architecture=rgb_only(nets.vgg16_bn),
             imagenet_weights=True,
+            gpu=GpuProfile(
+                replace(_GPU_RUN, **_FROM_NATIVE32),
+                Preprocessing(crop=32, crop_scale=(1.0, 1.0), upload_augment=0.6,
+                              upload_ranges=upload_ranges(downscale=(12.0, 28.0), blur=(0.5, 1.5))),
+                teacher="native32",
+            ),
             notes=_AT_32 + " Global pooling + one linear layer replace the 4096-wide classifier.",
         ),
         DetectorSpec(
@@ -158,6 +181,11 @@ REGISTRY: dict[str, DetectorSpec] = {
             preprocessing=Preprocessing(crop=32),
             architecture=rgb_only(nets.densenet121),
             imagenet_weights=True,
+            gpu=GpuProfile(
+                _GPU_RUN,
+                Preprocessing(crop=32, crop_scale=(1.0, 1.0), translate=4, upload_augment=0.5,
+                              upload_ranges=upload_ranges(blur=(0.3, 1.5))),
+            ),
             notes=_AT_32,
         ),
         DetectorSpec(
@@ -170,6 +198,11 @@ REGISTRY: dict[str, DetectorSpec] = {
             ),
             preprocessing=Preprocessing(crop=32, crop_scale=(1.0, 1.0), translate=2, upload_augment=0.5),
             architecture=rgb_only(nets.native32),
+            gpu=GpuProfile(
+                replace(_GPU_RUN, epochs=60, batch_size=256, lr=2e-3, optimizer="adamw", weight_decay=0.05,
+                                    label_smoothing=0.1),
+                Preprocessing(crop=32, crop_scale=(1.0, 1.0), translate=2, upload_augment=0.5),
+            ),
             notes="Not in the paper: designed for 32x32 inputs (no early downsampling) and trained on upload-like changes.",
         ),
     )

@@ -13,6 +13,7 @@ from cifake_models.labels import FAKE
 from cifake_models.recipes import CommitteeRecipe
 from cifake_models.registry import DetectorSpec, get_spec
 
+from . import lineage
 from .metadata import DataInfo, already_trained, checkpoint_metadata, with_new_fields
 from .validation import record_calibration
 
@@ -60,6 +61,9 @@ def fit_committee(spec: DetectorSpec, val: Split, recipe: CommitteeRecipe, out_d
     detector.metadata["member_checkpoints"] = {
         name: {"file": get_spec(name).checkpoint_file, "sha256": file_sha256(out_dir / get_spec(name).checkpoint_file)} for name in members
     }
+    sources = {record["sha256"]: members[name].metadata
+               for name, record in detector.metadata["member_checkpoints"].items()}
+    detector.metadata["lineage"] = lineage.record(detector.metadata, sources)
     figures = record_calibration(detector, val, detector.combine_raw(member_fake)[:, FAKE])
     detector.save(out_dir / spec.checkpoint_file)
     weights = ", ".join(f"{n} {w:+.2f}" for n, w in zip(members, detector.weights))

@@ -19,6 +19,7 @@ from cifake_models.recipes import SvmRecipe
 from cifake_models.registry import DetectorSpec
 from cifake_models.svm import build_pipeline, fold_nystroem
 
+from . import lineage
 from .metadata import DataInfo, already_trained, checkpoint_metadata, with_new_fields
 from .validation import record_validation
 
@@ -66,6 +67,7 @@ def fit_svm(spec: DetectorSpec, train: Split, val: Split, recipe: SvmRecipe, out
     detector.metadata = checkpoint_metadata(
         spec, recipe.to_dict(), data_info, "none", history=[], wall_time_s=time.perf_counter() - started, device="cpu"
     )
+    detector.metadata["lineage"] = lineage.record(detector.metadata, {})
     figures = record_validation(detector, val)
     detector.save(out_dir / spec.checkpoint_file)
     log.info(f"{spec.name}: validation accuracy {figures['accuracy']:.4f}, ROC-AUC {figures['roc_auc']:.4f}")

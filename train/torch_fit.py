@@ -29,7 +29,7 @@ from cifake_models.preprocessing import Preprocessing
 from cifake_models.recipes import OPTIMIZERS, TorchRecipe
 from cifake_models.registry import DetectorSpec, get_spec
 
-from . import distributed
+from . import distributed, lineage
 from .metadata import DataInfo, already_trained, checkpoint_metadata, differences, require_held_out_split, with_new_fields
 from .validation import record_validation
 
@@ -155,7 +155,7 @@ def training_speed(spec: DetectorSpec, images: torch.Tensor, labels: torch.Tenso
 
 
 @dataclass
-class Lineage:
+class EarlierStages:
     """The stages before this one (``--init-from``): what the new checkpoint keeps on record."""
 
     weights: str
@@ -163,12 +163,13 @@ class Lineage:
     history: list[dict] = field(default_factory=list)  # the earlier epochs' records
     wall_time: float = 0.0  # of every earlier stage together
     module: torch.nn.Module | None = None  # the parent's weights, to continue from
+    metadata: dict | None = None  # the parent's, for the recorded lineage (train.lineage)
 
 
-def parent_stage(spec: DetectorSpec, init_from: Path | None, data_info: DataInfo, weights: str) -> Lineage:
+def parent_stage(spec: DetectorSpec, init_from: Path | None, data_info: DataInfo, weights: str) -> EarlierStages:
     """The lineage of a stage continuing ``init_from`` (none for a first stage), checked to fit this run."""
     if not init_from:
-        return Lineage(weights)
+        return EarlierStages(weights)
     parent = TorchDetector.load(init_from, spec.name, spec.build_module)
     # The crop may change between stages (the networks pool globally); the pixel encoding may not.
     if parent.preprocessing.encoding() != spec.preprocessing.encoding():
@@ -186,18 +187,19 @@ def parent_stage(spec: DetectorSpec, init_from: Path | None, data_info: DataInfo
              "training": {**parent.metadata["training"], "wall_time_s": round(own_time, 1)}}
     # A first stage's records carry no "stage".
     history = [{"stage": 1, **r} for r in parent.metadata.get("history", [])]
-    return Lineage(parent.metadata["weights"], [*parent_stages, stage], history, wall_time, parent.module)
+    return EarlierStages(parent.metadata["weights"], [*parent_stages, stage], history, wall_time, parent.module,
+                         parent.metadata)
 
 
-def run_identity(spec: DetectorSpec, recipe: TorchRecipe, data_info: DataInfo, lineage: Lineage, teacher: Path | None,
+def run_identity(spec: DetectorSpec, recipe: TorchRecipe, data_info: DataInfo, earlier: EarlierStages, teacher: Path | None,
                  processes: int) -> dict:
     """What a resumed run must share with the saved one; through JSON, as it is stored."""
     return json.loads(json.dumps({
         "recipe": recipe.to_dict(),
         "preprocessing": spec.preprocessing.to_dict(),
-        "weights": lineage.weights,
+        "weights": earlier.weights,
         "data": data_info.train_fingerprint,
-        "init_from": lineage.stages[-1]["sha256"] if lineage.stages else None,
+        "init_from": earlier.stages[-1]["sha256"] if earlier.stages else None,
         "teacher": file_sha256(teacher) if teacher else None,
         # Batch norm normalises each process's slice of a batch on its own statistics, so another
         # process count would continue another run.
@@ -252,10 +254,10 @@ class Run:
         self.history, self.elapsed = json.loads(state["history"]), float(state["elapsed"])
 
 
-def start_run(spec: DetectorSpec, recipe: TorchRecipe, lineage: Lineage, identity: dict, state_file: Path,
+def start_run(spec: DetectorSpec, recipe: TorchRecipe, earlier: EarlierStages, identity: dict, state_file: Path,
               per_epoch: int, device: torch.device) -> Run:
     """The network (the parent's, or new), its optimiser and schedule, in channels-last."""
-    module = lineage.module if lineage.module is not None else spec.build_module(weights=lineage.weights)
+    module = earlier.module if earlier.module is not None else spec.build_module(weights=earlier.weights)
     # Channels-last in every precision: measured no slower for any network, faster for some
     # (scripts/training_speed.py; docs/layout.md, design notes).
     module = module.to(device).to(memory_format=torch.channels_last)
@@ -379,14 +381,14 @@ def fit_torch(
         raise ValueError("distillation needs both a teacher checkpoint and a distill weight above 0")
     device, ranks = training_device(device), distributed.current()
     torch.manual_seed(recipe.seed)
-    lineage = parent_stage(spec, init_from, data_info, weights)
-    identity = run_identity(spec, recipe, data_info, lineage, teacher, ranks.world)
+    earlier = parent_stage(spec, init_from, data_info, weights)
+    identity = run_identity(spec, recipe, data_info, earlier, teacher, ranks.world)
     state_file = resume_path(out_dir, spec.name)
     if resume and not state_file.is_file() and already_trained(spec, out_dir, identity, recorded_identity):
         return spec.load(out_dir) if ranks.main else None
     per_epoch = min(recipe.images_per_epoch or len(train), len(train))
     # Built before the teacher is loaded, so that the seeded initial weights are the same with or without one.
-    run = start_run(spec, recipe, lineage, identity, state_file, per_epoch, device)
+    run = start_run(spec, recipe, earlier, identity, state_file, per_epoch, device)
     teacher_net, teacher_record = load_teacher(teacher, spec, device, data_info) if teacher else (None, None)
     use_amp = uses_bf16(recipe, device)
     warn_if_bf16_is_emulated(use_amp, device)
@@ -417,13 +419,18 @@ def fit_torch(
     if not ranks.main:
         return None
     # One history across stages, numbered on, so the training curves show the whole path.
-    stage = len(lineage.stages) + 1
-    history = lineage.history + [{**r, "epoch": r["epoch"] + len(lineage.history), "stage": stage} for r in run.history]
-    detector.metadata = checkpoint_metadata(spec, recipe.to_dict(), data_info, lineage.weights, history=history,
-                                            wall_time_s=lineage.wall_time + run.elapsed, device=str(device),
-                                            earlier_stages=lineage.stages, processes=ranks.world)
+    stage = len(earlier.stages) + 1
+    history = earlier.history + [{**r, "epoch": r["epoch"] + len(earlier.history), "stage": stage} for r in run.history]
+    detector.metadata = checkpoint_metadata(spec, recipe.to_dict(), data_info, earlier.weights, history=history,
+                                            wall_time_s=earlier.wall_time + run.elapsed, device=str(device),
+                                            earlier_stages=earlier.stages, processes=ranks.world)
     if teacher_record:
         detector.metadata["teacher"] = teacher_record
+    sources = {**({earlier.stages[-1]["sha256"]: earlier.metadata} if earlier.metadata else {}),
+               **({teacher_record["sha256"]: teacher_net.metadata} if teacher_record else {})}
+    # (the preprocessing enters the metadata when the file is written)
+    written = {**detector.metadata, "preprocessing": spec.preprocessing.to_dict()}
+    detector.metadata["lineage"] = lineage.record(written, sources)
     stored = final_checkpoint(spec, detector, val, out_dir, device)
     state_file.unlink(missing_ok=True)
     return stored

@@ -1,0 +1,90 @@
+"""``python -m train replay``: the shipped chains re-run on tiny data (--smoke), in their recorded order."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cifake_models.checkpoint import file_sha256
+from cifake_models.registry import get_spec
+from conftest import write_tiny_cifake
+from train import lineage
+from train.__main__ import main as train_main
+from train.lineage import Lineage
+from train.replay import Smoke, profile_lineage, with_overrides
+
+
+@pytest.fixture(scope="module")
+def replay_data(tmp_path_factory):
+    """Enough tiny images that the smoke's limit leaves both classes in every split."""
+    return write_tiny_cifake(tmp_path_factory.mktemp("replay_data"), {"train": 100, "test": 20}) / "packed"
+
+
+@pytest.fixture(scope="module")
+def smoke_all(replay_data, tmp_path_factory):
+    """``python -m train replay --all --smoke``: every shipped chain, the committee and the reports."""
+    out = tmp_path_factory.mktemp("replay")
+    options = ["--smoke", "--out", str(out), "--data", str(replay_data), "--threads", "1"]
+    assert train_main(["replay", "--all", *options]) == 0
+    return out
+
+
+def shipped(name: str) -> Lineage:
+    return Lineage.from_dict(json.loads(lineage.sidecar_path(name).read_text())["lineage"])
+
+
+def assert_same_chain(replayed: Lineage, recorded: Lineage) -> None:
+    """Stage for stage: the same detectors, links, preprocessing and recipes but for the smoke's recorded sizes."""
+    assert len(replayed.stages) == len(recorded.stages)
+    keys = recorded.keys()
+    sizes = ("epochs", "images_per_epoch", "batch_size", "precision", "n_components")
+    allowed = {f"recipe.{k}" for k in sizes} | {"data.limit"}
+    for key, again, before in zip(keys, replayed.stages, recorded.stages):
+        links = ("detector", "parent", "teacher", "members")
+        assert [getattr(again, k) for k in links] == [getattr(before, k) for k in links]
+        assert again.replayed.of == key and again.replayed.profile == "cpu"
+        assert set(again.replayed.overrides) <= allowed and again.replayed.overrides["data.limit"] == Smoke().limit
+        assert again.recipe == with_overrides(before, again.replayed.overrides).recipe
+        assert (again.preprocessing, again.weights) == (before.preprocessing, before.weights)
+        assert again.files and not again.assumed
+
+
+def test_a_smoke_replay_rebuilds_every_shipped_chain_stage_for_stage(smoke_all):
+    for name in ("cnn", "resnet50", "vgg16_bn", "densenet121", "native32", "hog_svm", "committee"):
+        path = smoke_all / "checkpoints" / get_spec(name).checkpoint_file
+        replayed = lineage.of_checkpoint(path)
+        assert_same_chain(replayed, shipped(name))
+    report = json.loads((smoke_all / "reports" / "committee.json").read_text())
+    assert report["checkpoint"]["sha256"] == file_sha256(smoke_all / "checkpoints" / "committee.safetensors")
+
+
+def test_a_replay_run_again_keeps_every_finished_stage(smoke_all, replay_data, capsys):
+    before = {p: file_sha256(p) for p in (smoke_all / "stages").glob("*/*.safetensors")}
+    options = ["--smoke", "--out", str(smoke_all), "--data", str(replay_data), "--threads", "1", "--no-reports"]
+    assert train_main(["replay", "cnn", *options]) == 0
+    assert capsys.readouterr().out.count("already trained") == 2  # native-32, then the CNN it teaches
+    assert {p: file_sha256(p) for p in before} == before
+
+
+def test_a_full_replay_refuses_data_other_than_the_recorded(replay_data, tmp_path, capsys):
+    assert train_main(["replay", "native32", "--out", str(tmp_path), "--data", str(replay_data)]) == 2
+    assert "is not the data native32 trained on" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_main(["replay", "--out", str(tmp_path)])  # neither a checkpoint nor --all
+
+
+def test_the_gpu_profile_is_one_stage_a_network_teachers_first_and_replays(replay_data, tmp_path):
+    plan, named = profile_lineage(["committee"])
+    assert named == {"committee": len(plan.stages) - 1}
+    names = [s.detector for s in plan.stages]
+    assert sorted(names) == sorted(get_spec("committee").members + ("committee",))
+    for i, stage in enumerate(plan.stages):
+        assert stage.parent is None and (stage.teacher is None or stage.teacher < i)
+        if get_spec(stage.detector).gpu:
+            assert stage.recipe == json.loads(json.dumps(get_spec(stage.detector).gpu.recipe.to_dict()))
+    options = ["--smoke", "--out", str(tmp_path), "--data", str(replay_data), "--threads", "1", "--no-reports"]
+    assert train_main(["replay", "cnn", "--profile", "gpu", *options]) == 0
+    replayed = lineage.of_checkpoint(tmp_path / "checkpoints" / "cnn.safetensors")
+    assert [s.detector for s in replayed.stages] == ["native32", "cnn"] and replayed.final.teacher == 0
+    assert all(s.replayed.profile == "gpu" and s.replayed.overrides["recipe.epochs"] == 1 for s in replayed.stages)
