@@ -1,27 +1,9 @@
-"""CIFAKE detectors in a browser: is this a real photo (CIFAR-10) or AI-generated (Stable Diffusion)?
+"""CIFAKE detectors in a browser: ``python app.py``, then http://127.0.0.1:7860.
 
-Run ``python app.py`` and open http://127.0.0.1:7860. Three tabs:
-
-* **Detect**: drop, pick or paste images (or click an example); every detector's P(REAL) and
-  P(FAKE), its verdict, how far the detectors agree, and the 32x32 image they looked at.
-  Several images give a table that downloads as CSV.
-* **Compare models**: every detector's figures on CIFAKE's official test split beside the paper's.
-* **Evaluation**: confusion matrices, ROC and PR curves, training curves, reliability and
-  accuracy/coverage, a threshold explorer, robustness (plotly).
-
-Programs call two named endpoints (``gr.api``) with ``gradio_client``: ``/predict`` (one image
-file -> ``{detector: {"REAL": p, "FAKE": p, "verdict": v}}``) and ``/predict_batch`` (files -> a list of
-``{"file", "error", "notes", "predictions"}``). Requests that arrive together share forward
-passes (``cifake_models.serving``), and the networks run in ONNX Runtime.
-
-This file is the page: its layout and the thin handlers that connect it to
-``cifake_models.page``, which makes everything shown (loading, per-image analysis, cards,
-tables, figures, texts) without Gradio.
-
-Checkpoints and evaluation reports are read once, at start-up, from ``$CIFAKE_CHECKPOINTS``
-and ``$CIFAKE_REPORTS`` (default ``assets/checkpoints`` and ``assets/reports``). A detector
-whose checkpoint is missing or corrupt is shown as unavailable, with the reason; the others
-keep working.
+The page (Detect, Compare models, Evaluation) and two endpoints for programs, ``/predict`` and
+``/predict_batch`` (``gr.api``); this file is the layout and thin handlers, ``cifake_models.page``
+makes everything shown. Checkpoints and reports are read once at start-up from
+``$CIFAKE_CHECKPOINTS`` and ``$CIFAKE_REPORTS`` (default ``assets/``); docs/layout.md says more.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def test_the_svm_is_chosen_by_the_same_rule(tmp_path, capsys):
     write_svm(tmp_path / "shipped", 0.819, 0.80)
     write_svm(tmp_path / "augmented", 0.815, 0.81)
     assert main(["hog_svm", str(tmp_path / "augmented"), "--checkpoints", str(tmp_path / "shipped"), "--ship"]) == 0
-    assert spec.load(tmp_path / "shipped").metadata["validation"]["accuracy"] == 0.815
+    assert spec.stored_metadata(tmp_path / "shipped")["validation"]["accuracy"] == 0.815
     assert "shipped" in capsys.readouterr().out
 
 
