@@ -57,7 +57,7 @@ class BetaCalibration:
         return sigmoid(beta_features(proba_fake) @ np.array([self.a, self.b]) + self.c)
 
     @classmethod
-    def fit(cls, labels: np.ndarray, proba_fake: np.ndarray, weights: np.ndarray | None = None) -> "BetaCalibration":
+    def fit(cls, labels: np.ndarray, proba_fake: np.ndarray, weights: np.ndarray | None = None) -> BetaCalibration:
         """Maximum-likelihood fit on ``labels`` (indices of :data:`CLASSES`), each image counted
         ``weights`` times (default once); validation only."""
         from sklearn.linear_model import LogisticRegression
@@ -72,14 +72,21 @@ class BetaCalibration:
         return cls.fit_shared_slope(labels, proba_fake, weights)
 
     @classmethod
-    def fit_shared_slope(cls, labels: np.ndarray, proba_fake: np.ndarray, weights: np.ndarray | None = None) -> "BetaCalibration":
+    def fit_shared_slope(
+        cls, labels: np.ndarray, proba_fake: np.ndarray, weights: np.ndarray | None = None
+    ) -> BetaCalibration:
         """``a == b``: temperature scaling with a bias, on the log-odds."""
         from sklearn.linear_model import LogisticRegression
 
         y = (np.asarray(labels) == FAKE).astype(int)
         model = LogisticRegression(C=1e6, max_iter=1000).fit(log_odds(proba_fake)[:, None], y, sample_weight=weights)
         slope = max(float(model.coef_[0, 0]), 0.0)
-        return cls(slope, slope, float(model.intercept_[0]), method="temperature scaling with a bias (Guo et al. 2017; Platt 1999)")
+        return cls(
+            slope,
+            slope,
+            float(model.intercept_[0]),
+            method="temperature scaling with a bias (Guo et al. 2017; Platt 1999)",
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -100,13 +107,17 @@ class IsotonicCalibration:
         return (1 - IDENTITY_SHARE) * np.interp(p, self.knots, self.values) + IDENTITY_SHARE * p
 
     @classmethod
-    def fit(cls, labels: np.ndarray, proba_fake: np.ndarray, weights: np.ndarray | None = None) -> "IsotonicCalibration":
+    def fit(
+        cls, labels: np.ndarray, proba_fake: np.ndarray, weights: np.ndarray | None = None
+    ) -> IsotonicCalibration:
         """Weighted least squares among non-decreasing maps (the pool-adjacent-violators
         algorithm, scikit-learn's); validation only."""
         from sklearn.isotonic import IsotonicRegression
 
         y = (np.asarray(labels) == FAKE).astype(float)
-        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(np.asarray(proba_fake, dtype=np.float64), y, sample_weight=weights)
+        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
+            np.asarray(proba_fake, dtype=np.float64), y, sample_weight=weights
+        )
         return cls(tuple(map(float, model.X_thresholds_)), tuple(map(float, model.y_thresholds_)))
 
     def to_dict(self) -> dict:
@@ -128,16 +139,20 @@ class UnsureBand:
     target_accuracy: float = TARGET_ACCURACY
 
     @classmethod
-    def around(cls, threshold: float, confidence: float, target_accuracy: float = TARGET_ACCURACY) -> "UnsureBand":
+    def around(cls, threshold: float, confidence: float, target_accuracy: float = TARGET_ACCURACY) -> UnsureBand:
         return cls(min(threshold, 1 - confidence), max(threshold, confidence), confidence, target_accuracy)
 
     @classmethod
-    def choose(cls, labels: np.ndarray, proba_fake: np.ndarray, threshold: float, target_accuracy: float = TARGET_ACCURACY) -> "UnsureBand":
+    def choose(
+        cls, labels: np.ndarray, proba_fake: np.ndarray, threshold: float, target_accuracy: float = TARGET_ACCURACY
+    ) -> UnsureBand:
         """The narrowest band whose decided images are right at least ``target_accuracy`` of
         the time, on ``labels`` and calibrated ``proba_fake`` (the validation split). Where no
         band reaches it, the widest on the grid."""
         curve = selective_curve(labels, proba_fake, threshold)
-        reached = [i for i, accuracy in enumerate(curve.accuracy) if accuracy is not None and accuracy >= target_accuracy]
+        reached = [
+            i for i, accuracy in enumerate(curve.accuracy) if accuracy is not None and accuracy >= target_accuracy
+        ]
         confidence = curve.confidence[reached[0]] if len(reached) else curve.confidence[-1]
         return cls.around(threshold, float(confidence), target_accuracy)
 
@@ -173,7 +188,9 @@ def selective_figures(labels: np.ndarray, proba_fake: np.ndarray, band: UnsureBa
     }
 
 
-def selective_curve(labels: np.ndarray, proba_fake: np.ndarray, threshold: float, grid: np.ndarray = CONFIDENCE_GRID) -> SelectiveCurve:
+def selective_curve(
+    labels: np.ndarray, proba_fake: np.ndarray, threshold: float, grid: np.ndarray = CONFIDENCE_GRID
+) -> SelectiveCurve:
     coverage, accuracy = [], []
     for confidence in grid:
         figures = selective_figures(labels, proba_fake, UnsureBand.around(threshold, float(confidence)), threshold)

@@ -44,7 +44,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, index: np.ndarray) -> "Split":
+    def subset(self, index: np.ndarray) -> Split:
         return Split(self.images[index], self.labels[index], self.names[index])
 
     def fingerprint(self) -> str:
@@ -137,7 +137,9 @@ def _kaggle_files(root: Path, split: str) -> Iterator[tuple[str, int, bytes]]:
                 yield f"{split}/{class_name}/{file.name}", label, file.read_bytes()
 
 
-def train_val_indices(labels: np.ndarray, val_fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+def train_val_indices(
+    labels: np.ndarray, val_fraction: float = VAL_FRACTION, seed: int = SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
     """A seeded split of train into (train, validation) indices, stratified by label."""
     rng = np.random.default_rng(seed)
     train, val = [], []

@@ -24,8 +24,17 @@ from .reports import load_report, stale_report
 # What the Space runs on: the app, the package (code and stylesheet), the pins the Space installs, its README
 # (whose front matter configures it), the licence, the LFS rules, the examples and the README's screenshots.
 # Checkpoints and reports come from the registry (space_set), one of each per detector.
-SPACE_FILES = ("app.py", "requirements.txt", "README.md", "LICENSE", ".gitattributes", "cifake_models/**/*.py",
-               "cifake_models/**/*.css", "assets/examples/*.png", "docs/screenshots/*.png")
+SPACE_FILES = (
+    "app.py",
+    "requirements.txt",
+    "README.md",
+    "LICENSE",
+    ".gitattributes",
+    "cifake_models/**/*.py",
+    "cifake_models/**/*.css",
+    "assets/examples/*.png",
+    "docs/screenshots/*.png",
+)
 MODEL_FILES = ("LICENSE", ".gitattributes")
 # Remote files that this commit does not upload are deleted (the Hub always keeps .gitattributes).
 DELETE_PATTERNS = ("*",)
@@ -76,8 +85,13 @@ def push(upload: Upload) -> str:
     api = HfApi()
     sdk = {"space_sdk": "gradio"} if upload.repo_type == "space" else {}
     api.create_repo(upload.repo_id, repo_type=upload.repo_type, exist_ok=True, **sdk)
-    info = api.upload_folder(repo_id=upload.repo_id, folder_path=upload.folder, repo_type=upload.repo_type,
-                             commit_message=upload.commit_message, delete_patterns=list(upload.delete_patterns))
+    info = api.upload_folder(
+        repo_id=upload.repo_id,
+        folder_path=upload.folder,
+        repo_type=upload.repo_type,
+        commit_message=upload.commit_message,
+        delete_patterns=list(upload.delete_patterns),
+    )
     return str(info.commit_url)
 
 
@@ -131,8 +145,11 @@ def problems(root: Path, files: FileSet) -> list[str]:
     found = [f"missing: {path}" for path, source in files.files.items() if not source.is_file()]
     for name in list_detectors():
         report, checkpoint = report_dir(root) / f"{name}.json", checkpoint_dir(root) / get_spec(name).checkpoint_file
-        if report.is_file() and checkpoint.is_file() and (why := stale_report(load_report(name, report.parent),
-                                                                               checkpoint)):
+        if (
+            report.is_file()
+            and checkpoint.is_file()
+            and (why := stale_report(load_report(name, report.parent), checkpoint))
+        ):
             found.append(f"stale report {report.name}: {why}")
     found += dirty(root)
     if not found and (total := sum(files.sizes().values())) > MAX_SET_BYTES:
@@ -166,8 +183,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("repo_id", help="OWNER/NAME on the Hub")
     parser.add_argument("--dry-run", action="store_true", help="list the files and their sizes; no network")
     parser.add_argument("--out", type=Path, help="write the set into this empty folder instead of uploading it")
-    parser.add_argument("--models", help="space: the model repo its front matter names "
-                        "(default OWNER/cifake-detectors)")
+    parser.add_argument(
+        "--models", help="space: the model repo its front matter names (default OWNER/cifake-detectors)"
+    )
     parser.add_argument("--space", help="models: the Space the card links to")
     parser.add_argument("--root", type=Path, default=REPO_ROOT, help=argparse.SUPPRESS)
     return parser.parse_args(argv)

@@ -1,4 +1,4 @@
-""""This verdict is wrong": what a person says an image is, beside every detector's answer for it.
+""" "This verdict is wrong": what a person says an image is, beside every detector's answer for it.
 
 Always kept in a local JSONL file (rewritten atomically, the newest MAX_RECORDS only); sent to a Hub dataset
 by huggingface_hub's CommitScheduler only where HF_TOKEN and $CIFAKE_FEEDBACK_DATASET are both set. The image
@@ -12,7 +12,7 @@ import os
 import shutil
 import threading
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .checkpoint import file_sha256
@@ -62,7 +62,7 @@ class FeedbackLog:
             if image is not None and flag.image_file:
                 (self.folder / flag.image_file).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(image, self.folder / flag.image_file)
-            kept = [*self.records(), asdict(flag)][-self.max_records:]
+            kept = [*self.records(), asdict(flag)][-self.max_records :]
             self.folder.mkdir(parents=True, exist_ok=True)
             partial = self.path.with_name(f".{RECORDS}.partial")
             partial.write_text("".join(json.dumps(record) + "\n" for record in kept))
@@ -84,8 +84,15 @@ def hub_scheduler(folder: Path):
     from huggingface_hub import CommitScheduler
 
     folder.mkdir(parents=True, exist_ok=True)
-    return CommitScheduler(repo_id=dataset, repo_type="dataset", folder_path=folder, every=SYNC_MINUTES, token=token,
-                           private=True, allow_patterns=[RECORDS, f"{IMAGES}/*"])
+    return CommitScheduler(
+        repo_id=dataset,
+        repo_type="dataset",
+        folder_path=folder,
+        every=SYNC_MINUTES,
+        token=token,
+        private=True,
+        allow_patterns=[RECORDS, f"{IMAGES}/*"],
+    )
 
 
 _LOGS: dict[Path, FeedbackLog] = {}
@@ -123,7 +130,13 @@ def flag_image(state: AppState, image: str | Path, said: str, share: bool) -> Fl
     answers = predict_file(state, image)  # raises UploadError for a file that is no usable image
     digest = hashlib.sha256(image.read_bytes()).hexdigest()
     suffix = image.suffix.lower() if image.suffix.lower() in SHARED_SUFFIXES else ""
-    flag = Flag(digest, said, answers, checkpoint_hashes(state), f"{IMAGES}/{digest}{suffix}" if share else None,
-                datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    flag = Flag(
+        digest,
+        said,
+        answers,
+        checkpoint_hashes(state),
+        f"{IMAGES}/{digest}{suffix}" if share else None,
+        datetime.now(UTC).isoformat(timespec="seconds"),
+    )
     feedback_log().add(flag, image if share else None)
     return flag

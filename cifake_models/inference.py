@@ -26,7 +26,9 @@ def parts(batch: np.ndarray, workers: int) -> list[np.ndarray]:
     return np.array_split(batch, max(1, min(workers, len(batch) // MIN_PART)))
 
 
-def predict_all(detectors: Mapping[str, Detector], batch: np.ndarray, executor: Executor | None = None, workers: int = 1) -> Answers:
+def predict_all(
+    detectors: Mapping[str, Detector], batch: np.ndarray, executor: Executor | None = None, workers: int = 1
+) -> Answers:
     """Every detector on a uint8 ``[n, 32, 32, 3]`` batch: ``(probas, verdicts, errors)``, where
     ``probas[name]`` is ``[n, 2]`` in (FAKE, REAL) order, ``verdicts[name]`` its ``[n]`` verdicts,
     and ``errors[name]`` says why a detector failed (the others still answer). With an
@@ -43,7 +45,9 @@ def predict_all(detectors: Mapping[str, Detector], batch: np.ndarray, executor: 
         except Exception as error:  # one broken detector must not take the others down
             return error
 
-    answers = list((executor.map if executor is not None else map)(scored, [(n, part) for part in pieces for n in scorers]))
+    answers = list(
+        (executor.map if executor is not None else map)(scored, [(n, part) for part in pieces for n in scorers])
+    )
     raw = {}
     for i, name in enumerate(scorers):
         mine = answers[i :: len(scorers)]  # this detector's answer for each piece, in order

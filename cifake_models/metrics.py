@@ -33,15 +33,22 @@ def classification_figures(labels: np.ndarray, proba_fake: np.ndarray, threshold
     )
     both_classes = 0 < is_fake.sum() < len(is_fake)  # curves and AUCs need both
     fpr, tpr, _ = metrics.roc_curve(is_fake, proba_fake) if both_classes else (np.zeros(0),) * 3
-    pr_precision, pr_recall, _ = metrics.precision_recall_curve(is_fake, proba_fake) if both_classes else (np.zeros(0),) * 3
+    pr_precision, pr_recall, _ = (
+        metrics.precision_recall_curve(is_fake, proba_fake) if both_classes else (np.zeros(0),) * 3
+    )
     roc_keep = _thin(len(fpr))
     pr_keep = _thin(len(pr_recall))
     return {
-        "n": int(len(labels)),
+        "n": len(labels),
         "threshold": float(threshold),
         "accuracy": float(metrics.accuracy_score(labels, predicted)),
         "per_class": {
-            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]), "support": int(support[i])}
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, name in enumerate(CLASSES)
         },
         "roc_auc": float(metrics.roc_auc_score(is_fake, proba_fake)) if both_classes else None,
@@ -77,11 +84,18 @@ def threshold_sweep(labels: np.ndarray, proba_fake: np.ndarray, threshold: float
     cuts = np.union1d(np.round(np.arange(0, 1 + step / 2, step), 6), [threshold])
     fake_scores, real_scores = np.sort(proba_fake[labels == FAKE]), np.sort(proba_fake[labels != FAKE])
 
-    def reaching(sorted_scores: np.ndarray) -> list[int]:  # how many are called FAKE at each cut (called_fake, for every cut at once)
+    def reaching(
+        sorted_scores: np.ndarray,
+    ) -> list[int]:  # how many are called FAKE at each cut (called_fake, for every cut at once)
         return (len(sorted_scores) - np.searchsorted(sorted_scores, cuts, side="left")).tolist()
 
-    return {"threshold": cuts.tolist(), "fake_called_fake": reaching(fake_scores), "real_called_fake": reaching(real_scores),
-            "n_fake": int(len(fake_scores)), "n_real": int(len(real_scores))}
+    return {
+        "threshold": cuts.tolist(),
+        "fake_called_fake": reaching(fake_scores),
+        "real_called_fake": reaching(real_scores),
+        "n_fake": len(fake_scores),
+        "n_real": len(real_scores),
+    }
 
 
 def brier_score(labels: np.ndarray, proba_fake: np.ndarray) -> float:

@@ -77,7 +77,6 @@ def densenet121(weights: str = "none", num_classes: int = 2) -> nn.Module:
     return model
 
 
-
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 

@@ -35,7 +35,9 @@ def _enlarge(image: Image.Image, factor: float) -> Image.Image:
 def _downscale(image: Image.Image, side: float) -> Image.Image:
     """Shrunk to ``side`` pixels (antialiased) and enlarged back to 32: a thumbnail round trip."""
     side = int(round(side))
-    return image.resize((side, side), Image.Resampling.BICUBIC, reducing_gap=None).resize((SIZE, SIZE), Image.Resampling.BICUBIC)
+    return image.resize((side, side), Image.Resampling.BICUBIC, reducing_gap=None).resize(
+        (SIZE, SIZE), Image.Resampling.BICUBIC
+    )
 
 
 def _blur(image: Image.Image, sigma: float) -> Image.Image:
@@ -90,7 +92,11 @@ class Perturbation:
 
     def apply(self, batch: np.ndarray) -> np.ndarray:
         """uint8 ``[N, 32, 32, 3]`` in, the app's 32x32 view of each perturbed upload out."""
-        return np.stack([to_cifake_array(self.upload(Image.fromarray(image)))[0] for image in batch]) if len(batch) else batch.copy()
+        return (
+            np.stack([to_cifake_array(self.upload(Image.fromarray(image)))[0] for image in batch])
+            if len(batch)
+            else batch.copy()
+        )
 
 
 # The evaluation's suite: what happens to images on the way to the app, at named strengths.
@@ -116,7 +122,9 @@ TRAINING_RANGES: dict[str, tuple[float, float]] = {
 }
 _WHOLE = {"jpeg", "downscale", "shift", "crop"}
 # The same ranges as (family, low, high) triples: the form recipes and checkpoints record.
-UPLOAD_RANGES: tuple[tuple[str, float, float], ...] = tuple((f, low, high) for f, (low, high) in TRAINING_RANGES.items())
+UPLOAD_RANGES: tuple[tuple[str, float, float], ...] = tuple(
+    (f, low, high) for f, (low, high) in TRAINING_RANGES.items()
+)
 
 
 def ranges_of(triples: tuple[tuple[str, float, float], ...]) -> dict[str, tuple[float, float]]:

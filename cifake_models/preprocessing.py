@@ -61,7 +61,7 @@ class Preprocessing:
         return self.grayscale, self.mean, self.std
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Preprocessing":
+    def from_dict(cls, data: dict) -> Preprocessing:
         def frozen(value):  # JSON gives lists; the dataclass holds (nested) tuples
             return tuple(frozen(v) for v in value) if isinstance(value, list) else value
 
@@ -89,7 +89,9 @@ class Preprocessing:
         random resized crop, a translation and a horizontal flip, drawn per image. Still RGB, so a
         distillation teacher can see the very views its student sees, through its own encoding."""
         if self.upload_augment:
-            batch = random_uploads(batch, self.upload_augment, generator, self.training_ranges, weights_of(self.upload_weights))
+            batch = random_uploads(
+                batch, self.upload_augment, generator, self.training_ranges, weights_of(self.upload_weights)
+            )
         x = rgb_float(batch)
         if self.crop_scale != (1.0, 1.0) or self.crop != x.shape[-1]:
             x = random_resized_crop(x, self.crop, self.crop_scale, generator)

@@ -49,7 +49,9 @@ class TorchRecipe:
 class SvmRecipe:
     """The registry's values follow the paper (grayscale HOG, SVC's default C and gamma)."""
 
-    architecture: ClassVar[str] = "HOG -> StandardScaler -> RBF expansion over Nystroem landmarks (linear SVM) -> sigmoid"
+    architecture: ClassVar[str] = (
+        "HOG -> StandardScaler -> RBF expansion over Nystroem landmarks (linear SVM) -> sigmoid"
+    )
 
     orientations: int = 9
     pixels_per_cell: tuple[int, ...] = (8,)

@@ -68,8 +68,12 @@ class DetectorSpec:
             return self.load(checkpoint_dir, validated=False).metadata
         return read_safetensors(checkpoint_dir_or_default(checkpoint_dir) / self.checkpoint_file)[1]
 
-    def load(self, checkpoint_dir: str | Path | None = None, loaded: Mapping[str, Detector] | None = None,
-             validated: bool = True) -> Detector:
+    def load(
+        self,
+        checkpoint_dir: str | Path | None = None,
+        loaded: Mapping[str, Detector] | None = None,
+        validated: bool = True,
+    ) -> Detector:
         """The detector stored in ``checkpoint_dir``. A committee takes its members from
         ``loaded`` when given (detectors already in memory, e.g. the app's), else from the same folder.
         ``validated=False`` loads one without its decision rule (to choose it again)."""
@@ -77,6 +81,7 @@ class DetectorSpec:
         if self.is_torch:
             return TorchDetector.load(path, self.name, self.build_module, validated)
         if self.is_committee:
+
             def load_member(name: str) -> Detector:
                 if loaded is None:
                     return get_spec(name).load(checkpoint_dir)
@@ -130,15 +135,27 @@ REGISTRY: dict[str, DetectorSpec] = {
         DetectorSpec(
             name="cnn",
             title="CNN (paper)",
-            paper=PaperResult(0.8640, 0.9347, "grayscale 32x32, conv 32@3x3, maxpool 2x2, two FC; Adam 0.01, 25 epochs, batch 64"),
+            paper=PaperResult(
+                0.8640, 0.9347, "grayscale 32x32, conv 32@3x3, maxpool 2x2, two FC; Adam 0.01, 25 epochs, batch 64"
+            ),
             recipe=TorchRecipe(epochs=25, batch_size=64, lr=0.01, step_size=None),
-            preprocessing=Preprocessing(grayscale=True, crop=32, crop_scale=(1.0, 1.0), hflip=False, mean=(0.0,), std=(1.0,)),
+            preprocessing=Preprocessing(
+                grayscale=True, crop=32, crop_scale=(1.0, 1.0), hflip=False, mean=(0.0,), std=(1.0,)
+            ),
             architecture=_paper_cnn,
             gpu=GpuProfile(
                 replace(_GPU_RUN, batch_size=64, lr=2e-3, distill_weight=0.5, distill_temperature=2.0),
-                Preprocessing(grayscale=True, crop=32, crop_scale=(1.0, 1.0), hflip=False, upload_augment=0.8,
-                              upload_ranges=upload_ranges(downscale=(12.0, 24.0), blur=(0.8, 1.5)),
-                              upload_weights=(("downscale", 2.0), ("blur", 4.0)), mean=(0.0,), std=(1.0,)),
+                Preprocessing(
+                    grayscale=True,
+                    crop=32,
+                    crop_scale=(1.0, 1.0),
+                    hflip=False,
+                    upload_augment=0.8,
+                    upload_ranges=upload_ranges(downscale=(12.0, 24.0), blur=(0.8, 1.5)),
+                    upload_weights=(("downscale", 2.0), ("blur", 4.0)),
+                    mean=(0.0,),
+                    std=(1.0,),
+                ),
                 teacher="native32",
             ),
         ),
@@ -152,8 +169,13 @@ REGISTRY: dict[str, DetectorSpec] = {
             imagenet_weights=True,
             gpu=GpuProfile(
                 replace(_GPU_RUN, **_FROM_NATIVE32),
-                Preprocessing(crop=32, crop_scale=(1.0, 1.0), translate=4, upload_augment=0.6,
-                              upload_ranges=upload_ranges(downscale=(12.0, 28.0), blur=(0.7, 1.5))),
+                Preprocessing(
+                    crop=32,
+                    crop_scale=(1.0, 1.0),
+                    translate=4,
+                    upload_augment=0.6,
+                    upload_ranges=upload_ranges(downscale=(12.0, 28.0), blur=(0.7, 1.5)),
+                ),
                 teacher="native32",
             ),
         ),
@@ -167,8 +189,12 @@ REGISTRY: dict[str, DetectorSpec] = {
             imagenet_weights=True,
             gpu=GpuProfile(
                 replace(_GPU_RUN, **_FROM_NATIVE32),
-                Preprocessing(crop=32, crop_scale=(1.0, 1.0), upload_augment=0.6,
-                              upload_ranges=upload_ranges(downscale=(12.0, 28.0), blur=(0.5, 1.5))),
+                Preprocessing(
+                    crop=32,
+                    crop_scale=(1.0, 1.0),
+                    upload_augment=0.6,
+                    upload_ranges=upload_ranges(downscale=(12.0, 28.0), blur=(0.5, 1.5)),
+                ),
                 teacher="native32",
             ),
             notes=_AT_32 + " Global pooling + one linear layer replace the 4096-wide classifier.",
@@ -183,8 +209,13 @@ REGISTRY: dict[str, DetectorSpec] = {
             imagenet_weights=True,
             gpu=GpuProfile(
                 _GPU_RUN,
-                Preprocessing(crop=32, crop_scale=(1.0, 1.0), translate=4, upload_augment=0.5,
-                              upload_ranges=upload_ranges(blur=(0.3, 1.5))),
+                Preprocessing(
+                    crop=32,
+                    crop_scale=(1.0, 1.0),
+                    translate=4,
+                    upload_augment=0.5,
+                    upload_ranges=upload_ranges(blur=(0.3, 1.5)),
+                ),
             ),
             notes=_AT_32,
         ),
@@ -193,14 +224,27 @@ REGISTRY: dict[str, DetectorSpec] = {
             title="Native-32 CNN (ours)",
             paper=None,
             recipe=TorchRecipe(
-                epochs=30, batch_size=256, lr=2e-3, optimizer="adamw", weight_decay=0.05,
-                schedule="onecycle", step_size=None, label_smoothing=0.1,
+                epochs=30,
+                batch_size=256,
+                lr=2e-3,
+                optimizer="adamw",
+                weight_decay=0.05,
+                schedule="onecycle",
+                step_size=None,
+                label_smoothing=0.1,
             ),
             preprocessing=Preprocessing(crop=32, crop_scale=(1.0, 1.0), translate=2, upload_augment=0.5),
             architecture=rgb_only(nets.native32),
             gpu=GpuProfile(
-                replace(_GPU_RUN, epochs=60, batch_size=256, lr=2e-3, optimizer="adamw", weight_decay=0.05,
-                                    label_smoothing=0.1),
+                replace(
+                    _GPU_RUN,
+                    epochs=60,
+                    batch_size=256,
+                    lr=2e-3,
+                    optimizer="adamw",
+                    weight_decay=0.05,
+                    label_smoothing=0.1,
+                ),
                 Preprocessing(crop=32, crop_scale=(1.0, 1.0), translate=2, upload_augment=0.5),
             ),
             notes="Not in the paper: designed for 32x32 inputs (no early downsampling) and trained on upload-like changes.",
@@ -230,7 +274,9 @@ def get_spec(name: str) -> DetectorSpec:
         raise KeyError(f"unknown detector {name!r}; known: {', '.join(REGISTRY)}") from None
 
 
-def load_detector(name: str, checkpoint_dir: str | Path | None = None, loaded: Mapping[str, Detector] | None = None) -> Detector:
+def load_detector(
+    name: str, checkpoint_dir: str | Path | None = None, loaded: Mapping[str, Detector] | None = None
+) -> Detector:
     """Load ``name``'s checkpoint from ``checkpoint_dir`` (default ``$CIFAKE_CHECKPOINTS``, else
     ``assets/checkpoints``);
     ``loaded``: detectors already in memory that a committee may use as its members."""

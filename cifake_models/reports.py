@@ -33,8 +33,11 @@ def describe_recipe(report: dict) -> str:
 def _widened(pre: dict) -> str:
     """The upload-like changes whose strength range or weight differs from the default, e.g.
     " (blur 0.3-1.5; blur drawn 3x)"."""
-    changed = [f"{family} {low:g}-{high:g}" for family, low, high in pre.get("upload_ranges", ())
-               if TRAINING_RANGES.get(family) != (low, high)]
+    changed = [
+        f"{family} {low:g}-{high:g}"
+        for family, low, high in pre.get("upload_ranges", ())
+        if TRAINING_RANGES.get(family) != (low, high)
+    ]
     weighted = [f"{family} drawn {weight:g}x" for family, weight in pre.get("upload_weights", ())]
     parts = [", ".join(part) for part in (changed, weighted) if part]
     return f" ({'; '.join(parts)})" if parts else ""
@@ -43,8 +46,10 @@ def _widened(pre: dict) -> str:
 def _describe_stage(report: dict) -> str:
     recipe, pre = report["recipe"], report.get("preprocessing")
     if report.get("members"):  # a committee
-        return (f"logistic regression (C={recipe['C']:g}) on the logits of {', '.join(report['members'])}, "
-                f"fitted on the validation split, one per subset of members")
+        return (
+            f"logistic regression (C={recipe['C']:g}) on the logits of {', '.join(report['members'])}, "
+            f"fitted on the validation split, one per subset of members"
+        )
     if pre is None:  # the SVM
         sigmas = " and ".join(f"{sigma:g}" for sigma in recipe.get("smoothing") or ())
         return (
@@ -70,8 +75,11 @@ def _describe_stage(report: dict) -> str:
     smoothing = f", label smoothing {smooth:g}" if (smooth := recipe.get("label_smoothing")) else ""
     uploads = f" + {100 * p:g}% upload-like changes{_widened(pre)}" if (p := pre.get("upload_augment")) else ""
     bf16 = ", bf16 autocast" if recipe.get("precision") == "bf16" else ""
-    distilled = (f", distilled from {(report.get('teacher') or {}).get('title', 'a teacher')} (weight {recipe['distill_weight']:g}, T {recipe['distill_temperature']:g})"
-                 if recipe.get("distill_weight") else "")
+    distilled = (
+        f", distilled from {(report.get('teacher') or {}).get('title', 'a teacher')} (weight {recipe['distill_weight']:g}, T {recipe['distill_temperature']:g})"
+        if recipe.get("distill_weight")
+        else ""
+    )
     return (
         f"{'grayscale' if pre['grayscale'] else 'RGB'} {pre['crop']}x{pre['crop']}; {crop}{uploads}"
         f"{f' + shift up to {shift} px (reflect pad)' if (shift := pre.get('translate')) else ''}"

@@ -50,7 +50,7 @@ class Robustness:
         return {**asdict(self), "mean_accuracy": self.mean_accuracy, "worst": asdict(self.worst)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Robustness":
+    def from_dict(cls, data: dict) -> Robustness:
         scores = tuple(PerturbedScore(**s) for s in data["scores"])
         return cls(data["n"], data["sample_seed"], data["clean_accuracy"], data["clean_roc_auc"], scores)
 
@@ -87,6 +87,14 @@ def score_suite(
     scores = []
     for perturbation, batch in perturbed.items():
         figures = classification_figures(labels, predict_fake(perturbation.name, batch), threshold)
-        scores.append(PerturbedScore(perturbation.name, perturbation.family, perturbation.strength,
-                                     figures["accuracy"], figures["roc_auc"], figures["ece"]))
+        scores.append(
+            PerturbedScore(
+                perturbation.name,
+                perturbation.family,
+                perturbation.strength,
+                figures["accuracy"],
+                figures["roc_auc"],
+                figures["ece"],
+            )
+        )
     return Robustness(len(labels), sample_seed, clean["accuracy"], clean["roc_auc"], tuple(scores))

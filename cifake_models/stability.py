@@ -90,8 +90,13 @@ def copies(arrays: np.ndarray, changes: Sequence[Change] = CHANGES) -> np.ndarra
     return np.stack([arrays, *(change.perturbation.apply(arrays) for change in changes)])
 
 
-def check(detectors: Mapping[str, Detector], arrays: np.ndarray, changes: Sequence[Change] = CHANGES,
-          answers: Answers | None = None, predict: Callable[[np.ndarray], Answers] | None = None) -> list[ImageStability]:
+def check(
+    detectors: Mapping[str, Detector],
+    arrays: np.ndarray,
+    changes: Sequence[Change] = CHANGES,
+    answers: Answers | None = None,
+    predict: Callable[[np.ndarray], Answers] | None = None,
+) -> list[ImageStability]:
     """One :class:`ImageStability` per image of the uint8 ``[n, 32, 32, 3]`` batch ``arrays``.
 
     ``answers`` are :func:`predict_all`'s for ``arrays`` from the same ``detectors``, where the
@@ -109,7 +114,9 @@ def check(detectors: Mapping[str, Detector], arrays: np.ndarray, changes: Sequen
         probas, verdicts, errors = predict(views.reshape(-1, *arrays.shape[1:]))
     else:
         (own_probas, own_verdicts, own_errors), (copy_probas, copy_verdicts, copy_errors) = (
-            answers, predict(views[1:].reshape(-1, *arrays.shape[1:])))
+            answers,
+            predict(views[1:].reshape(-1, *arrays.shape[1:])),
+        )
         answered = [name for name in copy_verdicts if name in own_verdicts]
         probas = {name: np.concatenate([own_probas[name], copy_probas[name]]) for name in answered}
         verdicts = {name: np.concatenate([own_verdicts[name], copy_verdicts[name]]) for name in answered}
@@ -121,7 +128,9 @@ def check(detectors: Mapping[str, Detector], arrays: np.ndarray, changes: Sequen
             rows = np.arange(len(views)) * n + i  # image i as it is, then under each change
             p_fake = probas[name][rows, FAKE]
             per_detector[name] = Stability(
-                name, str(verdict[rows[0]]), float(p_fake[0]),
+                name,
+                str(verdict[rows[0]]),
+                float(p_fake[0]),
                 tuple(Copy(change, str(v), float(p)) for change, v, p in zip(changes, verdict[rows[1:]], p_fake[1:])),
             )
         out.append(ImageStability(per_detector, dict(errors)))

@@ -33,8 +33,14 @@ class HogFeatures(TransformerMixin, BaseEstimator):
 
     smoothing: tuple[float, ...] = ()  # also the value for checkpoints saved before the option existed
 
-    def __init__(self, orientations: int = 9, pixels_per_cell: tuple[int, ...] = (8,), cells_per_block: int = 2, colour: bool = False,
-                 smoothing: tuple[float, ...] = ()):
+    def __init__(
+        self,
+        orientations: int = 9,
+        pixels_per_cell: tuple[int, ...] = (8,),
+        cells_per_block: int = 2,
+        colour: bool = False,
+        smoothing: tuple[float, ...] = (),
+    ):
         self.orientations = orientations
         self.pixels_per_cell = pixels_per_cell
         self.cells_per_block = cells_per_block
@@ -45,10 +51,14 @@ class HogFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, X) -> np.ndarray:
-        return np.stack([
-            np.concatenate([self.describe(level, cell) for level in self.levels(image) for cell in self.pixels_per_cell])
-            for image in self.inputs(X)
-        ]).astype(np.float32)
+        return np.stack(
+            [
+                np.concatenate(
+                    [self.describe(level, cell) for level in self.levels(image) for cell in self.pixels_per_cell]
+                )
+                for image in self.inputs(X)
+            ]
+        ).astype(np.float32)
 
     def levels(self, image: np.ndarray) -> list[np.ndarray]:
         """The image (as :meth:`inputs` gives it) and its smoothed copies, finest first."""
@@ -64,8 +74,15 @@ class HogFeatures(TransformerMixin, BaseEstimator):
         """One image's HOG descriptor at one cell size; with ``visualize``, also skimage's picture
         of it (what :mod:`cifake_models.explain` shows)."""
         block = (self.cells_per_block,) * 2
-        return hog(image, self.orientations, (cell, cell), block, block_norm="L2-Hys",
-                   channel_axis=-1 if self.colour else None, visualize=visualize)
+        return hog(
+            image,
+            self.orientations,
+            (cell, cell),
+            block,
+            block_norm="L2-Hys",
+            channel_axis=-1 if self.colour else None,
+            visualize=visualize,
+        )
 
 
 class PrimalSvm(ClassifierMixin, BaseEstimator):
@@ -95,8 +112,13 @@ class PrimalSvm(ClassifierMixin, BaseEstimator):
             gradient = np.concatenate([w + X.T @ residual, [residual.sum(dtype=np.float64)]])
             return 0.5 * float(w @ w) + self.C * float(slack @ slack), gradient.astype(np.float64)
 
-        result = minimize(objective, np.zeros(X.shape[1] + 1), jac=True, method="L-BFGS-B",
-                          options={"maxiter": self.max_iter, "gtol": self.tol})
+        result = minimize(
+            objective,
+            np.zeros(X.shape[1] + 1),
+            jac=True,
+            method="L-BFGS-B",
+            options={"maxiter": self.max_iter, "gtol": self.tol},
+        )
         self.coef_ = result.x[None, :-1]
         self.intercept_ = result.x[-1:]
         self.n_iter_ = result.nit
@@ -160,14 +182,25 @@ def fold_nystroem(pipeline: Pipeline) -> Pipeline:
 
 def build_pipeline(recipe: SvmRecipe) -> Pipeline:
     """The untrained HOG -> scaler -> RBF features -> linear SVM pipeline of ``recipe``."""
-    hog_features = HogFeatures(recipe.orientations, tuple(recipe.pixels_per_cell), recipe.cells_per_block, recipe.colour, tuple(recipe.smoothing))
+    hog_features = HogFeatures(
+        recipe.orientations,
+        tuple(recipe.pixels_per_cell),
+        recipe.cells_per_block,
+        recipe.colour,
+        tuple(recipe.smoothing),
+    )
     n_features = hog_features.transform(np.zeros((1, SIZE * SIZE * 3), np.uint8)).shape[1]
     return Pipeline(
         [
             ("hog", hog_features),
             ("scale", StandardScaler()),
             # SVC's gamma="scale" is 1 / (n_features * var): 1 / n_features on standardised features.
-            ("rbf", Nystroem(gamma=recipe.gamma_scale / n_features, n_components=recipe.n_components, random_state=recipe.seed)),
+            (
+                "rbf",
+                Nystroem(
+                    gamma=recipe.gamma_scale / n_features, n_components=recipe.n_components, random_state=recipe.seed
+                ),
+            ),
             ("svm", PrimalSvm(C=recipe.C)),
         ]
     )

@@ -40,7 +40,9 @@ def choose(labels: np.ndarray, names: np.ndarray, per_class: int, seed: int, lea
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None, help=f"CIFAKE folder or packed .npz folder (default: {data_search_order()})")
+    parser.add_argument(
+        "--data", type=Path, default=None, help=f"CIFAKE folder or packed .npz folder (default: {data_search_order()})"
+    )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "assets" / "examples")
     parser.add_argument("--per-class", type=int, default=4)
     parser.add_argument("--seed", type=int, default=2024)

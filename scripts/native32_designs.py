@@ -54,11 +54,18 @@ def main() -> None:
     base = get_spec("native32")
     rows = []
     for width in args.widths:
-        spec = dataclasses.replace(base, architecture=rgb_only(functools.partial(native32, width=width), f"native32 width {width}"))
-        speed = training_speed(spec, torch.as_tensor(train.images).to(device), torch.as_tensor(train.labels).to(device), base.recipe)
+        spec = dataclasses.replace(
+            base, architecture=rgb_only(functools.partial(native32, width=width), f"native32 width {width}")
+        )
+        speed = training_speed(
+            spec, torch.as_tensor(train.images).to(device), torch.as_tensor(train.labels).to(device), base.recipe
+        )
         affordable = args.minutes * 60 * speed
         epochs = max(MIN_EPOCHS, math.ceil(affordable / len(train)))
-        per_epoch = max(base.recipe.batch_size, min(len(train), int(affordable / epochs) // base.recipe.batch_size * base.recipe.batch_size))
+        per_epoch = max(
+            base.recipe.batch_size,
+            min(len(train), int(affordable / epochs) // base.recipe.batch_size * base.recipe.batch_size),
+        )
         recipe = dataclasses.replace(base.recipe, epochs=epochs, images_per_epoch=per_epoch)
         print(f"width {width}: {speed:.0f} training images/s here; {epochs} epochs of {per_epoch} images", flush=True)
         detector = fit_torch(spec, train, val, recipe, args.out / f"w{width}", data_info, device=str(device))
@@ -66,12 +73,27 @@ def main() -> None:
         parameters = sum(p.numel() for p in detector.module.parameters())
         views = metadata["test_time"]["validation_accuracy"]
         robustness = metadata["validation"]["robustness"]
-        rows.append((width, parameters, epochs * per_epoch, metadata["training"]["wall_time_s"] / 60, views["single"],
-                     views["mirror_average"], metadata["validation"]["roc_auc"], robustness["mean_accuracy"], robustness["worst"]["accuracy"]))
-    print("\n| width | parameters | images seen | minutes | validation (one view) | mirror-averaged | ROC-AUC | suite mean | suite worst |")
+        rows.append(
+            (
+                width,
+                parameters,
+                epochs * per_epoch,
+                metadata["training"]["wall_time_s"] / 60,
+                views["single"],
+                views["mirror_average"],
+                metadata["validation"]["roc_auc"],
+                robustness["mean_accuracy"],
+                robustness["worst"]["accuracy"],
+            )
+        )
+    print(
+        "\n| width | parameters | images seen | minutes | validation (one view) | mirror-averaged | ROC-AUC | suite mean | suite worst |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for width, parameters, seen, minutes, single, mirrored, auc, mean, worst in rows:
-        print(f"| {width} | {parameters:,} | {seen:,} | {minutes:.1f} | {percent(single)} | {percent(mirrored)} | {auc:.4f} | {percent(mean)} | {percent(worst)} |")
+        print(
+            f"| {width} | {parameters:,} | {seen:,} | {minutes:.1f} | {percent(single)} | {percent(mirrored)} | {auc:.4f} | {percent(mean)} | {percent(worst)} |"
+        )
 
 
 if __name__ == "__main__":

@@ -27,13 +27,23 @@ def largest_move(detector, step: float = RAW_STEP) -> float:
     (where an isotonic map is steepest) and a fine grid."""
     knots = np.asarray(detector.metadata.get("calibration", {}).get("knots", []), dtype=np.float64)
     grid = np.concatenate([knots, np.linspace(0.0, 1.0 - step, 200_001)])
-    return float(np.max(np.abs(detector.rule.calibration.apply(np.clip(grid + step, 0, 1)) - detector.rule.calibration.apply(grid))))
+    return float(
+        np.max(
+            np.abs(detector.rule.calibration.apply(np.clip(grid + step, 0, 1)) - detector.rule.calibration.apply(grid))
+        )
+    )
 
 
 def main() -> None:
     networks = [name for name, spec in REGISTRY.items() if spec.is_torch]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("names", nargs="*", default=networks, metavar="NAME", help=f"networks to compare (default: {' '.join(networks)})")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        default=networks,
+        metavar="NAME",
+        help=f"networks to compare (default: {' '.join(networks)})",
+    )
     parser.add_argument("--data", type=Path)
     parser.add_argument("--images", type=int, default=5000, help="test images compared (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
@@ -47,8 +57,10 @@ def main() -> None:
         calibrated_plain, calibrated_served = plain.probabilities(images), served.probabilities(images)
         calibrated = np.abs(calibrated_plain[:, FAKE] - calibrated_served[:, FAKE]).max()
         verdicts = int((plain.decide(calibrated_plain) != served.decide(calibrated_served)).sum())
-        print(f"{name:12s} raw {raw:.1e}  calibrated {calibrated:.1e}  verdicts differing {verdicts}  "
-              f"a raw {RAW_STEP:g} moves calibrated P by at most {largest_move(plain):.2g}")
+        print(
+            f"{name:12s} raw {raw:.1e}  calibrated {calibrated:.1e}  verdicts differing {verdicts}  "
+            f"a raw {RAW_STEP:g} moves calibrated P by at most {largest_move(plain):.2g}"
+        )
 
 
 if __name__ == "__main__":

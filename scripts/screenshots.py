@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
             page.set_default_timeout(180_000)
             page.goto(url)
             page.locator("#upload input[type=file]").set_input_files(images)
-            page.wait_for_function(f"document.querySelectorAll('#results .card .heatmaps').length === {min(len(images), 4)}")
+            page.wait_for_function(
+                f"document.querySelectorAll('#results .card .heatmaps').length === {min(len(images), 4)}"
+            )
             page.locator("#results").screenshot(path=str(args.out / "detect.png"))
             page.get_by_role("tab", name="Evaluation").click()
             page.locator("#reliability-plot .js-plotly-plot").wait_for()
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             number = page.locator("#threshold input[type=number]")
             number.fill(str(args.threshold))
             number.press("Tab")
-            page.wait_for_function(f"document.querySelector('#threshold-plot').textContent.includes('P(FAKE) ≥ {args.threshold:.3f}')")
+            page.wait_for_function(
+                f"document.querySelector('#threshold-plot').textContent.includes('P(FAKE) ≥ {args.threshold:.3f}')"
+            )
             page.locator("#threshold-plot").screenshot(path=str(args.out / "threshold.png"))
             browser.close()
     finally:

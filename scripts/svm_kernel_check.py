@@ -43,10 +43,15 @@ def main() -> None:
     def score(name: str, model, started: float) -> np.ndarray:
         decision = model.decision_function(x_val)
         accuracy = np.mean((decision > 0) == val.labels)
-        print(f"| {name} | {accuracy:.4f} | {roc_auc_score(val.labels, decision):.4f} | {time.perf_counter() - started:.0f} s |", flush=True)
+        print(
+            f"| {name} | {accuracy:.4f} | {roc_auc_score(val.labels, decision):.4f} | {time.perf_counter() - started:.0f} s |",
+            flush=True,
+        )
         return decision > 0
 
-    print(f"{len(train)} train / {len(val)} validation images, HOG {x_train.shape[1]} features, gamma {gamma:.5f}, C {recipe.C}\n")
+    print(
+        f"{len(train)} train / {len(val)} validation images, HOG {x_train.shape[1]} features, gamma {gamma:.5f}, C {recipe.C}\n"
+    )
     print("| model | val accuracy | val ROC-AUC | fit time |\n| --- | ---: | ---: | ---: |")
     started = time.perf_counter()
     exact = SVC(C=recipe.C, gamma=gamma, kernel="rbf", cache_size=2000).fit(x_train, train.labels)

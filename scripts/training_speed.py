@@ -35,14 +35,20 @@ def main() -> None:
     images = torch.randint(0, 256, (1024, 32, 32, 3), dtype=torch.uint8, generator=generator).to(device)
     labels = torch.randint(0, 2, (1024,), generator=generator).to(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"| network | batch | default layout (images/s) | channels-last (images/s) | ratio |  ({args.precision}, {where})")
+    print(
+        f"| network | batch | default layout (images/s) | channels-last (images/s) | ratio |  ({args.precision}, {where})"
+    )
     print("| --- | ---: | ---: | ---: | ---: |")
     for spec in REGISTRY.values():
         if not spec.is_torch:
             continue
         recipe = dataclasses.replace(spec.recipe, precision=args.precision)
-        default, last = (training_speed(spec, images, labels, recipe, channels_last, args.steps) for channels_last in (False, True))
-        print(f"| {spec.title} | {recipe.batch_size} | {default:.0f} | {last:.0f} | {last / default:.2f}x |", flush=True)
+        default, last = (
+            training_speed(spec, images, labels, recipe, channels_last, args.steps) for channels_last in (False, True)
+        )
+        print(
+            f"| {spec.title} | {recipe.batch_size} | {default:.0f} | {last:.0f} | {last / default:.2f}x |", flush=True
+        )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,12 @@ SHOTS = Path("/tmp/shots")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-    pytest.skip(f"no chromium at {CHROMIUM} (Debian package `chromium`): browser tests skipped", allow_module_level=True)
-sync_playwright = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed").sync_playwright
+    pytest.skip(
+        f"no chromium at {CHROMIUM} (Debian package `chromium`): browser tests skipped", allow_module_level=True
+    )
+sync_playwright = pytest.importorskip(
+    "playwright.sync_api", reason="the playwright package is not installed"
+).sync_playwright
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
 TITLES = [get_spec(n).title for n in list_detectors()]
@@ -42,7 +46,9 @@ def url(app_module, tiny_assets):
     for name in ("cnn", "hog_svm"):  # the detector the tab opens on, and the one chosen below
         state.reports[name] = with_new_figures(state.reports[name])
     demo = app_module.build_demo(state)
-    _, local_url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
+    _, local_url, _ = demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True
+    )
     yield local_url
     demo.close()
 
@@ -52,8 +58,14 @@ def browser():
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
         )
         yield browser
         browser.close()
@@ -212,7 +224,9 @@ def test_evaluation_tab_shows_plots(page):
     page.get_by_label("Leak-free test split (test images also in train removed)").check()
     page.wait_for_function(f"{confusion}.includes('n=14')")  # the leak-free split's confusion matrix (conftest)
     assert "accuracy 0.7857" in plots.nth(2).inner_text()
-    page.wait_for_function("document.querySelector('#threshold-summary').textContent.includes('1 of 6 REAL images called FAKE')")
+    page.wait_for_function(
+        "document.querySelector('#threshold-summary').textContent.includes('1 of 6 REAL images called FAKE')"
+    )
 
 
 def test_threshold_slider_redraws_the_confusion_matrix(page):

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from cifake_models import list_detectors, load_detector, load_report, results
-from cifake_models.calibration import BetaCalibration, IsotonicCalibration, UnsureBand, selective_curve, selective_figures, sigmoid
+from cifake_models.calibration import (
+    BetaCalibration,
+    IsotonicCalibration,
+    UnsureBand,
+    selective_curve,
+    selective_figures,
+    sigmoid,
+)
 from cifake_models.decision import DecisionRule, calibration_of
 from cifake_models.labels import CLASSES, UNSURE
 from cifake_models.metrics import classification_figures, expected_calibration_error, reliability, threshold_sweep
@@ -59,8 +66,10 @@ def test_a_detector_answers_unsure_inside_its_band_and_uses_its_calibration(tiny
     np.testing.assert_array_equal(detector.decide(proba), expected)
     detector.rule = DecisionRule(BetaCalibration(0.5, 2.0, 0.5, "test"), 0.5, UnsureBand(0.3, 0.8, 0.8, 0.99))
     raw = detector.uncalibrated(np.zeros((2, 32, 32, 3), np.uint8))
-    np.testing.assert_allclose(detector.probabilities(np.zeros((2, 32, 32, 3), np.uint8))[:, FAKE],
-                               BetaCalibration(0.5, 2.0, 0.5).apply(raw[:, FAKE]))
+    np.testing.assert_allclose(
+        detector.probabilities(np.zeros((2, 32, 32, 3), np.uint8))[:, FAKE],
+        BetaCalibration(0.5, 2.0, 0.5).apply(raw[:, FAKE]),
+    )
 
 
 @pytest.mark.parametrize("name", list_detectors())
@@ -69,7 +78,10 @@ def test_training_records_calibration_and_band_on_validation(name, tiny_assets):
     grid = np.linspace(0, 1, 1001)
     assert np.all(np.diff(calibration_of(meta["calibration"]).apply(grid)) >= 0)  # whichever family won: monotone
     # Every family at every weight was compared, on held-out folds of validation
-    assert len(meta["calibration"]["candidates"]) == 2 * 4 and meta["calibration"]["fitted_on"] in meta["calibration"]["candidates"]
+    assert (
+        len(meta["calibration"]["candidates"]) == 2 * 4
+        and meta["calibration"]["fitted_on"] in meta["calibration"]["candidates"]
+    )
     assert set(meta["calibration"]["validation"]) == {"ece_before", "ece_after", "brier_before", "brier_after"}
     assert meta["unsure"]["low"] <= meta["threshold"]["value"] <= meta["unsure"]["high"]
     report = load_report(name, tiny_assets["reports"])
@@ -120,7 +132,9 @@ def test_one_sided_overconfidence_needs_the_second_slope():
     calibration = BetaCalibration.fit(labels, raw)
     assert expected_calibration_error(labels, calibration.apply(raw)) < 0.015
     shared = BetaCalibration.fit_shared_slope(labels, raw)
-    assert expected_calibration_error(labels, shared.apply(raw)) > 2 * expected_calibration_error(labels, calibration.apply(raw))
+    assert expected_calibration_error(labels, shared.apply(raw)) > 2 * expected_calibration_error(
+        labels, calibration.apply(raw)
+    )
 
 
 def test_weights_move_the_fit_towards_the_images_that_weigh_more():
@@ -128,7 +142,10 @@ def test_weights_move_the_fit_towards_the_images_that_weigh_more():
     clean_labels, clean_raw = overconfident(20000, seed=4, temperature=1.0)
     copy_labels, copy_raw = overconfident(20000, seed=5, temperature=3.0)
     labels, raw = np.concatenate([clean_labels, copy_labels]), np.concatenate([clean_raw, copy_raw])
-    fits = {share: BetaCalibration.fit(labels, raw, np.r_[np.full(20000, 1 - share), np.full(20000, share)] * 2) for share in (0, 0.1, 0.5, 0.9, 1)}
+    fits = {
+        share: BetaCalibration.fit(labels, raw, np.r_[np.full(20000, 1 - share), np.full(20000, share)] * 2)
+        for share in (0, 0.1, 0.5, 0.9, 1)
+    }
     slope = {share: (fit.a + fit.b) / 2 for share, fit in fits.items()}  # 1 suits the clean images, 1/3 the copies
     assert slope[0] > slope[0.1] > slope[0.5] > slope[0.9] > slope[1]
     assert slope[0] == pytest.approx(1.0, abs=0.1) and slope[1] == pytest.approx(1 / 3, abs=0.05)

@@ -74,8 +74,12 @@ def test_the_space_set_is_what_the_app_needs_and_nothing_else():
 @needs_git
 def test_gitattributes_sends_every_shipped_binary_type_through_lfs():
     rules = (REPO_ROOT / ".gitattributes").read_text()
-    binary = {Path(p).suffix for p in TRACKED if Path(p).suffix not in (".py", ".md", ".json", ".txt", ".toml", ".css",
-                                                                         ".sh", ".gitignore", ".gitattributes", "")}
+    binary = {
+        Path(p).suffix
+        for p in TRACKED
+        if Path(p).suffix
+        not in (".py", ".md", ".json", ".txt", ".toml", ".css", ".sh", ".gitignore", ".gitattributes", "")
+    }
     assert binary and all(f"*{suffix} filter=lfs" in rules for suffix in binary)
 
 
@@ -100,8 +104,13 @@ def test_space_goes_up_in_one_commit_naming_the_model_repo(clean_checkout, monke
 
 def test_models_go_up_with_their_card(clean_checkout, monkeypatch):
     names = list_detectors()
-    expected = {"LICENSE", ".gitattributes", "README.md", *(f"reports/{n}.json" for n in names),
-                *(f"checkpoints/{get_spec(n).checkpoint_file}" for n in names)}
+    expected = {
+        "LICENSE",
+        ".gitattributes",
+        "README.md",
+        *(f"reports/{n}.json" for n in names),
+        *(f"checkpoints/{get_spec(n).checkpoint_file}" for n in names),
+    }
     hub = FakeHub("model", expected)
     monkeypatch.setattr(deploy, "push", hub)
     assert deploy.main(["models", "me/weights", "--root", str(clean_checkout)]) == 0
@@ -123,8 +132,11 @@ def test_refuses_a_stale_report_a_dirty_tree_or_a_missing_file(clean_checkout, m
         (clean_checkout / "assets" / "checkpoints" / "cnn.safetensors").unlink()
     assert deploy.main(["space", "me/space", "--root", str(clean_checkout)]) == 1
     err = capsys.readouterr().err
-    assert {"stale report": "stale report cnn.json", "dirty tree": "uncommitted:  M app.py",
-            "missing checkpoint": "missing: assets/checkpoints/cnn.safetensors"}[spoil] in err
+    assert {
+        "stale report": "stale report cnn.json",
+        "dirty tree": "uncommitted:  M app.py",
+        "missing checkpoint": "missing: assets/checkpoints/cnn.safetensors",
+    }[spoil] in err
 
 
 def test_models_without_a_report_are_refused(clean_checkout, monkeypatch, capsys):
@@ -164,6 +176,12 @@ def test_model_card_parses_with_the_hubs_api_and_its_figures_are_the_reports(shi
         assert index[name]["results"][0]["dataset"]["split"] == "test"
         assert f"| {percent(report['test']['accuracy'])} | {report['test']['roc_auc']:.4f} |" in card.text
     assert len(card.data.eval_results) == len(CARD_METRICS) * len(shipped_reports)
-    for section in ("Intended use", "Out-of-scope use", "Training data and recipe",
-                    "Evaluation, robustness and calibration", "Limitations", "Citation"):
+    for section in (
+        "Intended use",
+        "Out-of-scope use",
+        "Training data and recipe",
+        "Evaluation, robustness and calibration",
+        "Limitations",
+        "Citation",
+    ):
         assert f"\n## {section}\n" in card.text

@@ -10,10 +10,10 @@ from PIL import Image
 from sklearn.preprocessing import StandardScaler
 
 from cifake_models import CheckpointError, get_spec, list_detectors, load_detector, load_report
+from cifake_models.calibration import BetaCalibration, UnsureBand
 from cifake_models.checkpoint import file_sha256, read_safetensors
 from cifake_models.committee import CommitteeDetector
 from cifake_models.data import load_split
-from cifake_models.calibration import BetaCalibration, UnsureBand
 from cifake_models.decision import DecisionRule, Verdict, Views
 from cifake_models.detector import Detector, SklearnDetector, TorchDetector
 from cifake_models.images import mirror
@@ -98,7 +98,9 @@ def test_tiny_training_learns_the_tiny_task(name, tiny_assets):
     p_fake = detector.probabilities(test.images)[:, list(detector.classes_).index("FAKE")]
     called_fake = p_fake >= detector.rule.threshold
     is_fake = test.labels == CLASSES.index("FAKE")
-    assert called_fake.any() and not called_fake.all(), f"{name} calls every test image {'FAKE' if called_fake.all() else 'REAL'}"
+    assert called_fake.any() and not called_fake.all(), (
+        f"{name} calls every test image {'FAKE' if called_fake.all() else 'REAL'}"
+    )
     assert np.mean(called_fake == is_fake) >= 14 / 16, p_fake
     report = json.loads((tiny_assets["reports"] / f"{name}.json").read_text())
     assert report["test"]["n"] == 16 and report["test_leak_free"]["removed"] == 0
@@ -110,7 +112,18 @@ def test_checkpoint_describes_itself(name, tiny_assets):
     meta = load_detector(name, tiny_assets["checkpoints"]).metadata
     # A committee's members chose their own views; it records which member files it combines.
     own = ("members", "member_checkpoints") if get_spec(name).is_committee else ("test_time",)
-    for key in ("architecture", "classes", "recipe", "initialisation", "data", "threshold", "validation", "training", "versions", *own):
+    for key in (
+        "architecture",
+        "classes",
+        "recipe",
+        "initialisation",
+        "data",
+        "threshold",
+        "validation",
+        "training",
+        "versions",
+        *own,
+    ):
         assert meta[key] not in (None, "", {}), key
     assert meta["classes"] == ["FAKE", "REAL"]
     assert len(meta["data"]["train_fingerprint"]) == 16
@@ -170,7 +183,10 @@ def test_imagenet_path_reads_weights_from_torch_home(name, tmp_path, monkeypatch
     import torchvision
 
     spec = get_spec(name)
-    weights_enum = {"resnet50": torchvision.models.ResNet50_Weights, "densenet121": torchvision.models.DenseNet121_Weights}[name]
+    weights_enum = {
+        "resnet50": torchvision.models.ResNet50_Weights,
+        "densenet121": torchvision.models.DenseNet121_Weights,
+    }[name]
     builder = getattr(torchvision.models, name)
     stand_in = builder(weights=None).state_dict()
     stand_in = {k: torch.full_like(v, 0.5) if v.is_floating_point() else v for k, v in stand_in.items()}
@@ -212,9 +228,20 @@ def stand_in(name: str, folder, metadata: dict) -> None:
     elif spec.is_committee:  # on one member, itself a stand-in
         member = spec.members[0]
         stand_in(member, folder, {"detector": member})
-        fitted_on = {member: {"file": get_spec(member).checkpoint_file, "sha256": file_sha256(folder / get_spec(member).checkpoint_file)}}
-        CommitteeDetector(name, {member: Detector(member)}, [member], [[True]], [[1.0, 0.0]],
-                          {**metadata, "member_checkpoints": fitted_on}).save(path)
+        fitted_on = {
+            member: {
+                "file": get_spec(member).checkpoint_file,
+                "sha256": file_sha256(folder / get_spec(member).checkpoint_file),
+            }
+        }
+        CommitteeDetector(
+            name,
+            {member: Detector(member)},
+            [member],
+            [[True]],
+            [[1.0, 0.0]],
+            {**metadata, "member_checkpoints": fitted_on},
+        ).save(path)
     else:
         SklearnDetector(name, StandardScaler(), metadata).save(path)
 
@@ -235,9 +262,12 @@ def test_the_svm_loader_refuses_another_detectors_file(tmp_path):
         load_detector("hog_svm", tmp_path)
 
 
-RULE = {"test_time": {"mirror_average": True}, "threshold": {"value": 0.5},
-        "calibration": BetaCalibration().to_dict(),  # the identity
-        "unsure": {"low": 0.5, "high": 0.5, "confidence": 0.5, "target_accuracy": 0.99}}
+RULE = {
+    "test_time": {"mirror_average": True},
+    "threshold": {"value": 0.5},
+    "calibration": BetaCalibration().to_dict(),  # the identity
+    "unsure": {"low": 0.5, "high": 0.5, "confidence": 0.5, "target_accuracy": 0.99},
+}
 
 
 def test_the_decision_rule_is_read_from_the_checkpoint_once_into_typed_fields(tmp_path):
@@ -246,12 +276,22 @@ def test_the_decision_rule_is_read_from_the_checkpoint_once_into_typed_fields(tm
     assert detector.views == Views(mirror_average=True) and detector.rule == DecisionRule.at(0.5)
 
 
-@pytest.mark.parametrize(("name", "missing"), [*[(n, f) for n in ("cnn", "hog_svm", "committee") for f in ("threshold", "calibration", "unsure")],
-                                               ("cnn", "test_time"), ("hog_svm", "test_time")])
+@pytest.mark.parametrize(
+    ("name", "missing"),
+    [
+        *[(n, f) for n in ("cnn", "hog_svm", "committee") for f in ("threshold", "calibration", "unsure")],
+        ("cnn", "test_time"),
+        ("hog_svm", "test_time"),
+    ],
+)
 def test_a_checkpoint_without_its_decision_rule_is_refused_by_file_and_field(name, missing, tmp_path):
     """No silent default (the old loaders served at threshold 0.5, uncalibrated, never unsure)."""
-    stand_in(name, tmp_path, {"detector": name, "classes": list(CLASSES), **{k: v for k, v in RULE.items() if k != missing}})
-    with pytest.raises(CheckpointError, match=rf"{get_spec(name).checkpoint_file}.* no decision rule field '{missing}'"):
+    stand_in(
+        name, tmp_path, {"detector": name, "classes": list(CLASSES), **{k: v for k, v in RULE.items() if k != missing}}
+    )
+    with pytest.raises(
+        CheckpointError, match=rf"{get_spec(name).checkpoint_file}.* no decision rule field '{missing}'"
+    ):
         load_detector(name, tmp_path)
 
 

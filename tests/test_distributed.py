@@ -20,13 +20,41 @@ from train.torch_fit import resume_path
 EPOCHS = 6
 # A small learning rate keeps the losses changing from epoch to epoch, so that they can disagree;
 # shifts make every batch draw augmentation, which must be the draws of one process.
-ARGS = ["cnn", "--epochs", str(EPOCHS), "--batch-size", "8", "--lr", "1e-4", "--translate", "2", "--device", "cpu", "--threads", "1"]
+ARGS = [
+    "cnn",
+    "--epochs",
+    str(EPOCHS),
+    "--batch-size",
+    "8",
+    "--lr",
+    "1e-4",
+    "--translate",
+    "2",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+]
 
 
 def torchrun(data, out, *extra: str) -> subprocess.Popen:
     """``torchrun --standalone --nproc_per_node 2 -m train ...``."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "train", *ARGS, "--data", str(data), "--out", str(out), *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "train",
+        *ARGS,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        *extra,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -73,7 +101,10 @@ def test_two_processes_train_as_one_and_resume_after_a_kill(tiny_data, tmp_path)
     two = load_detector("cnn", tmp_path / "two")
 
     # The same run as one process: each epoch's losses, and the weights (stored in half precision).
-    history = lambda d: np.array([[h["train_loss"], h["train_accuracy"], h["val_loss"], h["val_accuracy"]] for h in d.metadata["history"]])  # noqa: E731
+    def history(d):
+        return np.array(
+            [[h["train_loss"], h["train_accuracy"], h["val_loss"], h["val_accuracy"]] for h in d.metadata["history"]]
+        )
     assert len(two.metadata["history"]) == EPOCHS
     assert two.metadata["training"]["processes"] == 2 and one.metadata["training"]["processes"] == 1
     np.testing.assert_allclose(history(two), history(one), rtol=1e-4, atol=1e-6)

@@ -38,7 +38,9 @@ class Patch(torch.nn.Module):
         return logits
 
 
-def patch_detector(rows: slice, cols: slice, mirror_average: bool, real: tuple[slice, slice] | None = None) -> TorchDetector:
+def patch_detector(
+    rows: slice, cols: slice, mirror_average: bool, real: tuple[slice, slice] | None = None
+) -> TorchDetector:
     return TorchDetector("patch", Patch(rows, cols, real), Preprocessing(crop=32), views=Views(mirror_average))
 
 
@@ -114,7 +116,9 @@ def test_every_registered_detector_gets_a_map_but_the_committee():
     for name in list_detectors():
         spec = get_spec(name)
         if spec.is_torch:
-            detectors[name] = TorchDetector(name, spec.build_module(), spec.preprocessing, views=Views(mirror_average=True))
+            detectors[name] = TorchDetector(
+                name, spec.build_module(), spec.preprocessing, views=Views(mirror_average=True)
+            )
         elif spec.is_committee:
             members = list(detectors)
             masks = np.ones((1, len(members)), bool)

@@ -1,4 +1,4 @@
-""""This verdict is wrong": the record, the bounded atomic local file, and the Hub only with a token and a dataset."""
+""" "This verdict is wrong": the record, the bounded atomic local file, and the Hub only with a token and a dataset."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 import json
 import socket
 import threading
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -42,6 +43,7 @@ def image_file(tmp_path, seed: int, name: str = "cat.png"):
 @pytest.fixture()
 def offline(monkeypatch):
     """Any attempt to open a network connection fails the test."""
+
     def refuse(*args, **kwargs):
         raise AssertionError(f"a connection was attempted: {args}")
 
@@ -49,16 +51,18 @@ def offline(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
-def test_a_flag_records_the_hash_every_answer_and_the_checkpoints_and_keeps_the_image_private(state, folder, tmp_path,
-                                                                                              offline):
+def test_a_flag_records_the_hash_every_answer_and_the_checkpoints_and_keeps_the_image_private(
+    state, folder, tmp_path, offline
+):
     image = image_file(tmp_path, 0)
     flag = feedback.flag_image(state, image, "FAKE", share=False)
     [record] = feedback.feedback_log().records()
     assert record["image_sha256"] == hashlib.sha256(image.read_bytes()).hexdigest() == flag.image_sha256
     assert record["said"] == "FAKE" and record["image_file"] is None
     assert record["detectors"] == json.loads(json.dumps(predict_file(state, image)))
-    assert record["checkpoints"] == {n: file_sha256(state.checkpoint_dir / get_spec(n).checkpoint_file)
-                                     for n in state.detectors}
+    assert record["checkpoints"] == {
+        n: file_sha256(state.checkpoint_dir / get_spec(n).checkpoint_file) for n in state.detectors
+    }
     assert sorted(p.name for p in folder.iterdir()) == [feedback.RECORDS]  # no copy of the image
 
 
@@ -91,8 +95,10 @@ def test_the_local_file_keeps_the_newest_records_and_their_images_only(tmp_path)
 
 def test_records_written_at_once_are_all_kept(tmp_path):
     log = feedback.FeedbackLog(tmp_path / "log")
-    threads = [threading.Thread(target=log.add, args=(feedback.Flag(str(i), "FAKE", {}, {}, None, "t"), None))
-               for i in range(20)]
+    threads = [
+        threading.Thread(target=log.add, args=(feedback.Flag(str(i), "FAKE", {}, {}, None, "t"), None))
+        for i in range(20)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -101,7 +107,7 @@ def test_records_written_at_once_are_all_kept(tmp_path):
 
 
 class FakeScheduler:
-    made: list[dict] = []
+    made: ClassVar[list[dict]] = []
 
     def __init__(self, **kwargs):
         self.lock = threading.Lock()

@@ -49,8 +49,8 @@ def circle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return trail[trail.index(nxt):] + [nxt]
-            if nxt not in state and (found := visit(nxt, trail + [nxt])):
+                return [*trail[trail.index(nxt):], nxt]
+            if nxt not in state and (found := visit(nxt, [*trail, nxt])):
                 return found
         state[node] = "done"
         return None
@@ -77,10 +77,16 @@ def test_the_library_imports_neither_the_trainer_nor_gradio():
     found = {}
     for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if (
-                isinstance(node, ast.ImportFrom) and not node.level) else []
-            found.update({f"{module_name(path)} imports {n}": 1 for n in names
-                          if n.split(".")[0] in ("train", "gradio")})
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if (isinstance(node, ast.ImportFrom) and not node.level)
+                else []
+            )
+            found.update(
+                {f"{module_name(path)} imports {n}": 1 for n in names if n.split(".")[0] in ("train", "gradio")}
+            )
     assert not found, sorted(found)
 
 
@@ -90,8 +96,11 @@ def test_no_import_circle_in_the_package():
 
 def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
     """``name (n lines)`` for each function in ``path`` longer than ``limit`` lines, nested ones included."""
-    return [f"{node.name} ({node.end_lineno - node.lineno + 1} lines)" for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > limit]
+    return [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > limit
+    ]
 
 
 def test_the_length_check_counts_a_functions_lines(tmp_path):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import train_tiny
 
 from cifake_models import list_detectors
 from cifake_models.checkpoint import file_sha256
-from cifake_models.preprocessing import Preprocessing
 from cifake_models.paths import CHECKPOINT_DIR
+from cifake_models.preprocessing import Preprocessing
 from cifake_models.registry import REGISTRY, get_spec
-from conftest import train_tiny
 from train import lineage
 from train.__main__ import main as train_main
 from train.lineage import Lineage, filled, own_chain
@@ -86,9 +86,30 @@ def test_the_trainer_records_the_whole_chain_of_a_distilled_second_stage(tiny_da
     teacher = train_tiny("native32", data, tmp_path / "teacher")
     train_tiny("cnn", data, tmp_path / "first")
     first, teacher_file = tmp_path / "first" / "cnn.safetensors", tmp_path / "teacher" / "native32.safetensors"
-    assert train_main(["cnn", "--data", str(data), "--out", str(tmp_path / "second"), "--epochs", "1",
-                       "--val-fraction", "0.25", "--init-from", str(first), "--distill-from", str(teacher_file),
-                       "--distill-weight", "0.5", "--seed", "3"]) == 0
+    assert (
+        train_main(
+            [
+                "cnn",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "second"),
+                "--epochs",
+                "1",
+                "--val-fraction",
+                "0.25",
+                "--init-from",
+                str(first),
+                "--distill-from",
+                str(teacher_file),
+                "--distill-weight",
+                "0.5",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     recorded = lineage.of_checkpoint(tmp_path / "second" / "cnn.safetensors")
     assert [s.detector for s in recorded.stages] == ["cnn", "native32", "cnn"]
     first_stage, teacher_stage, own = recorded.stages
@@ -100,7 +121,8 @@ def test_the_trainer_records_the_whole_chain_of_a_distilled_second_stage(tiny_da
     assert own.hardware.startswith("CPU") and own.wall_time_s > 0 and not own.assumed and not recorded.gaps
     # The chain of a file the trainer read is taken whole from its record, not rebuilt.
     assert "lineage" in teacher.metadata and lineage.of_metadata(teacher.metadata).final == teacher_stage.__class__(
-        **{**teacher_stage.__dict__, "files": ()})
+        **{**teacher_stage.__dict__, "files": ()}
+    )
 
 
 def test_a_checkpoint_without_a_record_is_rebuilt_from_its_metadata_and_says_what_it_cannot_recover():

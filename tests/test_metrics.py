@@ -15,7 +15,9 @@ def test_figures_on_a_hand_computed_example():
     # predicted FAKE, FAKE, REAL, FAKE, REAL, REAL
     assert figures["confusion_matrix"] == [[2, 1], [1, 2]]
     assert figures["accuracy"] == pytest.approx(4 / 6)
-    assert figures["per_class"]["FAKE"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3})
+    assert figures["per_class"]["FAKE"] == pytest.approx(
+        {"precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3, "support": 3}
+    )
     # FAKE scores beat REAL scores in 8 of the 9 pairs
     assert figures["roc_auc"] == pytest.approx(8 / 9)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import write_tiny_cifake
 
 from cifake_models.checkpoint import file_sha256
 from cifake_models.registry import get_spec
-from conftest import write_tiny_cifake
 from train import lineage
 from train.__main__ import main as train_main
 from train.lineage import Lineage
@@ -78,7 +78,7 @@ def test_the_gpu_profile_is_one_stage_a_network_teachers_first_and_replays(repla
     plan, named = profile_lineage(["committee"])
     assert named == {"committee": len(plan.stages) - 1}
     names = [s.detector for s in plan.stages]
-    assert sorted(names) == sorted(get_spec("committee").members + ("committee",))
+    assert sorted(names) == sorted((*get_spec("committee").members, "committee"))
     for i, stage in enumerate(plan.stages):
         assert stage.parent is None and (stage.teacher is None or stage.teacher < i)
         if get_spec(stage.detector).gpu:

@@ -89,13 +89,17 @@ def test_random_uploads_draws_families_in_proportion_to_their_weights():
     assert (blurred | compressed).all() and not (blurred & compressed).any()
     assert 2.2 < blurred.sum() / compressed.sum() < 4.0  # 300:100 expected; binomial spread of 400 draws
     uniform = random_uploads(batch, 1.0, torch.Generator().manual_seed(0), ranges)
-    assert torch.equal(uniform, random_uploads(batch, 1.0, torch.Generator().manual_seed(0), ranges, {f: 1.0 for f in ranges}))
+    assert torch.equal(
+        uniform, random_uploads(batch, 1.0, torch.Generator().manual_seed(0), ranges, {f: 1.0 for f in ranges})
+    )
     # ... and the uniform draw is the one seeded runs have always replayed: family int(u * 6) of
     # each image's second draw (so checkpoints trained before weights existed resume unchanged).
     fixed = {family: (low, low) for family, (low, high) in TRAINING_RANGES.items()}
     u = torch.rand(len(batch), 3, generator=torch.Generator().manual_seed(0)).numpy()[:, 1]
     families = [list(fixed)[int(draw * len(fixed))] for draw in u]
-    expected = np.stack([Perturbation(f, fixed[f][0]).apply(image[None])[0] for f, image in zip(families, batch.numpy())])
+    expected = np.stack(
+        [Perturbation(f, fixed[f][0]).apply(image[None])[0] for f, image in zip(families, batch.numpy())]
+    )
     np.testing.assert_array_equal(random_uploads(batch, 1.0, torch.Generator().manual_seed(0), fixed).numpy(), expected)
     with pytest.raises(ValueError, match="no family"):
         random_uploads(batch, 1.0, torch.Generator().manual_seed(0), ranges, {f: 0.0 for f in ranges})
@@ -104,9 +108,16 @@ def test_random_uploads_draws_families_in_proportion_to_their_weights():
 def test_training_views_draw_families_with_the_recorded_weights():
     """A network's preprocessing weighting every family but blur 0 trains on blurred views only."""
     batch = torch.as_tensor(np.random.default_rng(4).integers(0, 256, (24, 32, 32, 3), dtype=np.uint8))
-    ranges = tuple((family, *((1.0, 1.0) if family == "blur" else TRAINING_RANGES[family])) for family in TRAINING_RANGES)
-    preprocessing = Preprocessing(crop_scale=(1.0, 1.0), hflip=False, upload_augment=1.0, upload_ranges=ranges,
-                                  upload_weights=tuple((family, 0.0) for family in TRAINING_RANGES if family != "blur"))
+    ranges = tuple(
+        (family, *((1.0, 1.0) if family == "blur" else TRAINING_RANGES[family])) for family in TRAINING_RANGES
+    )
+    preprocessing = Preprocessing(
+        crop_scale=(1.0, 1.0),
+        hflip=False,
+        upload_augment=1.0,
+        upload_ranges=ranges,
+        upload_weights=tuple((family, 0.0) for family in TRAINING_RANGES if family != "blur"),
+    )
     views = preprocessing.train_views(batch, torch.Generator().manual_seed(0))
     assert torch.equal(views, rgb_float(Perturbation("blur", 1.0).apply(batch.numpy())))
 
@@ -148,8 +159,28 @@ def test_expected_calibration_error():
 
 
 def test_training_with_upload_augmentation_records_it(tiny_data, tmp_path):
-    assert train_main(["native32", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "2",
-                       "--batch-size", "8", "--upload-augment", "0.5", "--precision", "bf16", "--val-fraction", "0.25"]) == 0
+    assert (
+        train_main(
+            [
+                "native32",
+                "--data",
+                str(tiny_data / "packed"),
+                "--out",
+                str(tmp_path),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--upload-augment",
+                "0.5",
+                "--precision",
+                "bf16",
+                "--val-fraction",
+                "0.25",
+            ]
+        )
+        == 0
+    )
     _, meta = read_safetensors(tmp_path / "native32.safetensors")
     assert meta["preprocessing"]["upload_augment"] == 0.5 and meta["recipe"]["precision"] == "bf16"
     description = describe_recipe(meta)
@@ -160,16 +191,48 @@ def test_training_with_upload_augmentation_records_it(tiny_data, tmp_path):
     assert mid > 0.3 * meta["recipe"]["lr"] and end < 0.1 * meta["recipe"]["lr"]
     names = [s["perturbation"] for s in meta["validation"]["robustness"]["scores"]]
     assert names == [p.name for p in SUITE]
-    assert Preprocessing.from_dict(meta["preprocessing"]).upload_ranges == Preprocessing().upload_ranges  # the defaults, recorded
+    assert (
+        Preprocessing.from_dict(meta["preprocessing"]).upload_ranges == Preprocessing().upload_ranges
+    )  # the defaults, recorded
 
 
 def test_a_widened_and_weighted_upload_range_is_recorded_and_described(tiny_data, tmp_path, capsys):
-    assert train_main(["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "8",
-                       "--upload-augment", "0.5", "--upload-range", "blur", "0.3", "1.5", "--upload-weight", "blur", "3",
-                       "--upload-weight", "jpeg", "0", "--val-fraction", "0.25"]) == 0
+    assert (
+        train_main(
+            [
+                "cnn",
+                "--data",
+                str(tiny_data / "packed"),
+                "--out",
+                str(tmp_path),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--upload-augment",
+                "0.5",
+                "--upload-range",
+                "blur",
+                "0.3",
+                "1.5",
+                "--upload-weight",
+                "blur",
+                "3",
+                "--upload-weight",
+                "jpeg",
+                "0",
+                "--val-fraction",
+                "0.25",
+            ]
+        )
+        == 0
+    )
     _, meta = read_safetensors(tmp_path / "cnn.safetensors")
     preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-    assert preprocessing.training_ranges["blur"] == (0.3, 1.5) and preprocessing.training_ranges["jpeg"] == TRAINING_RANGES["jpeg"]
+    assert (
+        preprocessing.training_ranges["blur"] == (0.3, 1.5)
+        and preprocessing.training_ranges["jpeg"] == TRAINING_RANGES["jpeg"]
+    )
     assert preprocessing.upload_weights == (("jpeg", 0.0), ("blur", 3.0))  # in the families' own order
     assert "50% upload-like changes (blur 0.3-1.5; jpeg drawn 0x, blur drawn 3x)" in describe_recipe(meta)
     for option, bad, message in (
@@ -183,7 +246,14 @@ def test_a_widened_and_weighted_upload_range_is_recorded_and_described(tiny_data
             train_main(["cnn", "--out", str(tmp_path), option, *bad])
         assert message in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        train_main(["cnn", "--out", str(tmp_path), *(arg for family in TRAINING_RANGES for arg in ("--upload-weight", family, "0"))])
+        train_main(
+            [
+                "cnn",
+                "--out",
+                str(tmp_path),
+                *(arg for family in TRAINING_RANGES for arg in ("--upload-weight", family, "0")),
+            ]
+        )
     assert "every family would weigh 0" in capsys.readouterr().err
 
 
@@ -198,13 +268,40 @@ def test_the_svm_can_train_on_upload_like_changes(tiny_data, tmp_path):
     np.testing.assert_array_equal(upload_augmented(split, recipe).images, augmented.images)  # the seed replays it
     np.testing.assert_array_equal(augmented.labels, split.labels)
     assert upload_augmented(split, SvmRecipe()) is split  # off by default
-    only_blur = SvmRecipe(upload_augment=1.0, upload_ranges=tuple((f, 1.0, 1.0) if f == "blur" else (f, *r) for f, r in TRAINING_RANGES.items()),
-                          upload_weights=tuple((f, 0.0) for f in TRAINING_RANGES if f != "blur"))
-    np.testing.assert_array_equal(upload_augmented(split, only_blur).images, Perturbation("blur", 1.0).apply(split.images))
+    only_blur = SvmRecipe(
+        upload_augment=1.0,
+        upload_ranges=tuple((f, 1.0, 1.0) if f == "blur" else (f, *r) for f, r in TRAINING_RANGES.items()),
+        upload_weights=tuple((f, 0.0) for f in TRAINING_RANGES if f != "blur"),
+    )
+    np.testing.assert_array_equal(
+        upload_augmented(split, only_blur).images, Perturbation("blur", 1.0).apply(split.images)
+    )
 
-    assert train_main(["hog_svm", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--svm-components", "10",
-                       "--upload-augment", "0.5", "--upload-range", "blur", "0.3", "1.5", "--upload-weight", "blur", "2",
-                       "--val-fraction", "0.25"]) == 0
+    assert (
+        train_main(
+            [
+                "hog_svm",
+                "--data",
+                str(tiny_data / "packed"),
+                "--out",
+                str(tmp_path),
+                "--svm-components",
+                "10",
+                "--upload-augment",
+                "0.5",
+                "--upload-range",
+                "blur",
+                "0.3",
+                "1.5",
+                "--upload-weight",
+                "blur",
+                "2",
+                "--val-fraction",
+                "0.25",
+            ]
+        )
+        == 0
+    )
     meta = load_detector("hog_svm", tmp_path).metadata
     assert meta["recipe"]["upload_augment"] == 0.5 and ["blur", 0.3, 1.5] in meta["recipe"]["upload_ranges"]
     assert meta["recipe"]["upload_weights"] == [["blur", 2.0]]

@@ -40,7 +40,11 @@ def test_onnx_runtime_gives_pytorchs_probabilities(name, tiny_assets):
 def test_onnx_runtime_gives_pytorchs_probabilities_on_a_shipped_network():
     """On trained weights too, whose logits are larger than the tiny checkpoints'."""
     images = np.random.default_rng(3).integers(0, 256, (64, 32, 32, 3), dtype=np.uint8)
-    assert_raw_agreement(load_detector("cnn", CHECKPOINT_DIR), load_detector("cnn", CHECKPOINT_DIR).prepare_for_serving(threads=1), images)
+    assert_raw_agreement(
+        load_detector("cnn", CHECKPOINT_DIR),
+        load_detector("cnn", CHECKPOINT_DIR).prepare_for_serving(threads=1),
+        images,
+    )
 
 
 class Broken(Detector):
@@ -57,7 +61,9 @@ def test_detectors_side_by_side_answer_as_one_after_another(tiny_assets):
     assert serving.threads == 1 and serving.executor is not None and side_by_side() is serving  # once per process
     served, plain = {}, {}
     for name in list_detectors():
-        served[name] = load_detector(name, tiny_assets["checkpoints"], loaded=served).prepare_for_serving(serving.threads)
+        served[name] = load_detector(name, tiny_assets["checkpoints"], loaded=served).prepare_for_serving(
+            serving.threads
+        )
         plain[name] = load_detector(name, tiny_assets["checkpoints"], loaded=plain)
     served["broken"] = Broken("broken")
     with ThreadPoolExecutor(2) as executor:  # two at once, whatever the tests' thread count
@@ -100,8 +106,11 @@ class SlowBrightness(Detector):
         return np.stack([fake, 1 - fake], axis=1)
 
 
-@pytest.mark.parametrize("max_images, sizes", [(256, (1, 3, 1, 2, 1, 1, 4, 1)), (4, (1, 3, 2, 1, 2, 1, 4, 1))],
-                         ids=["room-for-all", "at-most-four-per-pass"])
+@pytest.mark.parametrize(
+    "max_images, sizes",
+    [(256, (1, 3, 1, 2, 1, 1, 4, 1)), (4, (1, 3, 2, 1, 2, 1, 4, 1))],
+    ids=["room-for-all", "at-most-four-per-pass"],
+)
 def test_requests_arriving_together_share_passes_and_keep_their_answers(max_images, sizes):
     detector = SlowBrightness("slow")
     shared = SharedPasses({"slow": detector}, max_images=max_images)
@@ -120,7 +129,9 @@ def test_requests_arriving_together_share_passes_and_keep_their_answers(max_imag
         thread.join()
     assert shared.passes < len(requests)  # requests shared passes...
     assert sum(detector.calls) == sum(len(r) for r in requests)  # ...and each image was seen once...
-    assert max(detector.calls) <= max_images  # ...in passes no larger than allowed (a request that would overfill one waits)
+    assert (
+        max(detector.calls) <= max_images
+    )  # ...in passes no larger than allowed (a request that would overfill one waits)
     for i, batch in enumerate(requests):
         probas, verdicts, errors = answers[i]
         alone = predict_all({"slow": detector}, batch)
@@ -131,5 +142,5 @@ def test_requests_arriving_together_share_passes_and_keep_their_answers(max_imag
 
 def test_an_empty_request_needs_no_pass():
     shared = SharedPasses({"slow": SlowBrightness("slow")})
-    probas, verdicts, errors = shared.predict(np.zeros((0, 32, 32, 3), np.uint8))
+    probas, _verdicts, errors = shared.predict(np.zeros((0, 32, 32, 3), np.uint8))
     assert probas["slow"].shape == (0, 2) and errors == {} and shared.passes == 0

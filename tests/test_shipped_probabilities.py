@@ -42,8 +42,11 @@ def answers(images: dict[str, Image.Image]) -> dict[str, dict]:
     for name in list_detectors():
         detector = load_detector(name)
         proba = detector.predict_proba(list(images.values()))
-        out[name] = {"classes": [str(c) for c in detector.classes_], "proba": proba.tolist(),
-                     "verdicts": [str(v) for v in detector.decide(proba)]}
+        out[name] = {
+            "classes": [str(c) for c in detector.classes_],
+            "proba": proba.tolist(),
+            "verdicts": [str(v) for v in detector.decide(proba)],
+        }
     return out
 
 

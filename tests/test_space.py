@@ -48,9 +48,16 @@ def space(tmp_path_factory):
     if missing := [p for p, source in deploy.space_set().files.items() if not source.is_file()]:
         pytest.skip(f"the checkout lacks files of the set: {missing}")
     port, log = free_port(), folder.parent / "app.log"
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": sysconfig.get_paths()["purelib"],
-           "HOME": str(folder.parent), "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
-           "GRADIO_TEMP_DIR": str(folder.parent / "gradio"), "OMP_NUM_THREADS": "1", "PYTHONVERBOSE": "1"}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": sysconfig.get_paths()["purelib"],
+        "HOME": str(folder.parent),
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_TEMP_DIR": str(folder.parent / "gradio"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONVERBOSE": "1",
+    }
     with open(log, "w") as out:
         # PYTHONVERBOSE: the log names the file of every module imported, for the check below.
         process = subprocess.Popen([sys.executable, "-S", "app.py"], cwd=folder, env=env, stdout=out, stderr=out)

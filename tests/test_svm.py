@@ -37,7 +37,11 @@ def test_smoothed_copies_add_the_hog_of_each_blurred_image():
 
     image = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8)
     plain = build_pipeline(SvmRecipe(pixels_per_cell=(8, 16))).named_steps["hog"].transform(image.reshape(1, -1))
-    smoothed = build_pipeline(SvmRecipe(pixels_per_cell=(8, 16), smoothing=(1.0, 2.0))).named_steps["hog"].transform(image.reshape(1, -1))
+    smoothed = (
+        build_pipeline(SvmRecipe(pixels_per_cell=(8, 16), smoothing=(1.0, 2.0)))
+        .named_steps["hog"]
+        .transform(image.reshape(1, -1))
+    )
     assert smoothed.shape == (1, 3 * 360)
     np.testing.assert_array_equal(smoothed[:, :360], plain)
     blurred = gaussian_filter(grayscale(image)[0], 2.0)

@@ -14,7 +14,15 @@ import numpy as np
 import torch
 
 from cifake_models import CHECKPOINT_DIR, get_spec, list_detectors
-from cifake_models.data import SPLIT_SEED, VAL_FRACTION, Split, data_search_order, default_data_dir, load_split, train_val_indices
+from cifake_models.data import (
+    SPLIT_SEED,
+    VAL_FRACTION,
+    Split,
+    data_search_order,
+    default_data_dir,
+    load_split,
+    train_val_indices,
+)
 from cifake_models.detector import TorchDetector
 from cifake_models.nets import WEIGHT_CHOICES, ImageNetWeightsUnavailable
 from cifake_models.perturbations import TRAINING_RANGES, ranges_of, weights_of
@@ -65,7 +73,12 @@ TORCH_OPTIONS = {  # command-line option -> TorchRecipe field
     "distill_weight": "distill_weight",
     "distill_temperature": "distill_temperature",
 }
-PREPROCESSING_OPTIONS = {"crop": "crop", "crop_scale": "crop_scale", "translate": "translate", "upload_augment": "upload_augment"}  # option -> Preprocessing field
+PREPROCESSING_OPTIONS = {
+    "crop": "crop",
+    "crop_scale": "crop_scale",
+    "translate": "translate",
+    "upload_augment": "upload_augment",
+}  # option -> Preprocessing field
 SVM_OPTIONS = {
     "svm_components": "n_components",
     "svm_cells": "pixels_per_cell",
@@ -98,27 +111,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     """What to train, on which data, where to, from what."""
     parser.add_argument("detectors", nargs="*", metavar="DETECTOR", help="which to train (default: all)")
-    parser.add_argument("--data", type=Path,
-                        help=f"CIFAKE: Kaggle folder (train/REAL ...) or folder of cifake-*.npz (default: {data_search_order()})")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help=f"CIFAKE: Kaggle folder (train/REAL ...) or folder of cifake-*.npz (default: {data_search_order()})",
+    )
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR, help="checkpoint folder (default: %(default)s)")
     parser.add_argument("--limit", type=int, help="use only this many training images, drawn at random (smoke runs)")
-    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
-                        help="share of train held out for validation (default: %(default)s)")
-    parser.add_argument("--split-seed", type=int, default=SPLIT_SEED, help="seed of the train/validation split (default: %(default)s)")
-    parser.add_argument("--weights", choices=WEIGHT_CHOICES, default="none",
-                        help=f"initialisation of {', '.join(imagenet_networks())}: none (from scratch) or imagenet "
-                             "(torchvision's, downloaded or from $TORCH_HOME; the others have none)")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=VAL_FRACTION,
+        help="share of train held out for validation (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--split-seed", type=int, default=SPLIT_SEED, help="seed of the train/validation split (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--weights",
+        choices=WEIGHT_CHOICES,
+        default="none",
+        help=f"initialisation of {', '.join(imagenet_networks())}: none (from scratch) or imagenet "
+        "(torchvision's, downloaded or from $TORCH_HOME; the others have none)",
+    )
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run from its last finished epoch; keep a checkpoint in --out that a run "
-                             "like this one finished")
-    parser.add_argument("--init-from", type=Path, metavar="CHECKPOINT",
-                        help="continue training from this checkpoint of the same network, with its preprocessing unless "
-                             "overridden (a new stage with a fresh optimiser and schedule; the earlier stages stay on record)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from its last finished epoch; keep a checkpoint in --out that a run "
+        "like this one finished",
+    )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="continue training from this checkpoint of the same network, with its preprocessing unless "
+        "overridden (a new stage with a fresh optimiser and schedule; the earlier stages stay on record)",
+    )
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--list", action="store_true",
-                        help="print the detectors, one a line, tab-separated: name, kind (svm, network, committee), "
-                             "--weights choices, title; then exit")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="print the detectors, one a line, tab-separated: name, kind (svm, network, committee), "
+        "--weights choices, title; then exit",
+    )
 
 
 def add_network_options(recipe: argparse._ArgumentGroup) -> None:
@@ -128,52 +164,103 @@ def add_network_options(recipe: argparse._ArgumentGroup) -> None:
     recipe.add_argument("--lr", type=float)
     recipe.add_argument("--optimizer", choices=tuple(OPTIMIZERS))
     recipe.add_argument("--weight-decay", type=float)
-    recipe.add_argument("--schedule", choices=SCHEDULES,
-                        help="learning-rate schedule: StepLR per epoch, or one-cycle per batch (peak --lr)")
-    recipe.add_argument("--step-size", type=int, help="StepLR period in epochs (0: constant rate)")
-    recipe.add_argument("--label-smoothing", type=float,
-                        help="cross-entropy label smoothing, 0: off (default: the detector's recipe)")
-    recipe.add_argument("--precision", choices=PRECISIONS,
-                        help="auto: bf16 autocast on a GPU, float32 on a CPU; bf16 on a CPU too (channels-last in every precision)")
-    recipe.add_argument("--images-per-epoch", type=int, help="train each epoch on a fresh random subset of this size")
-    recipe.add_argument("--crop", type=int, metavar="SIZE",
-                        help="input size: centre crop at test time, random resized crop in training (paper: 24)")
-    recipe.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range (paper: 0.08 1)")
-    recipe.add_argument("--translate", type=int, metavar="PIXELS",
-                        help="shift training images by up to this many pixels, reflect-padded (CIFAR's pad-4 crop), 0: off "
-                             "(default: the detector's recipe)")
-    recipe.add_argument("--upload-augment", type=float, metavar="P",
-                        help="pass this share of training images through one random upload-like change (resize, JPEG, blur: "
-                             "cifake_models.perturbations) by the app's own resize path, 0: off (default: the detector's recipe; "
-                             "the SVM too, once before fitting)")
     recipe.add_argument(
-        "--upload-range", nargs=3, action="append", metavar=("FAMILY", "LOW", "HIGH"),
-        help="draw this upload-like change's strength from [LOW, HIGH] instead of its default (repeatable; families and "
-             f"defaults: {', '.join(f'{f} {lo:g}-{hi:g}' for f, (lo, hi) in TRAINING_RANGES.items())})",
+        "--schedule",
+        choices=SCHEDULES,
+        help="learning-rate schedule: StepLR per epoch, or one-cycle per batch (peak --lr)",
+    )
+    recipe.add_argument("--step-size", type=int, help="StepLR period in epochs (0: constant rate)")
+    recipe.add_argument(
+        "--label-smoothing", type=float, help="cross-entropy label smoothing, 0: off (default: the detector's recipe)"
     )
     recipe.add_argument(
-        "--upload-weight", nargs=2, action="append", metavar=("FAMILY", "W"),
+        "--precision",
+        choices=PRECISIONS,
+        help="auto: bf16 autocast on a GPU, float32 on a CPU; bf16 on a CPU too (channels-last in every precision)",
+    )
+    recipe.add_argument("--images-per-epoch", type=int, help="train each epoch on a fresh random subset of this size")
+    recipe.add_argument(
+        "--crop",
+        type=int,
+        metavar="SIZE",
+        help="input size: centre crop at test time, random resized crop in training (paper: 24)",
+    )
+    recipe.add_argument(
+        "--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"), help="RandomResizedCrop area range (paper: 0.08 1)"
+    )
+    recipe.add_argument(
+        "--translate",
+        type=int,
+        metavar="PIXELS",
+        help="shift training images by up to this many pixels, reflect-padded (CIFAR's pad-4 crop), 0: off "
+        "(default: the detector's recipe)",
+    )
+    recipe.add_argument(
+        "--upload-augment",
+        type=float,
+        metavar="P",
+        help="pass this share of training images through one random upload-like change (resize, JPEG, blur: "
+        "cifake_models.perturbations) by the app's own resize path, 0: off (default: the detector's recipe; "
+        "the SVM too, once before fitting)",
+    )
+    recipe.add_argument(
+        "--upload-range",
+        nargs=3,
+        action="append",
+        metavar=("FAMILY", "LOW", "HIGH"),
+        help="draw this upload-like change's strength from [LOW, HIGH] instead of its default (repeatable; families and "
+        f"defaults: {', '.join(f'{f} {lo:g}-{hi:g}' for f, (lo, hi) in TRAINING_RANGES.items())})",
+    )
+    recipe.add_argument(
+        "--upload-weight",
+        nargs=2,
+        action="append",
+        metavar=("FAMILY", "W"),
         help="draw this upload-like change W times as often as a family left at 1 (repeatable; 0 never draws it)",
     )
     recipe.add_argument("--seed", type=int, help="training seed")
-    recipe.add_argument("--distill-from", type=Path, metavar="CHECKPOINT",
-                        help="a distillation stage: learn also from this network's probabilities on the same augmented images "
-                             "(any network that takes the student's input size and held out the same validation split; each "
-                             "network sees the same colour views, encoded its own way, so the grayscale CNN can learn from native32)")
-    recipe.add_argument("--distill-weight", type=float, metavar="W",
-                        help="share of the loss given to the teacher's probabilities (with --distill-from)")
-    recipe.add_argument("--distill-temperature", type=float, metavar="T",
-                        help="softening temperature of both networks' probabilities (default 1)")
+    recipe.add_argument(
+        "--distill-from",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="a distillation stage: learn also from this network's probabilities on the same augmented images "
+        "(any network that takes the student's input size and held out the same validation split; each "
+        "network sees the same colour views, encoded its own way, so the grayscale CNN can learn from native32)",
+    )
+    recipe.add_argument(
+        "--distill-weight",
+        type=float,
+        metavar="W",
+        help="share of the loss given to the teacher's probabilities (with --distill-from)",
+    )
+    recipe.add_argument(
+        "--distill-temperature",
+        type=float,
+        metavar="T",
+        help="softening temperature of both networks' probabilities (default 1)",
+    )
 
 
 def add_svm_options(svm: argparse._ArgumentGroup) -> None:
     """The HOG + SVM recipe's overrides."""
     svm.add_argument("--svm-components", type=int, help="Nystroem components (kernel approximation rank)")
-    svm.add_argument("--svm-cells", type=int, nargs="+", help="HOG cell sizes in pixels, one descriptor each, concatenated (paper: 8)")
-    svm.add_argument("--svm-colour", action="store_const", const=True, help="HOG of the strongest colour channel instead of the luma")
-    svm.add_argument("--svm-smoothing", type=float, nargs="+", metavar="SIGMA",
-                     help="also describe copies of the image smoothed by a Gaussian of each sigma (pixels), a scale space "
-                          "(default: none)")
+    svm.add_argument(
+        "--svm-cells",
+        type=int,
+        nargs="+",
+        help="HOG cell sizes in pixels, one descriptor each, concatenated (paper: 8)",
+    )
+    svm.add_argument(
+        "--svm-colour", action="store_const", const=True, help="HOG of the strongest colour channel instead of the luma"
+    )
+    svm.add_argument(
+        "--svm-smoothing",
+        type=float,
+        nargs="+",
+        metavar="SIGMA",
+        help="also describe copies of the image smoothed by a Gaussian of each sigma (pixels), a scale space "
+        "(default: none)",
+    )
     svm.add_argument("--svm-c", type=float, help="SVM regularisation C")
     svm.add_argument("--svm-gamma-scale", type=float, help="RBF gamma as a multiple of 1/n_features (SVC's 'scale')")
 
@@ -186,9 +273,11 @@ def check_detectors(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     if args.weights != "none":
         without = [name for name in args.detectors or list_detectors() if not get_spec(name).imagenet_weights]
         if without:
-            parser.error(f"--weights {args.weights}: only {', '.join(imagenet_networks())} have ImageNet weights, not "
-                         f"{', '.join(without)}; name those to train (python -m train {' '.join(imagenet_networks())} "
-                         f"--weights {args.weights})")
+            parser.error(
+                f"--weights {args.weights}: only {', '.join(imagenet_networks())} have ImageNet weights, not "
+                f"{', '.join(without)}; name those to train (python -m train {' '.join(imagenet_networks())} "
+                f"--weights {args.weights})"
+            )
     if args.svm_smoothing and min(args.svm_smoothing) <= 0:
         parser.error(f"--svm-smoothing: each SIGMA must be above 0, not {min(args.svm_smoothing):g}")
 
@@ -219,11 +308,18 @@ def check_upload_changes(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 def check_stages(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """``--init-from`` and ``--distill-from`` train exactly one network, and not over their own source."""
-    if args.init_from and (len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch or args.weights != "none"):
+    if args.init_from and (
+        len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch or args.weights != "none"
+    ):
         parser.error("--init-from continues one network: name exactly one network detector, without --weights")
-    if args.init_from and args.init_from.resolve() == (args.out / get_spec(args.detectors[0]).checkpoint_file).resolve():
-        parser.error(f"--init-from {args.init_from} is the file this stage would write: write the stage elsewhere (--out DIR), "
-                     f"then ship it if it is better with python -m train.choose {args.detectors[0]} DIR --ship")
+    if (
+        args.init_from
+        and args.init_from.resolve() == (args.out / get_spec(args.detectors[0]).checkpoint_file).resolve()
+    ):
+        parser.error(
+            f"--init-from {args.init_from} is the file this stage would write: write the stage elsewhere (--out DIR), "
+            f"then ship it if it is better with python -m train.choose {args.detectors[0]} DIR --ship"
+        )
     if bool(args.distill_from) != bool(args.distill_weight):
         parser.error("a distillation stage needs both --distill-from CHECKPOINT and --distill-weight W (above 0)")
     if args.distill_from and (len(args.detectors) != 1 or not get_spec(args.detectors[0]).is_torch):
@@ -251,7 +347,9 @@ def overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict:
     return chosen
 
 
-def upload_ranges(ranges: tuple[tuple[str, float, float], ...], changes: list[list[str]]) -> tuple[tuple[str, float, float], ...]:
+def upload_ranges(
+    ranges: tuple[tuple[str, float, float], ...], changes: list[list[str]]
+) -> tuple[tuple[str, float, float], ...]:
     """A recipe's ``(family, low, high)`` ranges with each ``--upload-range FAMILY LOW HIGH``
     (checked by parse_args) replacing its family's range."""
     merged = ranges_of(ranges) | ranges_of(tuple((family, float(low), float(high)) for family, low, high in changes))
@@ -265,8 +363,10 @@ def upload_weights(weights: tuple[tuple[str, float], ...], changes: list[list[st
     ValueError where no family could be drawn any more."""
     merged = weights_of((*weights, *changes), TRAINING_RANGES)
     if not any(weight > 0 for weight in merged.values()):
-        raise ValueError(f"--upload-weight: every family would weigh 0 ({', '.join(f'{f} {w:g}' for f, w in merged.items())}), "
-                         f"so none could be drawn")
+        raise ValueError(
+            f"--upload-weight: every family would weigh 0 ({', '.join(f'{f} {w:g}' for f, w in merged.items())}), "
+            f"so none could be drawn"
+        )
     return tuple((family, weight) for family, weight in merged.items() if weight != 1)
 
 
@@ -274,7 +374,11 @@ def network_preprocessing(spec: DetectorSpec, args: argparse.Namespace) -> Prepr
     """What ``spec``'s network sees in this run: the registry's preprocessing, or for a new stage
     (``--init-from``) its parent's as the parent's checkpoint records it, with the options given
     overriding it."""
-    base = TorchDetector.load(args.init_from, spec.name, spec.build_module).preprocessing if args.init_from else spec.preprocessing
+    base = (
+        TorchDetector.load(args.init_from, spec.name, spec.build_module).preprocessing
+        if args.init_from
+        else spec.preprocessing
+    )
     changes = overrides(args, PREPROCESSING_OPTIONS)
     if "crop_scale" in changes:
         changes["crop_scale"] = tuple(changes["crop_scale"])
@@ -306,7 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         distributed.stop()
 
 
-def training_data(data_dir: Path, val_fraction: float = VAL_FRACTION, split_seed: int = SPLIT_SEED, limit: int | None = None) -> tuple[Split, Split, DataInfo]:
+def training_data(
+    data_dir: Path, val_fraction: float = VAL_FRACTION, split_seed: int = SPLIT_SEED, limit: int | None = None
+) -> tuple[Split, Split, DataInfo]:
     """The training and validation splits of CIFAKE's train split, and the record a checkpoint
     keeps of them (fingerprints, sizes, the split's fraction and seed)."""
     split = load_split(data_dir, "train")
@@ -326,7 +432,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     train, val, data_info = training_data(data_dir, args.val_fraction, args.split_seed, args.limit)
     if main_rank:
-        print(f"data: {len(train)} train / {len(val)} validation images from {data_dir} ({time.perf_counter() - started:.0f}s)")
+        print(
+            f"data: {len(train)} train / {len(val)} validation images from {data_dir} ({time.perf_counter() - started:.0f}s)"
+        )
     for name in args.detectors or list_detectors():
         spec = get_spec(name)
         if spec.is_torch:
@@ -337,8 +445,19 @@ def run(args: argparse.Namespace) -> int:
                 print(f"error: {error}", file=sys.stderr)
                 return 2
             try:
-                fit_torch(spec, train, val, recipe, args.out, data_info, args.weights, args.device, args.resume,
-                          init_from=args.init_from, teacher=args.distill_from)
+                fit_torch(
+                    spec,
+                    train,
+                    val,
+                    recipe,
+                    args.out,
+                    data_info,
+                    args.weights,
+                    args.device,
+                    args.resume,
+                    init_from=args.init_from,
+                    teacher=args.distill_from,
+                )
             except ImageNetWeightsUnavailable as error:
                 print(f"error: {error}", file=sys.stderr)
                 return 2
@@ -348,11 +467,17 @@ def run(args: argparse.Namespace) -> int:
             fit_committee(spec, val, spec.recipe, args.out, data_info, args.resume)
         else:
             recipe = dataclasses.replace(spec.recipe, **overrides(args, SVM_OPTIONS))
-            recipe = dataclasses.replace(recipe, pixels_per_cell=tuple(recipe.pixels_per_cell), smoothing=tuple(recipe.smoothing))
+            recipe = dataclasses.replace(
+                recipe, pixels_per_cell=tuple(recipe.pixels_per_cell), smoothing=tuple(recipe.smoothing)
+            )
             if args.upload_range:
-                recipe = dataclasses.replace(recipe, upload_ranges=upload_ranges(recipe.upload_ranges, args.upload_range))
+                recipe = dataclasses.replace(
+                    recipe, upload_ranges=upload_ranges(recipe.upload_ranges, args.upload_range)
+                )
             if args.upload_weight:  # checked against the registry's (uniform) weights by parse_args
-                recipe = dataclasses.replace(recipe, upload_weights=upload_weights(recipe.upload_weights, args.upload_weight))
+                recipe = dataclasses.replace(
+                    recipe, upload_weights=upload_weights(recipe.upload_weights, args.upload_weight)
+                )
             fit_svm(spec, train, val, recipe, args.out, data_info, args.resume)
     return 0
 

@@ -16,8 +16,12 @@ from cifake_models.detector import Detector
 
 def checkpoint_command(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser holding the options every such command takes; add its own, then :func:`parse`."""
-    parser = argparse.ArgumentParser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("detectors", nargs="*", metavar="DETECTOR", help=f"default: all ({', '.join(list_detectors())})")
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "detectors", nargs="*", metavar="DETECTOR", help=f"default: all ({', '.join(list_detectors())})"
+    )
     parser.add_argument("--data", type=Path, help=f"CIFAKE folder (default: {data_search_order()})")
     parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR, help="default: %(default)s")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")

@@ -71,11 +71,18 @@ class Stage:
         """What decides the run (not when, where or how long it ran): the basis of its key. A replayed
         stage is told apart by the stage it repeats (two stages may differ only in what a smoke run changes)."""
         replayed = {"replayed": asdict(self.replayed)} if self.replayed else {}
-        return {"detector": self.detector, "recipe": self.recipe, "preprocessing": self.preprocessing, **replayed,
-                "weights": self.weights, "data": {k: self.data.get(k) for k in KEY_DATA}, "processes": self.processes}
+        return {
+            "detector": self.detector,
+            "recipe": self.recipe,
+            "preprocessing": self.preprocessing,
+            **replayed,
+            "weights": self.weights,
+            "data": {k: self.data.get(k) for k in KEY_DATA},
+            "processes": self.processes,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Stage":
+    def from_dict(cls, data: dict) -> Stage:
         replayed = data.get("replayed")
         tuples = {k: tuple(data.get(k) or ()) for k in ("members", "files", "assumed")}
         return cls(**{**data, **tuples, "replayed": Replayed(**replayed) if replayed else None})
@@ -112,7 +119,7 @@ class Lineage:
         return json.loads(json.dumps(asdict(self)))
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Lineage":
+    def from_dict(cls, data: dict) -> Lineage:
         return cls(tuple(Stage.from_dict(s) for s in data["stages"]), tuple(data.get("gaps", ())))
 
 
@@ -209,12 +216,21 @@ class Builder:
         teacher = self.ref((record.get("teacher") or {}).get("sha256"), f"the teacher of {role}")
         members = metadata.get("member_checkpoints") or {}
         return Stage(
-            detector=spec.name, recipe=recipe, preprocessing=preprocessing, weights=metadata.get("weights", "none"),
-            data=data, parent=parent, teacher=teacher,
+            detector=spec.name,
+            recipe=recipe,
+            preprocessing=preprocessing,
+            weights=metadata.get("weights", "none"),
+            data=data,
+            parent=parent,
+            teacher=teacher,
             members=tuple(self.ref(m["sha256"], f"the member {n} of {role}") for n, m in members.items()),
-            processes=training.get("processes", 1), epochs=recipe.get("epochs"), wall_time_s=wall,
-            hardware=training.get("hardware"), created=record.get("created"),
-            files=(record["sha256"],) if record.get("sha256") else (), assumed=assumed,
+            processes=training.get("processes", 1),
+            epochs=recipe.get("epochs"),
+            wall_time_s=wall,
+            hardware=training.get("hardware"),
+            created=record.get("created"),
+            files=(record["sha256"],) if record.get("sha256") else (),
+            assumed=assumed,
             replayed=None if record.get("sha256") else self.replayed,
         )
 
@@ -232,8 +248,9 @@ def replaying(replayed: Replayed) -> Iterator[None]:
         _REPLAY.reset(token)
 
 
-def of_metadata(metadata: dict, resolve: Resolve = lambda sha: None, sha: str | None = None,
-                replayed: Replayed | None = None) -> Lineage:
+def of_metadata(
+    metadata: dict, resolve: Resolve = lambda sha: None, sha: str | None = None, replayed: Replayed | None = None
+) -> Lineage:
     """The lineage of the checkpoint ``metadata`` (the file ``sha``), its sources read through ``resolve``."""
     builder = Builder(resolve, replayed)
     builder.add(metadata, sha)
@@ -329,8 +346,10 @@ def same_weights_gaps(lineage: Lineage, history: GitHistory) -> list[str]:
     for stage in lineage.stages:
         digests = {history.weights_digest(sha) for sha in stage.files} - {None}
         if len(digests) > 1:
-            gaps.append(f"{stage.detector}: the files {', '.join(s[:12] for s in stage.files)} record one recipe "
-                        f"but hold different weights: a rerun of it, and replay makes one")
+            gaps.append(
+                f"{stage.detector}: the files {', '.join(s[:12] for s in stage.files)} record one recipe "
+                f"but hold different weights: a rerun of it, and replay makes one"
+            )
     return gaps
 
 
@@ -345,8 +364,11 @@ def describe(lineage: Lineage, i: int) -> str:
 
 def assumed_gaps(lineage: Lineage) -> list[str]:
     """A gap for each stage whose file did not record every field it is replayed with."""
-    return [f"{describe(lineage, i)} recorded no {', '.join(s.assumed)}: replayed with today's defaults"
-            for i, s in enumerate(lineage.stages) if s.assumed]
+    return [
+        f"{describe(lineage, i)} recorded no {', '.join(s.assumed)}: replayed with today's defaults"
+        for i, s in enumerate(lineage.stages)
+        if s.assumed
+    ]
 
 
 def rebuild(history: GitHistory, checkpoint_dir: Path = CHECKPOINT_DIR) -> dict[str, dict]:
@@ -367,8 +389,11 @@ def rebuild(history: GitHistory, checkpoint_dir: Path = CHECKPOINT_DIR) -> dict[
         lineage = Lineage(lineage.stages, tuple(dict.fromkeys(gaps)))
         files = sorted({f for s in lineage.stages for f in s.files} - {sha})
         built[name] = {
-            "detector": name, "file": spec.checkpoint_file, "sha256": sha,
-            "found_in_git": {f: history.where(f) for f in files}, "lineage": lineage.to_dict(),
+            "detector": name,
+            "file": spec.checkpoint_file,
+            "sha256": sha,
+            "found_in_git": {f: history.where(f) for f in files},
+            "lineage": lineage.to_dict(),
         }
     return built
 
@@ -384,10 +409,17 @@ def own_chain(target: Lineage) -> list[int]:
 
 def chain_table(lineage_dir: Path = LINEAGE_DIR) -> str:
     """A markdown table of each shipped detector's own chain, from its lineage file (docs/reproduce.md)."""
-    columns = ("detector", "stages", "epochs", "images seen", "wall time", "hardware", "teachers",
-               "stages with fields not recorded")
-    rows = ["| " + " | ".join(columns) + " |",
-            "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |"]
+    columns = (
+        "detector",
+        "stages",
+        "epochs",
+        "images seen",
+        "wall time",
+        "hardware",
+        "teachers",
+        "stages with fields not recorded",
+    )
+    rows = ["| " + " | ".join(columns) + " |", "| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |"]
     for name in list_detectors():
         target = Lineage.from_dict(json.loads(sidecar_path(name, lineage_dir).read_text())["lineage"])
         chain = [target.stages[i] for i in own_chain(target)]
@@ -395,10 +427,23 @@ def chain_table(lineage_dir: Path = LINEAGE_DIR) -> str:
         seen = sum((s.epochs or 0) * (s.recipe.get("images_per_epoch") or s.data["n_train"]) for s in chain)
         hours = sum(s.wall_time_s or 0 for s in chain) / 3600
         cpus = sorted({(s.hardware or "?").split(",")[0].removeprefix("CPU: ") for s in chain})
-        teachers = sorted({f"{target.stages[s.teacher].detector} ({target.stages[s.teacher].files[0][:8]})"
-                           for s in chain if s.teacher is not None})
-        cells = (name, len(chain), epochs or "", f"{seen / 1e6:.2f} M" if seen and epochs else "", f"{hours:.1f} h",
-                 "; ".join(cpus), ", ".join(teachers), sum(bool(s.assumed) for s in chain))
+        teachers = sorted(
+            {
+                f"{target.stages[s.teacher].detector} ({target.stages[s.teacher].files[0][:8]})"
+                for s in chain
+                if s.teacher is not None
+            }
+        )
+        cells = (
+            name,
+            len(chain),
+            epochs or "",
+            f"{seen / 1e6:.2f} M" if seen and epochs else "",
+            f"{hours:.1f} h",
+            "; ".join(cpus),
+            ", ".join(teachers),
+            sum(bool(s.assumed) for s in chain),
+        )
         rows.append("| " + " | ".join(map(str, cells)) + " |")
     every = Lineage.from_dict(json.loads(sidecar_path(list_detectors()[-1], lineage_dir).read_text())["lineage"])
     hours = sum(s.wall_time_s or 0 for s in every.stages) / 3600
@@ -411,12 +456,14 @@ def chain_table(lineage_dir: Path = LINEAGE_DIR) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.lineage", description=__doc__)
-    parser.add_argument("--write", action="store_true",
-                        help="write assets/lineage/NAME.json for every shipped checkpoint")
+    parser.add_argument(
+        "--write", action="store_true", help="write assets/lineage/NAME.json for every shipped checkpoint"
+    )
     parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR)
     parser.add_argument("--out", type=Path, default=LINEAGE_DIR)
-    parser.add_argument("--table", action="store_true",
-                        help="print the table of the shipped chains (docs/reproduce.md) and exit")
+    parser.add_argument(
+        "--table", action="store_true", help="print the table of the shipped chains (docs/reproduce.md) and exit"
+    )
     args = parser.parse_args(argv)
     if args.table:
         print(chain_table(args.out))

@@ -3,11 +3,11 @@ read it back: resuming, continuing a stage, the held-out split."""
 
 from __future__ import annotations
 
-import logging
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cifake_models.checkpoint import FORMAT_VERSION, CheckpointError, hardware, library_versions
@@ -33,7 +33,7 @@ class DataInfo:
     split_seed: int
 
     @classmethod
-    def of(cls, source: str | Path, train: Split, val: Split, val_fraction: float, split_seed: int) -> "DataInfo":
+    def of(cls, source: str | Path, train: Split, val: Split, val_fraction: float, split_seed: int) -> DataInfo:
         return cls(str(source), train.fingerprint(), val.fingerprint(), len(train), len(val), val_fraction, split_seed)
 
 
@@ -58,7 +58,9 @@ def checkpoint_metadata(
         else "random (from scratch): ImageNet weights were not used"
     )
     if earlier_stages:
-        initialisation += f"; trained in {len(earlier_stages) + 1} stages, each continuing the last (see earlier_stages)"
+        initialisation += (
+            f"; trained in {len(earlier_stages) + 1} stages, each continuing the last (see earlier_stages)"
+        )
     return {
         "format_version": FORMAT_VERSION,
         "detector": spec.name,
@@ -72,10 +74,15 @@ def checkpoint_metadata(
         "data": asdict(data_info),
         "history": history,
         "earlier_stages": list(earlier_stages),
-        "training": {"hardware": hardware(device), "device": device, "processes": processes, "wall_time_s": round(wall_time_s, 1)},
+        "training": {
+            "hardware": hardware(device),
+            "device": device,
+            "processes": processes,
+            "wall_time_s": round(wall_time_s, 1),
+        },
         "versions": library_versions(),
         "notes": spec.notes,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -91,8 +98,10 @@ def require_held_out_split(checkpoint: str, metadata: dict, data_info: DataInfo,
     validation images would include ones it trained on."""
     fraction, seed = held_out_split(metadata)
     if (fraction, seed) != (data_info.val_fraction, data_info.split_seed):
-        raise CheckpointError(f"{checkpoint} held out another validation split (fraction {fraction}, seed {seed}) than this run "
-                              f"(fraction {data_info.val_fraction}, seed {data_info.split_seed}){advice}")
+        raise CheckpointError(
+            f"{checkpoint} held out another validation split (fraction {fraction}, seed {seed}) than this run "
+            f"(fraction {data_info.val_fraction}, seed {data_info.split_seed}){advice}"
+        )
 
 
 def with_new_fields(record: dict, kind: type) -> dict:
@@ -129,8 +138,10 @@ def already_trained(spec: DetectorSpec, out_dir: Path, run: dict, recorded: Call
     # Through JSON, as the metadata is stored (tuples become lists).
     saved, wanted = json.loads(json.dumps(recorded(metadata))), json.loads(json.dumps(run))
     if saved != wanted:
-        raise CheckpointError(f"{path} is finished, but by another recipe or data than this run's ({differences(saved, wanted)}): "
-                              "delete it to train it again this way, or write this run elsewhere (--out)")
+        raise CheckpointError(
+            f"{path} is finished, but by another recipe or data than this run's ({differences(saved, wanted)}): "
+            "delete it to train it again this way, or write this run elsewhere (--out)"
+        )
     if distributed.current().main:
         log.info(f"{spec.name}: already trained: {path}; delete it to train again")
     return True

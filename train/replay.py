@@ -24,8 +24,8 @@ from cifake_models.registry import REGISTRY, get_spec, list_detectors
 
 from . import evaluate, lineage
 from .committee_fit import fit_committee
-from .metadata import DataInfo
 from .lineage import Lineage, Replayed, Stage
+from .metadata import DataInfo
 from .svm_fit import fit_svm
 from .torch_fit import fit_torch
 
@@ -47,8 +47,12 @@ class Smoke:
     def overrides(self, stage: Stage) -> dict:
         """``recipe.FIELD`` (and ``data.limit``) -> the smoke's value, where it differs from ``stage``'s."""
         if stage.preprocessing is not None:
-            wanted = {"epochs": self.epochs, "images_per_epoch": self.images_per_epoch,
-                      "batch_size": self.batch_size, "precision": self.precision}
+            wanted = {
+                "epochs": self.epochs,
+                "images_per_epoch": self.images_per_epoch,
+                "batch_size": self.batch_size,
+                "precision": self.precision,
+            }
         else:
             wanted = {"n_components": self.svm_components} if "n_components" in stage.recipe else {}
         changed = {f"recipe.{k}": v for k, v in wanted.items() if stage.recipe.get(k) != v}
@@ -94,8 +98,9 @@ def profile_lineage(names: list[str], lineage_dir: Path = LINEAGE_DIR) -> tuple[
             stage = lineage.of_checkpoint(CHECKPOINT_DIR / spec.checkpoint_file, lineage_dir).final
         else:
             teacher = add(spec.gpu.teacher) if spec.gpu.teacher else None
-            stage = Stage(name, spec.gpu.recipe.to_dict(), spec.gpu.preprocessing.to_dict(), "none", {},
-                          teacher=teacher)
+            stage = Stage(
+                name, spec.gpu.recipe.to_dict(), spec.gpu.preprocessing.to_dict(), "none", {}, teacher=teacher
+            )
         done[name] = builder.put(dataclasses.replace(stage, parent=None, files=(), replayed=Replayed(None, {}, "gpu")))
         return done[name]
 
@@ -129,9 +134,11 @@ class Replay:
         train, val, info = self._data[split]
         recorded = stage.data.get("train_fingerprint")
         if not self.smoke and recorded and recorded != info.train_fingerprint:
-            raise CheckpointError(f"{self.data_dir} is not the data {stage.detector} trained on (fingerprint "
-                                  f"{info.train_fingerprint}, recorded {recorded}): "
-                                  "pass the CIFAKE it recorded with --data")
+            raise CheckpointError(
+                f"{self.data_dir} is not the data {stage.detector} trained on (fingerprint "
+                f"{info.train_fingerprint}, recorded {recorded}): "
+                "pass the CIFAKE it recorded with --data"
+            )
         return train, val, info
 
     def run(self, target: Lineage) -> dict[str, Path]:
@@ -157,11 +164,23 @@ class Replay:
             fit_committee(spec, val, recipe_of(stage), folder, info, resume=True)
         elif spec.is_torch:
             if stage.recipe.get("distill_weight") and stage.teacher is None:
-                raise CheckpointError(f"{stage.detector}: a distillation stage whose teacher's chain is unknown "
-                                      "cannot be replayed")
+                raise CheckpointError(
+                    f"{stage.detector}: a distillation stage whose teacher's chain is unknown cannot be replayed"
+                )
             spec = dataclasses.replace(spec, preprocessing=Preprocessing.from_dict(stage.preprocessing))
-            fit_torch(spec, train, val, recipe_of(stage), folder, info, stage.weights, self.device, resume=True,
-                      init_from=files.get(stage.parent), teacher=files.get(stage.teacher))
+            fit_torch(
+                spec,
+                train,
+                val,
+                recipe_of(stage),
+                folder,
+                info,
+                stage.weights,
+                self.device,
+                resume=True,
+                init_from=files.get(stage.parent),
+                teacher=files.get(stage.teacher),
+            )
         else:
             fit_svm(spec, train, val, recipe_of(stage), folder, info, resume=True)
         return folder / spec.checkpoint_file
@@ -189,18 +208,28 @@ def targets_of(args: argparse.Namespace) -> list[Path]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m train replay", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
-                        help="a checkpoint file, or a detector's name for its shipped file")
-    parser.add_argument("--all", action="store_true",
-                        help="every shipped detector (the committee's lineage holds them all)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="folder of the replay (stages/, checkpoints/, reports/)")
+    parser = argparse.ArgumentParser(
+        prog="python -m train replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "checkpoints",
+        nargs="*",
+        metavar="CHECKPOINT",
+        help="a checkpoint file, or a detector's name for its shipped file",
+    )
+    parser.add_argument(
+        "--all", action="store_true", help="every shipped detector (the committee's lineage holds them all)"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder of the replay (stages/, checkpoints/, reports/)"
+    )
     parser.add_argument("--data", type=Path, help="CIFAKE folder (default: as python -m train)")
-    parser.add_argument("--profile", choices=PROFILES, default="cpu",
-                        help="cpu: the recorded chains, stage by stage; "
-                             "gpu: the registry's single run per network (untested on a GPU)")
+    parser.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default="cpu",
+        help="cpu: the recorded chains, stage by stage; gpu: the registry's single run per network (untested on a GPU)",
+    )
     parser.add_argument("--smoke", action="store_true", help=f"the same chain on tiny sizes ({Smoke()})")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch")
@@ -240,10 +269,22 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, FileNotFoundError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"replay: {len(target.stages)} stages in {time.perf_counter() - started:.0f}s; "
-          f"checkpoints in {args.out / 'checkpoints'}")
+    print(
+        f"replay: {len(target.stages)} stages in {time.perf_counter() - started:.0f}s; "
+        f"checkpoints in {args.out / 'checkpoints'}"
+    )
     if args.no_reports:
         return 0
     sizes = ["--limit", str(smoke.limit), "--robustness-sample", str(smoke.robustness_sample)] if smoke else []
-    return evaluate.main([*names, "--data", str(replay.data_dir), "--checkpoints", str(args.out / "checkpoints"),
-                          "--reports", str(args.out / "reports"), *sizes])
+    return evaluate.main(
+        [
+            *names,
+            "--data",
+            str(replay.data_dir),
+            "--checkpoints",
+            str(args.out / "checkpoints"),
+            "--reports",
+            str(args.out / "reports"),
+            *sizes,
+        ]
+    )

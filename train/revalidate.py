@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
         data = detector.metadata["data"]
         val = split.subset(train_val_indices(split.labels, *held_out_split(detector.metadata))[1])
         if val.fingerprint() != data.get("val_fingerprint"):
-            print(f"{detector.name}: skipped: its validation split cannot be rebuilt from this data (fingerprints differ)", file=sys.stderr)
+            print(
+                f"{detector.name}: skipped: its validation split cannot be rebuilt from this data (fingerprints differ)",
+                file=sys.stderr,
+            )
             failures += 1
             continue
         record_validation(detector, val)
@@ -55,9 +58,15 @@ def main(argv: list[str] | None = None) -> int:
         views = ""
         if test_time:
             accuracy = test_time["validation_accuracy"]
-            views = (f"mirror averaging {'on' if test_time['mirror_average'] else 'off'} (validation accuracy "
-                     f"{percent(accuracy['single'])} single, {percent(accuracy['mirror_average'])} averaged); ")
-        robustness, calibration, unsure = validation["robustness"], detector.metadata["calibration"], detector.metadata["unsure"]
+            views = (
+                f"mirror averaging {'on' if test_time['mirror_average'] else 'off'} (validation accuracy "
+                f"{percent(accuracy['single'])} single, {percent(accuracy['mirror_average'])} averaged); "
+            )
+        robustness, calibration, unsure = (
+            validation["robustness"],
+            detector.metadata["calibration"],
+            detector.metadata["unsure"],
+        )
         print(
             f"{detector.name}: {views}threshold {detector.rule.threshold:.4f}; validation accuracy {percent(validation['accuracy'])}, "
             f"ROC-AUC {validation['roc_auc']:.4f}; under the suite: mean {percent(robustness['mean_accuracy'])}, "

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import dataclasses
+import logging
 import time
 from pathlib import Path
 
@@ -36,16 +36,36 @@ def upload_augmented(train: Split, recipe: SvmRecipe) -> Split:
     if not recipe.upload_augment:
         return train
     generator = torch.Generator().manual_seed(recipe.seed)
-    changed = random_uploads(torch.as_tensor(train.images), recipe.upload_augment, generator, ranges_of(recipe.upload_ranges),
-                             weights_of(recipe.upload_weights))
+    changed = random_uploads(
+        torch.as_tensor(train.images),
+        recipe.upload_augment,
+        generator,
+        ranges_of(recipe.upload_ranges),
+        weights_of(recipe.upload_weights),
+    )
     return dataclasses.replace(train, images=changed.numpy())
 
 
-def fit_svm(spec: DetectorSpec, train: Split, val: Split, recipe: SvmRecipe, out_dir: Path, data_info: DataInfo,
-            resume: bool = False) -> SklearnDetector:
+def fit_svm(
+    spec: DetectorSpec,
+    train: Split,
+    val: Split,
+    recipe: SvmRecipe,
+    out_dir: Path,
+    data_info: DataInfo,
+    resume: bool = False,
+) -> SklearnDetector:
     """``resume``: keep a checkpoint in ``out_dir`` already fitted this way (``common.already_trained``)."""
     run = {"recipe": recipe.to_dict(), "data": data_info.train_fingerprint}
-    if resume and already_trained(spec, out_dir, run, lambda metadata: {"recipe": with_new_fields(metadata["recipe"], SvmRecipe), "data": metadata["data"]["train_fingerprint"]}):
+    if resume and already_trained(
+        spec,
+        out_dir,
+        run,
+        lambda metadata: {
+            "recipe": with_new_fields(metadata["recipe"], SvmRecipe),
+            "data": metadata["data"]["train_fingerprint"],
+        },
+    ):
         return spec.load(out_dir)
     started = time.perf_counter()
     pipeline = build_pipeline(recipe)

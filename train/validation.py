@@ -18,7 +18,9 @@ from cifake_models.metrics import best_threshold, brier_score, classification_fi
 from cifake_models.robustness import balanced_sample, perturb_all, score_suite
 
 VALIDATION_ROBUSTNESS_SAMPLE = 1000  # validation images per perturbation
-CALIBRATION_FOLDS = 5  # calibration candidates are compared on held-out folds: an isotonic map fits its own data exactly
+CALIBRATION_FOLDS = (
+    5  # calibration candidates are compared on held-out folds: an isotonic map fits its own data exactly
+)
 
 
 def record_validation(detector: Detector, val: Split) -> dict:
@@ -63,8 +65,9 @@ class CalibrationData:
     n_copies: int  # perturbations: copies of the sample
 
     @classmethod
-    def of(cls, val: Split, raw_fake: np.ndarray, sample: np.ndarray,
-           raw_perturbed: dict[str, np.ndarray]) -> "CalibrationData":
+    def of(
+        cls, val: Split, raw_fake: np.ndarray, sample: np.ndarray, raw_perturbed: dict[str, np.ndarray]
+    ) -> CalibrationData:
         labels = np.concatenate([val.labels, *[val.labels[sample]] * len(raw_perturbed)])
         # Where some fold would leave a fit one class only (tiny smoke-run splits), the fits are
         # compared on the images they were fitted to instead.
@@ -74,7 +77,9 @@ class CalibrationData:
             folds, image_fold = 1, np.zeros(len(val), int)
         fold = np.concatenate([image_fold, *[image_fold[sample]] * len(raw_perturbed)])
         raw = np.concatenate([raw_fake, *raw_perturbed.values()])
-        return cls(labels, raw, np.arange(len(labels)) >= len(val), fold, folds, len(val), len(sample), len(raw_perturbed))
+        return cls(
+            labels, raw, np.arange(len(labels)) >= len(val), fold, folds, len(val), len(sample), len(raw_perturbed)
+        )
 
     def fit(self, family: type, share: float, rows: np.ndarray | None = None) -> Calibration:
         """``family`` fitted on ``rows`` (default: all), where the copies make up ``share`` of the total weight."""
@@ -91,7 +96,7 @@ class CalibrationData:
         for k in range(self.folds):
             fitted_to = self.fold != k if self.folds > 1 else np.ones(len(self.fold), bool)  # one fold: in-sample
             calibrated[self.fold == k] = self.fit(family, share, fitted_to).apply(self.raw_fake[self.fold == k])
-        copies = calibrated[self.n_val:].reshape(self.n_copies, self.n_sample)
+        copies = calibrated[self.n_val :].reshape(self.n_copies, self.n_sample)
         copy_labels = self.labels[self.n_val : self.n_val + self.n_sample]
         return {
             "clean": expected_calibration_error(self.labels[: self.n_val], calibrated[: self.n_val]),
@@ -104,7 +109,9 @@ class CalibrationData:
         return f"{family.method}, on the {data}"
 
 
-def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, robustness_sample: int = VALIDATION_ROBUSTNESS_SAMPLE) -> dict:
+def record_calibration(
+    detector: Detector, val: Split, raw_fake: np.ndarray, robustness_sample: int = VALIDATION_ROBUSTNESS_SAMPLE
+) -> dict:
     """From the detector's uncalibrated P(FAKE) on ``val``: fit each calibration family on
     ``val`` alone and on ``val`` with the robustness suite's copies of a balanced sample of it
     (what uploads look like) at each weight of ``SUITE_SHARES``, keep the fit whose
@@ -130,9 +137,9 @@ def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, rob
         "fitted_on": fitted_on,
         "chosen_on": "validation split",
         "rule": "of fits of each family on the clean validation split alone and with its perturbed copies at several "
-                f"weights, the one whose larger {f'{data.folds}-fold held-out' if data.folds > 1 else 'in-sample'} ECE on "
-                "the validation split (clean, or mean under the suite) is the smaller in units of its target "
-                + ", ".join(f"{k} {v}" for k, v in ECE_TARGETS.items()),
+        f"weights, the one whose larger {f'{data.folds}-fold held-out' if data.folds > 1 else 'in-sample'} ECE on "
+        "the validation split (clean, or mean under the suite) is the smaller in units of its target "
+        + ", ".join(f"{k} {v}" for k, v in ECE_TARGETS.items()),
         "candidates": eces,
         "validation": {
             "ece_before": expected_calibration_error(val.labels, raw_fake),
@@ -144,7 +151,10 @@ def record_calibration(detector: Detector, val: Split, raw_fake: np.ndarray, rob
     record_decision(detector, val, proba_fake, threshold, band)
     robustness = score_suite(
         lambda key, _batch: proba_fake[sample] if key == "clean" else calibration.apply(raw_perturbed[key]),
-        threshold, val.images[sample], val.labels[sample], perturbed,
+        threshold,
+        val.images[sample],
+        val.labels[sample],
+        perturbed,
     )
     detector.metadata["validation"] = {
         **{k: figures[k] for k in ("n", "accuracy", "roc_auc", "pr_auc", "ece", "brier")},
@@ -165,7 +175,9 @@ def record_decision(detector: Detector, val: Split, proba_fake: np.ndarray, thre
     detector.metadata["unsure"] = {
         **band.to_dict(),
         "chosen_on": "validation split",
-        "rule": (f"UNSURE unless the calibrated probability of the called class reaches the lowest level at which "
-                 f"validation accuracy on the decided images is at least {band.target_accuracy:.0%}"),
+        "rule": (
+            f"UNSURE unless the calibrated probability of the called class reaches the lowest level at which "
+            f"validation accuracy on the decided images is at least {band.target_accuracy:.0%}"
+        ),
         "validation": selective_figures(val.labels, proba_fake, band, threshold),
     }
