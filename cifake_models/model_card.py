@@ -144,7 +144,8 @@ def card_body(reports: Mapping[str, dict], space_repo: str | None = None) -> str
             "## Training data and recipe",
             "",
             f"CIFAKE's train split ({data['n_train'] + data['n_val']:,} images; REAL from CIFAR-10, FAKE from "
-            f"Stable Diffusion 1.4), of which {data['n_val']:,} ({data['val_fraction']:.0%}, seed {data['split_seed']}) "
+            f"Stable Diffusion 1.4), of which {data['n_val']:,} "
+            f"({data['val_fraction']:.0%}, seed {data['split_seed']}) "
             "are held out for validation: thresholds, calibration and every choice between runs are made there, "
             "never on the test split. Recipes, as the reports record them:",
             "",

@@ -113,7 +113,10 @@ def _paper_cnn(weights: str = "none", in_channels: int = 1) -> nn.Module:
 
 
 # The paper's transfer-learning pipeline, shared by its three ImageNet networks.
-_TRANSFER = "ImageNet weights, new 2-class head; RandomResizedCrop 24 + h-flip; test Resize 32 + CenterCrop 24; Adam 1e-3, StepLR(10, 0.1)"
+_TRANSFER = (
+    "ImageNet weights, new 2-class head; RandomResizedCrop 24 + h-flip; "
+    "test Resize 32 + CenterCrop 24; Adam 1e-3, StepLR(10, 0.1)"
+)
 # The GPU profiles' common recipe: one-cycle over 60 epochs where the CPU chains stepped through stages.
 _GPU_RUN = TorchRecipe(epochs=60, batch_size=128, lr=1e-3, schedule="onecycle", step_size=None)
 _FROM_NATIVE32 = {"distill_weight": 0.5, "distill_temperature": 1.0}
@@ -130,7 +133,10 @@ REGISTRY: dict[str, DetectorSpec] = {
             title="HOG + SVM",
             paper=PaperResult(0.8143, 0.8958, "grayscale 32x32, HOG, StandardScaler, RBF SVC"),
             recipe=SvmRecipe(),
-            notes="RBF kernel approximated by Nystroem landmarks (how many: see the recipe) + linear SVM; Platt sigmoid on validation.",
+            notes=(
+                "RBF kernel approximated by Nystroem landmarks (how many: see the recipe) + linear SVM; "
+                "Platt sigmoid on validation."
+            ),
         ),
         DetectorSpec(
             name="cnn",
@@ -247,7 +253,10 @@ REGISTRY: dict[str, DetectorSpec] = {
                 ),
                 Preprocessing(crop=32, crop_scale=(1.0, 1.0), translate=2, upload_augment=0.5),
             ),
-            notes="Not in the paper: designed for 32x32 inputs (no early downsampling) and trained on upload-like changes.",
+            notes=(
+                "Not in the paper: designed for 32x32 inputs (no early downsampling) "
+                "and trained on upload-like changes."
+            ),
         ),
     )
 }

@@ -52,13 +52,15 @@ def _describe_stage(report: dict) -> str:
         )
     if pre is None:  # the SVM
         sigmas = " and ".join(f"{sigma:g}" for sigma in recipe.get("smoothing") or ())
+        upload_share = recipe.get("upload_augment")
         return (
             f"{'colour' if recipe['colour'] else 'grayscale'} HOG, {recipe['orientations']} orientations, "
             f"{' + '.join(f'{c}x{c}' for c in recipe['pixels_per_cell'])} cells, "
             f"{recipe['cells_per_block']}x{recipe['cells_per_block']} blocks"
-            f"{f', of the image and of its copies smoothed at sigma {sigmas}' if sigmas else ''}; RBF via {recipe['n_components']:,} Nystroem "
+            f"{f', of the image and of its copies smoothed at sigma {sigmas}' if sigmas else ''}; "
+            f"RBF via {recipe['n_components']:,} Nystroem "
             f"landmarks + linear SVM (C={recipe['C']}, gamma {recipe['gamma_scale']:g}/n_features)"
-            f"{f'; trained with {100 * p:g}% upload-like changes{_widened(recipe)}' if (p := recipe.get('upload_augment')) else ''}"
+            f"{f'; trained with {100 * upload_share:g}% upload-like changes{_widened(recipe)}' if upload_share else ''}"
             "; sigmoid calibrated on validation"
         )
     seen = recipe["epochs"] * (recipe["images_per_epoch"] or report["data"]["n_train"])
@@ -76,14 +78,16 @@ def _describe_stage(report: dict) -> str:
     uploads = f" + {100 * p:g}% upload-like changes{_widened(pre)}" if (p := pre.get("upload_augment")) else ""
     bf16 = ", bf16 autocast" if recipe.get("precision") == "bf16" else ""
     distilled = (
-        f", distilled from {(report.get('teacher') or {}).get('title', 'a teacher')} (weight {recipe['distill_weight']:g}, T {recipe['distill_temperature']:g})"
+        f", distilled from {(report.get('teacher') or {}).get('title', 'a teacher')} "
+        f"(weight {recipe['distill_weight']:g}, T {recipe['distill_temperature']:g})"
         if recipe.get("distill_weight")
         else ""
     )
     return (
         f"{'grayscale' if pre['grayscale'] else 'RGB'} {pre['crop']}x{pre['crop']}; {crop}{uploads}"
         f"{f' + shift up to {shift} px (reflect pad)' if (shift := pre.get('translate')) else ''}"
-        f"{' + h-flip' if pre['hflip'] else ''}; {OPTIMIZERS[recipe['optimizer']].__name__} {recipe['lr']:g}{decay}{schedule}"
+        f"{' + h-flip' if pre['hflip'] else ''}; "
+        f"{OPTIMIZERS[recipe['optimizer']].__name__} {recipe['lr']:g}{decay}{schedule}"
         f"{smoothing}{distilled}{bf16}, batch {recipe['batch_size']}; {recipe['epochs']} epochs x "
         f"{recipe['images_per_epoch'] or report['data']['n_train']:,} images = {seen:,} images seen"
     )

@@ -87,12 +87,14 @@ def main() -> None:
             )
         )
     print(
-        "\n| width | parameters | images seen | minutes | validation (one view) | mirror-averaged | ROC-AUC | suite mean | suite worst |"
+        "\n| width | parameters | images seen | minutes | validation (one view) | mirror-averaged | ROC-AUC "
+        "| suite mean | suite worst |"
     )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for width, parameters, seen, minutes, single, mirrored, auc, mean, worst in rows:
         print(
-            f"| {width} | {parameters:,} | {seen:,} | {minutes:.1f} | {percent(single)} | {percent(mirrored)} | {auc:.4f} | {percent(mean)} | {percent(worst)} |"
+            f"| {width} | {parameters:,} | {seen:,} | {minutes:.1f} | {percent(single)} | {percent(mirrored)} "
+            f"| {auc:.4f} | {percent(mean)} | {percent(worst)} |"
         )
 
 

@@ -44,13 +44,15 @@ def main() -> None:
         decision = model.decision_function(x_val)
         accuracy = np.mean((decision > 0) == val.labels)
         print(
-            f"| {name} | {accuracy:.4f} | {roc_auc_score(val.labels, decision):.4f} | {time.perf_counter() - started:.0f} s |",
+            f"| {name} | {accuracy:.4f} | {roc_auc_score(val.labels, decision):.4f} "
+            f"| {time.perf_counter() - started:.0f} s |",
             flush=True,
         )
         return decision > 0
 
     print(
-        f"{len(train)} train / {len(val)} validation images, HOG {x_train.shape[1]} features, gamma {gamma:.5f}, C {recipe.C}\n"
+        f"{len(train)} train / {len(val)} validation images, HOG {x_train.shape[1]} features, "
+        f"gamma {gamma:.5f}, C {recipe.C}\n"
     )
     print("| model | val accuracy | val ROC-AUC | fit time |\n| --- | ---: | ---: | ---: |")
     started = time.perf_counter()

@@ -36,7 +36,8 @@ def main() -> None:
     labels = torch.randint(0, 2, (1024,), generator=generator).to(device)
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(
-        f"| network | batch | default layout (images/s) | channels-last (images/s) | ratio |  ({args.precision}, {where})"
+        "| network | batch | default layout (images/s) | channels-last (images/s) | ratio |  "
+        f"({args.precision}, {where})"
     )
     print("| --- | ---: | ---: | ---: | ---: |")
     for spec in REGISTRY.values():

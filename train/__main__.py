@@ -208,7 +208,8 @@ def add_network_options(recipe: argparse._ArgumentGroup) -> None:
         nargs=3,
         action="append",
         metavar=("FAMILY", "LOW", "HIGH"),
-        help="draw this upload-like change's strength from [LOW, HIGH] instead of its default (repeatable; families and "
+        help="draw this upload-like change's strength from [LOW, HIGH] instead of its default "
+        "(repeatable; families and "
         f"defaults: {', '.join(f'{f} {lo:g}-{hi:g}' for f, (lo, hi) in TRAINING_RANGES.items())})",
     )
     recipe.add_argument(
@@ -433,7 +434,8 @@ def run(args: argparse.Namespace) -> int:
     train, val, data_info = training_data(data_dir, args.val_fraction, args.split_seed, args.limit)
     if main_rank:
         print(
-            f"data: {len(train)} train / {len(val)} validation images from {data_dir} ({time.perf_counter() - started:.0f}s)"
+            f"data: {len(train)} train / {len(val)} validation images from {data_dir} "
+            f"({time.perf_counter() - started:.0f}s)"
         )
     for name in args.detectors or list_detectors():
         spec = get_spec(name)

@@ -40,7 +40,8 @@ def fit_committee(
                 )
             elif list(fitted.member_names) != list(spec.members):
                 log.info(
-                    f"{spec.name}: refitting: fitted on {', '.join(fitted.member_names)}, its members are now {', '.join(spec.members)}"
+                    f"{spec.name}: refitting: fitted on {', '.join(fitted.member_names)}, "
+                    f"its members are now {', '.join(spec.members)}"
                 )
             elif already_trained(
                 spec,
@@ -58,7 +59,8 @@ def fit_committee(
         seen = (member.metadata.get("data") or {}).get("val_fingerprint")
         if seen != data_info.val_fingerprint:
             raise CheckpointError(
-                f"{name} held out another validation split ({seen}, not {data_info.val_fingerprint}): the committee cannot be fitted on it"
+                f"{name} held out another validation split ({seen}, not {data_info.val_fingerprint}): "
+                "the committee cannot be fitted on it"
             )
     log.info(f"{spec.name}: scoring {len(val)} validation images with {', '.join(members)}")
     member_fake = {name: member.probabilities(val.images)[:, FAKE] for name, member in members.items()}
@@ -69,7 +71,8 @@ def fit_committee(
     )
     scratch = all(m.metadata.get("weights") == "none" for m in members.values())
     detector.metadata["initialisation"] = (
-        "random (from scratch) members only, ImageNet weights were not used; the regression is fitted on the validation split"
+        "random (from scratch) members only, ImageNet weights were not used; "
+        "the regression is fitted on the validation split"
         if scratch
         else "members' own (see each member); the regression is fitted on the validation split"
     )
@@ -85,6 +88,7 @@ def fit_committee(
     detector.save(out_dir / spec.checkpoint_file)
     weights = ", ".join(f"{n} {w:+.2f}" for n, w in zip(members, detector.weights))
     log.info(
-        f"{spec.name}: weights {weights}; validation accuracy {figures['accuracy']:.4f}, ROC-AUC {figures['roc_auc']:.4f}"
+        f"{spec.name}: weights {weights}; validation accuracy {figures['accuracy']:.4f}, "
+        f"ROC-AUC {figures['roc_auc']:.4f}"
     )
     return detector

@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
         val = split.subset(train_val_indices(split.labels, *held_out_split(detector.metadata))[1])
         if val.fingerprint() != data.get("val_fingerprint"):
             print(
-                f"{detector.name}: skipped: its validation split cannot be rebuilt from this data (fingerprints differ)",
+                f"{detector.name}: skipped: its validation split cannot be rebuilt from this data "
+                "(fingerprints differ)",
                 file=sys.stderr,
             )
             failures += 1
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             detector.metadata["unsure"],
         )
         print(
-            f"{detector.name}: {views}threshold {detector.rule.threshold:.4f}; validation accuracy {percent(validation['accuracy'])}, "
+            f"{detector.name}: {views}threshold {detector.rule.threshold:.4f}; "
+            f"validation accuracy {percent(validation['accuracy'])}, "
             f"ROC-AUC {validation['roc_auc']:.4f}; under the suite: mean {percent(robustness['mean_accuracy'])}, "
             f"worst {percent(robustness['worst']['accuracy'])} ({robustness['worst']['perturbation']}); "
             f"ECE {calibration['validation']['ece_before']:.4f} -> {calibration['validation']['ece_after']:.4f}; "
