@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 from gradio import FileData
 from gradio.utils import get_upload_folder, is_in_or_equal
 
+from cifake_models.fair import launch
 from cifake_models.page.analysis import MAX_BATCH_FILES, MAX_HEATMAPS, analyse_files, predict_file, predict_files
 from cifake_models.page.cards import CARD_CSS, results_html
 from cifake_models.page.figures import (
@@ -227,8 +228,8 @@ demo = build_demo()
 def main() -> None:
     """``cifake-app`` (or ``python app.py``): serve the app."""
     # Files over SERVER_MAX_FILE_SIZE are refused by gradio itself; smaller ones over
-    # MAX_UPLOAD_BYTES reach the app and get a per-file message.
-    demo.launch(max_file_size=SERVER_MAX_FILE_SIZE)
+    # MAX_UPLOAD_BYTES reach the app and get a per-file message. cifake_models.fair limits each client.
+    launch(demo, max_file_size=SERVER_MAX_FILE_SIZE)
 
 
 if __name__ == "__main__":
