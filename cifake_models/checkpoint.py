@@ -99,6 +99,8 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, KeyError, ValueError) as error:
         raise CheckpointError(f"{path} is not a valid checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path} is not a valid checkpoint (its {METADATA_KEY} metadata is not a JSON object)")
     return tensors, metadata
 
 
