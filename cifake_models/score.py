@@ -29,7 +29,7 @@ from .checkpoint import CheckpointError
 from .committee import CommitteeDetector
 from .paths import CHECKPOINT_DIR, checkpoint_dir_or_default
 from .registry import get_spec, list_detectors
-from .results import ImageResult, csv_header, score
+from .results import ImageResult, csv_header, from_spreadsheet, score, spreadsheet_safe
 from .uploads import ALLOWED_FORMATS, Decoded, Failed, decode_bytes, decode_or_fail, decode_upload
 
 HELP = """Score a folder, a glob or a list of image files with every detector (or chosen ones).
@@ -169,7 +169,7 @@ def finished(out: Path, fmt: str, columns: list[str]) -> set[str]:
         except ValueError as error:
             raise SystemExit(f"error: {out} is not CSV as this command writes it ({error}); {refuse}") from None
         rows = [row for row in rows if row]  # a blank line names no file
-        ours, names = bool(rows) and rows[0] == columns, {row[0] for row in rows[1:]}
+        ours, names = bool(rows) and rows[0] == columns, {from_spreadsheet(row[0]) for row in rows[1:]}
         complete = len(text[:end].encode("utf-8"))
     else:
         try:
@@ -219,7 +219,7 @@ def encode(records: list[dict], fmt: str, header: list[str] | None) -> bytes:
         writer = csv.writer(buffer)
         if header:
             writer.writerow(header)
-        writer.writerows([("" if v is None else v) for v in record.values()] for record in records)
+        writer.writerows([("" if v is None else spreadsheet_safe(v)) for v in record.values()] for record in records)
     else:
         buffer.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     return escaped(buffer.getvalue()).encode("utf-8")

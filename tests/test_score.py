@@ -314,3 +314,24 @@ def test_an_out_that_is_a_folder_is_refused_before_loading(tmp_path, capsys):
     with pytest.raises(SystemExit):
         score.main([str(tmp_path / "in.png"), "--out", str(tmp_path)])
     assert "is a folder: name a results file in it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["=HYPERLINK(\"http://x\").jpg", "+1.png", "-2.png", "@SUM(A1).png", "\tx.png", "'=quoted.png"])
+def test_formula_cells_are_neutralised_and_their_names_found_again(tmp_path, name):
+    """OWASP's CSV injection guidance: a cell starting with = + - @ (or tab, CR) gets a leading quote."""
+    out = tmp_path / "scores.csv"
+    out.write_bytes(our_csv(name, "plain.png"))
+    cell = rows(out)[1][0]
+    assert cell == "'" + name and cell[1:] == name
+    assert score.finished(out, "csv", COLUMNS_CNN) == {name, "plain.png"}
+
+
+def test_the_page_download_neutralises_formula_cells_too():
+    from types import SimpleNamespace
+
+    from cifake_models.results import results
+    from cifake_models.uploads import Failed
+
+    answers = results([Failed("=cmd|' /C calc'!A0.png", "not an image")], ({}, {}, {}), {})
+    path = write_csv(SimpleNamespace(names=["cnn"]), answers)
+    assert rows(Path(path))[1][:2] == ["'=cmd|' /C calc'!A0.png", "not an image"]
