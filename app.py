@@ -9,6 +9,7 @@ makes everything shown. Checkpoints and reports are read once at start-up from
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -222,11 +223,19 @@ def build_demo(state: AppState | None = None) -> gr.Blocks:
     return demo
 
 
-demo = build_demo()
+def __getattr__(name: str):
+    """``app.demo``, the page on the detectors of ``$CIFAKE_CHECKPOINTS`` or assets/, built at its
+    first use (``python app.py``, ``gradio app.py``), so that a script may import ``build_demo``
+    and serve the page on another bank."""
+    if name == "demo":
+        globals()["demo"] = built = build_demo()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     """``cifake-app`` (or ``python app.py``): serve the app."""
+    demo = sys.modules[__name__].demo
     # Files over SERVER_MAX_FILE_SIZE are refused by gradio itself; smaller ones over
     # MAX_UPLOAD_BYTES reach the app and get a per-file message. cifake_models.fair limits each client.
     launch(demo, max_file_size=SERVER_MAX_FILE_SIZE)

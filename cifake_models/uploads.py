@@ -34,8 +34,8 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 # Decoding memory that may be in use at once, across all requests: a decode waits its turn for it.
 # An image is budgeted at DECODE_BYTES_PER_PIXEL bytes a pixel (16-bit RGBA as decoded, then its
-# 8-bit RGB copy); one larger than the whole budget runs alone.
-DECODE_BUDGET_BYTES = 1 << 30
+# 8-bit RGB copy), so one image of MAX_PIXELS decodes at a time; one larger than the budget runs alone.
+DECODE_BUDGET_BYTES = 512 * 2**20
 DECODE_BYTES_PER_PIXEL = 12
 # What one request may spend decoding (its thread's CPU time); the files after are not processed.
 # A single file cannot exceed it by much: its pixels are bounded, and no frame past the first is read.

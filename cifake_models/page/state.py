@@ -63,9 +63,11 @@ def resolve_dirs(checkpoint_dir: str | Path | None = None, report_dir: str | Pat
     return checkpoint_dir_or_default(checkpoint_dir), report_dir_or_default(report_dir)
 
 
-def load_state(checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None) -> AppState:
+def load_state(checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None, together: bool = True) -> AppState:
+    """Every detector and report; ``together``: the detectors of a pass run side by side
+    (:func:`~cifake_models.serving.side_by_side`), else one after another."""
     checkpoint_dir, report_dir = resolve_dirs(checkpoint_dir, report_dir)
-    state = AppState(checkpoint_dir, report_dir, serving=side_by_side())
+    state = AppState(checkpoint_dir, report_dir, serving=side_by_side(together))
     start = time.perf_counter()
     for name in cm.list_detectors():
         try:
