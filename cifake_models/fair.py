@@ -124,7 +124,7 @@ class FairShare:
                                "upload request (all its files together)")
         key = client_of(scope) or "unknown"
         with self.lock:
-            bucket = self.uploads.setdefault(key, Bucket(self.limits.upload_bytes_per_second, limit))
+            bucket = bucket_of(self.uploads, key, self.limits.upload_bytes_per_second, limit)
             wait = bucket.take(int(length))
         if wait:
             raise Refused(429, f"too many uploads from your address (at most {self.limits.upload_bytes_per_second / 2**20:.0f} MB "
@@ -153,7 +153,7 @@ class FairShare:
                 if waiting >= size:
                     raise Refused(503, f"the queue of /{fn.api_name} is full ({waiting} waiting, the most it holds): "
                                        "try again in 2 s", 2)
-            bucket = self.events.setdefault(key, Bucket(self.limits.per_second, self.limits.burst))
+            bucket = bucket_of(self.events, key, self.limits.per_second, self.limits.burst)
             wait = bucket.take(1)
             if wait:
                 raise Refused(429, f"too many requests from your address (at most {self.limits.per_second:g} a second): "
@@ -176,6 +176,17 @@ class FairShare:
         queue = getattr(self.blocks, "_queue", None)
         events = queue.event_queue_per_concurrency_id.get(fn.concurrency_id) if queue else None
         return sum(1 for event in list(events.queue) if event.fn is fn) if events else 0
+
+
+MAX_CLIENTS = 10_000  # buckets kept; beyond it, those of clients idle long enough to be full again go
+
+
+def bucket_of(buckets: dict[str, Bucket], key: str, rate: float, size: float) -> Bucket:
+    if key not in buckets and len(buckets) >= MAX_CLIENTS:
+        now = time.monotonic()
+        for idle in [k for k, b in buckets.items() if b.tokens + (now - b.at) * b.rate >= b.size]:
+            del buckets[idle]
+    return buckets.setdefault(key, Bucket(rate, size))
 
 
 def event_client(event) -> str | None:

@@ -112,3 +112,13 @@ def test_a_bucket_refills_at_its_rate_and_says_how_long_to_wait(monkeypatch):
     assert bucket.take(1) == pytest.approx(0.5)
     now[0] = 0.5
     assert bucket.take(1) == 0.0
+
+
+def test_idle_clients_buckets_are_dropped_when_there_are_too_many(monkeypatch):
+    monkeypatch.setattr(fair, "MAX_CLIENTS", 3)
+    buckets = {}
+    for key in "abc":
+        fair.bucket_of(buckets, key, 0.001, 2).take(1)
+    buckets["c"].tokens = 2  # full again: idle
+    fair.bucket_of(buckets, "d", 0.001, 2)
+    assert sorted(buckets) == ["a", "b", "d"]
