@@ -50,8 +50,8 @@ The work is split by batches, not by operators: ``--workers`` processes (default
 each load the detectors once and decode and score whole batches on their share of the cores, and
 this process writes their rows in file order. At 32x32 the networks' operators are too small to
 keep several threads busy (each thread waits for the others at every operator), so one thread
-per batch scores more images per second than two threads on one batch; ``python
-scripts/benchmark_app.py --parts 4`` measures both, against the detectors in-process.
+per batch scores more images per second than two threads on one batch; ``python -m
+scripts.benchmarks.folder`` measures both, against the detectors in-process.
 
 ``file`` is the path relative to the folder given (for a folder), or the path as given (for a
 glob, a file or a list), so it names each file once and the app's CSV, which names an upload by
