@@ -16,6 +16,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,12 @@ warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 # 8-bit RGB copy), so one image of MAX_PIXELS decodes at a time; one larger than the budget runs alone.
 DECODE_BUDGET_BYTES = 512 * 2**20
 DECODE_BYTES_PER_PIXEL = 12
+# Images over LARGE_PIXELS are decoded one at a time on one thread of their own: the memory a decode
+# frees stays with the thread that used it (the C allocator's arena), and is then used again there,
+# rather than held by each of the server's request threads.
+LARGE_PIXELS = 4_000_000
+LARGE_DECODER = ThreadPoolExecutor(1, "cifake-large-decode")
+_ELSEWHERE = threading.local()  # CPU seconds of this thread's decodes run on LARGE_DECODER
 # What one request may spend decoding (its thread's CPU time); the files after are not processed.
 # A single file cannot exceed it by much: its pixels are bounded, and no frame past the first is read.
 REQUEST_DECODE_SECONDS = 20.0
@@ -174,7 +181,11 @@ def decode_bytes(data: bytes, name: str = "image") -> Decoded:
         _check_pixels(width, height)
         fmt, mode = image.format or "", image.mode
         with DECODES.hold(_decode_bytes(image)):
-            array, notes = _convert(image, fmt, mode)
+            if width * height > LARGE_PIXELS:  # on the one thread that decodes large images
+                (array, notes), seconds = LARGE_DECODER.submit(_timed, _convert, image, fmt, mode).result()
+                _ELSEWHERE.seconds = _elsewhere() + seconds
+            else:
+                array, notes = _convert(image, fmt, mode)
     if array.shape != (32, 32, 3) or array.dtype != np.uint8:
         raise UploadError(f"conversion gave an unexpected array {array.shape} {array.dtype}")
     return Decoded(name=name, array=array, notes=notes, format=fmt, size=(width, height), mode=mode)
@@ -197,6 +208,16 @@ def _convert(image: Image.Image, fmt: str, mode: str) -> tuple[np.ndarray, list[
         raise
     except Exception as error:
         raise UploadError(f"cannot convert this {fmt} image (mode {mode}) to RGB ({type(error).__name__}: {error})") from None
+
+
+def _timed(fn, *args):
+    """``fn(*args)`` and the CPU seconds it took on this thread."""
+    start = time.thread_time()
+    return fn(*args), time.thread_time() - start
+
+
+def _elsewhere() -> float:
+    return getattr(_ELSEWHERE, "seconds", 0.0)
 
 
 def _decode_bytes(image: Image.Image) -> int:
@@ -264,16 +285,17 @@ def decode_many(paths: Iterable[str | os.PathLike | None], names: Iterable[str] 
     """Decode each file on its own, named ``names`` (default: the files' base names); a file
     that fails, or a ``None`` where a file should be, becomes :class:`Failed` in its place. Files
     with the same bytes are decoded once; once this thread has spent ``seconds`` of CPU time
-    decoding, the files after are not processed (:data:`REQUEST_DECODE_SECONDS`)."""
+    decoding (here, or for it on :data:`LARGE_DECODER`), the files after are not processed
+    (:data:`REQUEST_DECODE_SECONDS`)."""
     paths = list(paths)
     names = list(names) if names is not None else [os.path.basename(os.fspath(path)) if path is not None else "" for path in paths]
     seen: dict[bytes, Decoded | Failed] = {}
-    start = time.thread_time()
+    start = time.thread_time() + _elsewhere()
     out: list[Decoded | Failed] = []
     for path, name in zip(paths, names, strict=True):
         if path is None:
             out.append(Failed(name, "no file was sent"))
-        elif time.thread_time() - start > seconds:
+        elif time.thread_time() + _elsewhere() - start > seconds:
             out.append(Failed(name, f"not processed: this request used its {seconds:.0f} s of decoding time; "
                                     "send the rest in another request"))
         else:

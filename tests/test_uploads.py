@@ -243,3 +243,18 @@ def test_a_request_stops_decoding_when_its_time_is_spent(tmp_path, monkeypatch):
     assert isinstance(results[0], Decoded)
     assert all(isinstance(r, Failed) for r in results[1:])
     assert f"used its {uploads.REQUEST_DECODE_SECONDS:.0f} s of decoding time" in results[1].error
+
+
+def test_large_images_decode_on_their_own_thread_and_count_against_the_request(tmp_path, monkeypatch):
+    monkeypatch.setattr(uploads, "LARGE_PIXELS", 64 * 64 - 1)
+    threads = []
+    real = uploads._convert
+    monkeypatch.setattr(uploads, "_convert", lambda *args: threads.append(threading.current_thread().name) or real(*args))
+    paths = [tmp_path / "small.png", tmp_path / "large.png"]
+    paths[0].write_bytes(encode(noise(32, 32), "PNG"))
+    paths[1].write_bytes(encode(noise(64, 64), "PNG"))
+    before = uploads._elsewhere()
+    results = decode_many(paths)
+    assert isinstance(results[0], Decoded) and threads[0] == threading.current_thread().name
+    assert isinstance(results[1], Decoded) and threads[1].startswith("cifake-large-decode")
+    assert uploads._elsewhere() > before  # its CPU time counts against this thread's requests

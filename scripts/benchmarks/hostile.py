@@ -27,8 +27,7 @@ from cifake_models.uploads import decode_many
 
 from .common import (
     MemorySampler, client, common_arguments, free_port, jpeg_files, ordinary_users, print_table, serve_command, setup,
-    start_server,
-    stop,
+    start_server, stop, tree_rss,
 )
 
 WIDTH, HEIGHT = 8000, 5000  # uploads.MAX_PIXELS, the most an upload may have
