@@ -9,6 +9,7 @@ makes everything shown. Checkpoints and reports are read once at start-up from
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import gradio as gr
@@ -17,6 +18,7 @@ import plotly.graph_objects as go
 from gradio import FileData
 from gradio.utils import get_upload_folder, is_in_or_equal
 
+from cifake_models.fair import launch
 from cifake_models.feedback import flag_image
 from cifake_models.labels import CLASSES
 from cifake_models.page.analysis import MAX_BATCH_FILES, MAX_HEATMAPS, analyse_files, predict_file, predict_files
@@ -268,15 +270,23 @@ def build_demo(state: AppState | None = None) -> gr.Blocks:
     return demo
 
 
-demo = build_demo()
+def __getattr__(name: str):
+    """``app.demo``, the page on the detectors of ``$CIFAKE_CHECKPOINTS`` or assets/, built at its
+    first use (``python app.py``, ``gradio app.py``), so that a script may import ``build_demo``
+    and serve the page on another bank."""
+    if name == "demo":
+        globals()["demo"] = built = build_demo()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
     """``cifake-app`` (or ``python app.py``): serve the app."""
+    demo = sys.modules[__name__].demo
     # Files over SERVER_MAX_FILE_SIZE are refused by gradio itself; smaller ones over
-    # MAX_UPLOAD_BYTES reach the app and get a per-file message.
+    # MAX_UPLOAD_BYTES reach the app and get a per-file message. cifake_models.fair limits each client.
     # mcp_server: /predict and /predict_batch are MCP tools too (gradio[mcp]; docs/deploy.md, "MCP").
-    demo.launch(max_file_size=SERVER_MAX_FILE_SIZE, mcp_server=True)
+    launch(demo, max_file_size=SERVER_MAX_FILE_SIZE, mcp_server=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib.metadata
 import json
@@ -24,20 +25,55 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or not what it claims to be."""
 
 
+TEMPORARY_SUFFIX = ".partial"
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then move the file into place, so a crash never leaves half a file."""
+    """Call ``write(tmp_path)``, make it durable, then move it into place: a crash or kill leaves
+    the old file or the new one, never half a file. Temporary files that killed writers left
+    beside ``path`` are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    remove_orphans(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TEMPORARY_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes files private; checkpoints are meant to be shared
+        fsync(tmp)
         os.replace(tmp, path)
+        fsync(path.parent)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def fsync(path: str | Path) -> None:
+    """Flush a file's (or a folder's entries') data to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_orphans(path: Path) -> None:
+    """Remove the temporary files of :func:`atomic_write` for ``path`` whose writing process is gone."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{TEMPORARY_SUFFIX}"):
+        pid = tmp.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_json(path: str | Path, data) -> Path:
@@ -63,6 +99,8 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, KeyError, ValueError) as error:
         raise CheckpointError(f"{path} is not a valid checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path} is not a valid checkpoint (its {METADATA_KEY} metadata is not a JSON object)")
     return tensors, metadata
 
 

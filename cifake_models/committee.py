@@ -110,10 +110,21 @@ class CommitteeDetector(Detector):
         for member in names:
             try:
                 detector = load_member(member)
-                file = Path(path).parent / fitted_on[member]["file"]
+                file = member_file(Path(path).parent, fitted_on[member]["file"])
                 if file_sha256(file) != fitted_on[member]["sha256"]:
                     raise CheckpointError(f"{file.name} changed since the committee was fitted (refit it: python -m train committee)")
                 members[member] = detector
             except Exception as error:  # any unloadable or changed member is left out; the others serve
                 unavailable[member] = f"{type(error).__name__}: {error}"
         return cls(name, members, names, masks, coefficients, metadata, unavailable, rule)
+
+
+def member_file(folder: Path, name) -> Path:
+    """The member checkpoint ``name`` the committee records, which must be a plain file name of a
+    regular file in the committee's own ``folder`` (not a path: ``../..``, ``/dev/zero``)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\0" in name or "\\" in name:
+        raise CheckpointError(f"the committee names its member's file {name!r}, which is not a plain file name")
+    file = folder / name
+    if not file.is_file():
+        raise CheckpointError(f"{name} is not a file in the checkpoint folder")
+    return file

@@ -139,8 +139,8 @@ class TorchDetector(Detector):
             out.append(torch.softmax(logits.float(), dim=1).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
 
-    def prepare_for_serving(self, threads: int | None = None, spinning: bool | None = None) -> "TorchDetector":
-        """``spinning``: ONNX Runtime's busy-waiting threads (default ``onnx_runtime.SPINNING``)."""
+    def prepare_for_serving(self, threads: int | None = None, spinning: bool = False) -> "TorchDetector":
+        """``spinning``: ONNX Runtime's threads busy-wait between operators (see ``OnnxNetwork``)."""
         from .onnx_runtime import OnnxNetwork
 
         self.network = OnnxNetwork(self.module.cpu(), self.preprocessing.channels, self.preprocessing.crop, threads, spinning)

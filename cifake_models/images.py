@@ -23,15 +23,18 @@ EXIF_ORIENTATION = 0x0112
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 HIGH_BIT_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # one-channel modes beyond 8 bits
 WITH_ALPHA = ("RGBA", "LA", "PA", "RGBa", "La")
+BAND_PIXELS = 1 << 20  # pixels of a deep (16/32-bit, float) image converted to 8 bits at a time
 
 
 def to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
     """Orient and convert ``image`` to 8-bit RGB; returns it and the conversions made, each
     named from the image's own mode."""
     notes = []
+    # is_animated looks one frame ahead at most; n_frames would walk every page or frame (and an
+    # APNG's count is only what its header claims), so no count is given.
     if getattr(image, "is_animated", False):
         image.seek(0)
-        notes.append(f"animated ({image.n_frames} frames): used the first frame")
+        notes.append("animated or multi-page: used the first frame")
     orientation = image.getexif().get(EXIF_ORIENTATION, 1)
     if orientation != 1:
         upright = ImageOps.exif_transpose(image)
@@ -71,22 +74,49 @@ def _is_sixteen_bits(image: Image.Image) -> bool:
 
 def _eight_bits(image: Image.Image, sixteen_bits: bool) -> Image.Image:
     """A 16/32-bit integer or floating-point grayscale image in 8 bits, scaled rather than
-    clipped at 255 (L; LA where the file marks a value transparent)."""
-    pixels = np.nan_to_num(np.asarray(image, dtype=np.float64))
+    clipped at 255 (L; LA where the file marks a value transparent). Converted a band of
+    :data:`BAND_PIXELS` at a time in float32, so the extra memory does not grow with the image."""
     if sixteen_bits:
         # Unsigned 16 bits: the bit depth sets the range, as for 8-bit images, so 65535 is
         # white and an 8-bit v saved as 16-bit (v * 257) comes back as v.
-        scaled = pixels / 257
+        low, scale = 0.0, 1 / 257
     else:
         # Signed 32-bit integers and floats have no range that a bit depth defines: their own
         # range is scaled to 0-255. Integers keep 0 as black; floats, and integers below 0,
         # start at their minimum.
-        low = pixels.min() if image.mode == "F" else min(pixels.min(), 0.0)
-        scaled = (pixels - low) / ((pixels.max() - low) or 1.0) * 255.0
-    gray = Image.fromarray(scaled.round().astype(np.uint8), mode="L")
-    if "transparency" in image.info:  # compared at full depth, before scaling merges values
-        gray.putalpha(Image.fromarray(np.where(pixels == image.info["transparency"], 0, 255).astype(np.uint8), mode="L"))
-    return gray
+        lowest, highest = _extrema(image)
+        low = lowest if image.mode == "F" else min(lowest, 0.0)
+        scale = 255.0 / ((highest - low) or 1.0)
+    transparent = image.info.get("transparency")
+    gray = np.empty((image.height, image.width), np.uint8)
+    alpha = np.empty_like(gray) if transparent is not None else None
+    for top, band in _bands(image):
+        if alpha is not None:  # compared at full depth, before scaling merges values
+            alpha[top : top + len(band)] = np.where(band == transparent, 0, 255)
+        band = np.nan_to_num(band.astype(np.float32, copy=False), copy=False)
+        band -= low
+        band *= scale
+        gray[top : top + len(band)] = np.rint(band)
+    out = Image.fromarray(gray, mode="L")
+    if alpha is not None:
+        out.putalpha(Image.fromarray(alpha, mode="L"))
+    return out
+
+
+def _bands(image: Image.Image):
+    """``(top row, pixels)`` for horizontal bands of about :data:`BAND_PIXELS` pixels."""
+    rows = max(1, BAND_PIXELS // max(1, image.width))
+    for top in range(0, image.height, rows):
+        yield top, np.asarray(image.crop((0, top, image.width, min(image.height, top + rows))))
+
+
+def _extrema(image: Image.Image) -> tuple[float, float]:
+    """The lowest and highest finite pixel values (0 for NaN, as the conversion reads it), band by band."""
+    lowest, highest = np.inf, -np.inf
+    for _, band in _bands(image):
+        band = np.nan_to_num(band.astype(np.float32, copy=False), copy=False)
+        lowest, highest = min(lowest, float(band.min())), max(highest, float(band.max()))
+    return lowest, highest
 
 
 def to_cifake_array(image: Image.Image) -> tuple[np.ndarray, list[str]]:

@@ -18,17 +18,13 @@ from torch import nn
 # in another order, with room for other CPUs' kernels (scripts/onnx_agreement.py measures it).
 RAW_TOLERANCE = 1e-5
 
-# Whether served networks' threads busy-wait between operators (ONNX Runtime's default). Off:
-# with other requests' threads, the page's or the decoding workers on the same cores, busy-waiting
-# threads take the cores those need; scripts/benchmark_app.py runs both settings side by side,
-# alone and under many users.
-SPINNING = False
-
-
 class OnnxNetwork:
     """A module's forward pass on float NCHW batches of any size, run by ONNX Runtime."""
 
-    def __init__(self, module: nn.Module, channels: int, size: int, threads: int | None = None, spinning: bool | None = None):
+    def __init__(self, module: nn.Module, channels: int, size: int, threads: int | None = None, spinning: bool = False):
+        """``spinning``: whether its threads busy-wait between operators (ONNX Runtime's default). Off: with other
+        requests' threads, the page's or the decoding workers on the same cores, busy-waiting threads take the
+        cores those need."""
         import onnxruntime
 
         buffer = io.BytesIO()
@@ -44,7 +40,7 @@ class OnnxNetwork:
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         # Spinning saves a wake-up per operator, at the price of a core busy-waiting between them.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if (SPINNING if spinning is None else spinning) else "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         self.session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -102,6 +102,21 @@ def _is_committee(name: str) -> bool:
     return name in REGISTRY and REGISTRY[name].is_committee
 
 
+# A CSV cell a spreadsheet would read as a formula starts with one of these (OWASP, "CSV Injection");
+# "'" too, so that the quote that neutralises the others can be told from a name's own.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def spreadsheet_safe(cell):
+    """A text cell as a CSV for spreadsheets holds it: one that starts like a formula gets a
+    leading ``'``, as OWASP advises; :func:`from_spreadsheet` reads it back."""
+    return f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell
+
+
+def from_spreadsheet(cell: str) -> str:
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS) else cell
+
+
 def csv_header(names: Sequence[str]) -> list[str]:
     header = list(COLUMNS)
     for name in names:

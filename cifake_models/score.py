@@ -10,6 +10,7 @@ import glob
 import io
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -28,7 +29,7 @@ from .checkpoint import CheckpointError
 from .committee import CommitteeDetector
 from .paths import CHECKPOINT_DIR, checkpoint_dir_or_default
 from .registry import get_spec, list_detectors
-from .results import ImageResult, csv_header, score
+from .results import ImageResult, csv_header, from_spreadsheet, score, spreadsheet_safe
 from .uploads import ALLOWED_FORMATS, Decoded, Failed, decode_bytes, decode_or_fail, decode_upload
 
 HELP = """Score a folder, a glob or a list of image files with every detector (or chosen ones).
@@ -49,8 +50,8 @@ The work is split by batches, not by operators: ``--workers`` processes (default
 each load the detectors once and decode and score whole batches on their share of the cores, and
 this process writes their rows in file order. At 32x32 the networks' operators are too small to
 keep several threads busy (each thread waits for the others at every operator), so one thread
-per batch scores more images per second than two threads on one batch; ``python
-scripts/benchmark_app.py --parts 4`` measures both, against the detectors in-process.
+per batch scores more images per second than two threads on one batch; ``python -m
+scripts.benchmarks.folder`` measures both, against the detectors in-process.
 
 ``file`` is the path relative to the folder given (for a folder), or the path as given (for a
 glob, a file or a list), so it names each file once and the app's CSV, which names an upload by
@@ -84,6 +85,8 @@ class BatchScorer:
                 self.detectors[name] = get_spec(name).load(checkpoint_dir, loaded=self.detectors).prepare_for_serving()
             except CheckpointError as error:
                 failed[name] = str(error)
+            except Exception as error:  # e.g. metadata of another shape: this detector is unavailable, the others score
+                failed[name] = f"could not load {get_spec(name).checkpoint_file}: {type(error).__name__}: {error}"
         self.unavailable = {name: why for name, why in failed.items() if name in self.names}
         # Committees serving on fewer members (``{committee: {member: why}}``), each member with
         # its own reason where it failed to load here (the committee only knows it was absent).
@@ -161,8 +164,13 @@ def finished(out: Path, fmt: str, columns: list[str]) -> set[str]:
     if not text:
         raise SystemExit(f"error: {out} holds no complete line, so its columns cannot be checked; {refuse}")
     if fmt == "csv":
-        rows = [row for row in csv.reader(io.StringIO(text)) if row]  # a blank line names no file
-        ours, names = bool(rows) and rows[0] == columns, {row[0] for row in rows[1:]}
+        try:
+            rows, end = complete_records(text)
+        except ValueError as error:
+            raise SystemExit(f"error: {out} is not CSV as this command writes it ({error}); {refuse}") from None
+        rows = [row for row in rows if row]  # a blank line names no file
+        ours, names = bool(rows) and rows[0] == columns, {from_spreadsheet(row[0]) for row in rows[1:]}
+        complete = len(text[:end].encode("utf-8"))
     else:
         try:
             records = [json.loads(line) for line in text.split("\n") if line.strip()]
@@ -178,13 +186,40 @@ def finished(out: Path, fmt: str, columns: list[str]) -> set[str]:
     return names
 
 
+def complete_records(text: str) -> tuple[list[list[str]], int]:
+    """The CSV records of ``text`` up to the last one a kill may have cut (even inside a quoted
+    name holding a newline), and how many characters the complete ones take."""
+    pieces = re.split(r"(?<=\n)", text)
+    read = 0  # pieces the reader has taken
+
+    def feed() -> Iterator[str]:
+        nonlocal read
+        for piece in pieces:
+            read += 1
+            yield piece
+
+    rows, taken, end = [], 0, 0
+    reader = csv.reader(feed(), strict=True)  # strict: a quoted field open at the end is an error, not a record
+    try:
+        for row in reader:
+            if not pieces[read - 1].endswith("\n"):
+                break
+            end += sum(len(piece) for piece in pieces[taken:read])
+            taken = read
+            rows.append(row)
+    except csv.Error as error:
+        if read < len(pieces):  # not at the end, so not a kill's cut: not this command's CSV
+            raise ValueError(f"line {reader.line_num}: {error}") from None
+    return rows, end
+
+
 def encode(records: list[dict], fmt: str, header: list[str] | None) -> bytes:
     buffer = io.StringIO()
     if fmt == "csv":
         writer = csv.writer(buffer)
         if header:
             writer.writerow(header)
-        writer.writerows([("" if v is None else v) for v in record.values()] for record in records)
+        writer.writerows([("" if v is None else spreadsheet_safe(v)) for v in record.values()] for record in records)
     else:
         buffer.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     return escaped(buffer.getvalue()).encode("utf-8")
@@ -274,6 +309,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.inputs and not args.list:
         parser.error("give folders, files or globs, or --list FILE")
+    if args.out.is_dir():
+        parser.error(f"--out {args.out} is a folder: name a results file in it (.csv or .jsonl)")
     args.format = args.format or FORMATS.get(args.out.suffix.lower())
     if args.format is None:
         parser.error(f"cannot tell the format from {args.out.name}: name it .csv or .jsonl, or pass --format")

@@ -21,11 +21,6 @@ from threadpoolctl import threadpool_limits
 from .detector import Detector
 from .inference import Answers, predict_all
 
-# Whether the detectors run side by side, one thread each (True), or one after another on all
-# of torch's threads each (False, the way before; the benchmark serves both).
-SIDE_BY_SIDE = True
-
-
 @dataclass(frozen=True)
 class Serving:
     """How a serving process runs its detectors."""
@@ -36,13 +31,13 @@ class Serving:
 
 
 @functools.cache
-def side_by_side() -> Serving:
-    """Set this process up to serve: with :data:`SIDE_BY_SIDE`, every detector computes on one
-    thread (pass ``threads`` to ``prepare_for_serving``; this sets the process's BLAS threads,
-    the SVM's, and torch's, the heatmaps', to one), and as many run at once as torch had
-    threads. The thread counts are the process's, so the first call decides and later calls
-    (every ``load_state``) share its executor."""
-    if not SIDE_BY_SIDE:
+def side_by_side(enabled: bool = True) -> Serving:
+    """Set this process up to serve: ``enabled``, every detector computes on one thread (pass
+    ``threads`` to ``prepare_for_serving``; this sets the process's BLAS threads, the SVM's, and
+    torch's, the heatmaps', to one), and as many run at once as torch had threads; else one after
+    another, each on all of torch's threads. The thread counts are the process's, so the first
+    call decides and later calls (every ``load_state``) share its executor."""
+    if not enabled:
         return Serving(None, None)
     workers = torch.get_num_threads()
     threadpool_limits(1, user_api="blas")

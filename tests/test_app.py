@@ -137,6 +137,15 @@ def test_missing_and_corrupt_checkpoints_make_detectors_unavailable(app_module, 
     app_module.build_demo(partial)  # the page still builds without reports or two checkpoints
 
 
+def test_reasons_a_client_reads_name_files_relative_to_their_folders(tmp_path):
+    """The old messages gave the server's absolute paths, in the Detectors table, the Compare tab
+    and /predict_batch's errors."""
+    bank = load_state(tmp_path / "checkpoints", tmp_path / "reports")
+    reasons = [*bank.unavailable.values(), *bank.report_errors.values()]
+    assert reasons and not any(str(tmp_path) in reason for reason in reasons), reasons
+    assert f"checkpoint {get_spec('cnn').checkpoint_file} does not exist" in bank.unavailable["cnn"]
+
+
 def test_a_report_of_an_earlier_checkpoint_is_flagged_as_such(tiny_assets, tmp_path):
     # As after `train.revalidate` or `train.choose --ship` without a new evaluation: the
     # checkpoint's threshold moved, the report's figures did not.

@@ -1,11 +1,20 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import torch
 from sklearn.preprocessing import StandardScaler
 
-from cifake_models.checkpoint import read_safetensors, save_safetensors
+from cifake_models.checkpoint import atomic_write, read_safetensors, save_safetensors
 from cifake_models.detector import SklearnDetector
 from cifake_models.labels import CLASSES
 from cifake_models.registry import get_spec
 from train.choose import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write(folder, clean: float, suite_mean: float, worst_gap: float = 0.05, split: str = "split-0") -> None:
@@ -86,3 +95,52 @@ def test_a_shipped_checkpoint_without_robustness_figures_is_a_clear_error(tmp_pa
     assert main(["resnet50", str(tmp_path / "too_far"), "--checkpoints", str(folder), "--ship"]) == 2
     err = capsys.readouterr().err
     assert "records no 'robustness'" in err and "python -m train.revalidate resnet50" in err
+
+
+KILLED_MID_COPY = """
+import shutil, sys, time
+from pathlib import Path
+
+def half_then_hang(src, dst, *args, **kwargs):  # a copy that a kill interrupts half-way
+    data = Path(src).read_bytes()
+    with open(dst, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+    Path(sys.argv[1]).touch()
+    time.sleep(60)
+
+shutil.copyfile = half_then_hang
+from train.choose import main
+main(sys.argv[2:])
+"""
+
+
+def test_a_kill_in_mid_ship_leaves_the_shipped_checkpoint_whole(tmp_path):
+    write(tmp_path / "shipped", 0.958, 0.80)
+    write(tmp_path / "better", 0.951, 0.92)
+    halfway = tmp_path / "halfway"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-c", KILLED_MID_COPY, str(halfway), "resnet50", str(tmp_path / "better"),
+                                "--checkpoints", str(tmp_path / "shipped"), "--ship"], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not halfway.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert halfway.exists(), "the ship never started"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert shipped_clean(tmp_path / "shipped") == 0.958  # the old file, whole
+    left = list((tmp_path / "shipped").glob(".*"))
+    assert len(left) == 1  # the killed writer's temporary file...
+    assert main(["resnet50", str(tmp_path / "better"), "--checkpoints", str(tmp_path / "shipped"), "--ship"]) == 0
+    assert shipped_clean(tmp_path / "shipped") == 0.951
+    assert list((tmp_path / "shipped").glob(".*")) == []  # ...is removed by the next write
+
+
+def test_atomic_write_syncs_the_file_and_its_folder(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
+    atomic_write(tmp_path / "a.bin", lambda tmp: Path(tmp).write_bytes(b"x"))
+    assert len(synced) == 2 and Path(synced[0]).parent == tmp_path and synced[0] != str(tmp_path / "a.bin")
+    assert synced[1] == str(tmp_path)

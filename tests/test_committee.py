@@ -129,3 +129,23 @@ def test_resume_keeps_a_committee_fitted_on_these_members_and_refits_a_stale_one
     committee_file.write_bytes(b"not a checkpoint")
     train_tiny("committee", tiny_data / "packed", tmp_path, resume=True)
     assert "committee: refitting" in caplog.text and not load_detector("committee", tmp_path).unavailable
+
+
+@pytest.mark.parametrize("recorded", ["../outside.safetensors", "/dev/zero", "sub/a.safetensors", ""],
+                         ids=["parent", "device", "subfolder", "empty"])
+def test_a_member_file_must_be_a_plain_name_in_the_checkpoint_folder(recorded, tmp_path):
+    """The old loader joined the recorded name to the folder unchecked: ../ read files outside it,
+    and /dev/zero hashed for ever at start-up."""
+    folder = tmp_path / "checkpoints"
+    (folder / "sub").mkdir(parents=True)
+    for path in (folder / "a.safetensors", folder / "sub" / "a.safetensors", tmp_path / "outside.safetensors", folder / "b.skops"):
+        path.write_bytes(b"weights")
+    files = {"a": recorded, "b": "b.skops"}
+    fitted_on = {m: {"file": f, "sha256": file_sha256(folder / f) if f and not f.startswith("/") else ""} for m, f in files.items()}
+    metadata = {"detector": "committee", "classes": list(Detector.classes_), "member_checkpoints": fitted_on}
+    masks, coefficients = [[True, False], [False, True], [True, True]], np.zeros((3, 3))
+    CommitteeDetector("committee", {"a": Detector("a"), "b": Detector("b")}, ["a", "b"], masks, coefficients, metadata).save(
+        folder / "committee.safetensors")
+    committee = CommitteeDetector.load(folder / "committee.safetensors", "committee", Detector, validated=False)
+    assert list(committee.members) == ["b"]
+    assert "not a plain file name" in committee.unavailable["a"]

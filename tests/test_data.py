@@ -23,7 +23,7 @@ def test_kaggle_folders_and_packed_files_load_to_the_same_arrays(tiny_data, spli
 
 
 def test_both_layouts_give_the_same_original_files(tiny_data):
-    """The JPEG files as the dataset stores them (scripts/benchmark_app.py sends them to the app)."""
+    """The JPEG files as the dataset stores them (scripts/benchmarks send them to the app)."""
     kaggle = {name: (label, data) for name, label, data in stored_files(tiny_data / "kaggle", "test")}
     packed = {name: (label, data) for name, label, data in stored_files(tiny_data / "packed", "test")}
     assert kaggle == packed and len(kaggle) == 16

@@ -285,3 +285,53 @@ def test_a_vote_of_no_detector_is_left_empty():
     available" beside the committee's verdict."""
     result = ImageResult("a.png", predictions={"committee": Prediction(0.1, 0.9, "FAKE")}, array=np.zeros((32, 32, 3), np.uint8))
     assert result.row(["committee"]) == ["a.png", "", "", "", "", 0.1, 0.9, "FAKE"]
+
+
+def test_a_kill_just_after_a_newline_inside_a_quoted_name_is_cut_by_parsing(tmp_path):
+    """The old finished() kept everything up to the last newline: here the start of a record whose
+    quoted name holds a newline, which became a bogus row and a file never scored."""
+    out = tmp_path / "scores.csv"
+    whole = our_csv("a.png", "b.png")
+    out.write_bytes(whole + b'"new\n')  # the kill landed right after the newline in "new\nline.png"
+    assert score.finished(out, "csv", COLUMNS_CNN) == {"a.png", "b.png"}
+    assert out.read_bytes() == whole
+    out.write_bytes(our_csv("a.png", "new\nline.png"))  # whole, such a name is found again
+    assert score.finished(out, "csv", COLUMNS_CNN) == {"a.png", "new\nline.png"}
+
+
+def test_metadata_that_is_not_an_object_makes_that_detector_unavailable_not_the_run(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"w": torch.zeros(1)}, tmp_path / get_spec("cnn").checkpoint_file, metadata={"cifake": "[]"})
+    scorer = score.BatchScorer(["cnn", "hog_svm"], tmp_path)
+    assert set(scorer.unavailable) == {"cnn", "hog_svm"}
+    assert "not a JSON object" in scorer.unavailable["cnn"]
+
+
+def test_an_out_that_is_a_folder_is_refused_before_loading(tmp_path, capsys):
+    (tmp_path / "in.png").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        score.main([str(tmp_path / "in.png"), "--out", str(tmp_path)])
+    assert "is a folder: name a results file in it" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["=HYPERLINK(\"http://x\").jpg", "+1.png", "-2.png", "@SUM(A1).png", "\tx.png", "'=quoted.png"])
+def test_formula_cells_are_neutralised_and_their_names_found_again(tmp_path, name):
+    """OWASP's CSV injection guidance: a cell starting with = + - @ (or tab, CR) gets a leading quote."""
+    out = tmp_path / "scores.csv"
+    out.write_bytes(our_csv(name, "plain.png"))
+    cell = rows(out)[1][0]
+    assert cell == "'" + name and cell[1:] == name
+    assert score.finished(out, "csv", COLUMNS_CNN) == {name, "plain.png"}
+
+
+def test_the_page_download_neutralises_formula_cells_too():
+    from types import SimpleNamespace
+
+    from cifake_models.results import results
+    from cifake_models.uploads import Failed
+
+    answers = results([Failed("=cmd|' /C calc'!A0.png", "not an image")], ({}, {}, {}), {})
+    path = write_csv(SimpleNamespace(names=["cnn"]), answers)
+    assert rows(Path(path))[1][:2] == ["'=cmd|' /C calc'!A0.png", "not an image"]

@@ -57,6 +57,15 @@ def test_resumed_run_equals_uninterrupted_run(name, tiny_data, tmp_path):
     assert not resume_path(tmp_path / "cut", name).exists()
 
 
+def test_a_fresh_run_over_an_interrupted_one_is_refused_and_the_state_kept(tiny_data, tmp_path):
+    with pytest.raises(Interrupt):
+        train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, on_epoch_end=interrupt_after(1))
+    before = file_sha256(resume_path(tmp_path, "cnn"))
+    with pytest.raises(CheckpointError, match=r"continue it with --resume, or start a new run with another --out"):
+        train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2)
+    assert file_sha256(resume_path(tmp_path, "cnn")) == before
+
+
 def test_resume_refuses_a_changed_recipe(tiny_data, tmp_path):
     with pytest.raises(Interrupt):
         train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, on_epoch_end=interrupt_after(1))

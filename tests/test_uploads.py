@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cifake_models import uploads
+from cifake_models import images, uploads
 from cifake_models.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, Decoded, Failed, UploadError, decode_bytes, decode_many, decode_upload
 
 
@@ -134,3 +135,126 @@ def test_decode_many_keeps_order_and_never_raises(tmp_path):
     assert "empty" in results[3].error
     assert "truncated" in results[4].error
     assert "did not arrive" in results[5].error
+
+
+# --------------------------------------------------------------------------- bounds on every decode
+
+
+def test_a_deep_image_is_converted_in_bands_not_in_full_size_float_copies():
+    """A 16-bit PNG of 10 Mpx once took four float64 copies of itself (320 MB) to reach 8 bits."""
+    import tracemalloc
+
+    data = encode(Image.frombytes("I;16", (4000, 2500), np.full((2500, 4000), 40_000, "<u2").tobytes()), "PNG")
+    tracemalloc.start()
+    try:
+        decoded = decode_bytes(data, "deep.png")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (decoded.array == round(40_000 / 257)).all()
+    assert peak < 10e6 + 4 * images.BAND_PIXELS * 4 + 5e6, f"{peak / 1e6:.0f} MB of numpy arrays at the peak"
+
+
+def test_pages_and_frames_are_never_walked_to_be_counted(monkeypatch):
+    """n_frames reads every page of a TIFF in Python: 40,000 one-pixel pages took 10.7 s."""
+    from PIL import TiffImagePlugin
+
+    pages = [Image.new("L", (1, 1))] * 300
+    data = encode(Image.new("L", (32, 32), 90), "TIFF", save_all=True, append_images=pages)
+    seeks = []
+    real_seek = TiffImagePlugin.TiffImageFile._seek
+    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_seek", lambda self, frame: seeks.append(frame) or real_seek(self, frame))
+    decoded = decode_bytes(data, "pages.tif")
+    assert "animated or multi-page: used the first frame" in decoded.notes
+    assert len(seeks) <= 3, f"{len(seeks)} pages read to decode the first"
+
+
+def test_a_claimed_frame_count_is_not_repeated_as_a_fact():
+    frames = [Image.new("RGB", (32, 32), colour) for colour in ((255, 0, 0), (0, 255, 0))]
+    data = bytearray(encode(frames[0], "PNG", save_all=True, append_images=frames[1:]))
+    at = data.index(b"acTL")
+    data[at + 4 : at + 8] = struct.pack(">I", 2**31 - 1)  # the header now claims 2^31 - 1 frames
+    data[at + 12 : at + 16] = struct.pack(">I", zlib.crc32(bytes(data[at : at + 12])) & 0xFFFFFFFF)
+    decoded = decode_bytes(bytes(data), "claims.png")
+    assert not any("2147483647" in note for note in decoded.notes), decoded.notes
+
+
+def test_an_icon_is_refused_for_the_size_of_the_png_it_holds_not_of_its_directory():
+    """The ICO directory says 256x256 (0 means 256); the PNG inside is 8000x6200 (49.6 Mpx)."""
+    png = encode(Image.new("1", (8000, 6200)), "PNG")
+    entry = struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(png), 6 + 16)
+    with pytest.raises(UploadError, match=f"limit is {MAX_PIXELS / 1e6:.0f} Mpx"):
+        decode_bytes(struct.pack("<HHH", 0, 1, 1) + entry + png, "icon.ico")
+
+
+def test_decodes_share_a_budget_of_bytes_in_flight():
+    budget = uploads.DecodeBudget(100)
+    first_in, release, second_in = threading.Event(), threading.Event(), threading.Event()
+
+    def hold(n: int, entered: threading.Event, leave: threading.Event) -> None:
+        with budget.hold(n):
+            entered.set()
+            leave.wait(5)
+
+    first = threading.Thread(target=hold, args=(60, first_in, release))
+    first.start()
+    assert first_in.wait(5)
+    second = threading.Thread(target=hold, args=(60, second_in, release))
+    second.start()
+    assert not second_in.wait(0.3), "two decodes of 60 ran at once under a budget of 100"
+    release.set()
+    assert second_in.wait(5)
+    first.join(5)
+    second.join(5)
+    assert budget.peak == 60 and budget.held == 0
+    with budget.hold(500):  # larger than the whole budget: runs, alone
+        assert budget.held == 500
+
+
+def test_every_upload_decode_holds_its_share_of_the_budget(monkeypatch):
+    budget = uploads.DecodeBudget(uploads.DECODE_BUDGET_BYTES)
+    monkeypatch.setattr(uploads, "DECODES", budget)
+    decode_bytes(encode(noise(100, 50), "PNG"), "x.png")
+    assert budget.peak == 100 * 50 * uploads.DECODE_BYTES_PER_PIXEL and budget.held == 0
+
+
+def test_repeated_references_to_one_file_are_decoded_once(tmp_path, monkeypatch):
+    path = tmp_path / "same.png"
+    path.write_bytes(encode(noise(64, 64), "PNG"))
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(path.read_bytes())
+    calls = []
+    real = uploads.decode_bytes
+    monkeypatch.setattr(uploads, "decode_bytes", lambda data, name: calls.append(name) or real(data, name))
+    results = decode_many([path] * 50 + [copy], names=[f"{i}.png" for i in range(51)])
+    assert len(calls) == 1
+    assert [r.name for r in results] == [f"{i}.png" for i in range(51)]
+    assert all(isinstance(r, Decoded) and (r.array == results[0].array).all() for r in results)
+
+
+def test_a_request_stops_decoding_when_its_time_is_spent(tmp_path, monkeypatch):
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        paths[-1].write_bytes(encode(noise(32, 32, seed=i), "PNG"))
+    clock = iter([0.0, 0.0, uploads.REQUEST_DECODE_SECONDS + 1, uploads.REQUEST_DECODE_SECONDS + 2])
+    monkeypatch.setattr(uploads.time, "thread_time", lambda: next(clock))
+    results = decode_many(paths)
+    assert isinstance(results[0], Decoded)
+    assert all(isinstance(r, Failed) for r in results[1:])
+    assert f"used its {uploads.REQUEST_DECODE_SECONDS:.0f} s of decoding time" in results[1].error
+
+
+def test_large_images_decode_on_their_own_thread_and_count_against_the_request(tmp_path, monkeypatch):
+    monkeypatch.setattr(uploads, "LARGE_PIXELS", 64 * 64 - 1)
+    threads = []
+    real = uploads._convert
+    monkeypatch.setattr(uploads, "_convert", lambda *args: threads.append(threading.current_thread().name) or real(*args))
+    paths = [tmp_path / "small.png", tmp_path / "large.png"]
+    paths[0].write_bytes(encode(noise(32, 32), "PNG"))
+    paths[1].write_bytes(encode(noise(64, 64), "PNG"))
+    before = uploads._elsewhere()
+    results = decode_many(paths)
+    assert isinstance(results[0], Decoded) and threads[0] == threading.current_thread().name
+    assert isinstance(results[1], Decoded) and threads[1].startswith("cifake-large-decode")
+    assert uploads._elsewhere() > before  # its CPU time counts against this thread's requests

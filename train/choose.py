@@ -9,7 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from cifake_models.checkpoint import CheckpointError
+from cifake_models.checkpoint import CheckpointError, atomic_write
 from cifake_models.paths import CHECKPOINT_DIR
 from cifake_models.registry import DetectorSpec, get_spec
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     assert best is not None  # the shipped checkpoint is always eligible
     print(f"{args.name}: {'keep ' if best[0] == shipped else ''}{best[0]}")
     if args.ship and best[0] != shipped:
-        shutil.copy(best[0], shipped)
+        atomic_write(shipped, lambda tmp: shutil.copyfile(best[0], tmp))
         print(f"{args.name}: shipped {best[0]} as {shipped}")
     return 0
 

@@ -384,6 +384,10 @@ def fit_torch(
     earlier = parent_stage(spec, init_from, data_info, weights)
     identity = run_identity(spec, recipe, data_info, earlier, teacher, ranks.world)
     state_file = resume_path(out_dir, spec.name)
+    if not resume and state_file.is_file():
+        # Started afresh, this run would replace the saved state after its first epoch.
+        raise CheckpointError(f"{state_file} holds the state of an interrupted run: continue it with --resume, "
+                              "or start a new run with another --out")
     if resume and not state_file.is_file() and already_trained(spec, out_dir, identity, recorded_identity):
         return spec.load(out_dir) if ranks.main else None
     per_epoch = min(recipe.images_per_epoch or len(train), len(train))

@@ -4,6 +4,7 @@ with the reason, so that the others keep working and the page can say why."""
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,9 +63,11 @@ def resolve_dirs(checkpoint_dir: str | Path | None = None, report_dir: str | Pat
     return checkpoint_dir_or_default(checkpoint_dir), report_dir_or_default(report_dir)
 
 
-def load_state(checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None) -> AppState:
+def load_state(checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None, together: bool = True) -> AppState:
+    """Every detector and report; ``together``: the detectors of a pass run side by side
+    (:func:`~cifake_models.serving.side_by_side`), else one after another."""
     checkpoint_dir, report_dir = resolve_dirs(checkpoint_dir, report_dir)
-    state = AppState(checkpoint_dir, report_dir, serving=side_by_side())
+    state = AppState(checkpoint_dir, report_dir, serving=side_by_side(together))
     start = time.perf_counter()
     for name in cm.list_detectors():
         try:
@@ -82,7 +85,26 @@ def load_state(checkpoint_dir: str | Path | None = None, report_dir: str | Path 
         if name in state.reports and (reason := stale_report(state.reports[name], checkpoint_dir / cm.get_spec(name).checkpoint_file)):
             state.stale_reports[name] = reason
     state.load_seconds = time.perf_counter() - start
+    hide_folders(state)
     return state
+
+
+def hide_folders(state: AppState) -> None:
+    """Name files in the reasons a client may read relative to the checkpoint and report folders:
+    the server's own paths are nobody else's business."""
+    hide = lambda reasons: {k: relative(v, state.checkpoint_dir, state.report_dir) for k, v in reasons.items()}  # noqa: E731
+    state.unavailable, state.report_errors, state.stale_reports = map(hide, (state.unavailable, state.report_errors, state.stale_reports))
+    for detector in state.detectors.values():
+        if isinstance(getattr(detector, "unavailable", None), dict):
+            detector.unavailable = hide(detector.unavailable)
+
+
+def relative(message: str, *folders: Path) -> str:
+    """``message`` with each of ``folders`` (as given, and resolved) left out of the paths it names."""
+    for folder in folders:
+        for form in sorted({str(folder), str(Path(folder).resolve())}, key=len, reverse=True):
+            message = message.replace(form + os.sep, "")
+    return message
 
 
 def example_files() -> list[str]:

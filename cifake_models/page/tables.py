@@ -15,7 +15,7 @@ import pandas as pd
 import cifake_models as cm
 from cifake_models.labels import FAKE_LABEL, REAL_LABEL
 from cifake_models.reports import describe_recipe
-from cifake_models.results import ImageResult, csv_header
+from cifake_models.results import ImageResult, csv_header, spreadsheet_safe
 
 from .state import AppState
 
@@ -57,7 +57,7 @@ def write_csv(state: AppState, answers: list[ImageResult]) -> str:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(csv_header(state.names))
-        writer.writerows(r.row(state.names) for r in answers)
+        writer.writerows([spreadsheet_safe(cell) for cell in r.row(state.names)] for r in answers)
     return str(path)
 
 
