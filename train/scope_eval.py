@@ -1,0 +1,112 @@
+"""The scope report: ``python -m train.scope_eval`` (``python -m train.evaluate --only scope``) writes <reports>/scope.json.
+
+Per scope set part (kept aside, and tuning, labelled as such): the score's AUROC against CIFAKE test, the share
+flagged, and every detector's FAKE/REAL/UNSURE/out-of-scope shares; the share of test images and of their suite
+copies flagged; every detector's accuracy on the in-scope test images beside all of them.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from cifake_models import REPORT_DIR, get_spec, load_detector
+from cifake_models.calibration import UNSURE, called_fake
+from cifake_models.checkpoint import file_sha256, write_json
+from cifake_models.data import FAKE, default_data_dir, load_split
+from cifake_models.robustness import balanced_sample, perturb_all
+from cifake_models.scope import FEATURES_OF, OUT_OF_SCOPE, SCOPE_FILE, ScopeScorer, load_scope
+
+from .commands import checkpoint_command, parse
+from .scope_sets import drawing_set, photo_set
+
+VERDICTS = ("FAKE", "REAL", UNSURE, OUT_OF_SCOPE)
+
+
+def scope_parts(seed: int = 0) -> dict[str, np.ndarray]:
+    """Each reported part of the scope sets, named with what it is and whether it was kept aside."""
+    photos, drawings = photo_set(seed), drawing_set(seed)
+    parts = {}
+    for part in ("kept", "tuning"):
+        label = "kept aside" if part == "kept" else "tuning"
+        parts[f"photo crops, not CIFAR classes ({label})"] = photos.part(part, False)
+        parts[f"non-photographs ({label})"] = drawings.part(part)
+    parts["photo crops, CIFAR classes (kept aside)"] = photos.part("kept", True)
+    return {name: images for name, images in parts.items() if len(images)}
+
+
+def verdict_shares(detectors: dict, images: np.ndarray, in_scope: np.ndarray) -> dict[str, dict[str, float]]:
+    """Each detector's share of each verdict, out of scope overriding the detector's own."""
+    out = {}
+    for name, detector in detectors.items():
+        verdicts = np.where(in_scope, detector.decide(detector.predict_proba_arrays(images)), OUT_OF_SCOPE)
+        out[name] = {v: float(np.mean(verdicts == v)) for v in VERDICTS}
+    return out
+
+
+def accuracy_in_scope(detectors: dict, images: np.ndarray, labels: np.ndarray, in_scope: np.ndarray) -> dict:
+    out = {}
+    for name, detector in detectors.items():
+        right = called_fake(detector.predict_proba_arrays(images)[:, FAKE], detector.threshold) == (labels == FAKE)
+        out[name] = {"all": float(right.mean()), "in_scope": float(right[in_scope].mean()), "n": len(labels),
+                     "n_in_scope": int(in_scope.sum())}
+    return out
+
+
+def scope_report(scorer: ScopeScorer, detectors: dict, data_dir: Path, sample: int, suite_sample: int) -> dict:
+    test = load_split(data_dir, "test")
+    test_scores = scorer.score(test.images)
+    rule = scorer.rule
+    suite_rows = balanced_sample(test.labels, suite_sample, 1)
+    suite = {p.name: float(np.mean(~rule.in_scope(scorer.score(batch))))
+             for p, batch in perturb_all(test.images[suite_rows]).items()}
+    sets = {}
+    for name, images in scope_parts().items():
+        scores = scorer.score(images)
+        y = np.r_[np.zeros(len(test_scores)), np.ones(len(scores))]
+        sets[name] = {"n": len(images), "auroc_vs_test": float(roc_auc_score(y, np.r_[test_scores, scores])),
+                      "flagged": float(np.mean(~rule.in_scope(scores))),
+                      "verdicts": verdict_shares(detectors, images, rule.in_scope(scores))}
+    rows = balanced_sample(test.labels, sample, 2)
+    return {
+        "rule": {"cut": rule.cut, "target_share": rule.target_share},
+        "scope_file": {"file": SCOPE_FILE, "sha256": file_sha256(scorer.path) if scorer.path else None, "fitted": scorer.model.metadata},
+        "test": {"n": len(test), "flagged": float(np.mean(~rule.in_scope(test_scores))),
+                 "scores": np.round(test_scores, 4).tolist()},
+        "suite": {"n": len(suite_rows), "flagged": suite, "mean_flagged": float(np.mean(list(suite.values()))),
+                  "worst_flagged": float(max(suite.values()))},
+        "sets": sets,
+        "accuracy": accuracy_in_scope(detectors, test.images[rows], test.labels[rows], rule.in_scope(test_scores[rows])),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = checkpoint_command("python -m train.scope_eval", __doc__)
+    parser.add_argument("--reports", type=Path, default=REPORT_DIR, help="default: %(default)s")
+    parser.add_argument("--sample", type=int, default=4000, help="balanced test images for accuracy in scope")
+    parser.add_argument("--suite-sample", type=int, default=1000, help="balanced test images under the suite")
+    args = parse(parser, argv)
+    detectors = {}
+    for name in args.detectors:
+        detectors[name] = load_detector(name, args.checkpoints, loaded=detectors)
+    native = detectors.get(FEATURES_OF) or load_detector(FEATURES_OF, args.checkpoints)
+    scorer = load_scope(args.checkpoints, native)
+    report = scope_report(scorer, detectors, args.data or default_data_dir(), args.sample, args.suite_sample)
+    write_json(args.reports / "scope.json", report)
+    print(f"test flagged {report['test']['flagged']:.2%}; suite mean {report['suite']['mean_flagged']:.2%}, "
+          f"worst {report['suite']['worst_flagged']:.2%}")
+    for name, figures in report["sets"].items():
+        print(f"{name}: n {figures['n']}, AUROC {figures['auroc_vs_test']:.3f}, flagged {figures['flagged']:.2%}, "
+              f"committee FAKE {figures['verdicts'].get('committee', {}).get('FAKE', float('nan')):.2%}")
+    for name, acc in report["accuracy"].items():
+        print(f"{name}: accuracy {acc['all']:.2%} all, {acc['in_scope']:.2%} in scope ({acc['n_in_scope']}/{acc['n']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
