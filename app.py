@@ -29,7 +29,7 @@ from cifake_models.page.figures import (
 )
 from cifake_models.page.state import AppState, example_files, load_state
 from cifake_models.page.tables import CACHE_SECONDS, COMPARE_GROUPS, compare_table, results_table, results_widths, write_csv
-from cifake_models.page.texts import compare_notes, detectors_markdown, header_markdown, threshold_markdown
+from cifake_models.page.texts import compare_notes, detectors_markdown, header_markdown, judging_markdown, threshold_markdown
 from cifake_models.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError
 
 # /predict requests decoded at once; they then wait for a shared forward pass (cifake_models.serving),
@@ -210,6 +210,7 @@ def build_demo(state: AppState | None = None) -> gr.Blocks:
         gr.Markdown(header_markdown(state), elem_id="header")
         with gr.Tabs():
             with gr.Tab("Detect", id="detect"):
+                gr.Markdown(judging_markdown(state), elem_id="judging")
                 detect_tab(state, example_files())
             with gr.Tab("Compare models", id="compare"):
                 compare_tab(state)

@@ -6,6 +6,7 @@ split and a few pixel statistics; fitted and cut by ``python -m train.scope_fit`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, file_sha256, read_safetensors, save_safetensors
-from .detector import TorchDetector
+from .detector import Detector, TorchDetector
 from .images import LUMA
 
 SCOPE_FILE = "scope.safetensors"
@@ -43,16 +44,14 @@ def pixel_statistics(batch: np.ndarray) -> np.ndarray:
 
 @torch.inference_mode()
 def penultimate(detector: TorchDetector, batch: np.ndarray, batch_size: int = 250) -> np.ndarray:
-    """The input of the network's last linear layer for each image (one view, no mirror)."""
-    last = [m for m in detector.module.modules() if isinstance(m, torch.nn.Linear)][-1]
-    grabbed: list[np.ndarray] = []
-    hook = last.register_forward_hook(lambda module, inputs, output: grabbed.append(inputs[0].float().numpy()))
-    try:
-        for start in range(0, len(batch), batch_size):
-            detector.module(detector.preprocessing.eval_transform(torch.as_tensor(batch[start: start + batch_size])))
-    finally:
-        hook.remove()
-    return np.concatenate(grabbed).astype(np.float64) if grabbed else np.zeros((0, last.in_features))
+    """What the network's last linear layer reads, per image (one view, no mirror); without hooks, so
+    requests running at the same time may share the module."""
+    body, last = detector.module[:-1], detector.module[-1]
+    if not isinstance(last, torch.nn.Linear):
+        raise TypeError(f"{detector.name} does not end in a linear layer")
+    out = [body(detector.preprocessing.eval_transform(torch.as_tensor(batch[start: start + batch_size]))).float().numpy()
+           for start in range(0, len(batch), batch_size)]
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, last.in_features))
 
 
 @dataclass(frozen=True)
@@ -155,3 +154,14 @@ def load_scope(checkpoint_dir: str | Path, detector: TorchDetector) -> ScopeScor
     checkpoint_dir = Path(checkpoint_dir)
     path = checkpoint_dir / SCOPE_FILE
     return ScopeScorer(ScopeModel.load(path), detector, file_sha256(checkpoint_dir / f"{FEATURES_OF}.safetensors"), path)
+
+
+def try_load_scope(checkpoint_dir: str | Path, loaded: Mapping[str, Detector] | None = None) -> tuple[ScopeScorer | None, str | None]:
+    """The scope score, on ``loaded``'s native-32 where it is there; else None and why (the detectors work without it)."""
+    from .registry import load_detector
+
+    try:
+        detector = (loaded or {}).get(FEATURES_OF) or load_detector(FEATURES_OF, checkpoint_dir)
+        return load_scope(checkpoint_dir, detector), None
+    except Exception as error:  # a missing, stale or corrupt file: say so, answer without it
+        return None, f"no scope score: {type(error).__name__}: {error}"

@@ -28,7 +28,8 @@ from .checkpoint import CheckpointError
 from .committee import CommitteeDetector
 from .paths import CHECKPOINT_DIR, checkpoint_dir_or_default
 from .registry import get_spec, list_detectors
-from .results import ImageResult, csv_header, score
+from .results import ImageResult, csv_header, score, with_note
+from .scope import try_load_scope
 from .uploads import ALLOWED_FORMATS, Decoded, Failed, decode_bytes, decode_or_fail, decode_upload
 
 HELP = """Score a folder, a glob or a list of image files with every detector (or chosen ones).
@@ -91,9 +92,11 @@ class BatchScorer:
                         for name, detector in self.detectors.items()
                         if name in self.names and isinstance(detector, CommitteeDetector) and detector.unavailable}
         self.columns = csv_header(self.names)
+        self.scope, self.scope_error = try_load_scope(checkpoint_dir_or_default(checkpoint_dir), self.detectors)
 
     def score(self, items: Sequence[Decoded | Failed]) -> list[ImageResult]:
-        return score(self.detectors, items, self.unavailable, shown=self.names)
+        out = score(self.detectors, items, self.unavailable, shown=self.names, scorer=self.scope)
+        return with_note(out, self.scope_error)
 
     def records(self, items: Sequence[Decoded | Failed]) -> list[dict]:
         """One ``{column: value}`` per item; empty cells are ``None``."""

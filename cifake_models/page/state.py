@@ -14,6 +14,7 @@ import cifake_models as cm
 from cifake_models.inference import Answers
 from cifake_models.paths import REPO_ROOT, checkpoint_dir_or_default, report_dir_or_default
 from cifake_models.reports import stale_report
+from cifake_models.scope import ScopeScorer, try_load_scope
 from cifake_models.serving import Serving, SharedPasses, side_by_side
 
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
@@ -33,6 +34,8 @@ class AppState:
     load_seconds: float = 0.0
     serving: Serving = Serving(None, None)  # how the detectors run: side by side, or one after another
     passes: SharedPasses = field(init=False)  # every request's forward passes, shared
+    scope: ScopeScorer | None = None  # whether an image is like CIFAKE (cifake_models.scope); None: see scope_error
+    scope_error: str | None = None
 
     def __post_init__(self) -> None:
         # Made here, not at the first request: two first requests at once would make two, and
@@ -81,6 +84,7 @@ def load_state(checkpoint_dir: str | Path | None = None, report_dir: str | Path 
             state.report_errors[name] = f"unreadable report: {type(error).__name__}: {error}"
         if name in state.reports and (reason := stale_report(state.reports[name], checkpoint_dir / cm.get_spec(name).checkpoint_file)):
             state.stale_reports[name] = reason
+    state.scope, state.scope_error = try_load_scope(checkpoint_dir, state.detectors)
     state.load_seconds = time.perf_counter() - start
     return state
 
