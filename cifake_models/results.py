@@ -16,7 +16,8 @@ from .detector import Detector
 from .inference import Answers, predict_all, stack
 from .labels import FAKE, FAKE_LABEL, REAL_LABEL
 from .registry import REGISTRY
-from .scope import OUT_OF_SCOPE, ScopeAnswer, ScopeScorer
+from .labels import OUT_OF_SCOPE
+from .scope import ScopeAnswer, ScopeScorer
 from .uploads import Decoded, Failed
 
 if TYPE_CHECKING:  # optional extras of a result, computed elsewhere

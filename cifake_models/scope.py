@@ -16,10 +16,10 @@ import torch
 from .checkpoint import CheckpointError, file_sha256, read_safetensors, save_safetensors
 from .detector import Detector, TorchDetector
 from .images import LUMA
+from .labels import OUT_OF_SCOPE  # noqa: F401  (re-exported: the verdict this module gives)
 
 SCOPE_FILE = "scope.safetensors"
 FEATURES_OF = "native32"  # the detector whose penultimate features the score reads
-OUT_OF_SCOPE = "OUT_OF_SCOPE"
 STATISTICS = ("luma mean", "luma std", "saturation mean", "saturation std", "horizontal gradient", "vertical gradient",
               "laplacian", "laplacian / gradient (log)", "colours used", "flat share", "channel std (log)")
 ARRAYS = ("feature_mean", "feature_std", "class_means", "precision", "stat_mean", "stat_std", "weights")

@@ -8,9 +8,10 @@ from sklearn.metrics import roc_auc_score
 
 from cifake_models import CheckpointError, get_spec, nets
 from cifake_models.checkpoint import file_sha256
-from cifake_models.data import CLASSES, Split
+from cifake_models.data import Split
+from cifake_models.labels import CLASSES
 from cifake_models.detector import TorchDetector
-from cifake_models.registry import CHECKPOINT_DIR
+from cifake_models.paths import CHECKPOINT_DIR
 from cifake_models.results import COLUMNS, OUT_OF_SCOPE_TEXT, Prediction, csv_header, results
 from cifake_models.scope import OUT_OF_SCOPE, SCOPE_FILE, ScopeAnswer, ScopeModel, ScopeScorer, load_scope
 from cifake_models.uploads import Decoded, Failed
@@ -107,7 +108,7 @@ shipped = pytest.mark.skipif(not (CHECKPOINT_DIR / SCOPE_FILE).is_file(), reason
 def test_the_shipped_scope_score_is_of_the_shipped_native32_and_keeps_cifake_examples_in_scope():
     from cifake_models import load_detector
     from cifake_models.images import stack_images
-    from cifake_models.page.bank import EXAMPLES_DIR
+    from cifake_models.page.state import EXAMPLES_DIR
     from PIL import Image
 
     scorer = load_scope(CHECKPOINT_DIR, load_detector("native32"))

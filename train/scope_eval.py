@@ -15,16 +15,19 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from cifake_models import REPORT_DIR, get_spec, load_detector
-from cifake_models.calibration import UNSURE, called_fake
+from cifake_models.calibration import called_fake
 from cifake_models.checkpoint import file_sha256, write_json
-from cifake_models.data import FAKE, default_data_dir, load_split
+from cifake_models.data import default_data_dir, load_split
+from cifake_models.inference import predict_all
+from cifake_models.labels import FAKE, OUT_OF_SCOPE, UNSURE
 from cifake_models.robustness import balanced_sample, perturb_all
-from cifake_models.scope import FEATURES_OF, OUT_OF_SCOPE, SCOPE_FILE, ScopeScorer, load_scope
+from cifake_models.scope import FEATURES_OF, SCOPE_FILE, ScopeScorer, load_scope
 
 from .commands import checkpoint_command, parse
 from .scope_sets import drawing_set, photo_set
 
 VERDICTS = ("FAKE", "REAL", UNSURE, OUT_OF_SCOPE)
+BINS = 60  # of the score distributions the Evaluation tab plots
 
 
 def scope_parts(seed: int = 0) -> dict[str, np.ndarray]:
@@ -41,32 +44,53 @@ def scope_parts(seed: int = 0) -> dict[str, np.ndarray]:
 
 def verdict_shares(detectors: dict, images: np.ndarray, in_scope: np.ndarray) -> dict[str, dict[str, float]]:
     """Each detector's share of each verdict, out of scope overriding the detector's own."""
-    out = {}
-    for name, detector in detectors.items():
-        verdicts = np.where(in_scope, detector.decide(detector.predict_proba_arrays(images)), OUT_OF_SCOPE)
-        out[name] = {v: float(np.mean(verdicts == v)) for v in VERDICTS}
-    return out
+    _, verdicts, errors = predict_all(detectors, images)
+    if errors:
+        raise RuntimeError(f"detectors failed: {errors}")
+    return {name: {v: float(np.mean(np.where(in_scope, verdicts[name], OUT_OF_SCOPE) == v)) for v in VERDICTS}
+            for name in verdicts}
 
 
 def accuracy_in_scope(detectors: dict, images: np.ndarray, labels: np.ndarray, in_scope: np.ndarray) -> dict:
+    """Each detector's accuracy at its threshold on all ``images`` and on those in scope."""
+    probas, _, errors = predict_all(detectors, images)
+    if errors:
+        raise RuntimeError(f"detectors failed: {errors}")
     out = {}
-    for name, detector in detectors.items():
-        right = called_fake(detector.predict_proba_arrays(images)[:, FAKE], detector.threshold) == (labels == FAKE)
+    for name, proba in probas.items():
+        right = called_fake(proba[:, FAKE], detectors[name].threshold) == (labels == FAKE)
         out[name] = {"all": float(right.mean()), "in_scope": float(right[in_scope].mean()), "n": len(labels),
                      "n_in_scope": int(in_scope.sum())}
     return out
 
 
-def scope_report(scorer: ScopeScorer, detectors: dict, data_dir: Path, sample: int, suite_sample: int) -> dict:
+def distributions(scores: dict[str, np.ndarray], cut: float) -> dict:
+    """Histograms of each set's scores on shared bins, and the coverage trade-off: as the cut moves, the
+    share of CIFAKE test kept in scope against the share of each scope set flagged."""
+    pooled = np.concatenate(list(scores.values()))
+    edges = np.linspace(np.quantile(pooled, 0.001), np.quantile(pooled, 0.999), BINS + 1)
+    cuts = np.unique(np.r_[np.quantile(scores["CIFAKE test"], np.linspace(0.5, 1, 51)), cut])
+    return {
+        "edges": edges.round(4).tolist(),
+        "counts": {name: np.histogram(np.clip(s, edges[0], edges[-1]), edges)[0].tolist() for name, s in scores.items()},
+        "tradeoff": {"cuts": cuts.round(4).tolist(),
+                     "in_scope": {name: [float(np.mean(s <= c)) for c in cuts] for name, s in scores.items()}},
+    }
+
+
+def scope_report(scorer: ScopeScorer, detectors: dict, data_dir: Path, sample: int, suite_sample: int,
+                 limit: int | None = None) -> dict:
     test = load_split(data_dir, "test")
+    if limit:
+        test = test.subset(np.sort(np.random.default_rng(0).choice(len(test), min(limit, len(test)), replace=False)))
     test_scores = scorer.score(test.images)
     rule = scorer.rule
     suite_rows = balanced_sample(test.labels, suite_sample, 1)
     suite = {p.name: float(np.mean(~rule.in_scope(scorer.score(batch))))
              for p, batch in perturb_all(test.images[suite_rows]).items()}
-    sets = {}
+    sets, all_scores = {}, {"CIFAKE test": test_scores}
     for name, images in scope_parts().items():
-        scores = scorer.score(images)
+        scores = all_scores[name] = scorer.score(images)
         y = np.r_[np.zeros(len(test_scores)), np.ones(len(scores))]
         sets[name] = {"n": len(images), "auroc_vs_test": float(roc_auc_score(y, np.r_[test_scores, scores])),
                       "flagged": float(np.mean(~rule.in_scope(scores))),
@@ -75,11 +99,11 @@ def scope_report(scorer: ScopeScorer, detectors: dict, data_dir: Path, sample: i
     return {
         "rule": {"cut": rule.cut, "target_share": rule.target_share},
         "scope_file": {"file": SCOPE_FILE, "sha256": file_sha256(scorer.path) if scorer.path else None, "fitted": scorer.model.metadata},
-        "test": {"n": len(test), "flagged": float(np.mean(~rule.in_scope(test_scores))),
-                 "scores": np.round(test_scores, 4).tolist()},
+        "test": {"n": len(test), "flagged": float(np.mean(~rule.in_scope(test_scores)))},
         "suite": {"n": len(suite_rows), "flagged": suite, "mean_flagged": float(np.mean(list(suite.values()))),
                   "worst_flagged": float(max(suite.values()))},
         "sets": sets,
+        "distributions": distributions(all_scores, rule.cut),
         "accuracy": accuracy_in_scope(detectors, test.images[rows], test.labels[rows], rule.in_scope(test_scores[rows])),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -90,13 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", type=Path, default=REPORT_DIR, help="default: %(default)s")
     parser.add_argument("--sample", type=int, default=4000, help="balanced test images for accuracy in scope")
     parser.add_argument("--suite-sample", type=int, default=1000, help="balanced test images under the suite")
+    parser.add_argument("--limit", type=int, help="score a random subset of the test split (smoke runs only)")
     args = parse(parser, argv)
     detectors = {}
     for name in args.detectors:
         detectors[name] = load_detector(name, args.checkpoints, loaded=detectors)
     native = detectors.get(FEATURES_OF) or load_detector(FEATURES_OF, args.checkpoints)
     scorer = load_scope(args.checkpoints, native)
-    report = scope_report(scorer, detectors, args.data or default_data_dir(), args.sample, args.suite_sample)
+    report = scope_report(scorer, detectors, args.data or default_data_dir(), args.sample, args.suite_sample, args.limit)
     write_json(args.reports / "scope.json", report)
     print(f"test flagged {report['test']['flagged']:.2%}; suite mean {report['suite']['mean_flagged']:.2%}, "
           f"worst {report['suite']['worst_flagged']:.2%}")
