@@ -14,9 +14,8 @@ import numpy as np
 
 from .detector import Detector
 from .inference import Answers, predict_all, stack
-from .labels import FAKE, FAKE_LABEL, REAL_LABEL
+from .labels import FAKE, FAKE_LABEL, OUT_OF_SCOPE, REAL_LABEL
 from .registry import REGISTRY
-from .labels import OUT_OF_SCOPE
 from .scope import ScopeAnswer, ScopeScorer
 from .uploads import Decoded, Failed
 
@@ -24,7 +23,8 @@ if TYPE_CHECKING:  # optional extras of a result, computed elsewhere
     from .explain import Heatmap
     from .stability import Stability
 
-COLUMNS = ("file", "error", "notes", "majority", "agreement", "in_scope", "scope_score", "scope_cut")  # then three per detector
+# Then three per detector: see csv_header.
+COLUMNS = ("file", "error", "notes", "majority", "agreement", "in_scope", "scope_score", "scope_cut")
 OUT_OF_SCOPE_TEXT = "out of scope: unlike the photos and generator these detectors learned"
 DECIMALS = 6  # probabilities are reported rounded to this many decimals
 

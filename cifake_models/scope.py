@@ -31,7 +31,8 @@ def pixel_statistics(batch: np.ndarray) -> np.ndarray:
     luma = x @ LUMA
     saturation = x.max(-1) - x.min(-1)
     dx, dy = np.abs(np.diff(luma, axis=2)), np.abs(np.diff(luma, axis=1))
-    lap = np.abs(4 * luma[:, 1:-1, 1:-1] - luma[:, :-2, 1:-1] - luma[:, 2:, 1:-1] - luma[:, 1:-1, :-2] - luma[:, 1:-1, 2:])
+    inner = luma[:, 1:-1, 1:-1]
+    lap = np.abs(4 * inner - luma[:, :-2, 1:-1] - luma[:, 2:, 1:-1] - luma[:, 1:-1, :-2] - luma[:, 1:-1, 2:])
     codes = (batch // 32).reshape(len(batch), -1, 3).astype(np.int32) @ np.array([64, 8, 1])
     colours = np.array([len(np.unique(c)) for c in codes], dtype=np.float32) / 64
     mean = lambda a: a.mean((1, 2))  # noqa: E731
@@ -49,7 +50,8 @@ def penultimate(detector: TorchDetector, batch: np.ndarray, batch_size: int = 25
     body, last = detector.module[:-1], detector.module[-1]
     if not isinstance(last, torch.nn.Linear):
         raise TypeError(f"{detector.name} does not end in a linear layer")
-    out = [body(detector.preprocessing.eval_transform(torch.as_tensor(batch[start: start + batch_size]))).float().numpy()
+    prepare = detector.preprocessing.eval_transform
+    out = [body(prepare(torch.as_tensor(batch[start: start + batch_size]))).float().numpy()
            for start in range(0, len(batch), batch_size)]
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, last.in_features))
 
@@ -134,7 +136,7 @@ class ScopeScorer:
         recorded = model.metadata.get("checkpoint_sha256")
         if checkpoint_sha256 is not None and recorded != checkpoint_sha256:
             raise CheckpointError(f"the scope score was fitted on {FEATURES_OF} {str(recorded)[:12]}, "
-                                  f"not on the loaded {checkpoint_sha256[:12]}: refit it with python -m train.scope_fit")
+                                  f"not on the loaded {checkpoint_sha256[:12]}: refit it (python -m train.scope_fit)")
         self.model, self.detector, self.path = model, detector, path
 
     @property
@@ -146,18 +148,22 @@ class ScopeScorer:
 
     def answers(self, batch: np.ndarray) -> list[ScopeAnswer]:
         scores = self.score(batch)
-        return [ScopeAnswer(round(float(s), 6), self.rule.cut, bool(i)) for s, i in zip(scores, self.rule.in_scope(scores))]
+        inside = self.rule.in_scope(scores)
+        return [ScopeAnswer(round(float(s), 6), self.rule.cut, bool(i)) for s, i in zip(scores, inside)]
 
 
 def load_scope(checkpoint_dir: str | Path, detector: TorchDetector) -> ScopeScorer:
     """The scope score stored beside the checkpoints, tied to ``detector``'s checkpoint file there."""
     checkpoint_dir = Path(checkpoint_dir)
     path = checkpoint_dir / SCOPE_FILE
-    return ScopeScorer(ScopeModel.load(path), detector, file_sha256(checkpoint_dir / f"{FEATURES_OF}.safetensors"), path)
+    sha256 = file_sha256(checkpoint_dir / f"{FEATURES_OF}.safetensors")
+    return ScopeScorer(ScopeModel.load(path), detector, sha256, path)
 
 
-def try_load_scope(checkpoint_dir: str | Path, loaded: Mapping[str, Detector] | None = None) -> tuple[ScopeScorer | None, str | None]:
-    """The scope score, on ``loaded``'s native-32 where it is there; else None and why (the detectors work without it)."""
+def try_load_scope(checkpoint_dir: str | Path,
+                   loaded: Mapping[str, Detector] | None = None) -> tuple[ScopeScorer | None, str | None]:
+    """The scope score, on ``loaded``'s native-32 where it is there; else None and why (the detectors work
+    without it)."""
     from .registry import load_detector
 
     try:

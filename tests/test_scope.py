@@ -45,7 +45,8 @@ def tiny_native(seed: int = 0) -> TorchDetector:
 def synthetic(n: int, seed: int) -> Split:
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % len(CLASSES)
-    return Split(np.stack([synthetic_image(int(y), rng) for y in labels]), labels, np.array([f"{i}.jpg" for i in range(n)]))
+    images = np.stack([synthetic_image(int(y), rng) for y in labels])
+    return Split(images, labels, np.array([f"{i}.jpg" for i in range(n)]))
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,8 @@ def test_the_cut_keeps_the_stated_share_of_validation_images_and_of_their_copies
     kept = scope_sets.drawing_set(per_kind=4)
     outside = kept.images[kept.parts == "kept"]
     inside = synthetic(40, 5).images
-    auroc = roc_auc_score(np.r_[np.zeros(len(inside)), np.ones(len(outside))], np.r_[scorer.score(inside), scorer.score(outside)])
+    y = np.r_[np.zeros(len(inside)), np.ones(len(outside))]
+    auroc = roc_auc_score(y, np.r_[scorer.score(inside), scorer.score(outside)])
     assert auroc > 0.9 and model.metadata["fitted_on"]["scope_sets"] == "tuning parts only"
 
 

@@ -1,4 +1,4 @@
-"""The scope report: ``python -m train.scope_eval`` (``python -m train.evaluate --only scope``) writes <reports>/scope.json.
+"""The scope report: ``python -m train.evaluate --only scope`` (or ``python -m train.scope_eval``) writes scope.json.
 
 Per scope set part (kept aside, and tuning, labelled as such): the score's AUROC against CIFAKE test, the share
 flagged, and every detector's FAKE/REAL/UNSURE/out-of-scope shares; the share of test images and of their suite
@@ -72,7 +72,8 @@ def distributions(scores: dict[str, np.ndarray], cut: float) -> dict:
     cuts = np.unique(np.r_[np.quantile(scores["CIFAKE test"], np.linspace(0.5, 1, 51)), cut])
     return {
         "edges": edges.round(4).tolist(),
-        "counts": {name: np.histogram(np.clip(s, edges[0], edges[-1]), edges)[0].tolist() for name, s in scores.items()},
+        "counts": {name: np.histogram(np.clip(s, edges[0], edges[-1]), edges)[0].tolist()
+                   for name, s in scores.items()},
         "tradeoff": {"cuts": cuts.round(4).tolist(),
                      "in_scope": {name: [float(np.mean(s <= c)) for c in cuts] for name, s in scores.items()}},
     }
@@ -98,15 +99,36 @@ def scope_report(scorer: ScopeScorer, detectors: dict, data_dir: Path, sample: i
     rows = balanced_sample(test.labels, sample, 2)
     return {
         "rule": {"cut": rule.cut, "target_share": rule.target_share},
-        "scope_file": {"file": SCOPE_FILE, "sha256": file_sha256(scorer.path) if scorer.path else None, "fitted": scorer.model.metadata},
+        "scope_file": {"file": SCOPE_FILE, "sha256": file_sha256(scorer.path) if scorer.path else None,
+                       "fitted": scorer.model.metadata},
         "test": {"n": len(test), "flagged": float(np.mean(~rule.in_scope(test_scores)))},
         "suite": {"n": len(suite_rows), "flagged": suite, "mean_flagged": float(np.mean(list(suite.values()))),
                   "worst_flagged": float(max(suite.values()))},
         "sets": sets,
         "distributions": distributions(all_scores, rule.cut),
-        "accuracy": accuracy_in_scope(detectors, test.images[rows], test.labels[rows], rule.in_scope(test_scores[rows])),
+        "accuracy": accuracy_in_scope(detectors, test.images[rows], test.labels[rows],
+                                      rule.in_scope(test_scores[rows])),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def write_report(names: list[str], checkpoints: Path, reports: Path, data_dir: Path | None, sample: int = 4000,
+                 suite_sample: int = 1000, limit: int | None = None) -> dict:
+    """Load ``names`` and the scope score from ``checkpoints``, write <reports>/scope.json, print its figures."""
+    detectors = {}
+    for name in names:
+        detectors[name] = load_detector(name, checkpoints, loaded=detectors)
+    scorer = load_scope(checkpoints, detectors.get(FEATURES_OF) or load_detector(FEATURES_OF, checkpoints))
+    report = scope_report(scorer, detectors, data_dir or default_data_dir(), sample, suite_sample, limit)
+    write_json(reports / "scope.json", report)
+    print(f"scope: test flagged {report['test']['flagged']:.2%}; suite mean {report['suite']['mean_flagged']:.2%}, "
+          f"worst {report['suite']['worst_flagged']:.2%}")
+    for name, figures in report["sets"].items():
+        print(f"{name}: n {figures['n']}, AUROC {figures['auroc_vs_test']:.3f}, flagged {figures['flagged']:.2%}, "
+              f"committee FAKE {figures['verdicts'].get('committee', {}).get('FAKE', float('nan')):.2%}")
+    for name, acc in report["accuracy"].items():
+        print(f"{name}: accuracy {acc['all']:.2%} all, {acc['in_scope']:.2%} in scope ({acc['n_in_scope']}/{acc['n']})")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,20 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--suite-sample", type=int, default=1000, help="balanced test images under the suite")
     parser.add_argument("--limit", type=int, help="score a random subset of the test split (smoke runs only)")
     args = parse(parser, argv)
-    detectors = {}
-    for name in args.detectors:
-        detectors[name] = load_detector(name, args.checkpoints, loaded=detectors)
-    native = detectors.get(FEATURES_OF) or load_detector(FEATURES_OF, args.checkpoints)
-    scorer = load_scope(args.checkpoints, native)
-    report = scope_report(scorer, detectors, args.data or default_data_dir(), args.sample, args.suite_sample, args.limit)
-    write_json(args.reports / "scope.json", report)
-    print(f"test flagged {report['test']['flagged']:.2%}; suite mean {report['suite']['mean_flagged']:.2%}, "
-          f"worst {report['suite']['worst_flagged']:.2%}")
-    for name, figures in report["sets"].items():
-        print(f"{name}: n {figures['n']}, AUROC {figures['auroc_vs_test']:.3f}, flagged {figures['flagged']:.2%}, "
-              f"committee FAKE {figures['verdicts'].get('committee', {}).get('FAKE', float('nan')):.2%}")
-    for name, acc in report["accuracy"].items():
-        print(f"{name}: accuracy {acc['all']:.2%} all, {acc['in_scope']:.2%} in scope ({acc['n_in_scope']}/{acc['n']})")
+    write_report(args.detectors, args.checkpoints, args.reports, args.data, args.sample, args.suite_sample, args.limit)
     return 0
 
 

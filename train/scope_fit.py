@@ -58,7 +58,8 @@ def fit_data(data_dir: Path | None, n_fit: int, n_val: int, seed: int) -> FitDat
     photos, drawings = photo_set(seed), drawing_set(seed)
     tuning = [(s.images[s.parts == "tuning"], s.sources[s.parts == "tuning"]) for s in (photos, drawings)]
     return FitData(
-        train.subset(np.sort(fit_rows[:n_fit])), suite_copies(train.images[fit_rows[n_fit: n_fit + n_copies]], seed + 1),
+        train.subset(np.sort(fit_rows[:n_fit])),
+        suite_copies(train.images[fit_rows[n_fit: n_fit + n_copies]], seed + 1),
         train.images[val_rows[:n_val]], suite_copies(train.images[val_rows[n_val: 2 * n_val]], seed + 2),
         np.concatenate([t[0] for t in tuning]), np.concatenate([t[1] for t in tuning]),
     )
@@ -129,7 +130,7 @@ def fit_scope(detector, data: FitData, share: float, checkpoint_sha256: str) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.scope_fit", description=__doc__)
     parser.add_argument("--data", type=Path, help="CIFAKE folder (default: as train)")
-    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR, help="read native32 here (default: %(default)s)")
+    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR, help="default: %(default)s")
     parser.add_argument("--out", type=Path, help="folder to write scope.safetensors to (default: --checkpoints)")
     parser.add_argument("--share", type=float, default=0.95, help="share of validation images kept in scope")
     parser.add_argument("--fit-images", type=int, default=10000, help="train-split images fitted on")

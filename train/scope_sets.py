@@ -228,7 +228,8 @@ def _noise(rng: np.random.Generator) -> Image.Image:
     if rng.random() < 0.5:
         pixels = rng.integers(0, 256, (side, side, 3))
     else:
-        pixels = np.clip(rng.normal(rng.uniform(50, 200), rng.uniform(5, 60), (side, side, 1 + 2 * (rng.random() < 0.5))), 0, 255)
+        channels = 1 + 2 * int(rng.random() < 0.5)
+        pixels = np.clip(rng.normal(rng.uniform(50, 200), rng.uniform(5, 60), (side, side, channels)), 0, 255)
         pixels = np.broadcast_to(pixels, (side, side, 3))
     return Image.fromarray(pixels.astype(np.uint8))
 
@@ -285,7 +286,7 @@ def load(path: str | Path) -> ScopeSet:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out", type=Path, nargs="?", default=Path("data/scope"), help="folder to write (default data/scope)")
+    parser.add_argument("out", type=Path, nargs="?", default=Path("data/scope"), help="default: data/scope")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

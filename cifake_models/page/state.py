@@ -4,6 +4,7 @@ with the reason, so that the others keep working and the page can say why."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ class AppState:
     passes: SharedPasses = field(init=False)  # every request's forward passes, shared
     scope: ScopeScorer | None = None  # whether an image is like CIFAKE (cifake_models.scope); None: see scope_error
     scope_error: str | None = None
+    scope_report: dict | None = None  # <reports>/scope.json (train.scope_eval), where there is one
 
     def __post_init__(self) -> None:
         # Made here, not at the first request: two first requests at once would make two, and
@@ -85,8 +87,17 @@ def load_state(checkpoint_dir: str | Path | None = None, report_dir: str | Path 
         if name in state.reports and (reason := stale_report(state.reports[name], checkpoint_dir / cm.get_spec(name).checkpoint_file)):
             state.stale_reports[name] = reason
     state.scope, state.scope_error = try_load_scope(checkpoint_dir, state.detectors)
+    state.scope_report = read_scope_report(report_dir)
     state.load_seconds = time.perf_counter() - start
     return state
+
+
+def read_scope_report(report_dir: Path) -> dict | None:
+    """The scope report, or None where there is none or it cannot be read (the page says so in its figures)."""
+    try:
+        return json.loads((report_dir / "scope.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def example_files() -> list[str]:
