@@ -7,6 +7,7 @@ copies flagged; every detector's accuracy on the in-scope test images beside all
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -131,13 +132,37 @@ def write_report(names: list[str], checkpoints: Path, reports: Path, data_dir: P
     return report
 
 
+def markdown(report: dict) -> str:
+    """The tables of docs/scope.md: per scope set, then per detector."""
+    committee = lambda f: f["verdicts"].get("committee", {})  # noqa: E731
+    lines = ["| set | images | AUROC vs CIFAKE test | flagged out of scope | committee FAKE | committee REAL "
+             "| committee UNSURE |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+             f"| CIFAKE test | {report['test']['n']:,} | | {report['test']['flagged']:.1%} | | | |",
+             f"| CIFAKE test under the suite (mean / worst of {len(report['suite']['flagged'])}) | "
+             f"{report['suite']['n']:,} each | | {report['suite']['mean_flagged']:.1%} / "
+             f"{report['suite']['worst_flagged']:.1%} | | | |"]
+    for name, f in report["sets"].items():
+        c = committee(f)
+        lines.append(f"| {name} | {f['n']} | {f['auroc_vs_test']:.3f} | {f['flagged']:.1%} | {c.get('FAKE', 0):.1%} "
+                     f"| {c.get('REAL', 0):.1%} | {c.get('UNSURE', 0):.1%} |")
+    lines += ["", "| detector | accuracy, all | accuracy, in scope | images in scope |", "| --- | ---: | ---: | ---: |"]
+    for name, a in report["accuracy"].items():
+        lines.append(f"| {get_spec(name).title} | {a['all']:.2%} | {a['in_scope']:.2%} "
+                     f"| {a['n_in_scope']:,} of {a['n']:,} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = checkpoint_command("python -m train.scope_eval", __doc__)
     parser.add_argument("--reports", type=Path, default=REPORT_DIR, help="default: %(default)s")
     parser.add_argument("--sample", type=int, default=4000, help="balanced test images for accuracy in scope")
     parser.add_argument("--suite-sample", type=int, default=1000, help="balanced test images under the suite")
     parser.add_argument("--limit", type=int, help="score a random subset of the test split (smoke runs only)")
+    parser.add_argument("--table", action="store_true", help="print scope.json's tables and stop")
     args = parse(parser, argv)
+    if args.table:
+        print(markdown(json.loads((args.reports / "scope.json").read_text())))
+        return 0
     write_report(args.detectors, args.checkpoints, args.reports, args.data, args.sample, args.suite_sample, args.limit)
     return 0
 
