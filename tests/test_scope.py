@@ -119,3 +119,31 @@ def test_the_shipped_scope_score_is_of_the_shipped_native32_and_keeps_cifake_exa
     assert all(a.in_scope for a in scorer.answers(examples))
     flat = np.full((2, 32, 32, 3), (200, 30, 30), np.uint8)
     assert not any(a.in_scope for a in scorer.answers(flat))
+
+
+@shipped
+def test_the_shipped_scope_report_is_of_the_shipped_scope_file():
+    import json
+
+    from cifake_models.paths import REPORT_DIR
+
+    report = json.loads((REPORT_DIR / "scope.json").read_text())
+    shipped_file = CHECKPOINT_DIR / SCOPE_FILE
+    assert report["scope_file"]["sha256"] == file_sha256(shipped_file), "rerun python -m train.evaluate --only scope"
+    assert report["rule"]["cut"] == ScopeModel.load(CHECKPOINT_DIR / SCOPE_FILE).rule.cut
+
+
+def test_distributions_and_the_evaluation_tab_figures():
+    from cifake_models.page.figures import scope_figures
+    from train.scope_eval import distributions
+
+    rng = np.random.default_rng(0)
+    scores = {"CIFAKE test": rng.normal(0, 1, 500), "photos": rng.normal(4, 1, 50)}
+    dist = distributions(scores, 1.5)
+    assert sum(dist["counts"]["photos"]) == 50 and 1.5 in dist["tradeoff"]["cuts"]
+    inside = dict(zip(dist["tradeoff"]["cuts"], dist["tradeoff"]["in_scope"]["CIFAKE test"]))
+    assert inside[1.5] == np.mean(scores["CIFAKE test"] <= 1.5)
+    report = {"distributions": dist, "rule": {"cut": 1.5}, "test": {"flagged": 1 - inside[1.5]}}
+    histogram, tradeoff = scope_figures(report)
+    assert len(histogram.data) == 2 and len(tradeoff.data) == 1
+    assert "no scope report" in scope_figures(None)[0].layout.annotations[0].text
