@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .checkpoint import CheckpointError, file_sha256, read_safetensors, save_safetensors
+from .decision import ScopeRule
 from .detector import Detector, TorchDetector
 from .images import LUMA
 from .labels import OUT_OF_SCOPE  # noqa: F401  (re-exported: the verdict this module gives)
@@ -54,18 +55,6 @@ def penultimate(detector: TorchDetector, batch: np.ndarray, batch_size: int = 25
     out = [body(prepare(torch.as_tensor(batch[start: start + batch_size]))).float().numpy()
            for start in range(0, len(batch), batch_size)]
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, last.in_features))
-
-
-@dataclass(frozen=True)
-class ScopeRule:
-    """An image is in scope when its score is at or below ``cut``, chosen so that ``target_share``
-    of CIFAKE's validation images, and of their robustness-suite copies, stay in scope."""
-
-    cut: float
-    target_share: float
-
-    def in_scope(self, score: np.ndarray) -> np.ndarray:
-        return np.asarray(score) <= self.cut
 
 
 @dataclass(frozen=True)

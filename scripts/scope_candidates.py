@@ -17,7 +17,8 @@ from sklearn.neighbors import NearestNeighbors
 from cifake_models import load_detector
 from cifake_models.data import default_data_dir, load_split
 from cifake_models.robustness import balanced_sample
-from cifake_models.scope import ScopeModel, ScopeRule, penultimate
+from cifake_models.decision import ScopeRule
+from cifake_models.scope import ScopeModel, penultimate
 from train.scope_fit import C_GRID, fit_data, fit_scope, logistic, moments, suite_copies
 from train.scope_sets import drawing_set, photo_set
 

@@ -59,7 +59,7 @@ def accuracy_in_scope(detectors: dict, images: np.ndarray, labels: np.ndarray, i
         raise RuntimeError(f"detectors failed: {errors}")
     out = {}
     for name, proba in probas.items():
-        right = called_fake(proba[:, FAKE], detectors[name].threshold) == (labels == FAKE)
+        right = called_fake(proba[:, FAKE], detectors[name].decision_rule.threshold) == (labels == FAKE)
         out[name] = {"all": float(right.mean()), "in_scope": float(right[in_scope].mean()), "n": len(labels),
                      "n_in_scope": int(in_scope.sum())}
     return out

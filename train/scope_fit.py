@@ -23,7 +23,8 @@ from cifake_models import CHECKPOINT_DIR, load_detector
 from cifake_models.checkpoint import file_sha256
 from cifake_models.data import Split, default_data_dir, load_split, train_val_indices
 from cifake_models.perturbations import SUITE
-from cifake_models.scope import FEATURES_OF, SCOPE_FILE, ScopeModel, ScopeRule, penultimate, pixel_statistics
+from cifake_models.decision import ScopeRule
+from cifake_models.scope import FEATURES_OF, SCOPE_FILE, ScopeModel, penultimate, pixel_statistics
 
 from .scope_sets import drawing_set, photo_set
 
