@@ -284,4 +284,4 @@ def test_a_vote_of_no_detector_is_left_empty():
     """Only committees asked for: nothing to count. The old rows said "undecided" and "no detector
     available" beside the committee's verdict."""
     result = ImageResult("a.png", predictions={"committee": Prediction(0.1, 0.9, "FAKE")}, array=np.zeros((32, 32, 3), np.uint8))
-    assert result.row(["committee"]) == ["a.png", "", "", "", "", 0.1, 0.9, "FAKE"]
+    assert result.row(["committee"]) == ["a.png", "", "", "", "", "", "", "", 0.1, 0.9, "FAKE"]  # no scope: empty
