@@ -236,8 +236,9 @@ def test_a_detector_whose_copies_could_not_be_scored_says_why(state, images, mon
     result = analyse_files(state, [images["good.png"]], check_stability=True)[0]
     assert len(passes) == 2 and "cnn" in result.predictions and "cnn" not in result.stability
     assert '<td class="stability">not checked: MemoryError: out of memory</td>' in result_card(state, result)
-    assert result.probabilities()["cnn"] == {**result.predictions["cnn"].mapping(), **result.scope_mapping(), "stable": None,
-                                             "stability": "not checked: MemoryError: out of memory"}
+    expected = {**result.predictions["cnn"].mapping(), **result.scope_mapping(), "stable": None,
+                "stability": "not checked: MemoryError: out of memory"}
+    assert result.probabilities()["cnn"] == expected
 
 
 def test_only_the_first_images_get_heatmaps(app_module, state, images, monkeypatch):
