@@ -28,12 +28,15 @@ from cifake_models.page.figures import (
     chosen_detector,
     evaluation_plots,
     robustness_figure,
+    scope_figures,
     starting_threshold,
     threshold_explorer,
 )
 from cifake_models.page.state import AppState, example_files, load_state
 from cifake_models.page.tables import CACHE_SECONDS, COMPARE_GROUPS, compare_table, results_table, results_widths, write_csv
-from cifake_models.page.texts import compare_notes, detectors_markdown, header_markdown, threshold_markdown
+from cifake_models.page.texts import (
+    compare_notes, detectors_markdown, header_markdown, judging_markdown, threshold_markdown,
+)
 from cifake_models.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError
 
 # /predict requests decoded at once; they then wait for a shared forward pass (cifake_models.serving),
@@ -212,6 +215,14 @@ def evaluation_tab(state: AppState) -> None:
                   api_name="threshold", api_visibility="undocumented")
 
 
+def scope_plots(state: AppState) -> None:
+    """The scope score's distributions and the coverage trade-off, from the scope report."""
+    histogram, tradeoff = scope_figures(state.scope_report)
+    with gr.Row():
+        gr.Plot(histogram, label="Out-of-scope score", elem_id="scope-plot")
+        gr.Plot(tradeoff, label="Coverage trade-off", elem_id="scope-tradeoff-plot")
+
+
 def evaluation_plot_rows(plots) -> list[gr.Plot]:
     """The Evaluation tab's rows of plots, two a row; returned in ``EvaluationPlots.figures()``'s order."""
     with gr.Row():
@@ -259,11 +270,13 @@ def build_demo(state: AppState | None = None) -> gr.Blocks:
         gr.Markdown(header_markdown(state), elem_id="header")
         with gr.Tabs():
             with gr.Tab("Detect", id="detect"):
+                gr.Markdown(judging_markdown(state), elem_id="judging")
                 detect_tab(state, example_files())
             with gr.Tab("Compare models", id="compare"):
                 compare_tab(state)
             with gr.Tab("Evaluation", id="evaluation"):
                 evaluation_tab(state)
+                scope_plots(state)
         api_endpoints(state)
     demo.queue(max_size=64)
     demo.app_state = state  # for tests and scripts

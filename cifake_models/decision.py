@@ -11,7 +11,7 @@ import numpy as np
 
 from .calibration import BetaCalibration, Calibration, IsotonicCalibration, UnsureBand, called_fake
 from .checkpoint import CheckpointError
-from .labels import FAKE_LABEL, REAL_LABEL, UNSURE
+from .labels import FAKE_LABEL, OUT_OF_SCOPE, REAL_LABEL, UNSURE
 
 
 class Verdict(StrEnum):
@@ -20,6 +20,19 @@ class Verdict(StrEnum):
     FAKE = FAKE_LABEL
     REAL = REAL_LABEL
     UNSURE = UNSURE
+    OUT_OF_SCOPE = OUT_OF_SCOPE  # the image is unlike CIFAKE (ScopeRule): given for every detector at once
+
+
+@dataclass(frozen=True)
+class ScopeRule:
+    """An image is in scope when its out-of-scope score (cifake_models.scope) is at or below ``cut``, chosen
+    on validation so that ``target_share`` of CIFAKE's images, and of their robustness-suite copies, stay in."""
+
+    cut: float
+    target_share: float
+
+    def in_scope(self, score: np.ndarray) -> np.ndarray:
+        return np.asarray(score) <= self.cut
 
 
 @dataclass(frozen=True)

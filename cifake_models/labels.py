@@ -9,3 +9,4 @@ CLASSES: tuple[str, ...] = ("FAKE", "REAL")
 FAKE = CLASSES.index("FAKE")
 FAKE_LABEL, REAL_LABEL = CLASSES[FAKE], CLASSES[1 - FAKE]  # class names, as verdicts and API keys
 UNSURE = "UNSURE"  # the verdict inside a detector's unsure band: not a class
+OUT_OF_SCOPE = "OUT_OF_SCOPE"  # the verdict for an image unlike CIFAKE (cifake_models.scope): not a class

@@ -30,6 +30,7 @@ from .committee import CommitteeDetector
 from .paths import CHECKPOINT_DIR, checkpoint_dir_or_default
 from .registry import get_spec, list_detectors
 from .results import ImageResult, csv_header, from_spreadsheet, score, spreadsheet_safe
+from .scope import try_load_scope
 from .uploads import ALLOWED_FORMATS, Decoded, Failed, decode_bytes, decode_or_fail, decode_upload
 
 HELP = """Score a folder, a glob or a list of image files with every detector (or chosen ones).
@@ -41,7 +42,8 @@ examples:
   find /data -name "*.jpg" | cifake-score --list - --out scores.csv
 
 The output has the columns of the app's CSV download (file, error, notes, majority, agreement,
-then P(REAL), P(FAKE) and the verdict of each detector), one row per file. A file that cannot be
+in_scope, scope_score, scope_cut, then P(REAL), P(FAKE) and the verdict of each detector), one row
+per file; an image unlike CIFAKE is out of scope, and every verdict on it says OUT_OF_SCOPE. A file that cannot be
 read gets a row with its reason in ``error``, and the run goes on. Rows are appended a batch at a
 time, so after an interruption (Ctrl-C, a kill, a crash) the same command continues where it
 stopped: files already in the output are not scored again. ``--overwrite`` starts afresh.
@@ -94,9 +96,10 @@ class BatchScorer:
                         for name, detector in self.detectors.items()
                         if name in self.names and isinstance(detector, CommitteeDetector) and detector.unavailable}
         self.columns = csv_header(self.names)
+        self.scope, self.scope_error = try_load_scope(checkpoint_dir_or_default(checkpoint_dir), self.detectors)
 
     def score(self, items: Sequence[Decoded | Failed]) -> list[ImageResult]:
-        return score(self.detectors, items, self.unavailable, shown=self.names)
+        return score(self.detectors, items, self.unavailable, shown=self.names, scorer=self.scope)
 
     def records(self, items: Sequence[Decoded | Failed]) -> list[dict]:
         """One ``{column: value}`` per item; empty cells are ``None``."""
@@ -252,8 +255,8 @@ def _start_worker(parent: int, threads: int, detectors: Sequence[str] | None, ch
     _worker_scorer = BatchScorer(detectors, checkpoint_dir)
 
 
-def _worker_missing() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    return _worker_scorer.unavailable, _worker_scorer.without
+def _worker_missing() -> tuple[dict[str, str], dict[str, dict[str, str]], str | None]:
+    return _worker_scorer.unavailable, _worker_scorer.without, _worker_scorer.scope_error
 
 
 def _worker_records(chunk: list[tuple[str, str]]) -> list[dict]:
@@ -333,10 +336,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1:
         threads = max(1, (os.cpu_count() or 1) // args.workers)
         pool = ProcessPoolExecutor(args.workers, initializer=_start_worker, initargs=(os.getpid(), threads, names, checkpoints))
-        unavailable, without = pool.submit(_worker_missing).result()
+        unavailable, without, scope_error = pool.submit(_worker_missing).result()
     else:
         scorer = BatchScorer(names, checkpoints)
-        unavailable, without = scorer.unavailable, scorer.without
+        unavailable, without, scope_error = scorer.unavailable, scorer.without, scorer.scope_error
+    if scope_error:
+        print(f"in_scope, scope_score and scope_cut stay empty: {scope_error}", file=sys.stderr)
     for name, reason in unavailable.items():
         print(f"{name}: unavailable, its columns stay empty: {reason}", file=sys.stderr)
     for name, members in without.items():

@@ -70,7 +70,8 @@ def assert_probabilities(mapping: dict, names: list[str]) -> None:
     assert sorted(mapping) == sorted(names)
     for name in names:
         p = mapping[name]
-        assert set(p) == {"REAL", "FAKE", "verdict"} and p["verdict"] in ("FAKE", "REAL", "UNSURE")
+        assert set(p) == {"REAL", "FAKE", "verdict", "in_scope", "scope_score", "scope_cut"}
+        assert p["verdict"] in ("FAKE", "REAL", "UNSURE", "OUT_OF_SCOPE")
         assert 0.0 <= p["REAL"] <= 1.0 and 0.0 <= p["FAKE"] <= 1.0
         assert p["REAL"] + p["FAKE"] == pytest.approx(1.0, abs=1e-5)
 
@@ -186,7 +187,7 @@ def test_predict_files_one_bad_file_does_not_fail_the_batch(state, images):
     results = predict_files(state, [images[n] for n in order])
     assert [r["file"] for r in results] == order
     for r in results:
-        assert set(r) == {"file", "error", "notes", "predictions"}
+        assert set(r) == {"file", "error", "notes", "in_scope", "scope_score", "scope_cut", "predictions"}
     assert_probabilities(results[0]["predictions"], list_detectors())
     assert_probabilities(results[2]["predictions"], list_detectors())
     assert results[0]["error"] is None and results[0]["notes"] == []
@@ -244,7 +245,9 @@ def test_a_detector_whose_copies_could_not_be_scored_says_why(state, images, mon
     result = analyse_files(state, [images["good.png"]], check_stability=True)[0]
     assert len(passes) == 2 and "cnn" in result.predictions and "cnn" not in result.stability
     assert '<td class="stability">not checked: MemoryError: out of memory</td>' in result_card(state, result)
-    assert result.probabilities()["cnn"] == {**result.predictions["cnn"].mapping(), "stable": None, "stability": "not checked: MemoryError: out of memory"}
+    expected = {**result.predictions["cnn"].mapping(), **result.scope_mapping(), "stable": None,
+                "stability": "not checked: MemoryError: out of memory"}
+    assert result.probabilities()["cnn"] == expected
 
 
 def test_only_the_first_images_get_heatmaps(app_module, state, images, monkeypatch):

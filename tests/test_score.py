@@ -284,7 +284,7 @@ def test_a_vote_of_no_detector_is_left_empty():
     """Only committees asked for: nothing to count. The old rows said "undecided" and "no detector
     available" beside the committee's verdict."""
     result = ImageResult("a.png", predictions={"committee": Prediction(0.1, 0.9, "FAKE")}, array=np.zeros((32, 32, 3), np.uint8))
-    assert result.row(["committee"]) == ["a.png", "", "", "", "", 0.1, 0.9, "FAKE"]
+    assert result.row(["committee"]) == ["a.png", "", "", "", "", "", "", "", 0.1, 0.9, "FAKE"]  # no scope: empty
 
 
 def test_a_kill_just_after_a_newline_inside_a_quoted_name_is_cut_by_parsing(tmp_path):

@@ -23,7 +23,9 @@ from cifake_models.labels import FAKE
 from cifake_models.metrics import brier_score, classification_figures, expected_calibration_error, percent, reliability
 from cifake_models.perturbations import Perturbation
 from cifake_models.robustness import ROBUSTNESS_SAMPLE, Robustness, balanced_sample, perturb_all, score_suite
+from cifake_models.scope import SCOPE_FILE
 
+from . import scope_eval
 from .commands import checkpoint_command, load_checkpoints, parse
 
 HELP = """Evaluate every shipped checkpoint on the official test split: ``python -m train.evaluate``.
@@ -197,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", type=Path, default=REPORT_DIR, help="default: %(default)s")
     parser.add_argument("--limit", type=int, help="evaluate on a random subset of this size (smoke runs only)")
     parser.add_argument("--robustness-sample", type=int, default=ROBUSTNESS_SAMPLE, help="balanced test images the perturbation suite is scored on (default: %(default)s)")
+    parser.add_argument("--only", choices=("detectors", "scope"),
+                        help="only the detectors' reports, or only scope.json (train.scope_eval; by default written "
+                             "after the detectors' where <checkpoints>/scope.safetensors exists)")
     args = parse(parser, argv)
+    if args.only == "scope":
+        scope_eval.write_report(args.detectors, args.checkpoints, args.reports, args.data, limit=args.limit)
+        return 0
     data_dir = args.data or default_data_dir()
     test = load_split(data_dir, "test")
     if args.limit:
@@ -223,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{unsure_text(report['unsure'])}"
             f"{report['ms_per_image'].get('batch_1', float('nan')):.1f} ms/image"
         )
+    if args.only is None and (args.checkpoints / SCOPE_FILE).is_file():
+        scope_eval.write_report(args.detectors, args.checkpoints, args.reports, data_dir, limit=args.limit)
     return 1 if failures else 0
 
 

@@ -10,7 +10,7 @@ import os
 
 from cifake_models import explain, stability
 from cifake_models.inference import stack
-from cifake_models.results import ImageResult, results
+from cifake_models.results import ImageResult, results, scope_answers, with_note
 from cifake_models.uploads import Decoded, Failed, UploadError, decode_many, decode_upload
 
 from .state import AppState
@@ -28,7 +28,8 @@ def analyse(state: AppState, items: list[Decoded | Failed], check_stability: boo
     batched pass); the first ``heatmaps`` images get each network's map of its evidence."""
     batch = stack(items)
     answers = state.predict(batch) if len(batch) else ({}, {}, {})
-    out = results(items, answers, state.unavailable)
+    scopes, why = scope_answers(state.scope, batch)
+    out = with_note(results(items, answers, state.unavailable, scopes), why)
     decoded = [r for r in out if r.array is not None]  # the rows of batch, in order
     if check_stability and decoded:
         for result, checked in zip(decoded, stability.check(state.detectors, batch, answers=answers, predict=state.predict)):

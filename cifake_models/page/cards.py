@@ -14,7 +14,7 @@ from PIL import Image
 
 from cifake_models.calibration import TARGET_ACCURACY
 from cifake_models.explain import NO_HEATMAP
-from cifake_models.results import ImageResult
+from cifake_models.results import OUT_OF_SCOPE_TEXT, ImageResult
 from cifake_models.stability import CHANGES
 
 from .state import AppState
@@ -70,6 +70,17 @@ def heatmap_strip(state: AppState, result: ImageResult) -> str:
             f'<p class="method">Why: {html.escape(methods)}.{html.escape(committees)}</p></div>')
 
 
+def scope_badge(result: ImageResult) -> str:
+    """Whether the image is like the ones the detectors learned, with its score and the cut."""
+    if result.scope is None:
+        return ""
+    s = result.scope
+    if s.in_scope:
+        return f'<span class="agree in-scope" title="scope score {s.score:.2f} ≤ cut {s.cut:.2f}">in scope</span>'
+    return (f'<span class="agree out_of_scope" title="scope score {s.score:.2f} > cut {s.cut:.2f}">'
+            f"{html.escape(OUT_OF_SCOPE_TEXT)} (score {s.score:.2f} &gt; cut {s.cut:.2f})</span>")
+
+
 def result_card(state: AppState, result: ImageResult) -> str:
     name = html.escape(result.file)
     if result.error and not result.predictions:
@@ -91,7 +102,7 @@ def result_card(state: AppState, result: ImageResult) -> str:
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) or "<li>none: already 32x32 RGB</li>"
     # No badge where no detector voted (every one unavailable, or only committees answered).
     agreement = f'<span class="agree {result.majority.lower()}">{html.escape(result.agreement)}</span>' if result.agreement else ""
-    committees = "".join(
+    committees = scope_badge(result) + "".join(
         f'<span class="agree committee {p.verdict.lower()}">{html.escape(state.title(n))}: {p.verdict}</span>'
         for n, p in result.committees.items()
     )

@@ -149,6 +149,38 @@ def robustness_figure(state: AppState) -> go.Figure:
     return fig
 
 
+def scope_figures(report: dict | None) -> tuple[go.Figure, go.Figure]:
+    """The scope score's distribution on CIFAKE test and on each scope set, and the coverage trade-off:
+    as the cut moves, the share of CIFAKE test kept in scope against the share of each set flagged."""
+    title = "Out-of-scope score"
+    if not report or "distributions" not in report:
+        message = "no scope report: run python -m train.evaluate --only scope"
+        return _empty_figure(title, message), _empty_figure("Coverage trade-off", message)
+    dist, cut = report["distributions"], report["rule"]["cut"]
+    edges = np.asarray(dist["edges"])
+    centres = (edges[1:] + edges[:-1]) / 2
+    histogram = go.Figure()
+    for i, (name, counts) in enumerate(dist["counts"].items()):
+        share = np.asarray(counts) / max(1, sum(counts))
+        colour = COLOURS[i % len(COLOURS)]
+        histogram.add_trace(go.Scatter(x=centres, y=share, mode="lines", name=name, line=dict(color=colour)))
+    histogram.add_vline(x=cut, line_dash="dash", annotation_text=f"cut {cut:.2f}")
+    histogram.update_layout(title=f"{title}: in scope at or below the cut", xaxis_title="score (log-odds)",
+                            yaxis_title="share of the set", height=420, margin=dict(l=50, r=20, t=50, b=45))
+    tradeoff = go.Figure()
+    curve = dist["tradeoff"]
+    kept = np.asarray(curve["in_scope"]["CIFAKE test"])
+    for i, (name, inside) in enumerate(curve["in_scope"].items()):
+        if name != "CIFAKE test":
+            tradeoff.add_trace(go.Scatter(x=kept, y=1 - np.asarray(inside), mode="lines", name=name,
+                                          line=dict(color=COLOURS[(i) % len(COLOURS)])))
+    tradeoff.add_vline(x=1 - report["test"]["flagged"], line_dash="dash", annotation_text="shipped cut")
+    _layout(tradeoff, "Coverage trade-off: CIFAKE test kept in scope against each set flagged",
+            "share of CIFAKE test in scope", "share of the set flagged out of scope")
+    tradeoff.update_xaxes(range=[min(kept) - 0.01, 1.01])
+    return histogram, tradeoff
+
+
 # --------------------------------------------------------------------------- one detector's trust
 
 

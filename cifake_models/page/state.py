@@ -5,6 +5,7 @@ with the reason, so that the others keep working and the page can say why."""
 from __future__ import annotations
 
 import os
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ import cifake_models as cm
 from cifake_models.inference import Answers
 from cifake_models.paths import REPO_ROOT, checkpoint_dir_or_default, report_dir_or_default
 from cifake_models.reports import stale_report
+from cifake_models.scope import ScopeScorer, try_load_scope
 from cifake_models.serving import Serving, SharedPasses, side_by_side
 
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
@@ -34,6 +36,9 @@ class AppState:
     load_seconds: float = 0.0
     serving: Serving = Serving(None, None)  # how the detectors run: side by side, or one after another
     passes: SharedPasses = field(init=False)  # every request's forward passes, shared
+    scope: ScopeScorer | None = None  # whether an image is like CIFAKE (cifake_models.scope); None: see scope_error
+    scope_error: str | None = None
+    scope_report: dict | None = None  # <reports>/scope.json (train.scope_eval), where there is one
 
     def __post_init__(self) -> None:
         # Made here, not at the first request: two first requests at once would make two, and
@@ -84,6 +89,8 @@ def load_state(checkpoint_dir: str | Path | None = None, report_dir: str | Path 
             state.report_errors[name] = f"unreadable report: {type(error).__name__}: {error}"
         if name in state.reports and (reason := stale_report(state.reports[name], checkpoint_dir / cm.get_spec(name).checkpoint_file)):
             state.stale_reports[name] = reason
+    state.scope, state.scope_error = try_load_scope(checkpoint_dir, state.detectors)
+    state.scope_report = read_scope_report(report_dir)
     state.load_seconds = time.perf_counter() - start
     hide_folders(state)
     return state
@@ -105,6 +112,14 @@ def relative(message: str, *folders: Path) -> str:
         for form in sorted({str(folder), str(Path(folder).resolve())}, key=len, reverse=True):
             message = message.replace(form + os.sep, "")
     return message
+
+
+def read_scope_report(report_dir: Path) -> dict | None:
+    """The scope report, or None where there is none or it cannot be read (the page says so in its figures)."""
+    try:
+        return json.loads((report_dir / "scope.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def example_files() -> list[str]:

@@ -89,6 +89,20 @@ def scratch_statement(state: AppState) -> str:
     return ""
 
 
+CIFAR_CLASSES = "airplanes, cars, birds, cats, deer, dogs, frogs, horses, ships and trucks"
+
+
+def judging_markdown(state: AppState) -> str:
+    """What the detectors can and cannot judge, in two sentences, and whether the scope check runs."""
+    unavailable = f" (The scope check is not running here: {state.scope_error}.)" if state.scope is None else ""
+    return (
+        f"The detectors can judge one thing: whether a small photo of one of CIFAR-10's ten subjects ({CIFAR_CLASSES}) "
+        "is a real CIFAR-10 photo or a Stable Diffusion 1.4 picture made in its style. Other subjects, drawings, "
+        "screenshots, text and pictures from newer generators lie outside what they learned, and such an image is "
+        f"marked **out of scope** instead of FAKE or REAL.{unavailable}"
+    )
+
+
 def header_markdown(state: AppState) -> str:
     n_ok, n_all = len(state.detectors), len(state.names)
     missing = f" **{n_all - n_ok} of {n_all} detectors are unavailable** (see *Detectors* below)." if n_ok < n_all else ""
