@@ -7,6 +7,7 @@ only says whether all are up to date (exit 1 if not), which the tests use.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,8 @@ from cifake_models import REPORT_DIR, get_spec, list_detectors, load_report
 from cifake_models.metrics import percent
 from cifake_models.paths import REPO_ROOT
 from cifake_models.reports import describe_recipe
+
+from . import scope_eval
 
 INITIALISATION = {"none": "from scratch", "imagenet": "ImageNet"}
 NOT_IN_PAPER = "not in the paper"
@@ -200,8 +203,27 @@ def recipes_table(report_dir: str | Path | None = None) -> str:
     return _table(header, "| --- | --- | --- | --- | --- | ---: | ---: |", _recipes_row, report_dir)
 
 
+def _scope_report(report_dir) -> dict | None:
+    path = Path(report_dir or REPORT_DIR) / "scope.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def scope_summary_table(report_dir: str | Path | None = None) -> str:
+    """The README's scope table (``train.scope_eval.summary_markdown``), or why there is none."""
+    report = _scope_report(report_dir)
+    return scope_eval.summary_markdown(report) if report else "No scope report ships (assets/reports/scope.json)."
+
+
+def scope_table(report_dir: str | Path | None = None) -> str:
+    """docs/scope.md's tables (``train.scope_eval.markdown``), or why there are none."""
+    report = _scope_report(report_dir)
+    return scope_eval.markdown(report) if report else "No scope report ships (assets/reports/scope.json)."
+
+
 BLOCKS: dict[str, Callable[[str | Path | None], str]] = {
     "summary": summary_table,
+    "scope_summary": scope_summary_table,
+    "scope": scope_table,
     "results": results_table,
     "robustness": robustness_table,
     "trust": trust_table,

@@ -152,6 +152,21 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def summary_markdown(report: dict) -> str:
+    """The README's short scope table: the kept-aside sets and CIFAKE's own images."""
+    lines = ["| images (kept-aside sets only) | AUROC vs CIFAKE test | flagged out of scope | committee says FAKE |",
+             "| --- | ---: | ---: | ---: |",
+             f"| CIFAKE test | | {report['test']['flagged']:.1%} | |",
+             f"| CIFAKE test under the suite (mean / worst change) | | {report['suite']['mean_flagged']:.1%} / "
+             f"{report['suite']['worst_flagged']:.1%} | |"]
+    for name, f in report["sets"].items():
+        if "kept aside" in name:
+            fake = f["verdicts"].get("committee", {}).get("FAKE", 0)
+            lines.append(f"| {name.replace(' (kept aside)', '')} | {f['auroc_vs_test']:.3f} | {f['flagged']:.1%} "
+                         f"| {fake:.1%} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = checkpoint_command("python -m train.scope_eval", __doc__)
     parser.add_argument("--reports", type=Path, default=REPORT_DIR, help="default: %(default)s")
