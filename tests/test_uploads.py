@@ -179,11 +179,19 @@ def test_a_claimed_frame_count_is_not_repeated_as_a_fact():
     assert not any("2147483647" in note for note in decoded.notes), decoded.notes
 
 
-def test_an_icon_is_refused_for_the_size_of_the_png_it_holds_not_of_its_directory():
-    """The ICO directory says 256x256 (0 means 256); the PNG inside is 8000x6200 (49.6 Mpx)."""
+def test_an_icon_is_refused_for_the_size_of_the_png_it_holds_not_of_its_directory(monkeypatch):
+    """The ICO directory says 256x256 (0 means 256); the PNG inside is 8000x6200 (49.6 Mpx), and
+    Pillow decodes it as it opens the icon: it must be refused before."""
+    from PIL import PngImagePlugin
+
     png = encode(Image.new("1", (8000, 6200)), "PNG")
     entry = struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(png), 6 + 16)
-    with pytest.raises(UploadError, match=f"limit is {MAX_PIXELS / 1e6:.0f} Mpx"):
+
+    def decoded(self):
+        raise AssertionError("the PNG inside the icon was decoded")
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", decoded)
+    with pytest.raises(UploadError, match=f"an icon inside the file: .*limit is {MAX_PIXELS / 1e6:.0f} Mpx"):
         decode_bytes(struct.pack("<HHH", 0, 1, 1) + entry + png, "icon.ico")
 
 
