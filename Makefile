@@ -20,4 +20,6 @@ app: $(VENV)/.installed
 	$(PY) app.py
 
 test: $(VENV)/.installed chromium
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
