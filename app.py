@@ -33,9 +33,20 @@ from cifake_models.page.figures import (
     threshold_explorer,
 )
 from cifake_models.page.state import AppState, example_files, load_state
-from cifake_models.page.tables import CACHE_SECONDS, COMPARE_GROUPS, compare_table, results_table, results_widths, write_csv
+from cifake_models.page.tables import (
+    CACHE_SECONDS,
+    COMPARE_GROUPS,
+    compare_table,
+    results_table,
+    results_widths,
+    write_csv,
+)
 from cifake_models.page.texts import (
-    compare_notes, detectors_markdown, header_markdown, judging_markdown, threshold_markdown,
+    compare_notes,
+    detectors_markdown,
+    header_markdown,
+    judging_markdown,
+    threshold_markdown,
 )
 from cifake_models.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError
 
@@ -48,7 +59,9 @@ SERVER_MAX_FILE_SIZE = 2 * MAX_UPLOAD_BYTES  # gradio refuses bigger uploads out
 def detect_outputs(state: AppState, paths: list) -> tuple[str, pd.DataFrame, dict]:
     """The Detect tab for some uploaded files: cards, table, and the CSV download (hidden without files)."""
     answers = analyse_files(state, paths, check_stability=True, heatmaps=MAX_HEATMAPS)
-    download = gr.update(value=write_csv(state, answers), visible=True) if answers else gr.update(value=None, visible=False)
+    download = (
+        gr.update(value=write_csv(state, answers), visible=True) if answers else gr.update(value=None, visible=False)
+    )
     return results_html(state, answers), results_table(state, answers), download
 
 
@@ -83,40 +96,77 @@ def detect_tab(state: AppState, examples: list[str]) -> None:
     with gr.Row():
         with gr.Column(scale=3):
             files = gr.File(
-                file_count="multiple", type="filepath", elem_id="upload", height=170,
+                file_count="multiple",
+                type="filepath",
+                elem_id="upload",
+                height=170,
                 label=f"Drop or pick images: up to {MAX_BATCH_FILES} files, {MAX_UPLOAD_BYTES // 2**20} MB "
-                      f"and {MAX_PIXELS // 10**6} Mpx each",
+                f"and {MAX_PIXELS // 10**6} Mpx each",
             )
         with gr.Column(scale=2):
-            pasted = gr.Image(type="filepath", image_mode=None, sources=["clipboard", "upload"], height=170,
-                              label="…or paste one image (Ctrl+V after clicking the clipboard icon)", elem_id="paste")
+            pasted = gr.Image(
+                type="filepath",
+                image_mode=None,
+                sources=["clipboard", "upload"],
+                height=170,
+                label="…or paste one image (Ctrl+V after clicking the clipboard icon)",
+                elem_id="paste",
+            )
     if examples:
         with gr.Row():
-            gr.Examples(examples=[[p] for p in examples], inputs=[pasted],
-                        label="Examples from CIFAKE's test split (click one)", example_labels=[Path(p).stem for p in examples], examples_per_page=len(examples))
-            run_all = gr.Button(f"Run all {len(examples)} examples as a batch", elem_id="run-examples", scale=0,
-                                min_width=200, size="md")
+            gr.Examples(
+                examples=[[p] for p in examples],
+                inputs=[pasted],
+                label="Examples from CIFAKE's test split (click one)",
+                example_labels=[Path(p).stem for p in examples],
+                examples_per_page=len(examples),
+            )
+            run_all = gr.Button(
+                f"Run all {len(examples)} examples as a batch",
+                elem_id="run-examples",
+                scale=0,
+                min_width=200,
+                size="md",
+            )
     cards = gr.HTML(results_html(state, []), css_template=CARD_CSS, js_on_load=None, elem_id="results")
-    table = gr.Dataframe(results_table(state, []), interactive=False, wrap=True, elem_id="results-table",
-                         pinned_columns=1, label="All results: P(FAKE) per detector (the CSV also has P(REAL) and each verdict)",
-                         column_widths=results_widths(state))
+    table = gr.Dataframe(
+        results_table(state, []),
+        interactive=False,
+        wrap=True,
+        elem_id="results-table",
+        pinned_columns=1,
+        label="All results: P(FAKE) per detector (the CSV also has P(REAL) and each verdict)",
+        column_widths=results_widths(state),
+    )
     download = gr.DownloadButton("Download results as CSV", visible=False, elem_id="csv")
     shown, flag_which = flag_box(state)
     with gr.Accordion("Detectors", open=False):
         gr.Markdown(detectors_markdown(state), elem_id="detectors")
     outputs = [cards, table, download]
     remembered = [shown, flag_which]
-    files.change(detect, inputs=files, outputs=outputs, api_name="detect_files", api_visibility="undocumented",
-                 concurrency_limit=2).then(remember, files, remembered, api_visibility="private")
+    files.change(
+        detect,
+        inputs=files,
+        outputs=outputs,
+        api_name="detect_files",
+        api_visibility="undocumented",
+        concurrency_limit=2,
+    ).then(remember, files, remembered, api_visibility="private")
     # preprocess=False: gr.Image's own preprocessing opens the file with Pillow, and a file
     # that fails there would get a bare "Error" instead of the app's message for it.
-    pasted.change(detect_pasted, inputs=pasted, outputs=outputs, api_name="detect_pasted",
-                  api_visibility="undocumented", concurrency_limit=2, preprocess=False).then(
-        remember_pasted, pasted, remembered, api_visibility="private", preprocess=False)
+    pasted.change(
+        detect_pasted,
+        inputs=pasted,
+        outputs=outputs,
+        api_name="detect_pasted",
+        api_visibility="undocumented",
+        concurrency_limit=2,
+        preprocess=False,
+    ).then(remember_pasted, pasted, remembered, api_visibility="private", preprocess=False)
     if examples:
-        run_all.click(detect_examples, inputs=None, outputs=outputs, api_name="detect_examples",
-                      api_visibility="undocumented").then(lambda: remember(examples), None, remembered,
-                                                          api_visibility="private")
+        run_all.click(
+            detect_examples, inputs=None, outputs=outputs, api_name="detect_examples", api_visibility="undocumented"
+        ).then(lambda: remember(examples), None, remembered, api_visibility="private")
 
 
 def remember(paths: list[str] | None) -> tuple:
@@ -152,8 +202,9 @@ def flag_box(state: AppState) -> tuple[gr.State, gr.Dropdown]:
         with gr.Row():
             which = gr.Dropdown([], label="Image", elem_id="flag-image", scale=2)
             said = gr.Radio(list(CLASSES), label="It is actually", elem_id="flag-said", scale=1)
-            share = gr.Checkbox(label="Share the image itself (otherwise only its SHA-256 is kept)",
-                                elem_id="flag-share", scale=2)
+            share = gr.Checkbox(
+                label="Share the image itself (otherwise only its SHA-256 is kept)", elem_id="flag-share", scale=2
+            )
             button = gr.Button("This verdict is wrong", elem_id="flag", scale=1)
         status = gr.Markdown(elem_id="flag-status")
     button.click(flag, inputs=[shown, which, said, share], outputs=status, api_visibility="private")
@@ -165,8 +216,15 @@ def compare_tab(state: AppState) -> None:
     full = compare_table(state)
     for i, (label, columns) in enumerate(COMPARE_GROUPS.items()):
         widths = ["11%", "17%", "29%", "29%", "14%"] if "Our recipe" in columns else None
-        gr.Dataframe(full[columns], label=label, interactive=False, wrap=True, pinned_columns=1, column_widths=widths,
-                     elem_id="compare-table" if i == 0 else f"compare-table-{i}")
+        gr.Dataframe(
+            full[columns],
+            label=label,
+            interactive=False,
+            wrap=True,
+            pinned_columns=1,
+            column_widths=widths,
+            elem_id="compare-table" if i == 0 else f"compare-table-{i}",
+        )
     gr.Markdown(compare_notes(state))
 
 
@@ -195,24 +253,52 @@ def evaluation_tab(state: AppState) -> None:
     first_explorer, first_summary = explore(first, first_split, threshold)
     with gr.Row():
         split = gr.Radio([(label, key) for key, label in SPLITS.items()], value=first_split, label="Split", scale=2)
-        chosen = gr.Dropdown([(state.title(n), n) for n in state.names], value=first,
-                             label="Detector (for the plots below the first row)", scale=1)
+        chosen = gr.Dropdown(
+            [(state.title(n), n) for n in state.names],
+            value=first,
+            label="Detector (for the plots below the first row)",
+            scale=1,
+        )
     plot_outputs = evaluation_plot_rows(plots)
     with gr.Row():
         with gr.Column():
-            slider = gr.Slider(0, 1, value=threshold, step=0.001, elem_id="threshold",
-                               label="Threshold on P(FAKE): at or above it, the detector says FAKE "
-                                     "(starts at its own, chosen on validation)")
+            slider = gr.Slider(
+                0,
+                1,
+                value=threshold,
+                step=0.001,
+                elem_id="threshold",
+                label="Threshold on P(FAKE): at or above it, the detector says FAKE "
+                "(starts at its own, chosen on validation)",
+            )
             summary = gr.Markdown(first_summary, elem_id="threshold-summary")
         explorer = gr.Plot(first_explorer, label="Threshold explorer", elem_id="threshold-plot")
-    gr.Plot(robustness_figure(state), label="Robustness: accuracy on resized and re-saved test images",
-            elem_id="robustness-plot")
-    split.change(show_split, inputs=[chosen, split, slider], outputs=[*plot_outputs, explorer, summary],
-                 api_name="plots_split", api_visibility="undocumented")
-    chosen.change(show_detector, inputs=[chosen, split], outputs=[*plot_outputs, slider, explorer, summary],
-                  api_name="plots_detector", api_visibility="undocumented")
-    slider.change(explore, inputs=[chosen, split, slider], outputs=[explorer, summary],
-                  api_name="threshold", api_visibility="undocumented")
+    gr.Plot(
+        robustness_figure(state),
+        label="Robustness: accuracy on resized and re-saved test images",
+        elem_id="robustness-plot",
+    )
+    split.change(
+        show_split,
+        inputs=[chosen, split, slider],
+        outputs=[*plot_outputs, explorer, summary],
+        api_name="plots_split",
+        api_visibility="undocumented",
+    )
+    chosen.change(
+        show_detector,
+        inputs=[chosen, split],
+        outputs=[*plot_outputs, slider, explorer, summary],
+        api_name="plots_detector",
+        api_visibility="undocumented",
+    )
+    slider.change(
+        explore,
+        inputs=[chosen, split, slider],
+        outputs=[explorer, summary],
+        api_name="threshold",
+        api_visibility="undocumented",
+    )
 
 
 def scope_plots(state: AppState) -> None:
@@ -252,7 +338,9 @@ def api_endpoints(state: AppState) -> None:
         try:
             return predict_file(state, path, stability)
         except UploadError as error:
-            raise gr.Error(f"{os.path.basename(path)}: {error}" if path else str(error), print_exception=False) from None
+            raise gr.Error(
+                f"{os.path.basename(path)}: {error}" if path else str(error), print_exception=False
+            ) from None
 
     def predict_batch(images: list[FileData], stability: bool = False) -> list[dict]:
         """Several image files -> one {"file", "error", "notes", "predictions"} per file, in order
@@ -266,7 +354,9 @@ def api_endpoints(state: AppState) -> None:
 def build_demo(state: AppState | None = None) -> gr.Blocks:
     """The whole app for ``state`` (default: detectors from ``$CIFAKE_CHECKPOINTS`` or assets/)."""
     state = state or load_state()
-    with gr.Blocks(title="CIFAKE detectors", delete_cache=(CACHE_SECONDS, CACHE_SECONDS), analytics_enabled=False) as demo:
+    with gr.Blocks(
+        title="CIFAKE detectors", delete_cache=(CACHE_SECONDS, CACHE_SECONDS), analytics_enabled=False
+    ) as demo:
         gr.Markdown(header_markdown(state), elem_id="header")
         with gr.Tabs():
             with gr.Tab("Detect", id="detect"):

@@ -107,9 +107,7 @@ class IsotonicCalibration:
         return (1 - IDENTITY_SHARE) * np.interp(p, self.knots, self.values) + IDENTITY_SHARE * p
 
     @classmethod
-    def fit(
-        cls, labels: np.ndarray, proba_fake: np.ndarray, weights: np.ndarray | None = None
-    ) -> IsotonicCalibration:
+    def fit(cls, labels: np.ndarray, proba_fake: np.ndarray, weights: np.ndarray | None = None) -> IsotonicCalibration:
         """Weighted least squares among non-decreasing maps (the pool-adjacent-violators
         algorithm, scikit-learn's); validation only."""
         from sklearn.isotonic import IsotonicRegression

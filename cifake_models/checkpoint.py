@@ -122,7 +122,17 @@ def require_file(path: Path) -> None:
 # Every library whose version can change what training, evaluation or a loaded checkpoint
 # computes: pillow decodes the JPEGs and runs the upload-like augmentation, scikit-image computes
 # HOG, scipy's L-BFGS fits the SVM, skops and safetensors read and write the files.
-RECORDED_LIBRARIES = ("torch", "torchvision", "numpy", "scikit-learn", "scikit-image", "scipy", "pillow", "skops", "safetensors")
+RECORDED_LIBRARIES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "scikit-learn",
+    "scikit-image",
+    "scipy",
+    "pillow",
+    "skops",
+    "safetensors",
+)
 
 
 def library_versions() -> dict[str, str | None]:

@@ -21,7 +21,9 @@ from .labels import FAKE
 from .recipes import CommitteeRecipe
 
 
-def fit_subsets(member_fake: Mapping[str, np.ndarray], labels: np.ndarray, recipe: CommitteeRecipe) -> tuple[np.ndarray, np.ndarray]:
+def fit_subsets(
+    member_fake: Mapping[str, np.ndarray], labels: np.ndarray, recipe: CommitteeRecipe
+) -> tuple[np.ndarray, np.ndarray]:
     """Logistic regressions of FAKE on the members' logits, one per non-empty subset of members.
 
     Returns ``masks`` (bool ``[n_subsets, n_members]``) and ``coefficients``
@@ -51,9 +53,17 @@ class CommitteeDetector(Detector):
 
     records_views = False  # one view: each member averages its own
 
-    def __init__(self, name: str, members: Mapping[str, Detector], member_names: Sequence[str],
-                 masks: np.ndarray, coefficients: np.ndarray, metadata: dict | None = None,
-                 unavailable: Mapping[str, str] | None = None, rule: DecisionRule | None = None):
+    def __init__(
+        self,
+        name: str,
+        members: Mapping[str, Detector],
+        member_names: Sequence[str],
+        masks: np.ndarray,
+        coefficients: np.ndarray,
+        metadata: dict | None = None,
+        unavailable: Mapping[str, str] | None = None,
+        rule: DecisionRule | None = None,
+    ):
         super().__init__(name, metadata, rule=rule)
         self.unavailable = dict(unavailable or {})  # member -> why it could not be loaded
         self.member_names = list(member_names)  # every member the regressions were fitted on, in order
@@ -87,13 +97,17 @@ class CommitteeDetector(Detector):
         return self.combine_raw({n: m.probabilities(batch)[:, FAKE] for n, m in self.members.items()})
 
     def save(self, path: str | Path) -> Path:
-        tensors = {"masks": torch.as_tensor(self.masks, dtype=torch.uint8), "coefficients": torch.as_tensor(self.coefficients)}
+        tensors = {
+            "masks": torch.as_tensor(self.masks, dtype=torch.uint8),
+            "coefficients": torch.as_tensor(self.coefficients),
+        }
         self.metadata = {**self.metadata, "members": self.member_names}
         return save_safetensors(path, tensors, self.metadata)
 
     @classmethod
-    def load(cls, path: str | Path, name: str, load_member: Callable[[str], Detector],
-             validated: bool = True) -> "CommitteeDetector":
+    def load(
+        cls, path: str | Path, name: str, load_member: Callable[[str], Detector], validated: bool = True
+    ) -> CommitteeDetector:
         """Members come from ``load_member``; one that fails to load is left out, and
         :attr:`unavailable` says why. So is one whose checkpoint beside the committee's is not the
         file it was fitted on (retrained, recalibrated): its weight was fitted on another
@@ -112,7 +126,9 @@ class CommitteeDetector(Detector):
                 detector = load_member(member)
                 file = member_file(Path(path).parent, fitted_on[member]["file"])
                 if file_sha256(file) != fitted_on[member]["sha256"]:
-                    raise CheckpointError(f"{file.name} changed since the committee was fitted (refit it: python -m train committee)")
+                    raise CheckpointError(
+                        f"{file.name} changed since the committee was fitted (refit it: python -m train committee)"
+                    )
                 members[member] = detector
             except Exception as error:  # any unloadable or changed member is left out; the others serve
                 unavailable[member] = f"{type(error).__name__}: {error}"

@@ -42,7 +42,7 @@ class Views:
     mirror_average: bool = False
 
     @classmethod
-    def from_metadata(cls, path: str | Path, metadata: dict) -> "Views":
+    def from_metadata(cls, path: str | Path, metadata: dict) -> Views:
         try:
             return cls(bool(_field(path, metadata, "test_time")["mirror_average"]))
         except KeyError as error:
@@ -58,12 +58,12 @@ class DecisionRule:
     unsure: UnsureBand
 
     @classmethod
-    def at(cls, threshold: float, calibration: Calibration = BetaCalibration()) -> "DecisionRule":
+    def at(cls, threshold: float, calibration: Calibration = BetaCalibration()) -> DecisionRule:
         """A rule that always decides, at ``threshold`` (for detectors made in code, e.g. tests')."""
         return cls(calibration, threshold, UnsureBand(threshold, threshold, 0.5))
 
     @classmethod
-    def from_metadata(cls, path: str | Path, metadata: dict) -> "DecisionRule":
+    def from_metadata(cls, path: str | Path, metadata: dict) -> DecisionRule:
         """The rule a checkpoint at ``path`` records; a missing or malformed field is refused by name."""
         try:
             return cls(
@@ -86,8 +86,9 @@ class DecisionRule:
 def _field(path: str | Path, metadata: dict, name: str) -> dict:
     value = metadata.get(name)
     if not isinstance(value, dict):
-        raise CheckpointError(f"{path} records no decision rule field {name!r}: "
-                              "validate it again (python -m train.revalidate)")
+        raise CheckpointError(
+            f"{path} records no decision rule field {name!r}: validate it again (python -m train.revalidate)"
+        )
     return value
 
 

@@ -30,8 +30,10 @@ def check_recorded(path: str | Path, name: str, metadata: dict) -> None:
     if metadata.get("detector") != name:
         raise CheckpointError(f"{path} holds the detector {metadata.get('detector')!r}, not {name!r}")
     if metadata.get("classes") != list(CLASSES):
-        raise CheckpointError(f"{path} records its classes as {metadata.get('classes')!r}, not {list(CLASSES)!r}: "
-                              "its probability columns would be read swapped")
+        raise CheckpointError(
+            f"{path} records its classes as {metadata.get('classes')!r}, not {list(CLASSES)!r}: "
+            "its probability columns would be read swapped"
+        )
 
 
 class Detector:
@@ -43,8 +45,9 @@ class Detector:
     classes_ = np.array(CLASSES)
     records_views = True  # its checkpoint records its test-time views (a committee's members choose their own)
 
-    def __init__(self, name: str, metadata: dict | None = None, views: Views = Views(),
-                 rule: DecisionRule | None = None):
+    def __init__(
+        self, name: str, metadata: dict | None = None, views: Views = Views(), rule: DecisionRule | None = None
+    ):
         self.name = name
         self.metadata = metadata or {}
         self.views = views
@@ -66,8 +69,9 @@ class Detector:
     @property
     def decision_rule(self) -> DecisionRule:
         if self.rule is None:
-            raise RuntimeError(f"{self.name} has no decision rule yet: "
-                               "train.validation chooses it on the validation split")
+            raise RuntimeError(
+                f"{self.name} has no decision rule yet: train.validation chooses it on the validation split"
+            )
         return self.rule
 
     def decide(self, proba: np.ndarray) -> np.ndarray:
@@ -105,7 +109,7 @@ class Detector:
         views = Views.from_metadata(path, metadata) if cls.records_views else Views()
         return views, DecisionRule.from_metadata(path, metadata)
 
-    def prepare_for_serving(self, threads: int | None = None) -> "Detector":
+    def prepare_for_serving(self, threads: int | None = None) -> Detector:
         """Switch to the fastest way of answering that gives the same probabilities before
         calibration (within ``onnx_runtime.RAW_TOLERANCE``; calibrated ones can differ more where
         an isotonic map is steep, see ``cifake_models.onnx_runtime``); for the app and
@@ -121,8 +125,15 @@ class Detector:
 class TorchDetector(Detector):
     """A torch network and the :class:`Preprocessing` it was trained with."""
 
-    def __init__(self, name: str, module: nn.Module, preprocessing: Preprocessing, metadata: dict | None = None,
-                 views: Views = Views(), rule: DecisionRule | None = None):
+    def __init__(
+        self,
+        name: str,
+        module: nn.Module,
+        preprocessing: Preprocessing,
+        metadata: dict | None = None,
+        views: Views = Views(),
+        rule: DecisionRule | None = None,
+    ):
         super().__init__(name, metadata, views, rule)
         self.module = module.eval()
         self.preprocessing = preprocessing
@@ -139,11 +150,13 @@ class TorchDetector(Detector):
             out.append(torch.softmax(logits.float(), dim=1).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, len(self.classes_)))
 
-    def prepare_for_serving(self, threads: int | None = None, spinning: bool = False) -> "TorchDetector":
+    def prepare_for_serving(self, threads: int | None = None, spinning: bool = False) -> TorchDetector:
         """``spinning``: ONNX Runtime's threads busy-wait between operators (see ``OnnxNetwork``)."""
         from .onnx_runtime import OnnxNetwork
 
-        self.network = OnnxNetwork(self.module.cpu(), self.preprocessing.channels, self.preprocessing.crop, threads, spinning)
+        self.network = OnnxNetwork(
+            self.module.cpu(), self.preprocessing.channels, self.preprocessing.crop, threads, spinning
+        )
         return self
 
     def save(self, path: str | Path, dtype: torch.dtype = torch.float16) -> Path:
@@ -154,7 +167,7 @@ class TorchDetector(Detector):
         return save_safetensors(path, state, metadata)
 
     @classmethod
-    def load(cls, path: str | Path, name: str, build, validated: bool = True) -> "TorchDetector":
+    def load(cls, path: str | Path, name: str, build, validated: bool = True) -> TorchDetector:
         """``validated=False``: one whose decision rule is yet to be chosen (before or for its validation)."""
         state, metadata = read_safetensors(path)
         check_recorded(path, name, metadata)
@@ -162,7 +175,9 @@ class TorchDetector(Detector):
         try:
             preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
         except (AttributeError, KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{path} does not describe its preprocessing ({type(error).__name__}: {error})") from error
+            raise CheckpointError(
+                f"{path} does not describe its preprocessing ({type(error).__name__}: {error})"
+            ) from error
         module = build(preprocessing)
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         try:
@@ -175,8 +190,14 @@ class TorchDetector(Detector):
 class SklearnDetector(Detector):
     """A scikit-learn estimator over flattened uint8 images, stored with skops (no pickle)."""
 
-    def __init__(self, name: str, estimator, metadata: dict | None = None, views: Views = Views(),
-                 rule: DecisionRule | None = None):
+    def __init__(
+        self,
+        name: str,
+        estimator,
+        metadata: dict | None = None,
+        views: Views = Views(),
+        rule: DecisionRule | None = None,
+    ):
         super().__init__(name, metadata, views, rule)
         self.estimator = estimator
 
@@ -194,8 +215,9 @@ class SklearnDetector(Detector):
         return atomic_write(path, lambda tmp: skops.io.dump(payload, tmp))
 
     @classmethod
-    def load(cls, path: str | Path, name: str, trusted_types: Sequence[str],
-             validated: bool = True) -> "SklearnDetector":
+    def load(
+        cls, path: str | Path, name: str, trusted_types: Sequence[str], validated: bool = True
+    ) -> SklearnDetector:
         """Load refusing any type outside ``trusted_types`` (skops never runs pickled code);
         ``validated``: as :meth:`TorchDetector.load`."""
         import skops.io
@@ -216,4 +238,3 @@ class SklearnDetector(Detector):
             raise CheckpointError(f"{path} is not a valid checkpoint ({type(error).__name__}: {error})") from error
         check_recorded(path, name, metadata)
         return cls(name, estimator, metadata, *(cls.parse_rule(path, metadata) if validated else (Views(), None)))
-

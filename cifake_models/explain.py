@@ -52,8 +52,9 @@ class Heatmap:
         return np.asarray(Image.fromarray(colours).resize((size, size), Image.Resampling.NEAREST))
 
 
-def heatmaps(detectors: Mapping[str, Detector], array: np.ndarray, steps: int = STEPS,
-             executor: Executor | None = None) -> dict[str, Heatmap]:
+def heatmaps(
+    detectors: Mapping[str, Detector], array: np.ndarray, steps: int = STEPS, executor: Executor | None = None
+) -> dict[str, Heatmap]:
     """A :class:`Heatmap` for the uint8 ``[32, 32, 3]`` image ``array`` from each detector that
     has one (networks, HOG + SVM), in the order of ``detectors``; committees have none.
     ``steps``: Integrated Gradients' path points, the networks' cost (see :data:`STEPS`).
@@ -127,12 +128,22 @@ def hog_picture(detector: SklearnDetector, array: np.ndarray) -> Heatmap:
     """The HOG picture of ``array`` with the SVM's own HOG parameters (see the module)."""
     features = hog_features(detector)
     image = features.inputs(array[None])[0]
-    pictures = [features.describe(level, cell, visualize=True)[1] for level in features.levels(image) for cell in features.pixels_per_cell]
+    pictures = [
+        features.describe(level, cell, visualize=True)[1]
+        for level in features.levels(image)
+        for cell in features.pixels_per_cell
+    ]
     values = np.mean([p / p.max() if p.max() > 0 else p for p in pictures], axis=0)
     values = values / values.max() if values.max() > 0 else values
     cells = " and ".join(f"{cell}" for cell in features.pixels_per_cell)
     channels = "colour" if features.colour else "grayscale"
-    smoothed = f", also smoothed at sigma {' and '.join(f'{sigma:g}' for sigma in features.smoothing)}" if features.smoothing else ""
-    method = (f"HOG picture the SVM's features describe ({channels}, {features.orientations} orientations, "
-              f"{cells} px cells{smoothed}): strong gradients per cell and direction, not the SVM's weighting")
+    smoothed = (
+        f", also smoothed at sigma {' and '.join(f'{sigma:g}' for sigma in features.smoothing)}"
+        if features.smoothing
+        else ""
+    )
+    method = (
+        f"HOG picture the SVM's features describe ({channels}, {features.orientations} orientations, "
+        f"{cells} px cells{smoothed}): strong gradients per cell and direction, not the SVM's weighting"
+    )
     return Heatmap(detector.name, method, values.astype(np.float32), signed=False)

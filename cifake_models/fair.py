@@ -26,7 +26,9 @@ class FairLimits:
     burst: int = 20  # ...and in a burst
     upload_bytes_per_second: float = 10 * 2**20  # upload bytes a client may send per second, on average...
     upload_request_bytes: int = 100 * 2**20  # ...and in one upload request (all its files), also its burst
-    queue_sizes: dict[str, int] = field(default_factory=lambda: {"predict": 32, "predict_batch": 4})  # waiting, by endpoint
+    queue_sizes: dict[str, int] = field(
+        default_factory=lambda: {"predict": 32, "predict_batch": 4}
+    )  # waiting, by endpoint
     queue_size: int = 8  # waiting, for every other endpoint (the page's own events)
     event_body_bytes: int = 2**20  # the JSON of one event
 
@@ -120,15 +122,22 @@ class FairShare:
             raise Refused(411, "an upload must state its Content-Length")
         limit = self.limits.upload_request_bytes
         if int(length) > limit:
-            raise Refused(413, f"this upload is {int(length) / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB per "
-                               "upload request (all its files together)")
+            raise Refused(
+                413,
+                f"this upload is {int(length) / 2**20:.1f} MB; the limit is {limit / 2**20:.0f} MB per "
+                "upload request (all its files together)",
+            )
         key = client_of(scope) or "unknown"
         with self.lock:
             bucket = bucket_of(self.uploads, key, self.limits.upload_bytes_per_second, limit)
             wait = bucket.take(int(length))
         if wait:
-            raise Refused(429, f"too many uploads from your address (at most {self.limits.upload_bytes_per_second / 2**20:.0f} MB "
-                               f"a second): try again in {seconds(wait)} s", wait)
+            raise Refused(
+                429,
+                f"too many uploads from your address (at most {self.limits.upload_bytes_per_second / 2**20:.0f} MB "
+                f"a second): try again in {seconds(wait)} s",
+                wait,
+            )
 
     def admit_event(self, scope, api: str, body: bytes) -> str:
         try:
@@ -138,26 +147,38 @@ class FairShare:
         if not isinstance(request, dict):
             raise Refused(400, "the request is not a JSON object")
         if has_url_file(request.get("data")):
-            raise Refused(400, "files given as URLs are not fetched: send each image as a file "
-                               "(gradio_client.handle_file(path))")
+            raise Refused(
+                400, "files given as URLs are not fetched: send each image as a file (gradio_client.handle_file(path))"
+            )
         fn = self.function(api, request)
         key = client_of(scope) or f"session {request.get('session_hash')}"
         with self.lock:
             mine = self.joining.get(key, 0) + self.queued(lambda event: event_client(event) == key)
             if mine >= self.limits.in_flight:
-                raise Refused(429, f"too many requests from your address: at most {self.limits.in_flight} at a time; "
-                                   "try again in 1 s, when one has finished", 1)
+                raise Refused(
+                    429,
+                    f"too many requests from your address: at most {self.limits.in_flight} at a time; "
+                    "try again in 1 s, when one has finished",
+                    1,
+                )
             if fn is not None:
                 size = self.limits.queue_sizes.get(fn.api_name, self.limits.queue_size)
                 waiting = self.waiting(fn)
                 if waiting >= size:
-                    raise Refused(503, f"the queue of /{fn.api_name} is full ({waiting} waiting, the most it holds): "
-                                       "try again in 2 s", 2)
+                    raise Refused(
+                        503,
+                        f"the queue of /{fn.api_name} is full ({waiting} waiting, the most it holds): try again in 2 s",
+                        2,
+                    )
             bucket = bucket_of(self.events, key, self.limits.per_second, self.limits.burst)
             wait = bucket.take(1)
             if wait:
-                raise Refused(429, f"too many requests from your address (at most {self.limits.per_second:g} a second): "
-                                   f"try again in {seconds(wait)} s", wait)
+                raise Refused(
+                    429,
+                    f"too many requests from your address (at most {self.limits.per_second:g} a second): "
+                    f"try again in {seconds(wait)} s",
+                    wait,
+                )
             self.joining[key] = self.joining.get(key, 0) + 1
         return key
 

@@ -47,8 +47,11 @@ def to_rgb(image: Image.Image) -> tuple[Image.Image, list[str]]:
     if mode in HIGH_BIT_DEPTH:
         sixteen_bits = _is_sixteen_bits(image)
         image = _eight_bits(image, sixteen_bits)
-        notes.append(f"{mode} (16-bit) scaled to 8 bits" if sixteen_bits
-                     else f"{'floating-point' if mode == 'F' else '32-bit integer'} pixels scaled to 8 bits from their own range")
+        notes.append(
+            f"{mode} (16-bit) scaled to 8 bits"
+            if sixteen_bits
+            else f"{'floating-point' if mode == 'F' else '32-bit integer'} pixels scaled to 8 bits from their own range"
+        )
     if "transparency" in image.info and image.mode not in WITH_ALPHA:
         # A colour (or palette entries) the file marks transparent, as PNG and GIF can: an alpha
         # channel by another name, so it is flattened the same way.

@@ -18,6 +18,7 @@ from torch import nn
 # in another order, with room for other CPUs' kernels (scripts/onnx_agreement.py measures it).
 RAW_TOLERANCE = 1e-5
 
+
 class OnnxNetwork:
     """A module's forward pass on float NCHW batches of any size, run by ONNX Runtime."""
 
@@ -33,8 +34,15 @@ class OnnxNetwork:
             # The TorchScript exporter is deprecated in favour of torch.export, which needs one
             # more package (onnxscript) and takes longer for the same graph of these networks.
             warnings.simplefilter("ignore")
-            torch.onnx.export(module.eval(), (example,), buffer, input_names=["x"], output_names=["logits"],
-                              dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+            torch.onnx.export(
+                module.eval(),
+                (example,),
+                buffer,
+                input_names=["x"],
+                output_names=["logits"],
+                dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+                dynamo=False,
+            )
         options = onnxruntime.SessionOptions()
         # As many threads as torch uses, so --threads and torch.set_num_threads keep meaning the same.
         options.intra_op_num_threads = threads or torch.get_num_threads()
@@ -46,4 +54,3 @@ class OnnxNetwork:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
         return torch.from_numpy(self.session.run(None, {"x": x})[0])
-

@@ -55,7 +55,9 @@ class ImageResult:
     # Optional extras (cifake_models.page.analysis adds them): each detector's verdict on changed
     # copies of the image (cifake_models.stability), and where its evidence lies (cifake_models.explain).
     stability: dict[str, Stability] | None = None
-    stability_errors: dict[str, str] = field(default_factory=dict)  # detectors whose copies could not be scored, and why
+    stability_errors: dict[str, str] = field(
+        default_factory=dict
+    )  # detectors whose copies could not be scored, and why
     heatmaps: dict[str, Heatmap] | None = None
     scope: ScopeAnswer | None = None  # None: no scope score is loaded, or it failed (see notes)
 
@@ -103,8 +105,13 @@ class ImageResult:
         return self.scope.mapping() if self.scope else {"in_scope": None, "scope_score": None, "scope_cut": None}
 
     def api_record(self) -> dict:
-        return {"file": self.file, "error": self.error, "notes": self.notes, **self.scope_mapping(),
-                "predictions": self.probabilities()}
+        return {
+            "file": self.file,
+            "error": self.error,
+            "notes": self.notes,
+            **self.scope_mapping(),
+            "predictions": self.probabilities(),
+        }
 
     def row(self, names: Sequence[str]) -> list:
         """The CSV row for :func:`csv_header` ``(names)``; a detector without an answer gets empty cells."""
@@ -185,8 +192,12 @@ def scope_answers(scorer: ScopeScorer | None, batch: np.ndarray) -> tuple[list[S
         return None, f"scope score unavailable: {type(error).__name__}: {error}"
 
 
-def results(items: Sequence[Decoded | Failed], answers: Answers, unavailable: Mapping[str, str] = {},
-            scopes: Sequence[ScopeAnswer] | None = None) -> list[ImageResult]:
+def results(
+    items: Sequence[Decoded | Failed],
+    answers: Answers,
+    unavailable: Mapping[str, str] = {},
+    scopes: Sequence[ScopeAnswer] | None = None,
+) -> list[ImageResult]:
     """One :class:`ImageResult` per item, in order, from :func:`predict_all`'s answers for the
     stacked arrays of the decoded items; ``unavailable`` explains detectors that never loaded;
     ``scopes``: each decoded item's scope, out of scope turning every verdict into OUT_OF_SCOPE."""
@@ -198,20 +209,31 @@ def results(items: Sequence[Decoded | Failed], answers: Answers, unavailable: Ma
             continue
         scope = scopes[i] if scopes is not None else None
         predictions = {
-            name: Prediction(round(float(proba[i, 1 - FAKE]), DECIMALS), round(float(proba[i, FAKE]), DECIMALS),
-                             str(verdicts[name][i]) if scope is None or scope.in_scope else OUT_OF_SCOPE)
+            name: Prediction(
+                round(float(proba[i, 1 - FAKE]), DECIMALS),
+                round(float(proba[i, FAKE]), DECIMALS),
+                str(verdicts[name][i]) if scope is None or scope.in_scope else OUT_OF_SCOPE,
+            )
             for name, proba in probas.items()
         }
-        error = None if predictions else "no detector could score this image: " + "; ".join(
-            f"{k}: {v}" for k, v in {**unavailable, **detector_errors}.items()
+        error = (
+            None
+            if predictions
+            else "no detector could score this image: "
+            + "; ".join(f"{k}: {v}" for k, v in {**unavailable, **detector_errors}.items())
         )
         out.append(ImageResult(item.name, error, item.notes, predictions, detector_errors, item.array, scope=scope))
         i += 1
     return out
 
 
-def score(detectors: Mapping[str, Detector], items: Sequence[Decoded | Failed], unavailable: Mapping[str, str] = {},
-          shown: Sequence[str] | None = None, scorer: ScopeScorer | None = None) -> list[ImageResult]:
+def score(
+    detectors: Mapping[str, Detector],
+    items: Sequence[Decoded | Failed],
+    unavailable: Mapping[str, str] = {},
+    shown: Sequence[str] | None = None,
+    scorer: ScopeScorer | None = None,
+) -> list[ImageResult]:
     """Decoded (or failed) files in, one :class:`ImageResult` each out, every detector in one pass.
     ``shown`` (default: all) are the detectors whose answers the results hold: the others scored
     only for a committee among them."""

@@ -21,8 +21,19 @@ from .labels import OUT_OF_SCOPE  # noqa: F401  (re-exported: the verdict this m
 
 SCOPE_FILE = "scope.safetensors"
 FEATURES_OF = "native32"  # the detector whose penultimate features the score reads
-STATISTICS = ("luma mean", "luma std", "saturation mean", "saturation std", "horizontal gradient", "vertical gradient",
-              "laplacian", "laplacian / gradient (log)", "colours used", "flat share", "channel std (log)")
+STATISTICS = (
+    "luma mean",
+    "luma std",
+    "saturation mean",
+    "saturation std",
+    "horizontal gradient",
+    "vertical gradient",
+    "laplacian",
+    "laplacian / gradient (log)",
+    "colours used",
+    "flat share",
+    "channel std (log)",
+)
 ARRAYS = ("feature_mean", "feature_std", "class_means", "precision", "stat_mean", "stat_std", "weights")
 
 
@@ -37,11 +48,22 @@ def pixel_statistics(batch: np.ndarray) -> np.ndarray:
     codes = (batch // 32).reshape(len(batch), -1, 3).astype(np.int32) @ np.array([64, 8, 1])
     colours = np.array([len(np.unique(c)) for c in codes], dtype=np.float32) / 64
     mean = lambda a: a.mean((1, 2))  # noqa: E731
-    return np.stack([
-        mean(luma), luma.std((1, 2)), mean(saturation), saturation.std((1, 2)), mean(dx), mean(dy), mean(lap),
-        np.log(mean(lap) + 1e-4) - np.log(mean(dx) + 1e-4), colours, mean(dx < 1 / 255),
-        np.log(x.std((1, 2)) + 1e-3).mean(1),
-    ], 1).astype(np.float64)
+    return np.stack(
+        [
+            mean(luma),
+            luma.std((1, 2)),
+            mean(saturation),
+            saturation.std((1, 2)),
+            mean(dx),
+            mean(dy),
+            mean(lap),
+            np.log(mean(lap) + 1e-4) - np.log(mean(dx) + 1e-4),
+            colours,
+            mean(dx < 1 / 255),
+            np.log(x.std((1, 2)) + 1e-3).mean(1),
+        ],
+        1,
+    ).astype(np.float64)
 
 
 @torch.inference_mode()
@@ -52,8 +74,10 @@ def penultimate(detector: TorchDetector, batch: np.ndarray, batch_size: int = 25
     if not isinstance(last, torch.nn.Linear):
         raise TypeError(f"{detector.name} does not end in a linear layer")
     prepare = detector.preprocessing.eval_transform
-    out = [body(prepare(torch.as_tensor(batch[start: start + batch_size]))).float().numpy()
-           for start in range(0, len(batch), batch_size)]
+    out = [
+        body(prepare(torch.as_tensor(batch[start : start + batch_size]))).float().numpy()
+        for start in range(0, len(batch), batch_size)
+    ]
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, last.in_features))
 
 
@@ -106,7 +130,7 @@ class ScopeModel:
         return save_safetensors(path, tensors, {**self.metadata, "rule": rule})
 
     @classmethod
-    def load(cls, path: str | Path) -> "ScopeModel":
+    def load(cls, path: str | Path) -> ScopeModel:
         tensors, metadata = read_safetensors(path)
         try:
             arrays = {name: tensors[name].numpy() for name in ARRAYS}
@@ -120,12 +144,15 @@ class ScopeModel:
 class ScopeScorer:
     """The fitted score on the detector whose features it reads; refuses another checkpoint than its own."""
 
-    def __init__(self, model: ScopeModel, detector: TorchDetector, checkpoint_sha256: str | None = None,
-                 path: Path | None = None):
+    def __init__(
+        self, model: ScopeModel, detector: TorchDetector, checkpoint_sha256: str | None = None, path: Path | None = None
+    ):
         recorded = model.metadata.get("checkpoint_sha256")
         if checkpoint_sha256 is not None and recorded != checkpoint_sha256:
-            raise CheckpointError(f"the scope score was fitted on {FEATURES_OF} {str(recorded)[:12]}, "
-                                  f"not on the loaded {checkpoint_sha256[:12]}: refit it (python -m train.scope_fit)")
+            raise CheckpointError(
+                f"the scope score was fitted on {FEATURES_OF} {str(recorded)[:12]}, "
+                f"not on the loaded {checkpoint_sha256[:12]}: refit it (python -m train.scope_fit)"
+            )
         self.model, self.detector, self.path = model, detector, path
 
     @property
@@ -149,8 +176,9 @@ def load_scope(checkpoint_dir: str | Path, detector: TorchDetector) -> ScopeScor
     return ScopeScorer(ScopeModel.load(path), detector, sha256, path)
 
 
-def try_load_scope(checkpoint_dir: str | Path,
-                   loaded: Mapping[str, Detector] | None = None) -> tuple[ScopeScorer | None, str | None]:
+def try_load_scope(
+    checkpoint_dir: str | Path, loaded: Mapping[str, Detector] | None = None
+) -> tuple[ScopeScorer | None, str | None]:
     """The scope score, on ``loaded``'s native-32 where it is there; else None and why (the detectors work
     without it)."""
     from .registry import load_detector

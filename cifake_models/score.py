@@ -92,9 +92,11 @@ class BatchScorer:
         self.unavailable = {name: why for name, why in failed.items() if name in self.names}
         # Committees serving on fewer members (``{committee: {member: why}}``), each member with
         # its own reason where it failed to load here (the committee only knows it was absent).
-        self.without = {name: {member: failed.get(member, why) for member, why in detector.unavailable.items()}
-                        for name, detector in self.detectors.items()
-                        if name in self.names and isinstance(detector, CommitteeDetector) and detector.unavailable}
+        self.without = {
+            name: {member: failed.get(member, why) for member, why in detector.unavailable.items()}
+            for name, detector in self.detectors.items()
+            if name in self.names and isinstance(detector, CommitteeDetector) and detector.unavailable
+        }
         self.columns = csv_header(self.names)
         self.scope, self.scope_error = try_load_scope(checkpoint_dir_or_default(checkpoint_dir), self.detectors)
 
@@ -103,11 +105,16 @@ class BatchScorer:
 
     def records(self, items: Sequence[Decoded | Failed]) -> list[dict]:
         """One ``{column: value}`` per item; empty cells are ``None``."""
-        return [{k: (None if v == "" else v) for k, v in zip(self.columns, r.row(self.names))} for r in self.score(items)]
+        return [
+            {k: (None if v == "" else v) for k, v in zip(self.columns, r.row(self.names))} for r in self.score(items)
+        ]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         """Ray Data's batch format: ``{"bytes": [...], "path": [...]}`` in, ``{column: [...]}`` out."""
-        items = [decode_or_fail(str(path), lambda: decode_bytes(bytes(data), str(path))) for data, path in zip(batch["bytes"], batch["path"])]
+        items = [
+            decode_or_fail(str(path), lambda: decode_bytes(bytes(data), str(path)))
+            for data, path in zip(batch["bytes"], batch["path"])
+        ]
         records = self.records(items)
         return {column: [record[column] for record in records] for column in self.columns}
 
@@ -135,7 +142,10 @@ def collect(inputs: Sequence[str], list_file: str | None = None) -> list[tuple[s
         else:
             found += [(p, Path(p)) for p in sorted(glob.glob(spec, recursive=True)) if Path(p).is_file()]
         if len(found) == before:
-            print(f"warning: {spec}: {'no image files in this folder' if path.is_dir() else 'no files match this pattern'}", file=sys.stderr)
+            print(
+                f"warning: {spec}: {'no image files in this folder' if path.is_dir() else 'no files match this pattern'}",
+                file=sys.stderr,
+            )
     if list_file:
         # Bytes, decoded as the file system's names are (os.fsdecode), so that a listed name that
         # is not UTF-8 (find prints names as they are) still opens.
@@ -146,7 +156,9 @@ def collect(inputs: Sequence[str], list_file: str | None = None) -> list[tuple[s
     for name, path in found:
         name = escaped(name)
         if name in seen and seen[name] != path:
-            raise SystemExit(f"error: two inputs both give the name {name!r} ({seen[name]} and {path}); score them into separate outputs")
+            raise SystemExit(
+                f"error: two inputs both give the name {name!r} ({seen[name]} and {path}); score them into separate outputs"
+            )
         seen.setdefault(name, path)
     return list(seen.items())
 
@@ -182,7 +194,9 @@ def finished(out: Path, fmt: str, columns: list[str]) -> set[str]:
         ours = bool(records) and all(isinstance(record, dict) and list(record) == columns for record in records)
         names = {record["file"] for record in records} if ours else set()
     if not ours:
-        raise SystemExit(f"error: {out} has other columns than this run writes ({', '.join(columns[:8])}, ...); {refuse}")
+        raise SystemExit(
+            f"error: {out} has other columns than this run writes ({', '.join(columns[:8])}, ...); {refuse}"
+        )
     if complete < len(data):
         with open(out, "r+b") as handle:
             handle.truncate(complete)
@@ -241,13 +255,17 @@ def _exit_with(parent: int) -> None:
 
 def _decode(chunk: list[tuple[str, str]]) -> list[Decoded | Failed]:
     # The app's decoding, but a path that is no file was typed or listed here: say so in those terms.
-    return [decode_or_fail(name, lambda: decode_upload(path, name, missing=f"no such file: {path}")) for name, path in chunk]
+    return [
+        decode_or_fail(name, lambda: decode_upload(path, name, missing=f"no such file: {path}")) for name, path in chunk
+    ]
 
 
 _worker_scorer: BatchScorer | None = None  # each worker process's own detectors
 
 
-def _start_worker(parent: int, threads: int, detectors: Sequence[str] | None, checkpoint_dir: str | Path | None) -> None:
+def _start_worker(
+    parent: int, threads: int, detectors: Sequence[str] | None, checkpoint_dir: str | Path | None
+) -> None:
     global _worker_scorer
     _exit_with(parent)
     torch.set_num_threads(threads)  # the served networks' ONNX Runtime sessions take torch's count
@@ -263,8 +281,13 @@ def _worker_records(chunk: list[tuple[str, str]]) -> list[dict]:
     return _worker_scorer.records(_decode(chunk))
 
 
-def scored_batches(todo: list[tuple[str, Path]], batch_size: int, scorer: BatchScorer | None,
-                   pool: ProcessPoolExecutor | None = None, ahead_max: int = 4) -> Iterator[list[dict]]:
+def scored_batches(
+    todo: list[tuple[str, Path]],
+    batch_size: int,
+    scorer: BatchScorer | None,
+    pool: ProcessPoolExecutor | None = None,
+    ahead_max: int = 4,
+) -> Iterator[list[dict]]:
     """Each batch's records, in file order: scored by ``scorer`` in this process, or by the
     ``pool``'s workers (each batch whole by one worker, up to ``ahead_max`` batches queued)."""
     chunks = [[(name, str(path)) for name, path in todo[i : i + batch_size]] for i in range(0, len(todo), batch_size)]
@@ -298,16 +321,34 @@ def at_least_one(text: str) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="cifake-score", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="*", metavar="PATH", help="folders (scanned recursively), files, or quoted globs (** allowed)")
+    parser = argparse.ArgumentParser(
+        prog="cifake-score", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "inputs", nargs="*", metavar="PATH", help="folders (scanned recursively), files, or quoted globs (** allowed)"
+    )
     parser.add_argument("--list", metavar="FILE", help="a file of paths, one per line (- reads standard input)")
     parser.add_argument("--out", type=Path, required=True, help="results file: .csv or .jsonl (JSON Lines)")
     parser.add_argument("--format", choices=sorted(set(FORMATS.values())), help="default: from --out's extension")
-    parser.add_argument("--detectors", nargs="+", metavar="NAME", choices=list_detectors(), help=f"default: all ({', '.join(list_detectors())})")
-    parser.add_argument("--checkpoints", type=Path, default=None, help=f"default: $CIFAKE_CHECKPOINTS or {CHECKPOINT_DIR}")
-    parser.add_argument("--batch-size", type=at_least_one, default=256, help="images per forward pass (default: %(default)s)")
-    parser.add_argument("--workers", type=at_least_one, default=os.cpu_count() or 1,
-                        help="processes that decode and score batches, each with its share of the cores (default: one per core, %(default)s); 1: all in this process")
+    parser.add_argument(
+        "--detectors",
+        nargs="+",
+        metavar="NAME",
+        choices=list_detectors(),
+        help=f"default: all ({', '.join(list_detectors())})",
+    )
+    parser.add_argument(
+        "--checkpoints", type=Path, default=None, help=f"default: $CIFAKE_CHECKPOINTS or {CHECKPOINT_DIR}"
+    )
+    parser.add_argument(
+        "--batch-size", type=at_least_one, default=256, help="images per forward pass (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=at_least_one,
+        default=os.cpu_count() or 1,
+        help="processes that decode and score batches, each with its share of the cores (default: one per core, %(default)s); 1: all in this process",
+    )
     parser.add_argument("--overwrite", action="store_true", help="start afresh instead of continuing an existing --out")
     args = parser.parse_args(argv)
     if not args.inputs and not args.list:
@@ -335,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     scorer = pool = None
     if args.workers > 1:
         threads = max(1, (os.cpu_count() or 1) // args.workers)
-        pool = ProcessPoolExecutor(args.workers, initializer=_start_worker, initargs=(os.getpid(), threads, names, checkpoints))
+        pool = ProcessPoolExecutor(
+            args.workers, initializer=_start_worker, initargs=(os.getpid(), threads, names, checkpoints)
+        )
         unavailable, without, scope_error = pool.submit(_worker_missing).result()
     else:
         scorer = BatchScorer(names, checkpoints)
@@ -345,8 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, reason in unavailable.items():
         print(f"{name}: unavailable, its columns stay empty: {reason}", file=sys.stderr)
     for name, members in without.items():
-        print(f"{name}: serving without {', '.join(members)} (weights fitted for the members it has): "
-              + "; ".join(f"{member}: {reason}" for member, reason in members.items()), file=sys.stderr)
+        print(
+            f"{name}: serving without {', '.join(members)} (weights fitted for the members it has): "
+            + "; ".join(f"{member}: {reason}" for member, reason in members.items()),
+            file=sys.stderr,
+        )
     if len(unavailable) == len(names):
         print("error: no detector could be loaded", file=sys.stderr)
         if pool:
@@ -356,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.unlink(missing_ok=True)
     todo = [(name, path) for name, path in files if name not in done]
     if done:
-        print(f"{args.out}: {len(files) - len(todo)} of {len(files)} files already scored; continuing with {len(todo)}", file=sys.stderr)
+        print(
+            f"{args.out}: {len(files) - len(todo)} of {len(files)} files already scored; continuing with {len(todo)}",
+            file=sys.stderr,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     failed = 0
     loaded = time.perf_counter()
@@ -376,9 +425,12 @@ def main(argv: list[str] | None = None) -> int:
         if pool:
             pool.shutdown(cancel_futures=True)
     seconds = time.perf_counter() - loaded
-    print(f"{args.out}: scored {len(todo)} files ({failed} with an error, given in the error column)"
-          f" with {', '.join(n for n in names if n not in unavailable)} in {seconds:.1f} s ({len(todo) / max(seconds, 1e-9):.1f} files/s)"
-          f" after {loaded - started:.1f} s of start-up", file=sys.stderr)
+    print(
+        f"{args.out}: scored {len(todo)} files ({failed} with an error, given in the error column)"
+        f" with {', '.join(n for n in names if n not in unavailable)} in {seconds:.1f} s ({len(todo) / max(seconds, 1e-9):.1f} files/s)"
+        f" after {loaded - started:.1f} s of start-up",
+        file=sys.stderr,
+    )
     return 0
 
 

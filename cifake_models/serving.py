@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 from .detector import Detector
 from .inference import Answers, predict_all
 
+
 @dataclass(frozen=True)
 class Serving:
     """How a serving process runs its detectors."""
@@ -51,7 +52,13 @@ class SharedPasses:
     a larger request runs alone). With an ``executor`` of ``workers`` threads, the detectors of a
     pass run side by side on them (:func:`side_by_side`)."""
 
-    def __init__(self, detectors: Mapping[str, Detector], max_images: int = 256, executor: Executor | None = None, workers: int = 1):
+    def __init__(
+        self,
+        detectors: Mapping[str, Detector],
+        max_images: int = 256,
+        executor: Executor | None = None,
+        workers: int = 1,
+    ):
         self.detectors = detectors
         self.max_images = max_images
         self.executor, self.workers = executor, workers
@@ -91,7 +98,9 @@ class SharedPasses:
                 requests.append(request)
                 size += len(request[0])
             try:
-                probas, verdicts, errors = predict_all(self.detectors, np.concatenate([batch for batch, _ in requests]), self.executor, self.workers)
+                probas, verdicts, errors = predict_all(
+                    self.detectors, np.concatenate([batch for batch, _ in requests]), self.executor, self.workers
+                )
             except BaseException as error:  # predict_all catches detector errors; this is a last resort
                 for _, answer in requests:
                     answer.set_exception(error)
@@ -100,5 +109,7 @@ class SharedPasses:
             start = 0
             for batch, answer in requests:
                 rows = slice(start, start + len(batch))
-                answer.set_result(({n: p[rows] for n, p in probas.items()}, {n: v[rows] for n, v in verdicts.items()}, errors))
+                answer.set_result(
+                    ({n: p[rows] for n, p in probas.items()}, {n: v[rows] for n, v in verdicts.items()}, errors)
+                )
                 start += len(batch)

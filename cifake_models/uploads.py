@@ -51,7 +51,9 @@ REQUEST_DECODE_SECONDS = 20.0
 # Raster formats Pillow decodes by itself. EPS (runs Ghostscript), PSD, FITS, etc. are refused.
 Image.init()
 ALLOWED_FORMATS: tuple[str, ...] = tuple(
-    f for f in ("PNG", "JPEG", "GIF", "BMP", "DIB", "WEBP", "TIFF", "PPM", "ICO", "TGA", "AVIF", "QOI") if f in Image.OPEN
+    f
+    for f in ("PNG", "JPEG", "GIF", "BMP", "DIB", "WEBP", "TIFF", "PPM", "ICO", "TGA", "AVIF", "QOI")
+    if f in Image.OPEN
 )
 
 
@@ -167,11 +169,11 @@ def decode_bytes(data: bytes, name: str = "image") -> Decoded:
         # Pillow's own refusal quotes Pillow's limit, twice ours: say ours, as for any other size.
         if size := _claimed_size(data):
             _check_pixels(*size)
-        raise UploadError(f"the image is too large in pixels; the limit is {MAX_PIXELS / 1e6:.0f} Mpx (decompression-bomb guard)") from None
-    except UnidentifiedImageError:
         raise UploadError(
-            f"not an image this app can read (accepted formats: {', '.join(ALLOWED_FORMATS)})"
+            f"the image is too large in pixels; the limit is {MAX_PIXELS / 1e6:.0f} Mpx (decompression-bomb guard)"
         ) from None
+    except UnidentifiedImageError:
+        raise UploadError(f"not an image this app can read (accepted formats: {', '.join(ALLOWED_FORMATS)})") from None
     except MemoryError:
         raise
     except Exception as error:  # a broken header can raise almost anything inside Pillow
@@ -196,18 +198,24 @@ def _convert(image: Image.Image, fmt: str, mode: str) -> tuple[np.ndarray, list[
     try:
         image.load()  # decode now: truncated and corrupt data fail here, not later
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # a frame or tile larger than the image
-        raise UploadError(f"a frame of the image is too large in pixels; the limit is {MAX_PIXELS / 1e6:.0f} Mpx "
-                          "(decompression-bomb guard)") from None
+        raise UploadError(
+            f"a frame of the image is too large in pixels; the limit is {MAX_PIXELS / 1e6:.0f} Mpx "
+            "(decompression-bomb guard)"
+        ) from None
     except MemoryError:
         raise
     except Exception as error:
-        raise UploadError(f"the {fmt or 'image'} data is truncated or corrupt ({type(error).__name__}: {error})") from None
+        raise UploadError(
+            f"the {fmt or 'image'} data is truncated or corrupt ({type(error).__name__}: {error})"
+        ) from None
     try:
         return to_cifake_array(image)
     except MemoryError:
         raise
     except Exception as error:
-        raise UploadError(f"cannot convert this {fmt} image (mode {mode}) to RGB ({type(error).__name__}: {error})") from None
+        raise UploadError(
+            f"cannot convert this {fmt} image (mode {mode}) to RGB ({type(error).__name__}: {error})"
+        ) from None
 
 
 def _timed(fn, *args):
@@ -280,15 +288,22 @@ def decode_or_fail(name: str, decode: Callable[[], Decoded]) -> Decoded | Failed
         return Failed(name, f"could not decode ({type(error).__name__}: {error})")
 
 
-def decode_many(paths: Iterable[str | os.PathLike | None], names: Iterable[str] | None = None,
-                seconds: float = REQUEST_DECODE_SECONDS) -> list[Decoded | Failed]:
+def decode_many(
+    paths: Iterable[str | os.PathLike | None],
+    names: Iterable[str] | None = None,
+    seconds: float = REQUEST_DECODE_SECONDS,
+) -> list[Decoded | Failed]:
     """Decode each file on its own, named ``names`` (default: the files' base names); a file
     that fails, or a ``None`` where a file should be, becomes :class:`Failed` in its place. Files
     with the same bytes are decoded once; once this thread has spent ``seconds`` of CPU time
     decoding (here, or for it on :data:`LARGE_DECODER`), the files after are not processed
     (:data:`REQUEST_DECODE_SECONDS`)."""
     paths = list(paths)
-    names = list(names) if names is not None else [os.path.basename(os.fspath(path)) if path is not None else "" for path in paths]
+    names = (
+        list(names)
+        if names is not None
+        else [os.path.basename(os.fspath(path)) if path is not None else "" for path in paths]
+    )
     seen: dict[bytes, Decoded | Failed] = {}
     start = time.thread_time() + _elsewhere()
     out: list[Decoded | Failed] = []
@@ -296,8 +311,13 @@ def decode_many(paths: Iterable[str | os.PathLike | None], names: Iterable[str] 
         if path is None:
             out.append(Failed(name, "no file was sent"))
         elif time.thread_time() + _elsewhere() - start > seconds:
-            out.append(Failed(name, f"not processed: this request used its {seconds:.0f} s of decoding time; "
-                                    "send the rest in another request"))
+            out.append(
+                Failed(
+                    name,
+                    f"not processed: this request used its {seconds:.0f} s of decoding time; "
+                    "send the rest in another request",
+                )
+            )
         else:
             out.append(_decode_once(path, name, seen))
     return out
@@ -312,4 +332,6 @@ def _decode_once(path: str | os.PathLike, name: str, seen: dict[bytes, Decoded |
     key = hashlib.sha256(data).digest()
     if key not in seen:
         seen[key] = decode_or_fail(name, lambda: decode_bytes(data, name))
-    return dataclasses.replace(seen[key], name=name, **({"notes": list(seen[key].notes)} if isinstance(seen[key], Decoded) else {}))
+    return dataclasses.replace(
+        seen[key], name=name, **({"notes": list(seen[key].notes)} if isinstance(seen[key], Decoded) else {})
+    )

@@ -16,8 +16,8 @@ from sklearn.neighbors import NearestNeighbors
 
 from cifake_models import load_detector
 from cifake_models.data import default_data_dir, load_split
-from cifake_models.robustness import balanced_sample
 from cifake_models.decision import ScopeRule
+from cifake_models.robustness import balanced_sample
 from cifake_models.scope import ScopeModel, penultimate
 from train.scope_fit import C_GRID, fit_data, fit_scope, logistic, moments, suite_copies
 from train.scope_sets import drawing_set, photo_set
@@ -27,16 +27,22 @@ def evaluation_sets(seed: int, n_test: int) -> dict[str, np.ndarray]:
     test = load_split(default_data_dir(), "test")
     rows = balanced_sample(test.labels, n_test, seed)
     photos, drawings = photo_set(seed), drawing_set(seed)
-    return {"test": test.images[rows], "test copies": suite_copies(test.images[rows[: n_test // 2]], seed + 3),
-            "photos (kept)": photos.part("kept", False), "CIFAR-class photos (kept)": photos.part("kept", True),
-            "non-photos (kept)": drawings.part("kept")}
+    return {
+        "test": test.images[rows],
+        "test copies": suite_copies(test.images[rows[: n_test // 2]], seed + 3),
+        "photos (kept)": photos.part("kept", False),
+        "CIFAR-class photos (kept)": photos.part("kept", True),
+        "non-photos (kept)": drawings.part("kept"),
+    }
 
 
 def row(name: str, scores: dict[str, np.ndarray]) -> str:
     cut = max(np.quantile(scores["val"], 0.95), np.quantile(scores["val copies"], 0.95))
     test = scores["test"]
-    aurocs = [roc_auc_score(np.r_[np.zeros(len(test)), np.ones(len(s))], np.r_[test, s])
-              for s in (scores["photos (kept)"], scores["CIFAR-class photos (kept)"], scores["non-photos (kept)"])]
+    aurocs = [
+        roc_auc_score(np.r_[np.zeros(len(test)), np.ones(len(s))], np.r_[test, s])
+        for s in (scores["photos (kept)"], scores["CIFAR-class photos (kept)"], scores["non-photos (kept)"])
+    ]
     flagged = [np.mean(scores[k] > cut) for k in ("test", "test copies", "photos (kept)", "non-photos (kept)")]
     cells = [f"{a:.3f}" for a in aurocs] + [f"{f:.1%}" for f in flagged]
     return f"| {name} | " + " | ".join(cells) + " |"
@@ -56,8 +62,10 @@ def main() -> None:
     train = penultimate(detector, data.train.images)
     mean, std, class_means, precision = moments(train, data.train.labels)
     maha = ScopeModel(mean, std, class_means, precision, np.zeros(0), np.ones(0), np.zeros(0), 0.0, ScopeRule(0, 0), {})
-    print("| score | AUROC photos | AUROC CIFAR-class photos | AUROC non-photos | test flagged | test copies flagged "
-          "| photos flagged | non-photos flagged |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| score | AUROC photos | AUROC CIFAR-class photos | AUROC non-photos | test flagged | test copies flagged "
+        "| photos flagged | non-photos flagged |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    )
     print(row("Mahalanobis (Lee et al. 2018)", {k: maha.mahalanobis((f - mean) / std) for k, f in features.items()}))
     unit = lambda f: f / np.linalg.norm(f, axis=1, keepdims=True)  # noqa: E731
     neighbours = NearestNeighbors(n_neighbors=50).fit(unit(train))
@@ -71,11 +79,20 @@ def main() -> None:
     outliers = (penultimate(detector, data.outliers) - mean) / std
     for c in C_GRID:
         model = logistic(inside, outliers, c)
-        print(row(f"outlier exposure, features only, C = {c}", {k: model.decision_function((f - mean) / std)
-                                                                 for k, f in features.items()}))
+        print(
+            row(
+                f"outlier exposure, features only, C = {c}",
+                {k: model.decision_function((f - mean) / std) for k, f in features.items()},
+            )
+        )
     shipped = fit_scope(detector, data, 0.95, "")
-    print(row(f"shipped: features + pixel statistics + Mahalanobis, C = {shipped.metadata['regularisation_C']} "
-              "(chosen by grouped cross-validation)", {k: shipped.score(f, images[k]) for k, f in features.items()}))
+    print(
+        row(
+            f"shipped: features + pixel statistics + Mahalanobis, C = {shipped.metadata['regularisation_C']} "
+            "(chosen by grouped cross-validation)",
+            {k: shipped.score(f, images[k]) for k, f in features.items()},
+        )
+    )
 
 
 if __name__ == "__main__":

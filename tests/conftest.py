@@ -93,7 +93,17 @@ def train_tiny(name: str, data_root: Path, out_dir: Path, resume: bool = False, 
     if spec.is_committee:
         return fit_committee(spec, val, spec.recipe, out_dir, data_info, resume=resume)
     if spec.is_torch:
-        return fit_torch(spec, train, val, tiny_recipe(spec, **changes), out_dir, data_info, device="cpu", resume=resume, on_epoch_end=on_epoch_end)
+        return fit_torch(
+            spec,
+            train,
+            val,
+            tiny_recipe(spec, **changes),
+            out_dir,
+            data_info,
+            device="cpu",
+            resume=resume,
+            on_epoch_end=on_epoch_end,
+        )
     return fit_svm(spec, train, val, tiny_recipe(spec, **changes), out_dir, data_info, resume=resume)
 
 
@@ -113,7 +123,12 @@ def tiny_assets(tiny_data, tmp_path_factory) -> dict[str, Path]:
     checkpoints, reports = root / "checkpoints", root / "reports"
     for name in list_detectors():
         train_tiny(name, tiny_data / "packed", checkpoints, **TINY_ASSET_CHANGES.get(name, {}))
-    assert evaluate.main(["--data", str(tiny_data / "packed"), "--checkpoints", str(checkpoints), "--reports", str(reports)]) == 0
+    assert (
+        evaluate.main(
+            ["--data", str(tiny_data / "packed"), "--checkpoints", str(checkpoints), "--reports", str(reports)]
+        )
+        == 0
+    )
     return {"checkpoints": checkpoints, "reports": reports, "data": tiny_data / "packed"}
 
 
@@ -135,15 +150,37 @@ def with_new_figures(report: dict) -> dict:
     coverage, the unsure band's point), and a leak-free split whose numbers differ from the
     official split's (the tiny data's leak-free split removes nothing, so they would be equal)."""
     report = copy.deepcopy(report)
-    report["test"]["threshold_sweep"] = {"threshold": [0.0, 0.25, 0.5, 0.75, 1.0], "fake_called_fake": [8, 8, 7, 4, 0],
-                                         "real_called_fake": [8, 3, 1, 0, 0], "n_fake": 8, "n_real": 8}
+    report["test"]["threshold_sweep"] = {
+        "threshold": [0.0, 0.25, 0.5, 0.75, 1.0],
+        "fake_called_fake": [8, 8, 7, 4, 0],
+        "real_called_fake": [8, 3, 1, 0, 0],
+        "n_fake": 8,
+        "n_real": 8,
+    }
     report["test"]["reliability"] = {"p_fake_mean": [0.1, 0.45, 0.9], "fake_share": [0.0, 0.5, 1.0], "count": [6, 4, 6]}
-    report["test"]["selective"] = {"confidence": [0.5, 0.75, 0.9], "coverage": [1.0, 0.75, 0.5], "accuracy": [0.875, 0.95, None]}
-    report["calibration"] = {"test": {"reliability_before": {"p_fake_mean": [0.3, 0.6], "fake_share": [0.1, 0.9], "count": [8, 8]}}}
+    report["test"]["selective"] = {
+        "confidence": [0.5, 0.75, 0.9],
+        "coverage": [1.0, 0.75, 0.5],
+        "accuracy": [0.875, 0.95, None],
+    }
+    report["calibration"] = {
+        "test": {"reliability_before": {"p_fake_mean": [0.3, 0.6], "fake_share": [0.1, 0.9], "count": [8, 8]}}
+    }
     report["unsure"] = {"test": {"coverage": 0.75, "accuracy": 0.95}}
     report["test_leak_free"] = {
-        **report["test_leak_free"], "removed": 2, "n": 14, "accuracy": 11 / 14, "confusion_matrix": [[6, 2], [1, 5]],
-        "roc_curve": {"fpr": [0.0, 0.2, 1.0], "tpr": [0.0, 0.75, 1.0]}, "roc_auc": 0.8,
-        "threshold_sweep": {"threshold": [0.0, 0.5, 1.0], "fake_called_fake": [8, 6, 0], "real_called_fake": [6, 1, 0], "n_fake": 8, "n_real": 6},
+        **report["test_leak_free"],
+        "removed": 2,
+        "n": 14,
+        "accuracy": 11 / 14,
+        "confusion_matrix": [[6, 2], [1, 5]],
+        "roc_curve": {"fpr": [0.0, 0.2, 1.0], "tpr": [0.0, 0.75, 1.0]},
+        "roc_auc": 0.8,
+        "threshold_sweep": {
+            "threshold": [0.0, 0.5, 1.0],
+            "fake_called_fake": [8, 6, 0],
+            "real_called_fake": [6, 1, 0],
+            "n_fake": 8,
+            "n_real": 6,
+        },
     }
     return report

@@ -157,10 +157,18 @@ def test_a_report_of_an_earlier_checkpoint_is_flagged_as_such(tiny_assets, tmp_p
     cnn.metadata["threshold"] = {**cnn.metadata["threshold"], "value": 0.25}
     cnn.save(checkpoints / get_spec("cnn").checkpoint_file)
     state = load_state(checkpoints, tiny_assets["reports"])
-    assert list(state.stale_reports) == ["cnn"] and "earlier cnn.safetensors: run python -m train.evaluate" in state.stale_reports["cnn"]
-    row = next(line for line in texts.detectors_markdown(state).splitlines() if line.startswith(f"| {get_spec('cnn').title} |"))
+    assert (
+        list(state.stale_reports) == ["cnn"]
+        and "earlier cnn.safetensors: run python -m train.evaluate" in state.stale_reports["cnn"]
+    )
+    row = next(
+        line for line in texts.detectors_markdown(state).splitlines() if line.startswith(f"| {get_spec('cnn').title} |")
+    )
     assert state.stale_reports["cnn"] in row
-    assert state.stale_reports["cnn"] in tables.compare_table(state).set_index("Detector").loc[get_spec("cnn").title, "Status"]
+    assert (
+        state.stale_reports["cnn"]
+        in tables.compare_table(state).set_index("Detector").loc[get_spec("cnn").title, "Status"]
+    )
 
 
 # --------------------------------------------------------------------------- handlers
@@ -176,7 +184,9 @@ def test_predict_file_gives_every_detector_real_and_fake(state, images):
         assert result[name]["FAKE"] == pytest.approx(proba[0], abs=1e-6)
 
 
-@pytest.mark.parametrize(("name", "message"), [("notes.txt", "not an image"), ("empty.jpg", "empty"), ("cut.jpg", "truncated")])
+@pytest.mark.parametrize(
+    ("name", "message"), [("notes.txt", "not an image"), ("empty.jpg", "empty"), ("cut.jpg", "truncated")]
+)
 def test_predict_file_refuses_hostile_files(state, images, name, message):
     with pytest.raises(UploadError, match=message):
         predict_file(state, images[name])
@@ -221,12 +231,17 @@ def test_agreement(verdicts, text, majority):
 
 
 def test_predict_file_checks_stability_on_request(state, images):
-    plain, checked = predict_file(state, images["good.png"]), predict_file(state, images["good.png"], check_stability=True)
+    plain, checked = (
+        predict_file(state, images["good.png"]),
+        predict_file(state, images["good.png"], check_stability=True),
+    )
     pixels = np.array(Image.open(images["good.png"]).convert("RGB"))[None]
     expected = stability.check(state.detectors, pixels)[0].detectors
     for name in list_detectors():
         assert "stability" not in plain[name]
-        assert checked[name]["stable"] == expected[name].stable and checked[name]["stability"] == expected[name].sentence
+        assert (
+            checked[name]["stable"] == expected[name].stable and checked[name]["stability"] == expected[name].sentence
+        )
         assert {k: checked[name][k] for k in plain[name]} == plain[name]
 
 
@@ -245,8 +260,12 @@ def test_a_detector_whose_copies_could_not_be_scored_says_why(state, images, mon
     result = analyse_files(state, [images["good.png"]], check_stability=True)[0]
     assert len(passes) == 2 and "cnn" in result.predictions and "cnn" not in result.stability
     assert '<td class="stability">not checked: MemoryError: out of memory</td>' in result_card(state, result)
-    expected = {**result.predictions["cnn"].mapping(), **result.scope_mapping(), "stable": None,
-                "stability": "not checked: MemoryError: out of memory"}
+    expected = {
+        **result.predictions["cnn"].mapping(),
+        **result.scope_mapping(),
+        "stable": None,
+        "stability": "not checked: MemoryError: out of memory",
+    }
     assert result.probabilities()["cnn"] == expected
 
 
@@ -281,7 +300,10 @@ def test_detect_outputs_cards_table_and_csv(app_module, state, images):
         assert f"{100 * p_fake:.1f}%</span>" in cards
         assert table.loc[0, get_spec(name).title] == pytest.approx(p_fake, abs=5e-5)
     for row in (rows[0], rows[2]):
-        assert f'{row["agreement"]}</span>' in cards and table.loc[table["File"] == row["file"], "Agreement"].item() == row["agreement"]
+        assert (
+            f"{row['agreement']}</span>" in cards
+            and table.loc[table["File"] == row["file"], "Agreement"].item() == row["agreement"]
+        )
     assert "not an image" in rows[1]["error"] and rows[1][f"{list_detectors()[0]}_p_fake"] == ""
     # Nothing uploaded: no cards, no rows, no CSV to download.
     cards, table, download = app_module.detect_outputs(state, [])
@@ -321,10 +343,26 @@ def test_scratch_statement_follows_metadata(state):
 def test_compare_table_has_every_detector_and_figure(state):
     table = tables.compare_table(state)
     assert list(table["Detector"]) == [get_spec(n).title for n in list_detectors()]
-    for column in ["Accuracy", "ROC-AUC", "PR-AUC", "Leak-free accuracy",
-                   "FAKE precision", "FAKE recall", "FAKE F1", "REAL precision", "REAL recall", "REAL F1",
-                   "Resized/re-saved: mean accuracy", "Resized/re-saved: worst accuracy", "Worst case",
-                   "Initialisation", "Our recipe", "Paper recipe", "Checkpoint MB", "ms/image (1)"]:  # tiny test split: no batch of 64
+    for column in [
+        "Accuracy",
+        "ROC-AUC",
+        "PR-AUC",
+        "Leak-free accuracy",
+        "FAKE precision",
+        "FAKE recall",
+        "FAKE F1",
+        "REAL precision",
+        "REAL recall",
+        "REAL F1",
+        "Resized/re-saved: mean accuracy",
+        "Resized/re-saved: worst accuracy",
+        "Worst case",
+        "Initialisation",
+        "Our recipe",
+        "Paper recipe",
+        "Checkpoint MB",
+        "ms/image (1)",
+    ]:  # tiny test split: no batch of 64
         assert column in table.columns
         assert table[column].notna().all(), column
     for name, row in zip(list_detectors(), table.to_dict("records")):
@@ -350,7 +388,9 @@ def test_detect_tab_states_accuracy_on_resized_uploads_from_the_reports(state):
     for name in list_detectors():
         row = next(line for line in table.splitlines() if line.startswith(f"| {get_spec(name).title} |"))
         r = robustness[name]
-        assert row.endswith(f"| {100 * r['mean_accuracy']:.1f}% ({100 * r['worst']['accuracy']:.1f}%, {r['worst']['perturbation']}) |")
+        assert row.endswith(
+            f"| {100 * r['mean_accuracy']:.1f}% ({100 * r['worst']['accuracy']:.1f}%, {r['worst']['perturbation']}) |"
+        )
 
 
 def test_the_detectors_table_states_the_rule_each_detector_decides_by(state):
@@ -364,7 +404,11 @@ def test_the_detectors_table_states_the_rule_each_detector_decides_by(state):
         row = next(line for line in table.splitlines() if line.startswith(f"| {get_spec(name).title} |"))
         assert f"| {detector.rule.threshold:.3f} | FAKE ≥ {band.high:.3f}, REAL &lt; {band.low:.3f} |" in row
         p = np.array([band.high, (band.high + band.low) / 2, np.nextafter(band.low, 0)])
-        assert list(detector.decide(np.stack([p, 1 - p], axis=1))) == ["FAKE", "UNSURE" if band.low < band.high else "FAKE", "REAL"]
+        assert list(detector.decide(np.stack([p, 1 - p], axis=1))) == [
+            "FAKE",
+            "UNSURE" if band.low < band.high else "FAKE",
+            "REAL",
+        ]
 
 
 def test_robustness_plot_draws_every_detector_from_its_clean_accuracy(state):
@@ -373,7 +417,10 @@ def test_robustness_plot_draws_every_detector_from_its_clean_accuracy(state):
     assert len(traces) == len(FAMILIES)
     robustness = state.reports["cnn"]["robustness"]
     jpeg = next(t for t in traces if t.hovertemplate.endswith("at jpeg %{x}<extra></extra>"))
-    expected = sorted([(100, robustness["clean_accuracy"])] + [(s["strength"], s["accuracy"]) for s in robustness["scores"] if s["family"] == "jpeg"])
+    expected = sorted(
+        [(100, robustness["clean_accuracy"])]
+        + [(s["strength"], s["accuracy"]) for s in robustness["scores"] if s["family"] == "jpeg"]
+    )
     assert list(zip(jpeg.x, jpeg.y)) == expected
     assert {t.legendgroup for t in figure.data} == set(list_detectors())
 
@@ -406,7 +453,11 @@ def test_the_training_curves_show_loss_and_accuracy_or_say_there_are_no_epochs(s
 @pytest.mark.parametrize("split", ["test", "test_leak_free"])
 def test_the_reliability_diagram_shows_both_sides_of_calibration(state, split):
     report, plots = state.reports["cnn"], figures.evaluation_plots(state, "cnn", split)
-    assert [t.name for t in plots.reliability.data] == ["perfectly calibrated", "before calibration", "after calibration"]
+    assert [t.name for t in plots.reliability.data] == [
+        "perfectly calibrated",
+        "before calibration",
+        "after calibration",
+    ]
     _, before, after = plots.reliability.data
     assert list(after.y) == report[split]["reliability"]["fake_share"]
     assert list(before.x) == report["calibration"][split]["reliability_before"]["p_fake_mean"]
@@ -423,19 +474,28 @@ def test_an_older_report_without_calibration_figures_says_what_is_missing(state)
     report = state.reports["cnn"]
     old = {k: v for k, v in report.items() if k not in ("calibration", "unsure")}
     old["test"] = {k: v for k, v in report["test"].items() if k not in ("reliability", "selective")}
-    assert "no reliability diagram: run python -m train.evaluate" in figures.reliability_figure(old, "test", "CNN").layout.annotations[0].text
+    assert (
+        "no reliability diagram: run python -m train.evaluate"
+        in figures.reliability_figure(old, "test", "CNN").layout.annotations[0].text
+    )
     assert "no accuracy/coverage curve" in figures.selective_figure(old, "test", "CNN").layout.annotations[0].text
 
 
 def test_a_report_without_a_figure_or_a_detector_without_a_report_leaves_the_other_plots(state, monkeypatch):
     # A report lacking its curves and confusion matrix: the all-detector plots draw the others,
     # its own plots say what is missing; a detector without a report says so in every plot.
-    cut = {k: v for k, v in state.reports["cnn"]["test"].items() if k not in ("roc_curve", "pr_curve", "confusion_matrix")}
+    cut = {
+        k: v for k, v in state.reports["cnn"]["test"].items() if k not in ("roc_curve", "pr_curve", "confusion_matrix")
+    }
     monkeypatch.setitem(state.reports, "cnn", {**state.reports["cnn"], "test": cut})
     plots = figures.evaluation_plots(state, "cnn", "test")
     drawn = {t.name.split(" (AUC")[0] for t in plots.all_roc.data if t.name != "chance"}
     assert drawn == {get_spec(n).title for n in list_detectors()} - {get_spec("cnn").title}
-    for figure, what in ((plots.roc, "no ROC curve"), (plots.pr, "no precision-recall curve"), (plots.confusion, "no confusion matrix")):
+    for figure, what in (
+        (plots.roc, "no ROC curve"),
+        (plots.pr, "no precision-recall curve"),
+        (plots.confusion, "no confusion matrix"),
+    ):
         assert not figure.data and what in figure.layout.annotations[0].text
     monkeypatch.delitem(state.reports, "cnn")
     plots = figures.evaluation_plots(state, "cnn", "test")
@@ -447,14 +507,18 @@ def test_the_leak_free_split_draws_its_own_numbers(state, monkeypatch):
     monkeypatch.setitem(state.reports, "cnn", with_new_figures(state.reports["cnn"]))
     official, leak_free = (figures.evaluation_plots(state, "cnn", split) for split in ("test", "test_leak_free"))
     assert "n=16" in official.confusion.layout.title.text
-    assert "n=14" in leak_free.confusion.layout.title.text and "accuracy 0.7857" in leak_free.confusion.layout.title.text
+    assert (
+        "n=14" in leak_free.confusion.layout.title.text and "accuracy 0.7857" in leak_free.confusion.layout.title.text
+    )
     np.testing.assert_allclose(leak_free.confusion.data[0].z, [[6 / 8, 2 / 8], [1 / 6, 5 / 6]])
     roc = next(t for t in leak_free.roc.data if t.name.startswith("CNN (paper)"))
     assert list(roc.x) == [0.0, 0.2, 1.0] and roc.name == "CNN (paper) (AUC 0.800)"
 
 
 def test_training_curves_mark_where_a_second_stage_starts(state, monkeypatch):
-    history = [{"epoch": e, "train_loss": 0.5, "val_loss": 0.5, "train_accuracy": 0.8, "val_accuracy": 0.8} for e in (1, 2, 3)]
+    history = [
+        {"epoch": e, "train_loss": 0.5, "val_loss": 0.5, "train_accuracy": 0.8, "val_accuracy": 0.8} for e in (1, 2, 3)
+    ]
     history[2]["stage"] = 2
     monkeypatch.setitem(state.reports, "cnn", {**state.reports["cnn"], "history": history})
     figure = figures.training_figure(state, "cnn")
@@ -469,13 +533,21 @@ def test_training_curves_mark_where_a_second_stage_starts(state, monkeypatch):
 NEW = with_new_figures({"test": {"n": 16}, "test_leak_free": {"n": 16}, "threshold": {"value": 0.5}})
 
 
-@pytest.mark.parametrize(("asked", "used", "caught", "false_alarms"), [(0.6, 0.5, 7, 1), (0.65, 0.75, 4, 0), (-1.0, 0.0, 8, 8), (0.2, 0.25, 8, 3)])
+@pytest.mark.parametrize(
+    ("asked", "used", "caught", "false_alarms"),
+    [(0.6, 0.5, 7, 1), (0.65, 0.75, 4, 0), (-1.0, 0.0, 8, 8), (0.2, 0.25, 8, 3)],
+)
 def test_threshold_explorer_counts_at_the_nearest_stored_threshold(asked, used, caught, false_alarms):
     figure, point = figures.threshold_explorer(NEW["test"], asked, "CNN (paper)")
     assert (point.threshold, point.fake_called_fake, point.real_called_fake) == (used, caught, false_alarms)
     fake, real = CLASSES.index("FAKE"), CLASSES.index("REAL")
     matrix = np.zeros((2, 2))  # rows true, columns called, in CLASSES order as the reports store it
-    matrix[fake, fake], matrix[fake, real], matrix[real, fake], matrix[real, real] = caught, 8 - caught, false_alarms, 8 - false_alarms
+    matrix[fake, fake], matrix[fake, real], matrix[real, fake], matrix[real, real] = (
+        caught,
+        8 - caught,
+        false_alarms,
+        8 - false_alarms,
+    )
     np.testing.assert_array_equal(point.confusion_matrix(), matrix)
     assert np.asarray(figure.data[0].z) == pytest.approx(matrix / 8)
     assert f"P(FAKE) ≥ {used:.3f}" in figure.layout.title.text
@@ -489,17 +561,26 @@ def test_threshold_summary_states_precision_recall_and_false_positives():
     assert "P(FAKE) ≥ 0.500" in summary and "**precision 87.5%**" in summary and "**recall 87.5%**" in summary
     assert "**false-positive rate 12.5%** (1 of 8 REAL images called FAKE); accuracy 87.5% on 16 images" in summary
     _, nothing_called = figures.threshold_explorer(NEW["test"], 1.0, "CNN (paper)")
-    assert nothing_called.precision is None and "precision undefined (no image called FAKE)" in texts.threshold_markdown(nothing_called)
+    assert (
+        nothing_called.precision is None
+        and "precision undefined (no image called FAKE)" in texts.threshold_markdown(nothing_called)
+    )
 
 
 def test_trust_figures_say_what_a_report_lacks():
     """Today's reports hold none of the new figures: each plot says so instead of failing."""
-    for figure in (figures.threshold_explorer({"n": 16}, 0.5, "CNN")[0], figures.reliability_figure({"test": {}}, "test", "CNN"),
-                   figures.selective_figure({"test": {}}, "test", "CNN")):
+    for figure in (
+        figures.threshold_explorer({"n": 16}, 0.5, "CNN")[0],
+        figures.reliability_figure({"test": {}}, "test", "CNN"),
+        figures.selective_figure({"test": {}}, "test", "CNN"),
+    ):
         assert not figure.data and "run python -m train.evaluate" in figure.layout.annotations[0].text
     assert figures.threshold_explorer({"n": 16}, 0.5, "CNN")[1] is None and texts.threshold_markdown(None) == ""
-    for figure in (figures.threshold_explorer(None, 0.5, "CNN")[0], figures.reliability_figure({}, "test", "CNN"),
-                   figures.selective_figure({}, "test", "CNN")):
+    for figure in (
+        figures.threshold_explorer(None, 0.5, "CNN")[0],
+        figures.reliability_figure({}, "test", "CNN"),
+        figures.selective_figure({}, "test", "CNN"),
+    ):
         assert figure.layout.annotations[0].text == "no evaluation report"
 
 
@@ -508,8 +589,14 @@ def test_reliability_diagram_draws_the_bins_before_and_after_calibration():
     curves = {t.name: t for t in figure.data}
     assert list(curves) == ["perfectly calibrated", "before calibration", "after calibration"]
     after, before = NEW["test"]["reliability"], NEW["calibration"]["test"]["reliability_before"]
-    assert list(curves["after calibration"].x) == after["p_fake_mean"] and list(curves["after calibration"].y) == after["fake_share"]
-    assert list(curves["before calibration"].x) == before["p_fake_mean"] and list(curves["before calibration"].y) == before["fake_share"]
+    assert (
+        list(curves["after calibration"].x) == after["p_fake_mean"]
+        and list(curves["after calibration"].y) == after["fake_share"]
+    )
+    assert (
+        list(curves["before calibration"].x) == before["p_fake_mean"]
+        and list(curves["before calibration"].y) == before["fake_share"]
+    )
     assert list(curves["perfectly calibrated"].x) == list(curves["perfectly calibrated"].y) == [0, 1]
     uncalibrated = figures.reliability_figure({"test": NEW["test"]}, "test", "CNN (paper)")
     assert [t.name for t in uncalibrated.data] == ["perfectly calibrated", "CNN (paper)"]
@@ -543,7 +630,10 @@ def test_evaluation_tab_follows_the_split_the_detector_and_the_slider(app_module
     plots = [(c.label, f) for c, f in zip(on_split.outputs, drawn) if isinstance(f, go.Figure)]
     assert len(plots) == 9
     for label, figure in plots:
-        assert re.match(r"[\w-]+", label)[0] == re.match(r"[\w-]+", figure.layout.title.text)[0], (label, figure.layout.title.text)
+        assert re.match(r"[\w-]+", label)[0] == re.match(r"[\w-]+", figure.layout.title.text)[0], (
+            label,
+            figure.layout.title.text,
+        )
     # The leak-free split redraws with the leak-free split's numbers, the explorer too.
     confusion = dict(plots)["Confusion matrix"]
     assert "n=14" in confusion.layout.title.text
@@ -565,7 +655,11 @@ def test_programs_are_served_by_gr_api(app_module, state):
         endpoint = event(demo, api_name)
         assert endpoint.concurrency_limit == limit
         assert {type(c).__name__ for c in endpoint.inputs + endpoint.outputs} == {"Api"}  # no component behind them
-    assert not [b for b in demo.blocks.values() if type(b).__name__ in ("File", "JSON", "Button") and not getattr(b, "visible", True)]
+    assert not [
+        b
+        for b in demo.blocks.values()
+        if type(b).__name__ in ("File", "JSON", "Button") and not getattr(b, "visible", True)
+    ]
 
 
 def test_an_upload_inside_gradios_cache_is_accepted(app_module):
@@ -607,8 +701,13 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(app_module, state):
     demo = app_module.build_demo(state)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True,
-                            max_file_size=app_module.SERVER_MAX_FILE_SIZE)
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=free_port(),
+        quiet=True,
+        max_file_size=app_module.SERVER_MAX_FILE_SIZE,
+    )
     yield url
     demo.close()
 
@@ -647,8 +746,11 @@ def test_client_predict_batch_with_hostile_files(client, images):
 
 def test_client_cannot_have_a_server_file_read_by_naming_its_path(client, images):
     # A dict without FileData's meta skips gradio's own upload-cache check; the app refuses it.
-    for api_name, payload in (("/predict", {"path": str(images["good.png"])}), ("/predict_batch", [{"path": str(images["good.png"])}]),
-                              ("/detect_pasted", {"path": str(images["good.png"])})):
+    for api_name, payload in (
+        ("/predict", {"path": str(images["good.png"])}),
+        ("/predict_batch", [{"path": str(images["good.png"])}]),
+        ("/detect_pasted", {"path": str(images["good.png"])}),
+    ):
         with pytest.raises(Exception, match="handle_file"):
             client.predict(payload, api_name=api_name)
 

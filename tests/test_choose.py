@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def write(folder, clean: float, suite_mean: float, worst_gap: float = 0.05, split: str = "split-0") -> None:
     """A stand-in checkpoint of resnet50 whose only content is what the rule reads."""
     folder.mkdir(parents=True, exist_ok=True)
-    validation = {"accuracy": clean, "robustness": {"mean_accuracy": suite_mean, "worst": {"accuracy": suite_mean - worst_gap}}}
+    validation = {
+        "accuracy": clean,
+        "robustness": {"mean_accuracy": suite_mean, "worst": {"accuracy": suite_mean - worst_gap}},
+    }
     metadata = {"validation": validation, "data": {"val_fingerprint": split}}
     save_safetensors(folder / get_spec("resnet50").checkpoint_file, {"w": torch.zeros(1)}, metadata)
 
@@ -46,7 +49,19 @@ def test_the_most_robust_eligible_candidate_ships(tmp_path):
 def test_the_shipped_checkpoint_stays_when_no_candidate_is_more_robust(tmp_path, capsys):
     write(tmp_path / "shipped", 0.958, 0.93)
     write(tmp_path / "weaker", 0.957, 0.92)
-    assert main(["resnet50", str(tmp_path / "weaker"), str(tmp_path / "missing"), "--checkpoints", str(tmp_path / "shipped"), "--ship"]) == 0
+    assert (
+        main(
+            [
+                "resnet50",
+                str(tmp_path / "weaker"),
+                str(tmp_path / "missing"),
+                "--checkpoints",
+                str(tmp_path / "shipped"),
+                "--ship",
+            ]
+        )
+        == 0
+    )
     assert shipped_clean(tmp_path / "shipped") == 0.958
     assert "skipped" in capsys.readouterr().out  # a folder without a checkpoint is reported, not fatal
 
@@ -65,7 +80,9 @@ def test_the_worst_case_counts_as_much_as_the_mean(tmp_path):
     write(tmp_path / "higher_mean", 0.958, 0.9460, worst_gap=0.0700)  # mean 0.13 higher, worst 2.0 lower
     folders = [str(tmp_path / f) for f in ("steadier", "higher_mean")]
     assert main(["resnet50", *folders, "--checkpoints", str(tmp_path / "shipped"), "--ship"]) == 0
-    shipped = read_safetensors(tmp_path / "shipped" / get_spec("resnet50").checkpoint_file)[1]["validation"]["robustness"]
+    shipped = read_safetensors(tmp_path / "shipped" / get_spec("resnet50").checkpoint_file)[1]["validation"][
+        "robustness"
+    ]
     assert shipped["worst"]["accuracy"] == 0.9443 - 0.0323
 
 
@@ -75,7 +92,10 @@ def test_the_svm_is_chosen_by_the_same_rule(tmp_path, capsys):
 
     def write_svm(folder, clean: float, suite_mean: float) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        validation = {"accuracy": clean, "robustness": {"mean_accuracy": suite_mean, "worst": {"accuracy": suite_mean - 0.05}}}
+        validation = {
+            "accuracy": clean,
+            "robustness": {"mean_accuracy": suite_mean, "worst": {"accuracy": suite_mean - 0.05}},
+        }
         metadata = {"detector": spec.name, "classes": list(CLASSES), "validation": validation}
         SklearnDetector(spec.name, StandardScaler(), metadata).save(folder / spec.checkpoint_file)
 
@@ -89,8 +109,11 @@ def test_the_svm_is_chosen_by_the_same_rule(tmp_path, capsys):
 def test_a_shipped_checkpoint_without_robustness_figures_is_a_clear_error(tmp_path, capsys):
     folder = tmp_path / "shipped"
     folder.mkdir()
-    save_safetensors(folder / get_spec("resnet50").checkpoint_file, {"w": torch.zeros(1)},
-                     {"validation": {"accuracy": 0.958}, "data": {"val_fingerprint": "split-0"}})  # from before the suite was recorded
+    save_safetensors(
+        folder / get_spec("resnet50").checkpoint_file,
+        {"w": torch.zeros(1)},
+        {"validation": {"accuracy": 0.958}, "data": {"val_fingerprint": "split-0"}},
+    )  # from before the suite was recorded
     write(tmp_path / "too_far", 0.90, 0.95)
     assert main(["resnet50", str(tmp_path / "too_far"), "--checkpoints", str(folder), "--ship"]) == 2
     err = capsys.readouterr().err
@@ -118,9 +141,25 @@ def test_a_kill_in_mid_ship_leaves_the_shipped_checkpoint_whole(tmp_path):
     write(tmp_path / "shipped", 0.958, 0.80)
     write(tmp_path / "better", 0.951, 0.92)
     halfway = tmp_path / "halfway"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen([sys.executable, "-c", KILLED_MID_COPY, str(halfway), "resnet50", str(tmp_path / "better"),
-                                "--checkpoints", str(tmp_path / "shipped"), "--ship"], cwd=ROOT, env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            KILLED_MID_COPY,
+            str(halfway),
+            "resnet50",
+            str(tmp_path / "better"),
+            "--checkpoints",
+            str(tmp_path / "shipped"),
+            "--ship",
+        ],
+        cwd=ROOT,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 60
         while not halfway.exists() and process.poll() is None and time.monotonic() < deadline:

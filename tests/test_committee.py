@@ -84,7 +84,9 @@ def test_stored_committee_serves_without_a_member(tiny_assets, tmp_path):
 
 
 def test_a_committee_with_no_member_is_refused(tiny_assets, tmp_path):
-    (tmp_path / "committee.safetensors").write_bytes((tiny_assets["checkpoints"] / "committee.safetensors").read_bytes())
+    (tmp_path / "committee.safetensors").write_bytes(
+        (tiny_assets["checkpoints"] / "committee.safetensors").read_bytes()
+    )
     with pytest.raises(CheckpointError, match="none of its members"):
         load_detector("committee", tmp_path)
 
@@ -105,12 +107,16 @@ def test_a_member_changed_since_the_fit_is_left_out_until_a_refit(tiny_assets, t
     committee = load_detector("committee", changed)
     assert "cnn" not in committee.members and "changed since the committee was fitted" in committee.unavailable["cnn"]
     images = images_for(6)
-    np.testing.assert_allclose(committee.probabilities(images), load_detector("committee", missing).probabilities(images))
+    np.testing.assert_allclose(
+        committee.probabilities(images), load_detector("committee", missing).probabilities(images)
+    )
     assert revalidate_main(["committee", "--data", str(tiny_data / "packed"), "--checkpoints", str(changed)]) == 1
     assert "refit it with python -m train committee" in capsys.readouterr().err
 
 
-def test_resume_keeps_a_committee_fitted_on_these_members_and_refits_a_stale_one(tiny_assets, tiny_data, tmp_path, caplog):
+def test_resume_keeps_a_committee_fitted_on_these_members_and_refits_a_stale_one(
+    tiny_assets, tiny_data, tmp_path, caplog
+):
     caplog.set_level(logging.INFO, logger="train")
     for file in tiny_assets["checkpoints"].iterdir():
         (tmp_path / file.name).write_bytes(file.read_bytes())
@@ -124,28 +130,42 @@ def test_resume_keeps_a_committee_fitted_on_these_members_and_refits_a_stale_one
     refitted = train_tiny("committee", tiny_data / "packed", tmp_path, resume=True)
     assert "refitting: cnn changed" in caplog.text and file_sha256(committee_file) != before
     caplog.clear()
-    assert not load_detector("committee", tmp_path).unavailable and list(refitted.members) == list(get_spec("committee").members)
+    assert not load_detector("committee", tmp_path).unavailable and list(refitted.members) == list(
+        get_spec("committee").members
+    )
     # A committee file that does not load (corrupt, an older format) is fitted anew, not a crash.
     committee_file.write_bytes(b"not a checkpoint")
     train_tiny("committee", tiny_data / "packed", tmp_path, resume=True)
     assert "committee: refitting" in caplog.text and not load_detector("committee", tmp_path).unavailable
 
 
-@pytest.mark.parametrize("recorded", ["../outside.safetensors", "/dev/zero", "sub/a.safetensors", ""],
-                         ids=["parent", "device", "subfolder", "empty"])
+@pytest.mark.parametrize(
+    "recorded",
+    ["../outside.safetensors", "/dev/zero", "sub/a.safetensors", ""],
+    ids=["parent", "device", "subfolder", "empty"],
+)
 def test_a_member_file_must_be_a_plain_name_in_the_checkpoint_folder(recorded, tmp_path):
     """The old loader joined the recorded name to the folder unchecked: ../ read files outside it,
     and /dev/zero hashed for ever at start-up."""
     folder = tmp_path / "checkpoints"
     (folder / "sub").mkdir(parents=True)
-    for path in (folder / "a.safetensors", folder / "sub" / "a.safetensors", tmp_path / "outside.safetensors", folder / "b.skops"):
+    for path in (
+        folder / "a.safetensors",
+        folder / "sub" / "a.safetensors",
+        tmp_path / "outside.safetensors",
+        folder / "b.skops",
+    ):
         path.write_bytes(b"weights")
     files = {"a": recorded, "b": "b.skops"}
-    fitted_on = {m: {"file": f, "sha256": file_sha256(folder / f) if f and not f.startswith("/") else ""} for m, f in files.items()}
+    fitted_on = {
+        m: {"file": f, "sha256": file_sha256(folder / f) if f and not f.startswith("/") else ""}
+        for m, f in files.items()
+    }
     metadata = {"detector": "committee", "classes": list(Detector.classes_), "member_checkpoints": fitted_on}
     masks, coefficients = [[True, False], [False, True], [True, True]], np.zeros((3, 3))
-    CommitteeDetector("committee", {"a": Detector("a"), "b": Detector("b")}, ["a", "b"], masks, coefficients, metadata).save(
-        folder / "committee.safetensors")
+    CommitteeDetector(
+        "committee", {"a": Detector("a"), "b": Detector("b")}, ["a", "b"], masks, coefficients, metadata
+    ).save(folder / "committee.safetensors")
     committee = CommitteeDetector.load(folder / "committee.safetensors", "committee", Detector, validated=False)
     assert list(committee.members) == ["b"]
     assert "not a plain file name" in committee.unavailable["a"]

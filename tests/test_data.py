@@ -44,7 +44,9 @@ def test_missing_data_gives_a_clear_error(tmp_path):
         load_split(tmp_path, "test")
 
 
-@pytest.mark.parametrize(("content", "message"), [(b"not a jpeg", "not an image Pillow can read"), ("40x40", "40x40 pixels")])
+@pytest.mark.parametrize(
+    ("content", "message"), [(b"not a jpeg", "not an image Pillow can read"), ("40x40", "40x40 pixels")]
+)
 def test_a_bad_dataset_file_is_named(tiny_data, tmp_path, content, message):
     shutil.copytree(tiny_data / "kaggle", tmp_path / "kaggle")
     if content == "40x40":

@@ -105,6 +105,7 @@ def test_two_processes_train_as_one_and_resume_after_a_kill(tiny_data, tmp_path)
         return np.array(
             [[h["train_loss"], h["train_accuracy"], h["val_loss"], h["val_accuracy"]] for h in d.metadata["history"]]
         )
+
     assert len(two.metadata["history"]) == EPOCHS
     assert two.metadata["training"]["processes"] == 2 and one.metadata["training"]["processes"] == 1
     np.testing.assert_allclose(history(two), history(one), rtol=1e-4, atol=1e-6)

@@ -88,8 +88,9 @@ def test_each_endpoint_has_its_own_queue_size(server):
 def test_a_file_given_as_a_url_is_refused_not_fetched(server):
     url, _, calls = server
     with pytest.raises(httpx.HTTPStatusError) as refused:
-        client(url, "10.0.2.1").predict({"path": "https://example.com/a.png", "meta": {"_type": "gradio.FileData"}},
-                                         api_name="/hold")
+        client(url, "10.0.2.1").predict(
+            {"path": "https://example.com/a.png", "meta": {"_type": "gradio.FileData"}}, api_name="/hold"
+        )
     assert refused.value.response.status_code == 400 and "URLs are not fetched" in refused.value.response.text
     assert calls == []
 
@@ -100,7 +101,10 @@ def test_an_upload_request_over_its_byte_limit_is_refused(server, tmp_path):
     big.write_bytes(b"\0" * 2000)
     with pytest.raises(httpx.HTTPStatusError) as refused:
         client(url, "10.0.3.1").predict(handle_file(str(big)), api_name="/hold")
-    assert refused.value.response.status_code == 413 and "the limit is 0 MB per upload request" in refused.value.response.text
+    assert (
+        refused.value.response.status_code == 413
+        and "the limit is 0 MB per upload request" in refused.value.response.text
+    )
     assert calls == []
 
 

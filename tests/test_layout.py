@@ -49,7 +49,7 @@ def circle(graph: dict[str, set[str]]) -> list[str] | None:
         state[node] = "open"
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                return [*trail[trail.index(nxt):], nxt]
+                return [*trail[trail.index(nxt) :], nxt]
             if nxt not in state and (found := visit(nxt, [*trail, nxt])):
                 return found
         state[node] = "done"

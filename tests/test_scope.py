@@ -9,8 +9,8 @@ from sklearn.metrics import roc_auc_score
 from cifake_models import CheckpointError, get_spec, nets
 from cifake_models.checkpoint import file_sha256
 from cifake_models.data import Split
-from cifake_models.labels import CLASSES
 from cifake_models.detector import TorchDetector
+from cifake_models.labels import CLASSES
 from cifake_models.paths import CHECKPOINT_DIR
 from cifake_models.results import COLUMNS, OUT_OF_SCOPE_TEXT, Prediction, csv_header, results
 from cifake_models.scope import OUT_OF_SCOPE, SCOPE_FILE, ScopeAnswer, ScopeModel, ScopeScorer, load_scope
@@ -54,8 +54,14 @@ def fitted() -> tuple[ScopeModel, TorchDetector, FitData]:
     drawings = scope_sets.drawing_set(per_kind=4)
     tuning = drawings.parts == "tuning"
     val = synthetic(40, 2).images
-    data = FitData(synthetic(80, 1), suite_copies(synthetic(20, 3).images, 0), val, suite_copies(val, 1),
-                   drawings.images[tuning], drawings.sources[tuning])
+    data = FitData(
+        synthetic(80, 1),
+        suite_copies(synthetic(20, 3).images, 0),
+        val,
+        suite_copies(val, 1),
+        drawings.images[tuning],
+        drawings.sources[tuning],
+    )
     detector = tiny_native()
     return fit_scope(detector, data, 0.9, "0" * 64), detector, data
 
@@ -86,8 +92,11 @@ def test_the_scope_file_round_trips_and_is_tied_to_its_checkpoint(fitted, tmp_pa
 
 
 def test_out_of_scope_turns_every_verdict_and_says_so_in_the_api_and_csv():
-    items = [Decoded("in.png", np.zeros((32, 32, 3), np.uint8)), Failed("bad.png", "not an image"),
-             Decoded("out.png", np.zeros((32, 32, 3), np.uint8))]
+    items = [
+        Decoded("in.png", np.zeros((32, 32, 3), np.uint8)),
+        Failed("bad.png", "not an image"),
+        Decoded("out.png", np.zeros((32, 32, 3), np.uint8)),
+    ]
     proba = np.array([[0.9, 0.1], [0.2, 0.8]])
     answers = ({"cnn": proba}, {"cnn": np.array(["FAKE", "REAL"])}, {})
     scopes = [ScopeAnswer(-2.0, 0.5, True), ScopeAnswer(3.0, 0.5, False)]
@@ -108,10 +117,11 @@ shipped = pytest.mark.skipif(not (CHECKPOINT_DIR / SCOPE_FILE).is_file(), reason
 
 @shipped
 def test_the_shipped_scope_score_is_of_the_shipped_native32_and_keeps_cifake_examples_in_scope():
+    from PIL import Image
+
     from cifake_models import load_detector
     from cifake_models.images import stack_images
     from cifake_models.page.state import EXAMPLES_DIR
-    from PIL import Image
 
     scorer = load_scope(CHECKPOINT_DIR, load_detector("native32"))
     assert scorer.model.metadata["checkpoint_sha256"] == file_sha256(CHECKPOINT_DIR / "native32.safetensors")

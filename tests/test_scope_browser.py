@@ -10,9 +10,9 @@ import shutil
 import pytest
 from PIL import Image
 
+from cifake_models.page.state import example_files, load_state
 from cifake_models.paths import CHECKPOINT_DIR
 from cifake_models.scope import SCOPE_FILE
-from cifake_models.page.state import example_files, load_state
 
 CHROMIUM = "/usr/bin/chromium"
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -29,8 +29,9 @@ def url():
     from tests.test_app_browser import free_port
 
     demo = importlib.import_module("app").build_demo(load_state(CHECKPOINT_DIR))
-    _, local_url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
-                                  quiet=True)
+    _, local_url, _ = demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True
+    )
     yield local_url
     demo.close()
 

@@ -28,9 +28,19 @@ def folder(tmp_path_factory) -> Path:
     """Six good images of several sizes and formats, a text file named .png, and an empty .jpg."""
     root = tmp_path_factory.mktemp("photos")
     rng = np.random.default_rng(5)
-    for i, (size, fmt) in enumerate([((32, 32), "PNG"), ((48, 40), "JPEG"), ((32, 32), "JPEG"), ((90, 60), "PNG"),
-                                      ((32, 32), "WEBP"), ((33, 31), "BMP")]):
-        Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(root / f"img{i}.{fmt.lower()}", format=fmt)
+    for i, (size, fmt) in enumerate(
+        [
+            ((32, 32), "PNG"),
+            ((48, 40), "JPEG"),
+            ((32, 32), "JPEG"),
+            ((90, 60), "PNG"),
+            ((32, 32), "WEBP"),
+            ((33, 31), "BMP"),
+        ]
+    ):
+        Image.fromarray(rng.integers(0, 256, (*size[::-1], 3), dtype=np.uint8)).save(
+            root / f"img{i}.{fmt.lower()}", format=fmt
+        )
     (root / "notes.png").write_text("not an image at all")
     (root / "empty.jpg").write_bytes(b"")
     (root / "readme.txt").write_text("a folder contributes only image files")
@@ -64,13 +74,20 @@ def test_chosen_detectors_glob_list_and_json_lines(tiny_assets, folder, tmp_path
     listing = tmp_path / "list.txt"
     listing.write_text(f"{folder / 'img0.png'}\n\n{folder / 'missing.png'}\n")
     out = tmp_path / "scores.jsonl"
-    assert run([str(folder / "img[12].*"), "--list", str(listing), "--detectors", "cnn", "hog_svm", "--out", str(out)],
-               tiny_assets["checkpoints"]) == 0
+    assert (
+        run(
+            [str(folder / "img[12].*"), "--list", str(listing), "--detectors", "cnn", "hog_svm", "--out", str(out)],
+            tiny_assets["checkpoints"],
+        )
+        == 0
+    )
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [Path(r["file"]).name for r in records] == ["img1.jpeg", "img2.jpeg", "img0.png", "missing.png"]
     assert all(list(r) == csv_header(["cnn", "hog_svm"]) for r in records)
     assert records[3]["error"] == f"no such file: {folder / 'missing.png'}" and records[3]["cnn_p_fake"] is None
-    assert records[0]["error"] is None and records[0]["cnn_p_real"] + records[0]["cnn_p_fake"] == pytest.approx(1, abs=1e-5)
+    assert records[0]["error"] is None and records[0]["cnn_p_real"] + records[0]["cnn_p_fake"] == pytest.approx(
+        1, abs=1e-5
+    )
 
 
 def test_a_committee_asked_for_alone_answers_as_beside_every_detector(tiny_assets, folder, tmp_path):
@@ -80,11 +97,20 @@ def test_a_committee_asked_for_alone_answers_as_beside_every_detector(tiny_asset
     member = get_spec(committee).members[0]
     everything, chosen = tmp_path / "all.csv", tmp_path / "chosen.csv"
     assert run([str(folder), "--out", str(everything)], tiny_assets["checkpoints"], workers=1) == 0
-    assert run([str(folder), "--detectors", committee, member, committee, "--out", str(chosen)], tiny_assets["checkpoints"], workers=1) == 0
+    assert (
+        run(
+            [str(folder), "--detectors", committee, member, committee, "--out", str(chosen)],
+            tiny_assets["checkpoints"],
+            workers=1,
+        )
+        == 0
+    )
     full, picked = rows(everything), rows(chosen)
     assert picked[0] == csv_header([committee, member])
-    cells = [full[0].index(column) for column in picked[0][len(COLUMNS):]]
-    assert [[row[0]] + [row[i] for i in cells] for row in full[1:]] == [[row[0]] + row[len(COLUMNS):] for row in picked[1:]]
+    cells = [full[0].index(column) for column in picked[0][len(COLUMNS) :]]
+    assert [[row[0]] + [row[i] for i in cells] for row in full[1:]] == [
+        [row[0]] + row[len(COLUMNS) :] for row in picked[1:]
+    ]
     assert sum(row[picked[0].index(f"{committee}_verdict")] != "" for row in picked[1:]) == 6  # every good image
 
 
@@ -134,7 +160,11 @@ def test_an_interrupted_run_continues_without_scoring_a_file_twice(tiny_assets, 
     with open(out, "ab") as handle:  # and a line cut short, as a kill in the middle of a write leaves
         handle.write(b"img9.png,,,REAL,all 5 s")
     scored.clear()
-    monkeypatch.setattr(score.BatchScorer, "records", lambda self, items: (scored.extend(i.name for i in items), original(self, items))[1])
+    monkeypatch.setattr(
+        score.BatchScorer,
+        "records",
+        lambda self, items: (scored.extend(i.name for i in items), original(self, items))[1],
+    )
     assert run([str(folder), "--out", str(out)], tiny_assets["checkpoints"], workers=1) == 0
     assert "6 of 8 files already scored" in capsys.readouterr().err
     assert len(scored) == 2  # only the files the interrupted run had not written
@@ -163,7 +193,9 @@ def test_the_ray_data_callable_gives_the_commands_rows(tiny_assets, folder, tmp_
     assert run([str(folder), "--out", str(out)], tiny_assets["checkpoints"]) == 0
     files = sorted(p for p in folder.iterdir() if p.suffix != ".txt")
     scorer = score.BatchScorer(checkpoint_dir=tiny_assets["checkpoints"])
-    columns = scorer({"bytes": np.array([p.read_bytes() for p in files], dtype=object), "path": np.array([p.name for p in files])})
+    columns = scorer(
+        {"bytes": np.array([p.read_bytes() for p in files], dtype=object), "path": np.array([p.name for p in files])}
+    )
     assert list(columns) == csv_header(list_detectors())
     table = rows(out)[1:]
     buffer = io.StringIO()
@@ -176,8 +208,12 @@ def test_ray_data_runs_the_scorer_locally(tiny_assets, folder, tmp_path):
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     try:
         dataset = ray.data.read_binary_files(str(folder), include_paths=True)
-        scored = dataset.map_batches(score.BatchScorer, fn_constructor_kwargs={"checkpoint_dir": str(tiny_assets["checkpoints"])},
-                                     concurrency=1, batch_size=4).take_all()
+        scored = dataset.map_batches(
+            score.BatchScorer,
+            fn_constructor_kwargs={"checkpoint_dir": str(tiny_assets["checkpoints"])},
+            concurrency=1,
+            batch_size=4,
+        ).take_all()
     finally:
         ray.shutdown()
     out = tmp_path / "scores.csv"
@@ -201,11 +237,15 @@ def our_csv(*names: str) -> bytes:
     return score.encode([dict.fromkeys(COLUMNS_CNN) | {"file": name} for name in names], "csv", COLUMNS_CNN)
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"name,size\nholiday.jpg,3\nlast.jpg,4", "other columns"),  # someone else's CSV, no final newline
-    (b"\xff\xfeh\x00i\x00\n", "not UTF-8"),  # UTF-16, say
-    (b"name,size", "no complete line"),
-], ids=["other-csv-without-final-newline", "not-utf8", "one-partial-line"])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"name,size\nholiday.jpg,3\nlast.jpg,4", "other columns"),  # someone else's CSV, no final newline
+        (b"\xff\xfeh\x00i\x00\n", "not UTF-8"),  # UTF-16, say
+        (b"name,size", "no complete line"),
+    ],
+    ids=["other-csv-without-final-newline", "not-utf8", "one-partial-line"],
+)
 def test_an_output_this_command_did_not_write_is_refused_untouched(tmp_path, content, message):
     """The old finished() cut the last line before looking at the columns (the other CSV lost
     "last.jpg,4", then the command refused it), and raised UnicodeDecodeError on the second."""
@@ -274,7 +314,21 @@ def test_no_files_to_score_is_an_error_and_writes_nothing(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "scores.csv"
-    assert score.main([str(empty), str(tmp_path / "*.png"), "--out", str(out), "--checkpoints", str(tmp_path / "none"), "--workers", "1"]) == 2
+    assert (
+        score.main(
+            [
+                str(empty),
+                str(tmp_path / "*.png"),
+                "--out",
+                str(out),
+                "--checkpoints",
+                str(tmp_path / "none"),
+                "--workers",
+                "1",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert f"{empty}: no image files in this folder" in err and "*.png: no files match this pattern" in err
     assert "error: no files to score" in err and not out.exists()
@@ -283,7 +337,9 @@ def test_no_files_to_score_is_an_error_and_writes_nothing(tmp_path, capsys):
 def test_a_vote_of_no_detector_is_left_empty():
     """Only committees asked for: nothing to count. The old rows said "undecided" and "no detector
     available" beside the committee's verdict."""
-    result = ImageResult("a.png", predictions={"committee": Prediction(0.1, 0.9, "FAKE")}, array=np.zeros((32, 32, 3), np.uint8))
+    result = ImageResult(
+        "a.png", predictions={"committee": Prediction(0.1, 0.9, "FAKE")}, array=np.zeros((32, 32, 3), np.uint8)
+    )
     assert result.row(["committee"]) == ["a.png", "", "", "", "", "", "", "", 0.1, 0.9, "FAKE"]  # no scope: empty
 
 
@@ -300,8 +356,8 @@ def test_a_kill_just_after_a_newline_inside_a_quoted_name_is_cut_by_parsing(tmp_
 
 
 def test_metadata_that_is_not_an_object_makes_that_detector_unavailable_not_the_run(tmp_path):
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(1)}, tmp_path / get_spec("cnn").checkpoint_file, metadata={"cifake": "[]"})
     scorer = score.BatchScorer(["cnn", "hog_svm"], tmp_path)
@@ -316,7 +372,9 @@ def test_an_out_that_is_a_folder_is_refused_before_loading(tmp_path, capsys):
     assert "is a folder: name a results file in it" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["=HYPERLINK(\"http://x\").jpg", "+1.png", "-2.png", "@SUM(A1).png", "\tx.png", "'=quoted.png"])
+@pytest.mark.parametrize(
+    "name", ['=HYPERLINK("http://x").jpg', "+1.png", "-2.png", "@SUM(A1).png", "\tx.png", "'=quoted.png"]
+)
 def test_formula_cells_are_neutralised_and_their_names_found_again(tmp_path, name):
     """OWASP's CSV injection guidance: a cell starting with = + - @ (or tab, CR) gets a leading quote."""
     out = tmp_path / "scores.csv"

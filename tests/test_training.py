@@ -110,7 +110,17 @@ def test_resume_reads_states_and_checkpoints_written_before_a_field_was_recorded
 
 
 def test_resume_keeps_a_fitted_svm(tiny_data, tmp_path, caplog):
-    args = ["hog_svm", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--svm-components", "10", *TINY_SPLIT, "--resume"]
+    args = [
+        "hog_svm",
+        "--data",
+        str(tiny_data / "packed"),
+        "--out",
+        str(tmp_path),
+        "--svm-components",
+        "10",
+        *TINY_SPLIT,
+        "--resume",
+    ]
     assert train_main(args) == 0
     before = file_sha256(tmp_path / "hog_svm.skops")
     caplog.set_level(logging.INFO, logger="train")
@@ -134,7 +144,9 @@ def test_resuming_with_another_process_count_is_refused(tiny_data, tmp_path):
 
 
 def test_the_history_records_the_rate_each_epoch_trained_at(tiny_data, tmp_path):
-    detector = train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, lr=0.01, step_size=1)  # StepLR: x0.1 after each epoch
+    detector = train_tiny(
+        "cnn", tiny_data / "packed", tmp_path, epochs=2, lr=0.01, step_size=1
+    )  # StepLR: x0.1 after each epoch
     assert [h["lr"] for h in detector.metadata["history"]] == pytest.approx([0.01, 0.001])
 
 
@@ -167,17 +179,50 @@ def test_final_validation_runs_on_the_training_device(tiny_data, tmp_path, monke
 
     monkeypatch.setattr(train.torch_fit, "record_validation", recording)
     split = load_split(tiny_data / "packed", "train")
-    detector = train.torch_fit.fit_torch(get_spec("cnn"), split, split, dataclasses.replace(get_spec("cnn").recipe, epochs=1, batch_size=8),
-                                         tmp_path, DataInfo.of("tiny", split, split, 0.25, 0), device="cuda")
+    detector = train.torch_fit.fit_torch(
+        get_spec("cnn"),
+        split,
+        split,
+        dataclasses.replace(get_spec("cnn").recipe, epochs=1, batch_size=8),
+        tmp_path,
+        DataInfo.of("tiny", split, split, 0.25, 0),
+        device="cuda",
+    )
     assert devices == ["cuda"]
     assert next(detector.module.parameters()).device.type == "cpu"
     assert detector.metadata["training"]["hardware"].startswith("GPU: ")
 
 
 def test_command_line_trains_and_records_the_recipe(tiny_data, tmp_path):
-    code = train_main(["cnn", "hog_svm", "--data", str(tiny_data / "kaggle"), "--out", str(tmp_path), "--epochs", "2",
-                       "--batch-size", "8", "--lr", "0.002", "--optimizer", "adamw", "--weight-decay", "0.01",
-                       "--svm-components", "10", "--svm-cells", "8", "16", "--svm-smoothing", "1", "--val-fraction", "0.25"])
+    code = train_main(
+        [
+            "cnn",
+            "hog_svm",
+            "--data",
+            str(tiny_data / "kaggle"),
+            "--out",
+            str(tmp_path),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--lr",
+            "0.002",
+            "--optimizer",
+            "adamw",
+            "--weight-decay",
+            "0.01",
+            "--svm-components",
+            "10",
+            "--svm-cells",
+            "8",
+            "16",
+            "--svm-smoothing",
+            "1",
+            "--val-fraction",
+            "0.25",
+        ]
+    )
     assert code == 0
     _, meta = read_safetensors(tmp_path / "cnn.safetensors")
     assert meta["recipe"]["epochs"] == 2 and meta["recipe"]["lr"] == 0.002 and meta["recipe"]["batch_size"] == 8
@@ -186,7 +231,11 @@ def test_command_line_trains_and_records_the_recipe(tiny_data, tmp_path):
     assert meta["data"]["n_train"] == 36 and meta["data"]["n_val"] == 12
     assert len(meta["history"]) == 2
     svm_recipe = load_detector("hog_svm", tmp_path).metadata["recipe"]
-    assert svm_recipe["n_components"] == 10 and svm_recipe["pixels_per_cell"] == [8, 16] and svm_recipe["smoothing"] == [1.0]
+    assert (
+        svm_recipe["n_components"] == 10
+        and svm_recipe["pixels_per_cell"] == [8, 16]
+        and svm_recipe["smoothing"] == [1.0]
+    )
     assert hog_features(load_detector("hog_svm", tmp_path)).smoothing == (1.0,)
 
     # Revalidation rebuilds the same validation split, so it remakes the same choices; weights stay.
@@ -199,13 +248,20 @@ def test_command_line_trains_and_records_the_recipe(tiny_data, tmp_path):
 
 
 def test_revalidation_refuses_a_checkpoint_whose_validation_split_it_cannot_rebuild(tiny_data, tmp_path, capsys):
-    assert train_main(["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--limit", "20"]) == 0
+    assert (
+        train_main(
+            ["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--limit", "20"]
+        )
+        == 0
+    )
     assert revalidate_main(["cnn", "--data", str(tiny_data / "packed"), "--checkpoints", str(tmp_path)]) == 1
     assert "cannot be rebuilt" in capsys.readouterr().err
 
 
 def test_command_line_help_and_bad_detector():
-    help_text = subprocess.run([sys.executable, "-m", "train", "--help"], capture_output=True, text=True, check=True).stdout
+    help_text = subprocess.run(
+        [sys.executable, "-m", "train", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "--resume" in help_text and "--weights" in help_text and "densenet121" in help_text
     assert "data/cifake/, then ../shared/data/cifake/" in " ".join(help_text.split())  # where default_data_dir looks
     assert "default 0: off" not in help_text  # native32's recipe shifts, smooths labels and changes uploads
@@ -232,7 +288,17 @@ def test_imagenet_weights_for_a_detector_without_them_are_refused_before_any_wor
 def test_the_committee_reads_its_members_where_it_is_written(tiny_data, tmp_path, capsys):
     """It loads them from beside its own file, so it has no other folder to read them from."""
     with pytest.raises(SystemExit):
-        train_main(["committee", "--data", str(tiny_data / "packed"), "--members", str(tmp_path), "--out", str(tmp_path / "elsewhere")])
+        train_main(
+            [
+                "committee",
+                "--data",
+                str(tiny_data / "packed"),
+                "--members",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "elsewhere"),
+            ]
+        )
     assert "unrecognized arguments: --members" in capsys.readouterr().err
 
 
@@ -250,7 +316,10 @@ def test_checkpoints_record_every_library_that_shapes_them(monkeypatch):
     versions = library_versions()
     for library in ("torch", "numpy", "scikit-learn", "pillow", "scikit-image", "scipy", "skops", "safetensors"):
         assert versions[library], library
-    assert (versions["torch"], versions["torchvision"]) == (torch.__version__, torchvision.__version__)  # with the build tag
+    assert (versions["torch"], versions["torchvision"]) == (
+        torch.__version__,
+        torchvision.__version__,
+    )  # with the build tag
     monkeypatch.setattr("cifake_models.checkpoint.RECORDED_LIBRARIES", ("numpy", "no-such-library"))
     assert library_versions()["no-such-library"] is None
 
@@ -282,14 +351,18 @@ def test_translation_moves_pixels_without_resampling_them():
     offsets = set()
     for image, shifted in zip(padded, out):
         # Each output is one 32x32 window of its own padded image, at an offset within 4 pixels.
-        match = [(dy, dx) for dy in range(9) for dx in range(9) if torch.equal(image[:, dy : dy + 32, dx : dx + 32], shifted)]
+        match = [
+            (dy, dx) for dy in range(9) for dx in range(9) if torch.equal(image[:, dy : dy + 32, dx : dx + 32], shifted)
+        ]
         assert match
         offsets.add(match[0])
     assert len(offsets) > 10  # offsets are drawn per image
 
 
 def test_a_stage_may_add_translation_and_records_it(tiny_data, tmp_path):
-    code = train_main(["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--translate", "2"])
+    code = train_main(
+        ["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--translate", "2"]
+    )
     assert code == 0
     detector = load_detector("cnn", tmp_path)
     assert detector.preprocessing.translate == 2
@@ -312,8 +385,24 @@ def test_a_second_stage_continues_from_the_checkpoint_and_keeps_the_first_on_rec
     first = train_tiny("cnn", data, tmp_path / "first", epochs=2)
     first_file = tmp_path / "first" / "cnn.safetensors"
     # A zero learning rate keeps the weights: the second stage must start from the first's.
-    code = train_main(["cnn", "--data", str(data), "--out", str(tmp_path / "second"), "--init-from", str(first_file),
-                       "--epochs", "1", "--batch-size", "8", "--lr", "0", *TINY_SPLIT])
+    code = train_main(
+        [
+            "cnn",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "second"),
+            "--init-from",
+            str(first_file),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--lr",
+            "0",
+            *TINY_SPLIT,
+        ]
+    )
     assert code == 0
     second = load_detector("cnn", tmp_path / "second")
     images = np.random.default_rng(0).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
@@ -327,27 +416,71 @@ def test_a_second_stage_continues_from_the_checkpoint_and_keeps_the_first_on_rec
     assert describe_recipe(meta).startswith("stage 1: ") and " → stage 2: " in describe_recipe(meta)
 
     # A third stage keeps both earlier ones, each with its own wall time, which add up to the total.
-    code = train_main(["cnn", "--data", str(data), "--out", str(tmp_path / "third"), "--epochs", "1", "--batch-size", "8",
-                       "--init-from", str(tmp_path / "second" / "cnn.safetensors"), *TINY_SPLIT])
+    code = train_main(
+        [
+            "cnn",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "third"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--init-from",
+            str(tmp_path / "second" / "cnn.safetensors"),
+            *TINY_SPLIT,
+        ]
+    )
     assert code == 0
     third = load_detector("cnn", tmp_path / "third").metadata
-    assert [s["sha256"] for s in third["earlier_stages"]] == [file_sha256(first_file), file_sha256(tmp_path / "second" / "cnn.safetensors")]
+    assert [s["sha256"] for s in third["earlier_stages"]] == [
+        file_sha256(first_file),
+        file_sha256(tmp_path / "second" / "cnn.safetensors"),
+    ]
     assert third["earlier_stages"][1]["training"]["wall_time_s"] == pytest.approx(
-        meta["training"]["wall_time_s"] - stage["training"]["wall_time_s"], abs=0.11)
+        meta["training"]["wall_time_s"] - stage["training"]["wall_time_s"], abs=0.11
+    )
     own_times = sum(s["training"]["wall_time_s"] for s in third["earlier_stages"])
     assert own_times <= third["training"]["wall_time_s"] + 0.11
     assert [h["stage"] for h in third["history"]] == [1, 1, 2, 3]
 
     # A stage holding out another split would validate on images the earlier stages trained on.
     with pytest.raises(CheckpointError, match="another validation split"):
-        train_main(["cnn", "--data", str(data), "--out", str(tmp_path / "fourth"), "--epochs", "1", "--batch-size", "8",
-                    *TINY_SPLIT, "--split-seed", "1", "--init-from", str(first_file)])
+        train_main(
+            [
+                "cnn",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "fourth"),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                *TINY_SPLIT,
+                "--split-seed",
+                "1",
+                "--init-from",
+                str(first_file),
+            ]
+        )
 
 
 def test_a_second_stage_refuses_another_networks_checkpoint(tiny_data, tmp_path):
     train_tiny("cnn", tiny_data / "packed", tmp_path)
     with pytest.raises(CheckpointError, match="holds the detector 'cnn'"):
-        train_main(["resnet50", "--data", str(tiny_data / "packed"), "--out", str(tmp_path / "r"), "--init-from", str(tmp_path / "cnn.safetensors")])
+        train_main(
+            [
+                "resnet50",
+                "--data",
+                str(tiny_data / "packed"),
+                "--out",
+                str(tmp_path / "r"),
+                "--init-from",
+                str(tmp_path / "cnn.safetensors"),
+            ]
+        )
     with pytest.raises(SystemExit):  # one network at a time, never the SVM
         train_main(["hog_svm", "--init-from", str(tmp_path / "cnn.safetensors")])
 
@@ -355,8 +488,27 @@ def test_a_second_stage_refuses_another_networks_checkpoint(tiny_data, tmp_path)
 def test_a_second_stage_may_change_the_crop(tiny_data, tmp_path):
     data = tiny_data / "packed"
     train_tiny("resnet50", data, tmp_path / "first")  # the paper's 24x24 crop
-    code = train_main(["resnet50", "--data", str(data), "--out", str(tmp_path / "second"), "--epochs", "1", "--batch-size", "8",
-                       "--init-from", str(tmp_path / "first" / "resnet50.safetensors"), "--crop", "32", "--crop-scale", "1", "1", *TINY_SPLIT])
+    code = train_main(
+        [
+            "resnet50",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "second"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--init-from",
+            str(tmp_path / "first" / "resnet50.safetensors"),
+            "--crop",
+            "32",
+            "--crop-scale",
+            "1",
+            "1",
+            *TINY_SPLIT,
+        ]
+    )
     assert code == 0
     second = load_detector("resnet50", tmp_path / "second")
     assert second.preprocessing.crop == 32 and second.preprocessing.crop_scale == (1.0, 1.0)
@@ -367,20 +519,68 @@ def test_a_second_stage_may_change_the_crop(tiny_data, tmp_path):
 def test_a_second_stage_starts_from_its_parents_preprocessing(tiny_data, tmp_path, capsys):
     data = tiny_data / "packed"
     first = ["cnn", "--data", str(data), "--epochs", "1", "--batch-size", "8", *TINY_SPLIT]
-    only_blur = [arg for family in ("jpeg", "enlarge", "downscale", "shift", "crop") for arg in ("--upload-weight", family, "0")]
-    assert train_main([*first, "--out", str(tmp_path / "first"), "--translate", "1", "--upload-augment", "0.25",
-                       "--upload-range", "blur", "0.3", "1.5", "--upload-weight", "blur", "3", *only_blur]) == 0
+    only_blur = [
+        arg for family in ("jpeg", "enlarge", "downscale", "shift", "crop") for arg in ("--upload-weight", family, "0")
+    ]
+    assert (
+        train_main(
+            [
+                *first,
+                "--out",
+                str(tmp_path / "first"),
+                "--translate",
+                "1",
+                "--upload-augment",
+                "0.25",
+                "--upload-range",
+                "blur",
+                "0.3",
+                "1.5",
+                "--upload-weight",
+                "blur",
+                "3",
+                *only_blur,
+            ]
+        )
+        == 0
+    )
     parent = tmp_path / "first" / "cnn.safetensors"
-    assert train_main([*first, "--out", str(tmp_path / "second"), "--init-from", str(parent), "--upload-augment", "0.5",
-                       "--upload-weight", "crop", "2", "--upload-weight", "jpeg", "1"]) == 0
+    assert (
+        train_main(
+            [
+                *first,
+                "--out",
+                str(tmp_path / "second"),
+                "--init-from",
+                str(parent),
+                "--upload-augment",
+                "0.5",
+                "--upload-weight",
+                "crop",
+                "2",
+                "--upload-weight",
+                "jpeg",
+                "1",
+            ]
+        )
+        == 0
+    )
     second = load_detector("cnn", tmp_path / "second").preprocessing
     assert second.translate == 1 and ("blur", 0.3, 1.5) in second.upload_ranges  # the parent's, not the registry's 0
     assert second.upload_augment == 0.5  # given, so it overrides the parent's
     # The parent's weights, with the given ones replacing theirs; recorded in the families' order, a weight of 1 left out.
     assert second.upload_weights == (("enlarge", 0.0), ("downscale", 0.0), ("blur", 3.0), ("shift", 0.0), ("crop", 2.0))
     # Weights that, with the parent's, leave no family to draw are refused before training.
-    assert train_main([*first, "--out", str(tmp_path / "third"), "--init-from", str(parent), "--upload-weight", "blur", "0"]) == 2
-    assert "every family would weigh 0" in capsys.readouterr().err and not (tmp_path / "third" / "cnn.safetensors").exists()
+    assert (
+        train_main(
+            [*first, "--out", str(tmp_path / "third"), "--init-from", str(parent), "--upload-weight", "blur", "0"]
+        )
+        == 2
+    )
+    assert (
+        "every family would weigh 0" in capsys.readouterr().err
+        and not (tmp_path / "third" / "cnn.safetensors").exists()
+    )
     # A stage never overwrites its parent: it is written elsewhere and shipped by the validation rule.
     with pytest.raises(SystemExit):
         train_main([*first, "--out", str(tmp_path / "first"), "--init-from", str(parent)])
@@ -416,7 +616,9 @@ def test_validation_chooses_mirror_averaging_only_where_it_raises_accuracy(sides
     figures = record_validation(detector, val)
     assert detector.views.mirror_average is averaged
     assert detector.metadata["test_time"]["validation_accuracy"]["mirror_average"] == 1.0
-    assert detector.metadata["test_time"]["validation_accuracy"]["single"] == (1.0 if sides == "left" else pytest.approx(0.75, abs=0.1))
+    assert detector.metadata["test_time"]["validation_accuracy"]["single"] == (
+        1.0 if sides == "left" else pytest.approx(0.75, abs=0.1)
+    )
     assert figures["accuracy"] == 1.0
     verdicts = detector.decide(detector.probabilities(val.images))
     assert np.all(verdicts == np.array(CLASSES)[val.labels])
@@ -441,12 +643,38 @@ def test_the_distillation_loss_mixes_cross_entropy_with_the_softened_teacher():
     torch.testing.assert_close(training_loss(student, labels, half, teacher), 0.5 * plain + 0.5 * by_hand)
 
 
-def test_a_distillation_stage_records_its_teacher_and_refuses_one_that_saw_its_validation_images(tiny_data, tmp_path, capsys, monkeypatch):
+def test_a_distillation_stage_records_its_teacher_and_refuses_one_that_saw_its_validation_images(
+    tiny_data, tmp_path, capsys, monkeypatch
+):
     data = tiny_data / "packed"
     train_tiny("native32", data, tmp_path / "teacher")  # holds out a quarter of train
     teacher = tmp_path / "teacher" / "native32.safetensors"
-    assert train_main(["densenet121", "--data", str(data), "--out", str(tmp_path), "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.25",
-                       "--crop", "32", "--distill-from", str(teacher), "--distill-weight", "0.5", "--distill-temperature", "2"]) == 0
+    assert (
+        train_main(
+            [
+                "densenet121",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path),
+                "--epochs",
+                "1",
+                "--batch-size",
+                "8",
+                "--val-fraction",
+                "0.25",
+                "--crop",
+                "32",
+                "--distill-from",
+                str(teacher),
+                "--distill-weight",
+                "0.5",
+                "--distill-temperature",
+                "2",
+            ]
+        )
+        == 0
+    )
     meta = load_detector("densenet121", tmp_path).metadata
     assert meta["teacher"]["detector"] == "native32" and meta["teacher"]["sha256"] == file_sha256(teacher)
     assert meta["recipe"]["distill_weight"] == 0.5 and meta["recipe"]["distill_temperature"] == 2
@@ -466,8 +694,28 @@ def test_a_distillation_stage_records_its_teacher_and_refuses_one_that_saw_its_v
 
     monkeypatch.setattr("train.torch_fit.teacher_logits", recording_teacher)
     monkeypatch.setattr("train.torch_fit.training_step", recording_step)
-    assert train_main(["cnn", "--data", str(data), "--out", str(tmp_path), "--epochs", "1", "--val-fraction", "0.25", "--upload-augment", "1",
-                       "--distill-from", str(teacher), "--distill-weight", "0.5"]) == 0  # random views: a second draw would differ
+    assert (
+        train_main(
+            [
+                "cnn",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path),
+                "--epochs",
+                "1",
+                "--val-fraction",
+                "0.25",
+                "--upload-augment",
+                "1",
+                "--distill-from",
+                str(teacher),
+                "--distill-weight",
+                "0.5",
+            ]
+        )
+        == 0
+    )  # random views: a second draw would differ
     assert load_detector("cnn", tmp_path).metadata["teacher"]["sha256"] == file_sha256(teacher)
     assert steps and all(logits is not None and id(logits) in answered for _, logits in steps)
     for x, logits in steps:
@@ -476,11 +724,36 @@ def test_a_distillation_stage_records_its_teacher_and_refuses_one_that_saw_its_v
     monkeypatch.undo()
     # A teacher that cannot take the student's input size is refused before training starts.
     with pytest.raises(CheckpointError, match="cannot take resnet50's 24x24 training views"):
-        train_main(["resnet50", "--data", str(data), "--out", str(tmp_path / "small"), "--val-fraction", "0.25",
-                    "--distill-from", str(tmp_path / "cnn.safetensors"), "--distill-weight", "0.5"])
+        train_main(
+            [
+                "resnet50",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "small"),
+                "--val-fraction",
+                "0.25",
+                "--distill-from",
+                str(tmp_path / "cnn.safetensors"),
+                "--distill-weight",
+                "0.5",
+            ]
+        )
     # With the default tenth held out, part of this run's validation split trained the teacher.
     with pytest.raises(CheckpointError, match="held out another validation split"):
-        train_main(["cnn", "--data", str(data), "--out", str(tmp_path / "leaky"), "--distill-from", str(teacher), "--distill-weight", "0.5"])
+        train_main(
+            [
+                "cnn",
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "leaky"),
+                "--distill-from",
+                str(teacher),
+                "--distill-weight",
+                "0.5",
+            ]
+        )
     with pytest.raises(SystemExit):
         train_main(["cnn", "--distill-from", str(teacher)])  # no weight
     assert "needs both --distill-from" in capsys.readouterr().err
@@ -502,11 +775,26 @@ def test_the_teacher_answers_the_students_views_as_it_answers_the_images_themsel
 
 
 @pytest.mark.parametrize("computes_bf16", [True, False])
-def test_bf16_on_a_cpu_without_bf16_arithmetic_warns_and_the_checkpoint_says_which_cpu(computes_bf16, tiny_data, tmp_path, monkeypatch):
+def test_bf16_on_a_cpu_without_bf16_arithmetic_warns_and_the_checkpoint_says_which_cpu(
+    computes_bf16, tiny_data, tmp_path, monkeypatch
+):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: computes_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    args = ["cnn", "--data", str(tiny_data / "packed"), "--out", str(tmp_path), "--epochs", "1", "--limit", "20",
-            "--precision", "bf16", "--device", "cpu"]
+    args = [
+        "cnn",
+        "--data",
+        str(tiny_data / "packed"),
+        "--out",
+        str(tmp_path),
+        "--epochs",
+        "1",
+        "--limit",
+        "20",
+        "--precision",
+        "bf16",
+        "--device",
+        "cpu",
+    ]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert train_main(args) == 0

@@ -13,7 +13,16 @@ import pytest
 from PIL import Image
 
 from cifake_models import images, uploads
-from cifake_models.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, Decoded, Failed, UploadError, decode_bytes, decode_many, decode_upload
+from cifake_models.uploads import (
+    MAX_PIXELS,
+    MAX_UPLOAD_BYTES,
+    Decoded,
+    Failed,
+    UploadError,
+    decode_bytes,
+    decode_many,
+    decode_upload,
+)
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:
@@ -88,8 +97,10 @@ def test_decompression_bombs_are_refused(side):
     old message quoted its text ("exceeds limit of 80000000 pixels") beside our 40 Mpx."""
     with pytest.raises(UploadError) as error:
         decode_bytes(png_header_only(side, side), "bomb.png")
-    assert str(error.value) == (f"the image is too large in pixels ({side}x{side} = {side * side / 1e6:.1f} Mpx); "
-                                "the limit is 40 Mpx (decompression-bomb guard)")
+    assert str(error.value) == (
+        f"the image is too large in pixels ({side}x{side} = {side * side / 1e6:.1f} Mpx); "
+        "the limit is 40 Mpx (decompression-bomb guard)"
+    )
 
 
 def test_just_under_the_pixel_limit_is_not_called_a_bomb():
@@ -163,7 +174,9 @@ def test_pages_and_frames_are_never_walked_to_be_counted(monkeypatch):
     data = encode(Image.new("L", (32, 32), 90), "TIFF", save_all=True, append_images=pages)
     seeks = []
     real_seek = TiffImagePlugin.TiffImageFile._seek
-    monkeypatch.setattr(TiffImagePlugin.TiffImageFile, "_seek", lambda self, frame: seeks.append(frame) or real_seek(self, frame))
+    monkeypatch.setattr(
+        TiffImagePlugin.TiffImageFile, "_seek", lambda self, frame: seeks.append(frame) or real_seek(self, frame)
+    )
     decoded = decode_bytes(data, "pages.tif")
     assert "animated or multi-page: used the first frame" in decoded.notes
     assert len(seeks) <= 3, f"{len(seeks)} pages read to decode the first"
@@ -257,7 +270,9 @@ def test_large_images_decode_on_their_own_thread_and_count_against_the_request(t
     monkeypatch.setattr(uploads, "LARGE_PIXELS", 64 * 64 - 1)
     threads = []
     real = uploads._convert
-    monkeypatch.setattr(uploads, "_convert", lambda *args: threads.append(threading.current_thread().name) or real(*args))
+    monkeypatch.setattr(
+        uploads, "_convert", lambda *args: threads.append(threading.current_thread().name) or real(*args)
+    )
     paths = [tmp_path / "small.png", tmp_path / "large.png"]
     paths[0].write_bytes(encode(noise(32, 32), "PNG"))
     paths[1].write_bytes(encode(noise(64, 64), "PNG"))

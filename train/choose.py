@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", help="a network of the registry, or the SVM")
     parser.add_argument("folders", nargs="+", type=Path, help="folders holding a candidate checkpoint of it")
-    parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR, help="where the shipped one lives (default: %(default)s)")
+    parser.add_argument(
+        "--checkpoints", type=Path, default=CHECKPOINT_DIR, help="where the shipped one lives (default: %(default)s)"
+    )
     parser.add_argument("--ship", action="store_true", help="copy the chosen checkpoint into --checkpoints")
     args = parser.parse_args(argv)
     spec = get_spec(args.name)
@@ -53,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         shipped_clean, _, split = recorded(spec, shipped)
     except KeyError as error:
-        print(f"error: the shipped {shipped} has no validation figures to compare with (it records no {error}); "
-              f"record them with python -m train.revalidate {spec.name} --checkpoints {args.checkpoints}", file=sys.stderr)
+        print(
+            f"error: the shipped {shipped} has no validation figures to compare with (it records no {error}); "
+            f"record them with python -m train.revalidate {spec.name} --checkpoints {args.checkpoints}",
+            file=sys.stderr,
+        )
         return 2
     except (CheckpointError, OSError) as error:
         print(f"error: the shipped checkpoint to compare with cannot be read: {error}", file=sys.stderr)
@@ -68,12 +73,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: skipped ({error})")
             continue
         if candidate_split != split:
-            print(f"{path}: skipped (validated on another split than the shipped checkpoint: {candidate_split}, not {split})")
+            print(
+                f"{path}: skipped (validated on another split than the shipped checkpoint: {candidate_split}, not {split})"
+            )
             continue
-        eligible = clean >= shipped_clean - CLEAN_TOLERANCE and (paper is None or shipped_clean <= paper or clean > paper)
+        eligible = clean >= shipped_clean - CLEAN_TOLERANCE and (
+            paper is None or shipped_clean <= paper or clean > paper
+        )
         robustness = robustness_score(suite)
-        print(f"{path}: validation {clean:.2%} clean, suite mean {suite['mean_accuracy']:.2%}, worst {suite['worst']['accuracy']:.2%},"
-              f" score {robustness:.2%} ({'eligible' if eligible else 'not eligible'})")
+        print(
+            f"{path}: validation {clean:.2%} clean, suite mean {suite['mean_accuracy']:.2%}, worst {suite['worst']['accuracy']:.2%},"
+            f" score {robustness:.2%} ({'eligible' if eligible else 'not eligible'})"
+        )
         if eligible and (best is None or robustness > best[1]):
             best = (path, robustness)
     assert best is not None  # the shipped checkpoint is always eligible

@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -90,31 +90,43 @@ class RobustnessSet:
     seed: int = 0
 
     @classmethod
-    def from_split(cls, test: Split, n: int, seed: int = 0) -> "RobustnessSet":
+    def from_split(cls, test: Split, n: int, seed: int = 0) -> RobustnessSet:
         sample = balanced_sample(test.labels, n, seed)
         images = test.images[sample]
         return cls(sample, images, test.labels[sample], perturb_all(images), seed)
 
 
-def calibration_report(detector: Detector, test: Split, splits: dict[str, np.ndarray], robust: RobustnessSet, scorer: Scorer,
-                       figures: dict[str, dict], robustness: Robustness) -> dict:
+def calibration_report(
+    detector: Detector,
+    test: Split,
+    splits: dict[str, np.ndarray],
+    robust: RobustnessSet,
+    scorer: Scorer,
+    figures: dict[str, dict],
+    robustness: Robustness,
+) -> dict:
     """The calibration recorded at training, and how it does on each test split (``splits``:
     its rows of ``test``) and the suite: expected calibration error and Brier score before it
     (from the raw probabilities) and after it (from each split's calibrated ``figures`` and
     ``robustness`` already computed)."""
     raw = scorer.raw(detector, "test", test.images)
-    suite_before = [expected_calibration_error(robust.labels, scorer.raw(detector, f"robustness {p.name}", batch))
-                    for p, batch in robust.perturbed.items()]
+    suite_before = [
+        expected_calibration_error(robust.labels, scorer.raw(detector, f"robustness {p.name}", batch))
+        for p, batch in robust.perturbed.items()
+    ]
     suite_after = [score.ece for score in robustness.scores]
     return {
         **detector.metadata["calibration"],
-        **{split: {
-            "ece_before": expected_calibration_error(test.labels[rows], raw[rows]),
-            "ece_after": figures[split]["ece"],
-            "brier_before": brier_score(test.labels[rows], raw[rows]),
-            "brier_after": figures[split]["brier"],
-            "reliability_before": reliability(test.labels[rows], raw[rows]),
-        } for split, rows in splits.items()},
+        **{
+            split: {
+                "ece_before": expected_calibration_error(test.labels[rows], raw[rows]),
+                "ece_after": figures[split]["ece"],
+                "brier_before": brier_score(test.labels[rows], raw[rows]),
+                "brier_after": figures[split]["brier"],
+                "reliability_before": reliability(test.labels[rows], raw[rows]),
+            }
+            for split, rows in splits.items()
+        },
         "suite": {
             "mean_ece_before": float(np.mean(suite_before)),
             "mean_ece_after": float(np.mean(suite_after)),
@@ -125,33 +137,55 @@ def calibration_report(detector: Detector, test: Split, splits: dict[str, np.nda
 
 def unsure_report(detector: Detector, test: Split, splits: dict[str, np.ndarray], proba_fake: np.ndarray) -> dict:
     band = detector.rule.unsure
-    return {**detector.metadata["unsure"],
-            **{split: selective_figures(test.labels[rows], proba_fake[rows], band, detector.rule.threshold) for split, rows in splits.items()}}
+    return {
+        **detector.metadata["unsure"],
+        **{
+            split: selective_figures(test.labels[rows], proba_fake[rows], band, detector.rule.threshold)
+            for split, rows in splits.items()
+        },
+    }
 
 
-def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpoint: Path, robust: RobustnessSet, scorer: Scorer) -> dict:
+def evaluate_detector(
+    detector: Detector, test: Split, leaked: set[str], checkpoint: Path, robust: RobustnessSet, scorer: Scorer
+) -> dict:
     spec = get_spec(detector.name)
     proba_fake = scorer.fake(detector, "test", test.images)
     keep = ~np.isin(test.names, sorted(leaked))
     meta = detector.metadata
     robustness = score_suite(
         # The clean sample is part of the test split, already scored above.
-        lambda key, batch: proba_fake[robust.index] if key == "clean" else scorer.fake(detector, f"robustness {key}", batch),
-        detector.rule.threshold, robust.images, robust.labels,
-        robust.perturbed, robust.seed,
+        lambda key, batch: (
+            proba_fake[robust.index] if key == "clean" else scorer.fake(detector, f"robustness {key}", batch)
+        ),
+        detector.rule.threshold,
+        robust.images,
+        robust.labels,
+        robust.perturbed,
+        robust.seed,
     )
     # The official split, and the same without the test images that also occur in train.
     splits = {"test": np.arange(len(test)), "test_leak_free": np.flatnonzero(keep)}
-    figures = {split: {**classification_figures(test.labels[rows], proba_fake[rows], detector.rule.threshold),
-                       "selective": selective_curve(test.labels[rows], proba_fake[rows], detector.rule.threshold).to_dict()}
-               for split, rows in splits.items()}
+    figures = {
+        split: {
+            **classification_figures(test.labels[rows], proba_fake[rows], detector.rule.threshold),
+            "selective": selective_curve(test.labels[rows], proba_fake[rows], detector.rule.threshold).to_dict(),
+        }
+        for split, rows in splits.items()
+    }
     return {
         "detector": spec.name,
         "title": spec.title,
         # Its SHA-256 ties the figures to this file: the app, and a test on the shipped assets,
         # say when the checkpoint has changed since (cifake_models.reports.stale_report).
-        "checkpoint": {"file": checkpoint.name, "size_bytes": checkpoint.stat().st_size, "sha256": file_sha256(checkpoint)},
-        "paper": None if spec.paper is None else {"accuracy": spec.paper.accuracy, "roc_auc": spec.paper.roc_auc, "recipe": spec.paper.recipe},
+        "checkpoint": {
+            "file": checkpoint.name,
+            "size_bytes": checkpoint.stat().st_size,
+            "sha256": file_sha256(checkpoint),
+        },
+        "paper": None
+        if spec.paper is None
+        else {"accuracy": spec.paper.accuracy, "roc_auc": spec.paper.roc_auc, "recipe": spec.paper.recipe},
         "architecture": meta.get("architecture"),
         "recipe": meta.get("recipe"),
         "preprocessing": meta.get("preprocessing"),
@@ -174,14 +208,15 @@ def evaluate_detector(detector: Detector, test: Split, leaked: set[str], checkpo
         "robustness": robustness.to_dict(),
         "ms_per_image": {
             # a small test split is repeated to fill the batch
-            f"batch_{n}": 1000 * seconds_per_image(detector, test.images[np.arange(n) % len(test)]) for n in TIMING_BATCHES
+            f"batch_{n}": 1000 * seconds_per_image(detector, test.images[np.arange(n) % len(test)])
+            for n in TIMING_BATCHES
         },
         "evaluated": {
             "split": "test",
             "test_fingerprint": test.fingerprint(),
             "hardware": hardware("cpu"),  # where the detectors ran, as they load: on the CPU
             "versions": library_versions(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     }
 
@@ -198,10 +233,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = checkpoint_command("python -m train.evaluate", HELP)
     parser.add_argument("--reports", type=Path, default=REPORT_DIR, help="default: %(default)s")
     parser.add_argument("--limit", type=int, help="evaluate on a random subset of this size (smoke runs only)")
-    parser.add_argument("--robustness-sample", type=int, default=ROBUSTNESS_SAMPLE, help="balanced test images the perturbation suite is scored on (default: %(default)s)")
-    parser.add_argument("--only", choices=("detectors", "scope"),
-                        help="only the detectors' reports, or only scope.json (train.scope_eval; by default written "
-                             "after the detectors' where <checkpoints>/scope.safetensors exists)")
+    parser.add_argument(
+        "--robustness-sample",
+        type=int,
+        default=ROBUSTNESS_SAMPLE,
+        help="balanced test images the perturbation suite is scored on (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("detectors", "scope"),
+        help="only the detectors' reports, or only scope.json (train.scope_eval; by default written "
+        "after the detectors' where <checkpoints>/scope.safetensors exists)",
+    )
     args = parse(parser, argv)
     if args.only == "scope":
         scope_eval.write_report(args.detectors, args.checkpoints, args.reports, args.data, limit=args.limit)
@@ -209,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data or default_data_dir()
     test = load_split(data_dir, "test")
     if args.limit:
-        test = test.subset(np.sort(np.random.default_rng(0).choice(len(test), min(args.limit, len(test)), replace=False)))
+        test = test.subset(
+            np.sort(np.random.default_rng(0).choice(len(test), min(args.limit, len(test)), replace=False))
+        )
     leaked = leaked_test_names(data_dir)
     print(f"test: {len(test)} images, {int(np.isin(test.names, sorted(leaked)).sum())} of them also in train")
     robust = RobustnessSet.from_split(test, args.robustness_sample)

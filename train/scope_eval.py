@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +48,10 @@ def verdict_shares(detectors: dict, images: np.ndarray, in_scope: np.ndarray) ->
     _, verdicts, errors = predict_all(detectors, images)
     if errors:
         raise RuntimeError(f"detectors failed: {errors}")
-    return {name: {v: float(np.mean(np.where(in_scope, verdicts[name], OUT_OF_SCOPE) == v)) for v in VERDICTS}
-            for name in verdicts}
+    return {
+        name: {v: float(np.mean(np.where(in_scope, verdicts[name], OUT_OF_SCOPE) == v)) for v in VERDICTS}
+        for name in verdicts
+    }
 
 
 def accuracy_in_scope(detectors: dict, images: np.ndarray, labels: np.ndarray, in_scope: np.ndarray) -> dict:
@@ -60,8 +62,12 @@ def accuracy_in_scope(detectors: dict, images: np.ndarray, labels: np.ndarray, i
     out = {}
     for name, proba in probas.items():
         right = called_fake(proba[:, FAKE], detectors[name].decision_rule.threshold) == (labels == FAKE)
-        out[name] = {"all": float(right.mean()), "in_scope": float(right[in_scope].mean()), "n": len(labels),
-                     "n_in_scope": int(in_scope.sum())}
+        out[name] = {
+            "all": float(right.mean()),
+            "in_scope": float(right[in_scope].mean()),
+            "n": len(labels),
+            "n_in_scope": int(in_scope.sum()),
+        }
     return out
 
 
@@ -73,48 +79,72 @@ def distributions(scores: dict[str, np.ndarray], cut: float) -> dict:
     cuts = np.unique(np.r_[np.quantile(scores["CIFAKE test"], np.linspace(0.5, 1, 51)), cut])
     return {
         "edges": edges.round(4).tolist(),
-        "counts": {name: np.histogram(np.clip(s, edges[0], edges[-1]), edges)[0].tolist()
-                   for name, s in scores.items()},
-        "tradeoff": {"cuts": cuts.round(4).tolist(),
-                     "in_scope": {name: [float(np.mean(s <= c)) for c in cuts] for name, s in scores.items()}},
+        "counts": {
+            name: np.histogram(np.clip(s, edges[0], edges[-1]), edges)[0].tolist() for name, s in scores.items()
+        },
+        "tradeoff": {
+            "cuts": cuts.round(4).tolist(),
+            "in_scope": {name: [float(np.mean(s <= c)) for c in cuts] for name, s in scores.items()},
+        },
     }
 
 
-def scope_report(scorer: ScopeScorer, detectors: dict, data_dir: Path, sample: int, suite_sample: int,
-                 limit: int | None = None) -> dict:
+def scope_report(
+    scorer: ScopeScorer, detectors: dict, data_dir: Path, sample: int, suite_sample: int, limit: int | None = None
+) -> dict:
     test = load_split(data_dir, "test")
     if limit:
         test = test.subset(np.sort(np.random.default_rng(0).choice(len(test), min(limit, len(test)), replace=False)))
     test_scores = scorer.score(test.images)
     rule = scorer.rule
     suite_rows = balanced_sample(test.labels, suite_sample, 1)
-    suite = {p.name: float(np.mean(~rule.in_scope(scorer.score(batch))))
-             for p, batch in perturb_all(test.images[suite_rows]).items()}
+    suite = {
+        p.name: float(np.mean(~rule.in_scope(scorer.score(batch))))
+        for p, batch in perturb_all(test.images[suite_rows]).items()
+    }
     sets, all_scores = {}, {"CIFAKE test": test_scores}
     for name, images in scope_parts().items():
         scores = all_scores[name] = scorer.score(images)
         y = np.r_[np.zeros(len(test_scores)), np.ones(len(scores))]
-        sets[name] = {"n": len(images), "auroc_vs_test": float(roc_auc_score(y, np.r_[test_scores, scores])),
-                      "flagged": float(np.mean(~rule.in_scope(scores))),
-                      "verdicts": verdict_shares(detectors, images, rule.in_scope(scores))}
+        sets[name] = {
+            "n": len(images),
+            "auroc_vs_test": float(roc_auc_score(y, np.r_[test_scores, scores])),
+            "flagged": float(np.mean(~rule.in_scope(scores))),
+            "verdicts": verdict_shares(detectors, images, rule.in_scope(scores)),
+        }
     rows = balanced_sample(test.labels, sample, 2)
     return {
         "rule": {"cut": rule.cut, "target_share": rule.target_share},
-        "scope_file": {"file": SCOPE_FILE, "sha256": file_sha256(scorer.path) if scorer.path else None,
-                       "fitted": scorer.model.metadata},
+        "scope_file": {
+            "file": SCOPE_FILE,
+            "sha256": file_sha256(scorer.path) if scorer.path else None,
+            "fitted": scorer.model.metadata,
+        },
         "test": {"n": len(test), "flagged": float(np.mean(~rule.in_scope(test_scores)))},
-        "suite": {"n": len(suite_rows), "flagged": suite, "mean_flagged": float(np.mean(list(suite.values()))),
-                  "worst_flagged": float(max(suite.values()))},
+        "suite": {
+            "n": len(suite_rows),
+            "flagged": suite,
+            "mean_flagged": float(np.mean(list(suite.values()))),
+            "worst_flagged": float(max(suite.values())),
+        },
         "sets": sets,
         "distributions": distributions(all_scores, rule.cut),
-        "accuracy": accuracy_in_scope(detectors, test.images[rows], test.labels[rows],
-                                      rule.in_scope(test_scores[rows])),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "accuracy": accuracy_in_scope(
+            detectors, test.images[rows], test.labels[rows], rule.in_scope(test_scores[rows])
+        ),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 
-def write_report(names: list[str], checkpoints: Path, reports: Path, data_dir: Path | None, sample: int = 4000,
-                 suite_sample: int = 1000, limit: int | None = None) -> dict:
+def write_report(
+    names: list[str],
+    checkpoints: Path,
+    reports: Path,
+    data_dir: Path | None,
+    sample: int = 4000,
+    suite_sample: int = 1000,
+    limit: int | None = None,
+) -> dict:
     """Load ``names`` and the scope score from ``checkpoints``, write <reports>/scope.json, print its figures."""
     detectors = {}
     for name in names:
@@ -122,11 +152,15 @@ def write_report(names: list[str], checkpoints: Path, reports: Path, data_dir: P
     scorer = load_scope(checkpoints, detectors.get(FEATURES_OF) or load_detector(FEATURES_OF, checkpoints))
     report = scope_report(scorer, detectors, data_dir or default_data_dir(), sample, suite_sample, limit)
     write_json(reports / "scope.json", report)
-    print(f"scope: test flagged {report['test']['flagged']:.2%}; suite mean {report['suite']['mean_flagged']:.2%}, "
-          f"worst {report['suite']['worst_flagged']:.2%}")
+    print(
+        f"scope: test flagged {report['test']['flagged']:.2%}; suite mean {report['suite']['mean_flagged']:.2%}, "
+        f"worst {report['suite']['worst_flagged']:.2%}"
+    )
     for name, figures in report["sets"].items():
-        print(f"{name}: n {figures['n']}, AUROC {figures['auroc_vs_test']:.3f}, flagged {figures['flagged']:.2%}, "
-              f"committee FAKE {figures['verdicts'].get('committee', {}).get('FAKE', float('nan')):.2%}")
+        print(
+            f"{name}: n {figures['n']}, AUROC {figures['auroc_vs_test']:.3f}, flagged {figures['flagged']:.2%}, "
+            f"committee FAKE {figures['verdicts'].get('committee', {}).get('FAKE', float('nan')):.2%}"
+        )
     for name, acc in report["accuracy"].items():
         print(f"{name}: accuracy {acc['all']:.2%} all, {acc['in_scope']:.2%} in scope ({acc['n_in_scope']}/{acc['n']})")
     return report
@@ -135,35 +169,44 @@ def write_report(names: list[str], checkpoints: Path, reports: Path, data_dir: P
 def markdown(report: dict) -> str:
     """The tables of docs/scope.md: per scope set, then per detector."""
     committee = lambda f: f["verdicts"].get("committee", {})  # noqa: E731
-    lines = ["| set | images | AUROC vs CIFAKE test | flagged out of scope | committee FAKE | committee REAL "
-             "| committee UNSURE |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-             f"| CIFAKE test | {report['test']['n']:,} | | {report['test']['flagged']:.1%} | | | |",
-             f"| CIFAKE test under the suite (mean / worst of {len(report['suite']['flagged'])}) | "
-             f"{report['suite']['n']:,} each | | {report['suite']['mean_flagged']:.1%} / "
-             f"{report['suite']['worst_flagged']:.1%} | | | |"]
+    lines = [
+        "| set | images | AUROC vs CIFAKE test | flagged out of scope | committee FAKE | committee REAL "
+        "| committee UNSURE |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| CIFAKE test | {report['test']['n']:,} | | {report['test']['flagged']:.1%} | | | |",
+        f"| CIFAKE test under the suite (mean / worst of {len(report['suite']['flagged'])}) | "
+        f"{report['suite']['n']:,} each | | {report['suite']['mean_flagged']:.1%} / "
+        f"{report['suite']['worst_flagged']:.1%} | | | |",
+    ]
     for name, f in report["sets"].items():
         c = committee(f)
-        lines.append(f"| {name} | {f['n']} | {f['auroc_vs_test']:.3f} | {f['flagged']:.1%} | {c.get('FAKE', 0):.1%} "
-                     f"| {c.get('REAL', 0):.1%} | {c.get('UNSURE', 0):.1%} |")
+        lines.append(
+            f"| {name} | {f['n']} | {f['auroc_vs_test']:.3f} | {f['flagged']:.1%} | {c.get('FAKE', 0):.1%} "
+            f"| {c.get('REAL', 0):.1%} | {c.get('UNSURE', 0):.1%} |"
+        )
     lines += ["", "| detector | accuracy, all | accuracy, in scope | images in scope |", "| --- | ---: | ---: | ---: |"]
     for name, a in report["accuracy"].items():
-        lines.append(f"| {get_spec(name).title} | {a['all']:.2%} | {a['in_scope']:.2%} "
-                     f"| {a['n_in_scope']:,} of {a['n']:,} |")
+        lines.append(
+            f"| {get_spec(name).title} | {a['all']:.2%} | {a['in_scope']:.2%} | {a['n_in_scope']:,} of {a['n']:,} |"
+        )
     return "\n".join(lines)
 
 
 def summary_markdown(report: dict) -> str:
     """The README's short scope table: the kept-aside sets and CIFAKE's own images."""
-    lines = ["| images (kept-aside sets only) | AUROC vs CIFAKE test | flagged out of scope | committee says FAKE |",
-             "| --- | ---: | ---: | ---: |",
-             f"| CIFAKE test | | {report['test']['flagged']:.1%} | |",
-             f"| CIFAKE test under the suite (mean / worst change) | | {report['suite']['mean_flagged']:.1%} / "
-             f"{report['suite']['worst_flagged']:.1%} | |"]
+    lines = [
+        "| images (kept-aside sets only) | AUROC vs CIFAKE test | flagged out of scope | committee says FAKE |",
+        "| --- | ---: | ---: | ---: |",
+        f"| CIFAKE test | | {report['test']['flagged']:.1%} | |",
+        f"| CIFAKE test under the suite (mean / worst change) | | {report['suite']['mean_flagged']:.1%} / "
+        f"{report['suite']['worst_flagged']:.1%} | |",
+    ]
     for name, f in report["sets"].items():
         if "kept aside" in name:
             fake = f["verdicts"].get("committee", {}).get("FAKE", 0)
-            lines.append(f"| {name.replace(' (kept aside)', '')} | {f['auroc_vs_test']:.3f} | {f['flagged']:.1%} "
-                         f"| {fake:.1%} |")
+            lines.append(
+                f"| {name.replace(' (kept aside)', '')} | {f['auroc_vs_test']:.3f} | {f['flagged']:.1%} | {fake:.1%} |"
+            )
     return "\n".join(lines)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +22,8 @@ from sklearn.model_selection import GroupKFold
 from cifake_models import CHECKPOINT_DIR, load_detector
 from cifake_models.checkpoint import file_sha256
 from cifake_models.data import Split, default_data_dir, load_split, train_val_indices
-from cifake_models.perturbations import SUITE
 from cifake_models.decision import ScopeRule
+from cifake_models.perturbations import SUITE
 from cifake_models.scope import FEATURES_OF, SCOPE_FILE, ScopeModel, penultimate, pixel_statistics
 
 from .scope_sets import drawing_set, photo_set
@@ -60,9 +60,11 @@ def fit_data(data_dir: Path | None, n_fit: int, n_val: int, seed: int) -> FitDat
     tuning = [(s.images[s.parts == "tuning"], s.sources[s.parts == "tuning"]) for s in (photos, drawings)]
     return FitData(
         train.subset(np.sort(fit_rows[:n_fit])),
-        suite_copies(train.images[fit_rows[n_fit: n_fit + n_copies]], seed + 1),
-        train.images[val_rows[:n_val]], suite_copies(train.images[val_rows[n_val: 2 * n_val]], seed + 2),
-        np.concatenate([t[0] for t in tuning]), np.concatenate([t[1] for t in tuning]),
+        suite_copies(train.images[fit_rows[n_fit : n_fit + n_copies]], seed + 1),
+        train.images[val_rows[:n_val]],
+        suite_copies(train.images[val_rows[n_val : 2 * n_val]], seed + 2),
+        np.concatenate([t[0] for t in tuning]),
+        np.concatenate([t[1] for t in tuning]),
     )
 
 
@@ -99,15 +101,37 @@ def choose_c(inputs: np.ndarray, held: np.ndarray, outliers: np.ndarray, groups:
 
 
 def fit_scope(detector, data: FitData, share: float, checkpoint_sha256: str) -> ScopeModel:
-    features = {k: penultimate(detector, v) for k, v in
-                {"train": data.train.images, "copies": data.train_copies, "val": data.val,
-                 "val_copies": data.val_copies, "outliers": data.outliers}.items()}
+    features = {
+        k: penultimate(detector, v)
+        for k, v in {
+            "train": data.train.images,
+            "copies": data.train_copies,
+            "val": data.val,
+            "val_copies": data.val_copies,
+            "outliers": data.outliers,
+        }.items()
+    }
     stats = pixel_statistics(np.r_[data.train.images, data.train_copies])
     mean, std, class_means, precision = moments(features["train"], data.train.labels)
-    partial = ScopeModel(mean, std, class_means, precision, stats.mean(0), stats.std(0) + 1e-6,
-                         np.zeros(0), 0.0, ScopeRule(np.inf, share), {})
-    images = {"train": data.train.images, "copies": data.train_copies, "val": data.val,
-              "val_copies": data.val_copies, "outliers": data.outliers}
+    partial = ScopeModel(
+        mean,
+        std,
+        class_means,
+        precision,
+        stats.mean(0),
+        stats.std(0) + 1e-6,
+        np.zeros(0),
+        0.0,
+        ScopeRule(np.inf, share),
+        {},
+    )
+    images = {
+        "train": data.train.images,
+        "copies": data.train_copies,
+        "val": data.val,
+        "val_copies": data.val_copies,
+        "outliers": data.outliers,
+    }
     inputs = {k: partial.inputs(features[k], images[k]) for k in images}
     in_scope = np.r_[inputs["train"], inputs["copies"]]
     c, cv = choose_c(in_scope, np.r_[inputs["val"], inputs["val_copies"]], inputs["outliers"], data.outlier_groups)
@@ -115,17 +139,36 @@ def fit_scope(detector, data: FitData, share: float, checkpoint_sha256: str) -> 
     weights, bias = model.coef_[0], float(model.intercept_[0])
     cut = float(max(np.quantile(inputs[k] @ weights + bias, share) for k in ("val", "val_copies")))
     metadata = {
-        "kind": "scope", "features_of": FEATURES_OF, "checkpoint_sha256": checkpoint_sha256,
+        "kind": "scope",
+        "features_of": FEATURES_OF,
+        "checkpoint_sha256": checkpoint_sha256,
         "method": "logistic outlier exposure on penultimate features, pixel statistics and Mahalanobis distance",
-        "regularisation_C": c, "cross_validated_auroc": {str(k): v for k, v in cv.items()},
-        "fitted_on": {"train_images": len(data.train), "train_fingerprint": data.train.fingerprint(),
-                      "train_suite_copies": len(data.train_copies), "validation_images": len(data.val),
-                      "validation_suite_copies": len(data.val_copies), "outliers": len(data.outliers),
-                      "outlier_sources": sorted(set(data.outlier_groups.tolist())), "scope_sets": "tuning parts only"},
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "regularisation_C": c,
+        "cross_validated_auroc": {str(k): v for k, v in cv.items()},
+        "fitted_on": {
+            "train_images": len(data.train),
+            "train_fingerprint": data.train.fingerprint(),
+            "train_suite_copies": len(data.train_copies),
+            "validation_images": len(data.val),
+            "validation_suite_copies": len(data.val_copies),
+            "outliers": len(data.outliers),
+            "outlier_sources": sorted(set(data.outlier_groups.tolist())),
+            "scope_sets": "tuning parts only",
+        },
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    return ScopeModel(mean, std, class_means, precision, partial.stat_mean, partial.stat_std, weights, bias,
-                      ScopeRule(cut, share), metadata)
+    return ScopeModel(
+        mean,
+        std,
+        class_means,
+        precision,
+        partial.stat_mean,
+        partial.stat_std,
+        weights,
+        bias,
+        ScopeRule(cut, share),
+        metadata,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     data = fit_data(args.data or default_data_dir(), args.fit_images, args.val_images, args.seed)
     model = fit_scope(detector, data, args.share, file_sha256(args.checkpoints / f"{FEATURES_OF}.safetensors"))
     path = model.save((args.out or args.checkpoints) / SCOPE_FILE)
-    print(f"{path}: C {model.metadata['regularisation_C']}, cut {model.rule.cut:.4f} "
-          f"({args.share:.0%} of validation images and of their suite copies in scope)")
+    print(
+        f"{path}: C {model.metadata['regularisation_C']}, cut {model.rule.cut:.4f} "
+        f"({args.share:.0%} of validation images and of their suite copies in scope)"
+    )
     return 0
 
 

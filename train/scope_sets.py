@@ -153,8 +153,12 @@ def _text(rng: np.random.Generator) -> Image.Image:
     words = ["invoice", "Total", "2024", "hello", "SALE", "page 3", "lorem ipsum", "Q3 report", "@user", "OK"]
     for row in range(int(rng.integers(1, 8))):
         size = int(rng.integers(8, max(9, image.width // 4)))
-        draw.text((rng.integers(0, image.width // 2), row * size), " ".join(rng.choice(words, 3)),
-                  fill=_colour(rng), font_size=size)
+        draw.text(
+            (rng.integers(0, image.width // 2), row * size),
+            " ".join(rng.choice(words, 3)),
+            fill=_colour(rng),
+            font_size=size,
+        )
     return image
 
 
@@ -202,8 +206,10 @@ def _texture(rng: np.random.Generator) -> Image.Image:
     y, x = np.mgrid[0:side, 0:side] / side
     channels = []
     for _ in range(3):
-        wave = sum(np.sin(2 * np.pi * (rng.uniform(-8, 8) * x + rng.uniform(-8, 8) * y) + rng.uniform(0, 6))
-                   for _ in range(int(rng.integers(1, 4))))
+        wave = sum(
+            np.sin(2 * np.pi * (rng.uniform(-8, 8) * x + rng.uniform(-8, 8) * y) + rng.uniform(0, 6))
+            for _ in range(int(rng.integers(1, 4)))
+        )
         channels.append(wave)
     pixels = np.stack(channels, -1)
     pixels = (pixels - pixels.min()) / (np.ptp(pixels) or 1) * 255

@@ -30,7 +30,14 @@ from cifake_models.recipes import OPTIMIZERS, TorchRecipe
 from cifake_models.registry import DetectorSpec, get_spec
 
 from . import distributed, lineage
-from .metadata import DataInfo, already_trained, checkpoint_metadata, differences, require_held_out_split, with_new_fields
+from .metadata import (
+    DataInfo,
+    already_trained,
+    checkpoint_metadata,
+    differences,
+    require_held_out_split,
+    with_new_fields,
+)
 from .validation import record_validation
 
 log = logging.getLogger(__name__)
@@ -60,16 +67,22 @@ def recorded_identity(metadata: dict) -> dict:
     }
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, recipe: TorchRecipe, steps_per_epoch: int) -> tuple[object | None, bool]:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, recipe: TorchRecipe, steps_per_epoch: int
+) -> tuple[object | None, bool]:
     """The recipe's learning-rate schedule, and whether it steps after every batch (else every epoch)."""
     if recipe.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch), True
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=recipe.lr, total_steps=recipe.epochs * steps_per_epoch
+        ), True
     if recipe.step_size:
         return torch.optim.lr_scheduler.StepLR(optimizer, recipe.step_size, recipe.gamma), False
     return None, False
 
 
-def training_loss(logits: torch.Tensor, labels: torch.Tensor, recipe: TorchRecipe, teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+def training_loss(
+    logits: torch.Tensor, labels: torch.Tensor, recipe: TorchRecipe, teacher_logits: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy (label-smoothed as the recipe says), mixed with the distillation term where a
     teacher answers: ``(1 - w) CE + w T^2 KL(teacher_T || student_T)``, the softened
     distributions at temperature T; the T^2 keeps the term's gradients on the scale of the
@@ -78,11 +91,18 @@ def training_loss(logits: torch.Tensor, labels: torch.Tensor, recipe: TorchRecip
     if teacher_logits is None:
         return loss
     t = recipe.distill_temperature
-    soft = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1), log_target=True, reduction="batchmean")
+    soft = F.kl_div(
+        F.log_softmax(logits / t, dim=1),
+        F.log_softmax(teacher_logits / t, dim=1),
+        log_target=True,
+        reduction="batchmean",
+    )
     return (1 - recipe.distill_weight) * loss + recipe.distill_weight * t * t * soft
 
 
-def load_teacher(path: Path, student: DetectorSpec, device: torch.device, data_info: DataInfo) -> tuple[TorchDetector, dict]:
+def load_teacher(
+    path: Path, student: DetectorSpec, device: torch.device, data_info: DataInfo
+) -> tuple[TorchDetector, dict]:
     """The teacher network of a distillation stage, and what the student's metadata records of it.
     It sees the student's own training views through its own encoding (a grayscale student can
     learn from a colour teacher), so it must take their size, and must have held out the
@@ -97,9 +117,15 @@ def load_teacher(path: Path, student: DetectorSpec, device: torch.device, data_i
     try:
         teacher_logits(teacher, torch.zeros(2, 3, crop, crop, device=device), use_amp=False)
     except RuntimeError as error:
-        raise CheckpointError(f"the teacher {path} ({teacher.name}) cannot take {student.name}'s {crop}x{crop} training views: {error}") from error
-    record = {"detector": teacher.name, "title": teacher.metadata.get("title"), "sha256": file_sha256(path),
-              "validation_accuracy": teacher.metadata.get("validation", {}).get("accuracy")}
+        raise CheckpointError(
+            f"the teacher {path} ({teacher.name}) cannot take {student.name}'s {crop}x{crop} training views: {error}"
+        ) from error
+    record = {
+        "detector": teacher.name,
+        "title": teacher.metadata.get("title"),
+        "sha256": file_sha256(path),
+        "validation_accuracy": teacher.metadata.get("validation", {}).get("accuracy"),
+    }
     return teacher, record
 
 
@@ -116,9 +142,17 @@ def uses_bf16(recipe: TorchRecipe, device: torch.device) -> bool:
     return recipe.precision == "bf16" or (recipe.precision == "auto" and device.type == "cuda")
 
 
-def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, recipe: TorchRecipe,
-                  use_amp: bool, memory_format: torch.memory_format = torch.channels_last, teacher_logits: torch.Tensor | None = None,
-                  loss_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def training_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    recipe: TorchRecipe,
+    use_amp: bool,
+    memory_format: torch.memory_format = torch.channels_last,
+    teacher_logits: torch.Tensor | None = None,
+    loss_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on the augmented batch ``x`` (in ``memory_format``, under bf16 autocast
     when ``use_amp``); the gradient is that of ``loss_scale`` x the recipe's loss. Returns the
     loss and the logits."""
@@ -132,8 +166,14 @@ def training_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: t
     return loss, logits
 
 
-def training_speed(spec: DetectorSpec, images: torch.Tensor, labels: torch.Tensor, recipe: TorchRecipe,
-                   channels_last: bool = True, steps: int = 6) -> float:
+def training_speed(
+    spec: DetectorSpec,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    recipe: TorchRecipe,
+    channels_last: bool = True,
+    steps: int = 6,
+) -> float:
     """Training images per second of ``spec``'s network on this CPU or GPU: augmentation, forward,
     backward and optimiser step on batches of ``recipe.batch_size`` cut from uint8 ``images``, in
     the recipe's precision (the first step warms the kernels up and is not counted). For
@@ -147,8 +187,15 @@ def training_speed(spec: DetectorSpec, images: torch.Tensor, labels: torch.Tenso
         if step == 1:
             started = time.perf_counter()
         batch = torch.randint(len(images), (recipe.batch_size,), generator=generator, device=device)
-        training_step(module, optimizer, spec.preprocessing.train_transform(images[batch], generator), labels[batch], recipe,
-                      uses_bf16(recipe, device), memory_format)
+        training_step(
+            module,
+            optimizer,
+            spec.preprocessing.train_transform(images[batch], generator),
+            labels[batch],
+            recipe,
+            uses_bf16(recipe, device),
+            memory_format,
+        )
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * recipe.batch_size / (time.perf_counter() - started)
@@ -173,38 +220,54 @@ def parent_stage(spec: DetectorSpec, init_from: Path | None, data_info: DataInfo
     parent = TorchDetector.load(init_from, spec.name, spec.build_module)
     # The crop may change between stages (the networks pool globally); the pixel encoding may not.
     if parent.preprocessing.encoding() != spec.preprocessing.encoding():
-        raise CheckpointError(f"{init_from} encodes its input differently ({parent.preprocessing}) "
-                              f"from this run ({spec.preprocessing})")
+        raise CheckpointError(
+            f"{init_from} encodes its input differently ({parent.preprocessing}) from this run ({spec.preprocessing})"
+        )
     # Nor may the split: on another one, this stage would validate on images the parent trained on.
-    require_held_out_split(str(init_from), parent.metadata, data_info,
-                           advice=": pass its --val-fraction and --split-seed")
+    require_held_out_split(
+        str(init_from), parent.metadata, data_info, advice=": pass its --val-fraction and --split-seed"
+    )
     wall_time = parent.metadata["training"]["wall_time_s"]  # all of the parent's stages
     # Each stage on record keeps its own wall time: the parent's total less its own earlier stages'.
     parent_stages = parent.metadata.get("earlier_stages", [])
     own_time = wall_time - sum(stage["training"]["wall_time_s"] for stage in parent_stages)
     kept = ("recipe", "preprocessing", "data", "created", "teacher")
-    stage = {"sha256": file_sha256(init_from), **{k: parent.metadata.get(k) for k in kept if k in parent.metadata},
-             "training": {**parent.metadata["training"], "wall_time_s": round(own_time, 1)}}
+    stage = {
+        "sha256": file_sha256(init_from),
+        **{k: parent.metadata.get(k) for k in kept if k in parent.metadata},
+        "training": {**parent.metadata["training"], "wall_time_s": round(own_time, 1)},
+    }
     # A first stage's records carry no "stage".
     history = [{"stage": 1, **r} for r in parent.metadata.get("history", [])]
-    return EarlierStages(parent.metadata["weights"], [*parent_stages, stage], history, wall_time, parent.module,
-                         parent.metadata)
+    return EarlierStages(
+        parent.metadata["weights"], [*parent_stages, stage], history, wall_time, parent.module, parent.metadata
+    )
 
 
-def run_identity(spec: DetectorSpec, recipe: TorchRecipe, data_info: DataInfo, earlier: EarlierStages, teacher: Path | None,
-                 processes: int) -> dict:
+def run_identity(
+    spec: DetectorSpec,
+    recipe: TorchRecipe,
+    data_info: DataInfo,
+    earlier: EarlierStages,
+    teacher: Path | None,
+    processes: int,
+) -> dict:
     """What a resumed run must share with the saved one; through JSON, as it is stored."""
-    return json.loads(json.dumps({
-        "recipe": recipe.to_dict(),
-        "preprocessing": spec.preprocessing.to_dict(),
-        "weights": earlier.weights,
-        "data": data_info.train_fingerprint,
-        "init_from": earlier.stages[-1]["sha256"] if earlier.stages else None,
-        "teacher": file_sha256(teacher) if teacher else None,
-        # Batch norm normalises each process's slice of a batch on its own statistics, so another
-        # process count would continue another run.
-        "processes": processes,
-    }))
+    return json.loads(
+        json.dumps(
+            {
+                "recipe": recipe.to_dict(),
+                "preprocessing": spec.preprocessing.to_dict(),
+                "weights": earlier.weights,
+                "data": data_info.train_fingerprint,
+                "init_from": earlier.stages[-1]["sha256"] if earlier.stages else None,
+                "teacher": file_sha256(teacher) if teacher else None,
+                # Batch norm normalises each process's slice of a batch on its own statistics, so another
+                # process count would continue another run.
+                "processes": processes,
+            }
+        )
+    )
 
 
 @dataclass
@@ -237,16 +300,22 @@ class Run:
         saved = json.loads(state["identity"])
         # A state saved before a field was recorded: its recipe and preprocessing had the
         # defaults of the fields added since, and it ran as one process.
-        saved = {**saved, "recipe": with_new_fields(saved["recipe"], TorchRecipe),
-                 "preprocessing": with_new_fields(saved["preprocessing"], Preprocessing),
-                 "processes": saved.get("processes", 1)}
+        saved = {
+            **saved,
+            "recipe": with_new_fields(saved["recipe"], TorchRecipe),
+            "preprocessing": with_new_fields(saved["preprocessing"], Preprocessing),
+            "processes": saved.get("processes", 1),
+        }
         if saved["processes"] != processes:
-            raise CheckpointError(f"{self.state_file} was saved by a run of {saved['processes']} processes, and this "
-                                  f"one has {processes}: resume it with as many (torchrun --nproc_per_node "
-                                  f"{saved['processes']} ...; 1: plain python -m train)")
+            raise CheckpointError(
+                f"{self.state_file} was saved by a run of {saved['processes']} processes, and this "
+                f"one has {processes}: resume it with as many (torchrun --nproc_per_node "
+                f"{saved['processes']} ...; 1: plain python -m train)"
+            )
         if saved != self.identity:
-            raise CheckpointError(f"{self.state_file} was made with another recipe or data "
-                                  f"({differences(saved, self.identity)})")
+            raise CheckpointError(
+                f"{self.state_file} was made with another recipe or data ({differences(saved, self.identity)})"
+            )
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler:
@@ -254,8 +323,15 @@ class Run:
         self.history, self.elapsed = json.loads(state["history"]), float(state["elapsed"])
 
 
-def start_run(spec: DetectorSpec, recipe: TorchRecipe, earlier: EarlierStages, identity: dict, state_file: Path,
-              per_epoch: int, device: torch.device) -> Run:
+def start_run(
+    spec: DetectorSpec,
+    recipe: TorchRecipe,
+    earlier: EarlierStages,
+    identity: dict,
+    state_file: Path,
+    per_epoch: int,
+    device: torch.device,
+) -> Run:
     """The network (the parent's, or new), its optimiser and schedule, in channels-last."""
     module = earlier.module if earlier.module is not None else spec.build_module(weights=earlier.weights)
     # Channels-last in every precision: measured no slower for any network, faster for some
@@ -269,9 +345,11 @@ def start_run(spec: DetectorSpec, recipe: TorchRecipe, earlier: EarlierStages, i
 
 def warn_if_bf16_is_emulated(use_amp: bool, device: torch.device) -> None:
     if use_amp and device.type == "cpu" and not cpu_computes_bf16():
-        warnings.warn(f"--precision bf16 on a CPU without bf16 arithmetic ({torch.backends.cpu.get_cpu_capability()}, "
-                      "no AVX-512 BF16 or AMX): bf16 is emulated there and trains slower than --precision fp32",
-                      stacklevel=3)
+        warnings.warn(
+            f"--precision bf16 on a CPU without bf16 arithmetic ({torch.backends.cpu.get_cpu_capability()}, "
+            "no AVX-512 BF16 or AMX): bf16 is emulated there and trains slower than --precision fp32",
+            stacklevel=3,
+        )
 
 
 @dataclass
@@ -284,9 +362,18 @@ class Epoch:
     lr: float  # the rate of its last step (under one-cycle, where the curve stands at the epoch's end)
 
 
-def train_epoch(spec: DetectorSpec, recipe: TorchRecipe, run: Run, trained: torch.nn.Module, images: torch.Tensor,
-                labels: torch.Tensor, epoch: int, per_epoch: int, use_amp: bool,
-                teacher: TorchDetector | None) -> Epoch:
+def train_epoch(
+    spec: DetectorSpec,
+    recipe: TorchRecipe,
+    run: Run,
+    trained: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epoch: int,
+    per_epoch: int,
+    use_amp: bool,
+    teacher: TorchDetector | None,
+) -> Epoch:
     """One epoch, its shuffling and augmentation drawn from a generator seeded by (seed, epoch)."""
     device, ranks = images.device, distributed.current()
     generator = torch.Generator(device).manual_seed(recipe.seed * 100_003 + epoch)
@@ -296,8 +383,12 @@ def train_epoch(spec: DetectorSpec, recipe: TorchRecipe, run: Run, trained: torc
     seen = correct = 0
     loss_sum = 0.0
     lr = run.optimizer.param_groups[0]["lr"]
-    bar = tqdm(range(0, per_epoch, recipe.batch_size), desc=f"{spec.name} {epoch + 1}/{recipe.epochs}", leave=False,
-               disable=not ranks.main)
+    bar = tqdm(
+        range(0, per_epoch, recipe.batch_size),
+        desc=f"{spec.name} {epoch + 1}/{recipe.epochs}",
+        leave=False,
+        disable=not ranks.main,
+    )
     for start in bar:
         batch = order[start : start + recipe.batch_size]
         if len(batch) < 2 * ranks.world:  # batch norm cannot train on a single image
@@ -309,9 +400,16 @@ def train_epoch(spec: DetectorSpec, recipe: TorchRecipe, run: Run, trained: torc
         lr = run.optimizer.param_groups[0]["lr"]
         # DDP averages the processes' gradients; weighting each slice's mean loss by its share
         # of the batch makes that the gradient of the whole batch's mean loss (x 1 in one process).
-        loss, logits = training_step(trained, run.optimizer, x, y, recipe, use_amp,
-                                     teacher_logits=teacher_logits(teacher, views, use_amp) if teacher else None,
-                                     loss_scale=len(y) * ranks.world / len(batch))
+        loss, logits = training_step(
+            trained,
+            run.optimizer,
+            x,
+            y,
+            recipe,
+            use_amp,
+            teacher_logits=teacher_logits(teacher, views, use_amp) if teacher else None,
+            loss_scale=len(y) * ranks.world / len(batch),
+        )
         if run.scheduler and run.per_batch:
             run.scheduler.step()
         seen += len(y)
@@ -338,8 +436,9 @@ def epoch_record(detector: TorchDetector, val: Split, epoch: int, totals: Epoch,
     }
 
 
-def final_checkpoint(spec: DetectorSpec, detector: TorchDetector, val: Split, out_dir: Path,
-                     device: torch.device) -> TorchDetector:
+def final_checkpoint(
+    spec: DetectorSpec, detector: TorchDetector, val: Split, out_dir: Path, device: torch.device
+) -> TorchDetector:
     """Validate the network as stored and write it, whole, with its validation choices."""
     detector.module = detector.module.cpu().to(memory_format=torch.contiguous_format)
     # Threshold and validation figures come from the weights as stored (half precision), so they
@@ -386,8 +485,10 @@ def fit_torch(
     state_file = resume_path(out_dir, spec.name)
     if not resume and state_file.is_file():
         # Started afresh, this run would replace the saved state after its first epoch.
-        raise CheckpointError(f"{state_file} holds the state of an interrupted run: continue it with --resume, "
-                              "or start a new run with another --out")
+        raise CheckpointError(
+            f"{state_file} holds the state of an interrupted run: continue it with --resume, "
+            "or start a new run with another --out"
+        )
     if resume and not state_file.is_file() and already_trained(spec, out_dir, identity, recorded_identity):
         return spec.load(out_dir) if ranks.main else None
     per_epoch = min(recipe.images_per_epoch or len(train), len(train))
@@ -414,9 +515,11 @@ def fit_torch(
         record = epoch_record(detector, val, epoch, totals, time.perf_counter() - started)
         run.history.append(record)
         run.elapsed += record["seconds"]
-        log.info(f"{spec.name} epoch {epoch + 1}/{recipe.epochs}: loss {record['train_loss']:.4f} "
-                 f"acc {record['train_accuracy']:.4f} | val loss {record['val_loss']:.4f} "
-                 f"acc {record['val_accuracy']:.4f} | {record['seconds']:.0f}s")
+        log.info(
+            f"{spec.name} epoch {epoch + 1}/{recipe.epochs}: loss {record['train_loss']:.4f} "
+            f"acc {record['train_accuracy']:.4f} | val loss {record['val_loss']:.4f} "
+            f"acc {record['val_accuracy']:.4f} | {record['seconds']:.0f}s"
+        )
         run.save()
         if on_epoch_end:
             on_epoch_end(epoch + 1, record)
@@ -425,13 +528,23 @@ def fit_torch(
     # One history across stages, numbered on, so the training curves show the whole path.
     stage = len(earlier.stages) + 1
     history = earlier.history + [{**r, "epoch": r["epoch"] + len(earlier.history), "stage": stage} for r in run.history]
-    detector.metadata = checkpoint_metadata(spec, recipe.to_dict(), data_info, earlier.weights, history=history,
-                                            wall_time_s=earlier.wall_time + run.elapsed, device=str(device),
-                                            earlier_stages=earlier.stages, processes=ranks.world)
+    detector.metadata = checkpoint_metadata(
+        spec,
+        recipe.to_dict(),
+        data_info,
+        earlier.weights,
+        history=history,
+        wall_time_s=earlier.wall_time + run.elapsed,
+        device=str(device),
+        earlier_stages=earlier.stages,
+        processes=ranks.world,
+    )
     if teacher_record:
         detector.metadata["teacher"] = teacher_record
-    sources = {**({earlier.stages[-1]["sha256"]: earlier.metadata} if earlier.metadata else {}),
-               **({teacher_record["sha256"]: teacher_net.metadata} if teacher_record else {})}
+    sources = {
+        **({earlier.stages[-1]["sha256"]: earlier.metadata} if earlier.metadata else {}),
+        **({teacher_record["sha256"]: teacher_net.metadata} if teacher_record else {}),
+    }
     # (the preprocessing enters the metadata when the file is written)
     written = {**detector.metadata, "preprocessing": spec.preprocessing.to_dict()}
     detector.metadata["lineage"] = lineage.record(written, sources)

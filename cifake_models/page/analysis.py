@@ -22,7 +22,9 @@ MAX_BATCH_FILES = 100  # files per request; more are reported as skipped, not pr
 MAX_HEATMAPS = 4
 
 
-def analyse(state: AppState, items: list[Decoded | Failed], check_stability: bool = False, heatmaps: int = 0) -> list[ImageResult]:
+def analyse(
+    state: AppState, items: list[Decoded | Failed], check_stability: bool = False, heatmaps: int = 0
+) -> list[ImageResult]:
     """One result per upload, in order; every decoded image goes through one shared pass. With
     ``check_stability``, every detector also scores changed copies of each image (one more
     batched pass); the first ``heatmaps`` images get each network's map of its evidence."""
@@ -32,7 +34,9 @@ def analyse(state: AppState, items: list[Decoded | Failed], check_stability: boo
     out = with_note(results(items, answers, state.unavailable, scopes), why)
     decoded = [r for r in out if r.array is not None]  # the rows of batch, in order
     if check_stability and decoded:
-        for result, checked in zip(decoded, stability.check(state.detectors, batch, answers=answers, predict=state.predict)):
+        for result, checked in zip(
+            decoded, stability.check(state.detectors, batch, answers=answers, predict=state.predict)
+        ):
             result.stability = checked.detectors if result.predictions else None
             result.stability_errors = checked.errors
     for result in [r for r in decoded if r.predictions][:heatmaps]:
@@ -46,8 +50,13 @@ def analyse(state: AppState, items: list[Decoded | Failed], check_stability: boo
 def limit_batch(paths: list) -> tuple[list, list[Failed]]:
     """The first :data:`MAX_BATCH_FILES` paths, and a "not processed" result for each of the rest."""
     paths = list(paths or [])  # a None stays in its place (decode_many answers it), so results keep the request's order
-    skipped = [Failed(os.path.basename(os.fspath(p)) if p is not None else "", f"not processed: at most {MAX_BATCH_FILES} files per request")
-               for p in paths[MAX_BATCH_FILES:]]
+    skipped = [
+        Failed(
+            os.path.basename(os.fspath(p)) if p is not None else "",
+            f"not processed: at most {MAX_BATCH_FILES} files per request",
+        )
+        for p in paths[MAX_BATCH_FILES:]
+    ]
     return paths[:MAX_BATCH_FILES], skipped
 
 
@@ -57,7 +66,9 @@ def analyse_files(state: AppState, paths: list, check_stability: bool = False, h
     return analyse(state, decode_many(paths) + skipped, check_stability, heatmaps)
 
 
-def predict_file(state: AppState, path, check_stability: bool = False) -> dict[str, dict[str, float | str | bool | None]]:
+def predict_file(
+    state: AppState, path, check_stability: bool = False
+) -> dict[str, dict[str, float | str | bool | None]]:
     """``{detector: {"REAL": p, "FAKE": p, "verdict": v}}`` for one uploaded file (calibrated
     probabilities; FAKE, REAL or UNSURE); unavailable detectors are left
     out. With ``check_stability``, each detector's mapping also says whether its verdict holds

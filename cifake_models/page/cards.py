@@ -33,8 +33,10 @@ def pixels_data_uri(array: np.ndarray, scale: int = 4) -> str:
 
 
 def _bar(p: float, colour: str) -> str:
-    return (f'<div class="bar"><div class="fill" style="width:{100 * p:.1f}%;background:{colour}"></div>'
-            f'<span>{100 * p:.1f}%</span></div>')
+    return (
+        f'<div class="bar"><div class="fill" style="width:{100 * p:.1f}%;background:{colour}"></div>'
+        f"<span>{100 * p:.1f}%</span></div>"
+    )
 
 
 def decision_rule(detector) -> str:
@@ -66,8 +68,10 @@ def heatmap_strip(state: AppState, result: ImageResult) -> str:
     )
     methods = "; ".join(dict.fromkeys(heatmap.method for heatmap in result.heatmaps.values()))
     committees = f" {NO_HEATMAP}" if result.committees else ""
-    return (f'<div class="heatmaps"><div class="maps">{figures}</div>'
-            f'<p class="method">Why: {html.escape(methods)}.{html.escape(committees)}</p></div>')
+    return (
+        f'<div class="heatmaps"><div class="maps">{figures}</div>'
+        f'<p class="method">Why: {html.escape(methods)}.{html.escape(committees)}</p></div>'
+    )
 
 
 def scope_badge(result: ImageResult) -> str:
@@ -77,8 +81,10 @@ def scope_badge(result: ImageResult) -> str:
     s = result.scope
     if s.in_scope:
         return f'<span class="agree in-scope" title="scope score {s.score:.2f} ≤ cut {s.cut:.2f}">in scope</span>'
-    return (f'<span class="agree out_of_scope" title="scope score {s.score:.2f} > cut {s.cut:.2f}">'
-            f"{html.escape(OUT_OF_SCOPE_TEXT)} (score {s.score:.2f} &gt; cut {s.cut:.2f})</span>")
+    return (
+        f'<span class="agree out_of_scope" title="scope score {s.score:.2f} > cut {s.cut:.2f}">'
+        f"{html.escape(OUT_OF_SCOPE_TEXT)} (score {s.score:.2f} &gt; cut {s.cut:.2f})</span>"
+    )
 
 
 def result_card(state: AppState, result: ImageResult) -> str:
@@ -94,20 +100,29 @@ def result_card(state: AppState, result: ImageResult) -> str:
             rows.append(
                 f'<tr><td class="det">{title}</td><td>{_bar(p.p_real, "#2e7d32")}</td><td>{_bar(p.p_fake, "#c62828")}</td>'
                 f'<td class="verdict {verdict.lower()}">{verdict}</td><td class="thr">{decision_rule(state.detectors[det])}</td>'
-                f'{_stability_cell(result, det)}</tr>'
+                f"{_stability_cell(result, det)}</tr>"
             )
         else:
             reason = state.unavailable.get(det) or result.detector_errors.get(det, "unavailable")
-            rows.append(f'<tr class="na"><td class="det">{title}</td><td colspan="{4 + (result.stability is not None)}">unavailable: {html.escape(reason)}</td></tr>')
+            rows.append(
+                f'<tr class="na"><td class="det">{title}</td><td colspan="{4 + (result.stability is not None)}">unavailable: {html.escape(reason)}</td></tr>'
+            )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) or "<li>none: already 32x32 RGB</li>"
     # No badge where no detector voted (every one unavailable, or only committees answered).
-    agreement = f'<span class="agree {result.majority.lower()}">{html.escape(result.agreement)}</span>' if result.agreement else ""
+    agreement = (
+        f'<span class="agree {result.majority.lower()}">{html.escape(result.agreement)}</span>'
+        if result.agreement
+        else ""
+    )
     committees = scope_badge(result) + "".join(
         f'<span class="agree committee {p.verdict.lower()}">{html.escape(state.title(n))}: {p.verdict}</span>'
         for n, p in result.committees.items()
     )
-    stability_head = (f'<th title="the verdict again on the image {html.escape("; ".join(c.when for c in CHANGES))}">'
-                      "Holds up?</th>") if result.stability is not None else ""
+    stability_head = (
+        (f'<th title="the verdict again on the image {html.escape("; ".join(c.when for c in CHANGES))}">Holds up?</th>')
+        if result.stability is not None
+        else ""
+    )
     return f"""<div class="card">
 <div class="head"><b>{name}</b> {committees}{agreement}</div>
 <div class="body">
@@ -123,5 +138,7 @@ def results_html(state: AppState, answers: list[ImageResult]) -> str:
         return '<p class="more">Drop images above, paste one, or click an example to see every detector\'s answer.</p>'
     cards = [result_card(state, r) for r in answers[:MAX_CARDS]]
     if len(answers) > MAX_CARDS:
-        cards.append(f'<p class="more">Showing the first {MAX_CARDS} of {len(answers)} files; the table below and the CSV hold all of them.</p>')
+        cards.append(
+            f'<p class="more">Showing the first {MAX_CARDS} of {len(answers)} files; the table below and the CSV hold all of them.</p>'
+        )
     return "\n".join(cards)

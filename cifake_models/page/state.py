@@ -4,8 +4,8 @@ with the reason, so that the others keep working and the page can say why."""
 
 from __future__ import annotations
 
-import os
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +68,9 @@ def resolve_dirs(checkpoint_dir: str | Path | None = None, report_dir: str | Pat
     return checkpoint_dir_or_default(checkpoint_dir), report_dir_or_default(report_dir)
 
 
-def load_state(checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None, together: bool = True) -> AppState:
+def load_state(
+    checkpoint_dir: str | Path | None = None, report_dir: str | Path | None = None, together: bool = True
+) -> AppState:
     """Every detector and report; ``together``: the detectors of a pass run side by side
     (:func:`~cifake_models.serving.side_by_side`), else one after another."""
     checkpoint_dir, report_dir = resolve_dirs(checkpoint_dir, report_dir)
@@ -76,18 +78,24 @@ def load_state(checkpoint_dir: str | Path | None = None, report_dir: str | Path 
     start = time.perf_counter()
     for name in cm.list_detectors():
         try:
-            state.detectors[name] = cm.load_detector(name, checkpoint_dir, loaded=state.detectors).prepare_for_serving(state.serving.threads)
+            state.detectors[name] = cm.load_detector(name, checkpoint_dir, loaded=state.detectors).prepare_for_serving(
+                state.serving.threads
+            )
         except cm.CheckpointError as error:
             state.unavailable[name] = str(error)
         except Exception as error:  # e.g. a checkpoint of an older architecture
-            state.unavailable[name] = f"could not load {cm.get_spec(name).checkpoint_file}: {type(error).__name__}: {error}"
+            state.unavailable[name] = (
+                f"could not load {cm.get_spec(name).checkpoint_file}: {type(error).__name__}: {error}"
+            )
         try:
             state.reports[name] = cm.load_report(name, report_dir)
         except FileNotFoundError as error:
             state.report_errors[name] = str(error)
         except Exception as error:
             state.report_errors[name] = f"unreadable report: {type(error).__name__}: {error}"
-        if name in state.reports and (reason := stale_report(state.reports[name], checkpoint_dir / cm.get_spec(name).checkpoint_file)):
+        if name in state.reports and (
+            reason := stale_report(state.reports[name], checkpoint_dir / cm.get_spec(name).checkpoint_file)
+        ):
             state.stale_reports[name] = reason
     state.scope, state.scope_error = try_load_scope(checkpoint_dir, state.detectors)
     state.scope_report = read_scope_report(report_dir)
@@ -100,7 +108,9 @@ def hide_folders(state: AppState) -> None:
     """Name files in the reasons a client may read relative to the checkpoint and report folders:
     the server's own paths are nobody else's business."""
     hide = lambda reasons: {k: relative(v, state.checkpoint_dir, state.report_dir) for k, v in reasons.items()}  # noqa: E731
-    state.unavailable, state.report_errors, state.stale_reports = map(hide, (state.unavailable, state.report_errors, state.stale_reports))
+    state.unavailable, state.report_errors, state.stale_reports = map(
+        hide, (state.unavailable, state.report_errors, state.stale_reports)
+    )
     for detector in state.detectors.values():
         if isinstance(getattr(detector, "unavailable", None), dict):
             detector.unavailable = hide(detector.unavailable)

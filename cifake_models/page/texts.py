@@ -23,13 +23,16 @@ def compare_notes(state: AppState) -> str:
         if notes or extra:
             lines.append(f"- **{spec.title}**: {notes}{extra}")
     evaluated = next((r.get("evaluated", {}) for r in state.reports.values()), {})
-    head = ("Figures on CIFAKE's official test split (FAKE is the positive class for ROC and PR). "
-            "Accuracy and the per-class figures call every image: FAKE when P(FAKE) reaches the detector's threshold, "
-            "chosen on a validation split carved out of train, never on test; so is whether P is averaged over the image "
-            "and its mirror image (the recipe says where). On the Detect tab a detector also answers UNSURE inside a band "
-            "of P(FAKE), chosen on validation too (the *Decides* column of the *Detectors* table there gives each band). "
-            "Times per image are from the evaluation run"
-            + (f" ({evaluated.get('hardware')})" if evaluated.get("hardware") else "") + ".")
+    head = (
+        "Figures on CIFAKE's official test split (FAKE is the positive class for ROC and PR). "
+        "Accuracy and the per-class figures call every image: FAKE when P(FAKE) reaches the detector's threshold, "
+        "chosen on a validation split carved out of train, never on test; so is whether P is averaged over the image "
+        "and its mirror image (the recipe says where). On the Detect tab a detector also answers UNSURE inside a band "
+        "of P(FAKE), chosen on validation too (the *Decides* column of the *Detectors* table there gives each band). "
+        "Times per image are from the evaluation run"
+        + (f" ({evaluated.get('hardware')})" if evaluated.get("hardware") else "")
+        + "."
+    )
     return head + "\n\n" + "\n".join(lines)
 
 
@@ -38,24 +41,37 @@ def _percent(fraction: float | None) -> str:
 
 
 def detectors_markdown(state: AppState) -> str:
-    rows = ["| Detector | Status | Initialisation | Threshold P(FAKE) | Decides (UNSURE between) | Accuracy on CIFAKE's test files "
-            "| …resized or re-saved first: mean (worst) |", "|---|---|---|---|---|---:|---:|"]
+    rows = [
+        "| Detector | Status | Initialisation | Threshold P(FAKE) | Decides (UNSURE between) | Accuracy on CIFAKE's test files "
+        "| …resized or re-saved first: mean (worst) |",
+        "|---|---|---|---|---|---:|---:|",
+    ]
     for name in state.names:
         if name in state.detectors:
             detector = state.detectors[name]
             status, threshold, decides = "✅ available", f"{detector.rule.threshold:.3f}", decision_rule(detector)
             if getattr(state.detectors[name], "unavailable", None):  # a committee serving on fewer members
-                status += f" without {', '.join(state.detectors[name].unavailable)} (weights fitted for the members it has)"
+                status += (
+                    f" without {', '.join(state.detectors[name].unavailable)} (weights fitted for the members it has)"
+                )
         else:
             status, threshold, decides = f"❌ unavailable: {state.unavailable[name]}", "", ""
         if name in state.stale_reports:
             status += f" ⚠ {state.stale_reports[name]}"
         report = state.reports.get(name, {})
         robustness = report.get("robustness")
-        robust = (f"{_percent(robustness['mean_accuracy'])} ({_percent(robustness['worst']['accuracy'])}, "
-                  f"{robustness['worst']['perturbation']})") if robustness else ""
-        rows.append(f"| {state.title(name)} | {status.replace('|', '/')} | {state.initialisation(name)} | {threshold} | {decides} "
-                    f"| {_percent((report.get('test') or {}).get('accuracy'))} | {robust} |")
+        robust = (
+            (
+                f"{_percent(robustness['mean_accuracy'])} ({_percent(robustness['worst']['accuracy'])}, "
+                f"{robustness['worst']['perturbation']})"
+            )
+            if robustness
+            else ""
+        )
+        rows.append(
+            f"| {state.title(name)} | {status.replace('|', '/')} | {state.initialisation(name)} | {threshold} | {decides} "
+            f"| {_percent((report.get('test') or {}).get('accuracy'))} | {robust} |"
+        )
     return "\n".join(rows)
 
 
@@ -66,7 +82,9 @@ def scope_statement(state: AppState) -> str:
         return ""
     clean = [r["test"]["accuracy"] for r in reports.values()]
     mean = [r["robustness"]["mean_accuracy"] for r in reports.values()]
-    worst_name, worst = min(((n, r["robustness"]["worst"]) for n, r in reports.items()), key=lambda item: item[1]["accuracy"])
+    worst_name, worst = min(
+        ((n, r["robustness"]["worst"]) for n, r in reports.items()), key=lambda item: item[1]["accuracy"]
+    )
     return (
         f"On CIFAKE's own test files the detectors are right {_percent(min(clean))} to {_percent(max(clean))} of the time. "
         f"Uploads are rarely those files: on the same test images resized, re-compressed, blurred, shifted or cropped "
@@ -80,9 +98,11 @@ def scratch_statement(state: AppState) -> str:
     inits = {n: state.initialisation(n) for n in state.detectors}
     if inits and all(v.lower().startswith("random") for v in inits.values()):
         transferred = [spec.title for spec in map(cm.get_spec, state.names) if spec.imagenet_weights]
-        return ("**Every detector here was trained from scratch on CIFAKE: ImageNet weights were not used** "
-                f"(the paper fine-tuned ImageNet-pretrained {join_words(transferred)}, so its figures "
-                "are not the same experiment).")
+        return (
+            "**Every detector here was trained from scratch on CIFAKE: ImageNet weights were not used** "
+            f"(the paper fine-tuned ImageNet-pretrained {join_words(transferred)}, so its figures "
+            "are not the same experiment)."
+        )
     scratch = [state.title(n) for n, v in inits.items() if v.lower().startswith("random")]
     if scratch:
         return f"**Trained from scratch (ImageNet weights not used): {', '.join(scratch)}.** Other checkpoints' initialisation is listed below."
@@ -105,18 +125,22 @@ def judging_markdown(state: AppState) -> str:
 
 def header_markdown(state: AppState) -> str:
     n_ok, n_all = len(state.detectors), len(state.names)
-    missing = f" **{n_all - n_ok} of {n_all} detectors are unavailable** (see *Detectors* below)." if n_ok < n_all else ""
+    missing = (
+        f" **{n_all - n_ok} of {n_all} detectors are unavailable** (see *Detectors* below)." if n_ok < n_all else ""
+    )
     specs = [cm.get_spec(name) for name in state.names]
     papers, ours = [s.title for s in specs if s.paper], [s.title for s in specs if not s.paper]
     return (
         "# CIFAKE: real photo or AI-generated?\n"
         f"The detectors of *Harnessing Machine Learning for Discerning AI-Generated Synthetic Images* ({join_words(papers)})"
-        + (f", then {join_words(ours)}" if ours else "") + ", "
+        + (f", then {join_words(ours)}" if ours else "")
+        + ", "
         "trained on CIFAKE (Bird & Lotfi, 2024): 32x32 CIFAR-10 photos (REAL) and Stable Diffusion 1.4 "
         "images (FAKE). Your image is brought to 32x32 RGB first (shorter side to 32, centre crop), as the "
         f"paper's test transform does, so fine detail is lost. {scope_statement(state)} "
         "Probabilities are calibrated on the validation split, and a detector answers **UNSURE** where, on "
-        f"validation, it would be right less than {TARGET_ACCURACY:.0%} of the time.{missing}\n\n" + scratch_statement(state)
+        f"validation, it would be right less than {TARGET_ACCURACY:.0%} of the time.{missing}\n\n"
+        + scratch_statement(state)
     )
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from cifake_models.data import default_data_dir, stored_files
-from cifake_models.paths import REPO_ROOT
 from cifake_models.fair import CLIENT_HEADER_ENV
+from cifake_models.paths import REPO_ROOT
 from train.evaluate import best_seconds
 
 # Every benchmark's server sees each gradio_client user as its own client, as a Space's proxy
@@ -31,9 +31,13 @@ CLIENT_HEADER = "x-forwarded-for"
 def common_arguments(description: str) -> argparse.ArgumentParser:
     """The switches every benchmark takes."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoints", type=Path, default=None, help="default: $CIFAKE_CHECKPOINTS or assets/checkpoints")
+    parser.add_argument(
+        "--checkpoints", type=Path, default=None, help="default: $CIFAKE_CHECKPOINTS or assets/checkpoints"
+    )
     parser.add_argument("--reports", type=Path, default=None, help="default: $CIFAKE_REPORTS or assets/reports")
-    parser.add_argument("--data", type=Path, default=None, help="CIFAKE (test split images are the inputs; default: as python -m train)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="CIFAKE (test split images are the inputs; default: as python -m train)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--startup-timeout", type=float, default=180)
     return parser
@@ -67,9 +71,16 @@ def free_port() -> int:
 
 def start_server(command: list[str], env: dict, port: int, timeout: float) -> tuple[float, subprocess.Popen]:
     """Start a Gradio server and return the seconds until ``GET /`` answers, and the process."""
-    env = {**env, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {
+        **env,
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
     start = time.perf_counter()
-    log = tempfile.NamedTemporaryFile("w+", prefix="cifake-server-", suffix=".log", delete=False)  # a pipe nobody reads would fill
+    log = tempfile.NamedTemporaryFile(
+        "w+", prefix="cifake-server-", suffix=".log", delete=False
+    )  # a pipe nobody reads would fill
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     url = f"http://127.0.0.1:{port}/"
     while time.perf_counter() - start < timeout:
@@ -91,7 +102,6 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         process.kill()
-
 
 
 @contextlib.contextmanager
@@ -124,7 +134,6 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     print(f"\n{title}")
     for r in [header, *rows]:
         print("  ".join(str(c).ljust(widths[0]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(r)))
-
 
 
 def file_name(dataset_name: str) -> str:
@@ -199,8 +208,12 @@ def ordinary_users(clients: list, paths: list[str], requests: int) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
-    return {"images/s": len(latencies) / wall, "p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
-            "errors": errors}
+    return {
+        "images/s": len(latencies) / wall,
+        "p50": percentile(latencies, 0.5),
+        "p95": percentile(latencies, 0.95),
+        "errors": errors,
+    }
 
 
 class MemorySampler:
@@ -212,7 +225,7 @@ class MemorySampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 

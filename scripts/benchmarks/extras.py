@@ -48,7 +48,9 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
     detectors = state.detectors
     files = jpeg_files(data_dir)
     names = sorted(files)
-    images = np.stack([decode_rgb(files[names[i]]) for i in np.random.default_rng(0).choice(len(names), n_images, replace=False)])
+    images = np.stack(
+        [decode_rgb(files[names[i]]) for i in np.random.default_rng(0).choice(len(names), n_images, replace=False)]
+    )
 
     def cost(fn) -> tuple[float, float]:  # per image, over the sample, one image per call
         per_image = [median_wall_cpu_ms(lambda: fn(image), repeats) for image in images]
@@ -65,16 +67,25 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
     rows = [
         row("all detectors (today)", lambda image: state.predict(image[None])),
         row(f"+ stability ({len(stability.CHANGES)} changed copies, one pass)", checked),
-        row("+ heatmaps", lambda image: (state.predict(image[None]), explain.heatmaps(detectors, image, executor=state.serving.executor))),
+        row(
+            "+ heatmaps",
+            lambda image: (
+                state.predict(image[None]),
+                explain.heatmaps(detectors, image, executor=state.serving.executor),
+            ),
+        ),
         row("+ both", both),
     ]
     for name, detector in detectors.items():
         if not isinstance(detector, CommitteeDetector):  # a committee has no map (explain.NO_HEATMAP)
             rows.append(row(f"  heatmap: {name}", lambda image: explain.heatmaps({name: detector}, image)))
-    print_table(f"5. One image (ms, median over {len(images)} test images of the median of {repeats} runs): "
-                f"{os.cpu_count()} CPU cores, {threads} torch threads"
-                + (", detectors side by side on one thread each" if state.serving.executor else ""),
-                ["", "wall", "CPU"], rows)
+    print_table(
+        f"5. One image (ms, median over {len(images)} test images of the median of {repeats} runs): "
+        f"{os.cpu_count()} CPU cores, {threads} torch threads"
+        + (", detectors side by side on one thread each" if state.serving.executor else ""),
+        ["", "wall", "CPU"],
+        rows,
+    )
 
     # Are explain.STEPS path points enough? IG's own check, completeness (the attributions sum to
     # the FAKE-minus-REAL logit of the image less the black image's), and whether the map shown
@@ -85,15 +96,24 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
             x = detector.preprocessing.eval_transform(torch.as_tensor(images))
             base = detector.preprocessing.eval_transform(torch.zeros((1, 32, 32, 3), dtype=torch.uint8))
             margin = explain.FakeMargin(detector.module.eval())  # what the page's maps attribute
-            _, delta = IntegratedGradients(margin).attribute(x, baselines=base, n_steps=explain.STEPS, return_convergence_delta=True)
+            _, delta = IntegratedGradients(margin).attribute(
+                x, baselines=base, n_steps=explain.STEPS, return_convergence_delta=True
+            )
             with torch.no_grad():
                 gap = margin(x) - margin(base)
-            similar = [np.corrcoef(explain.integrated_gradients(detector, image).values.ravel(),
-                                   explain.integrated_gradients(detector, image, 4 * explain.STEPS).values.ravel())[0, 1]
-                       for image in images]
+            similar = [
+                np.corrcoef(
+                    explain.integrated_gradients(detector, image).values.ravel(),
+                    explain.integrated_gradients(detector, image, 4 * explain.STEPS).values.ravel(),
+                )[0, 1]
+                for image in images
+            ]
             rows.append([name, f"{float((delta.abs() / gap.abs()).median()):.3f}", f"{np.median(similar):.3f}"])
-    print_table(f"   Integrated Gradients with {explain.STEPS} steps (one view)",
-                ["", "|sum - margin gap| / |gap|", f"map's correlation with {4 * explain.STEPS} steps'"], rows)
+    print_table(
+        f"   Integrated Gradients with {explain.STEPS} steps (one view)",
+        ["", "|sum - margin gap| / |gap|", f"map's correlation with {4 * explain.STEPS} steps'"],
+        rows,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

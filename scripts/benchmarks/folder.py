@@ -42,14 +42,15 @@ def score_folder(folder: Path, out: Path, env: dict, kill_after: float | None) -
     return time.perf_counter() - start, process.returncode, lines[-1] if lines else ""
 
 
-
 def folder_test(args, env: dict, state, test, work: Path) -> None:
     import app
 
     folder = work / "test-split"
     folder.mkdir()
     files = jpeg_files(args.data)
-    names = [file_name(n) for n in test.names[np.sort(np.random.default_rng(1).permutation(len(test))[: args.folder_images])]]
+    names = [
+        file_name(n) for n in test.names[np.sort(np.random.default_rng(1).permutation(len(test))[: args.folder_images])]
+    ]
     for name in names:
         (folder / name).write_bytes(files[name])
     out = work / "scores.csv"
@@ -77,23 +78,45 @@ def folder_test(args, env: dict, state, test, work: Path) -> None:
     ours = {row[0]: row for row in table[1:]}
     same = apps[0] == table[0] and all(ours[row[0]] == row for row in apps[1:])
     rows = [
-        ["first run, killed (SIGKILL)", f"{killed_after:.0f} s", f"{written} rows written" + (" (finished before the kill)" if code == 0 else "")],
-        ["same command again (resumes)", f"{resumed_in:.0f} s", f"exit {code2}; {len(table) - 1} rows, {unique} distinct files"],
-        ["cifake-score, both runs", f"{len(names) / wall:.0f} images/s", "including start-up (load + ONNX export) twice"],
-        ["cifake-score, resumed run, once loaded", f"{float(own[2]):.0f} images/s" if own else "?",
-         f"{own[1]} s scoring after {own[3]} s of start-up (its own summary)" if own else f"no summary: {summary!r}"],
-        *([f"in-process batches of {size} (served detectors)", f"{rate:.0f} images/s", f"on {len(arrays)} arrays, no decoding"]
-          for size, rate in in_process.items()),
+        [
+            "first run, killed (SIGKILL)",
+            f"{killed_after:.0f} s",
+            f"{written} rows written" + (" (finished before the kill)" if code == 0 else ""),
+        ],
+        [
+            "same command again (resumes)",
+            f"{resumed_in:.0f} s",
+            f"exit {code2}; {len(table) - 1} rows, {unique} distinct files",
+        ],
+        [
+            "cifake-score, both runs",
+            f"{len(names) / wall:.0f} images/s",
+            "including start-up (load + ONNX export) twice",
+        ],
+        [
+            "cifake-score, resumed run, once loaded",
+            f"{float(own[2]):.0f} images/s" if own else "?",
+            f"{own[1]} s scoring after {own[3]} s of start-up (its own summary)" if own else f"no summary: {summary!r}",
+        ],
+        *(
+            [
+                f"in-process batches of {size} (served detectors)",
+                f"{rate:.0f} images/s",
+                f"on {len(arrays)} arrays, no decoding",
+            ]
+            for size, rate in in_process.items()
+        ),
         [f"CSV vs the app's for {len(sample)} of the files", "identical" if same else "DIFFERENT", ""],
     ]
     print_table(f"4. cifake-score on {len(names):,} test-split JPEG files", ["", "", ""], rows)
 
 
-
 def main(argv: list[str] | None = None) -> int:
     parser = common_arguments(__doc__)
     parser.add_argument("--folder-images", type=int, default=20_000)
-    parser.add_argument("--kill-after", type=float, default=60, help="seconds before the folder run is killed, then resumed")
+    parser.add_argument(
+        "--kill-after", type=float, default=60, help="seconds before the folder run is killed, then resumed"
+    )
     args = parser.parse_args(argv)
     env = setup(args)
     from cifake_models.page.state import load_state

@@ -26,8 +26,18 @@ from cifake_models.page.analysis import MAX_BATCH_FILES
 from cifake_models.uploads import decode_many
 
 from .common import (
-    MemorySampler, client, common_arguments, free_port, jpeg_files, ordinary_users, print_table, serve_command, setup,
-    start_server, stop, tree_rss,
+    MemorySampler,
+    client,
+    common_arguments,
+    free_port,
+    jpeg_files,
+    ordinary_users,
+    print_table,
+    serve_command,
+    setup,
+    start_server,
+    stop,
+    tree_rss,
 )
 
 WIDTH, HEIGHT = 8000, 5000  # uploads.MAX_PIXELS, the most an upload may have
@@ -49,10 +59,21 @@ def many_page_tiff(pages: int) -> bytes:
     start = tiny + 2  # the IFDs, each 2 + 8 x 12 + 4 bytes
 
     def ifd(size: int, data: int, next_ifd: int) -> bytes:
-        tags = [(256, 4, size), (257, 4, size), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, data), (278, 4, size),
-                (279, 4, size * size)]
-        return (struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags)
-                + struct.pack("<I", next_ifd))
+        tags = [
+            (256, 4, size),
+            (257, 4, size),
+            (258, 3, 8),
+            (259, 3, 1),
+            (262, 3, 1),
+            (273, 4, data),
+            (278, 4, size),
+            (279, 4, size * size),
+        ]
+        return (
+            struct.pack("<H", len(tags))
+            + b"".join(struct.pack("<HHII", tag, kind, 1, value) for tag, kind, value in tags)
+            + struct.pack("<I", next_ifd)
+        )
 
     size = 2 + 8 * 12 + 4
     ifds = [ifd(32, first, start + size if pages else 0)]
@@ -94,8 +115,11 @@ def hostile(url: str, files: dict[str, Path], burst: int, done: threading.Event)
 def decode_cpu(files: dict[str, Path]) -> list[list[str]]:
     """Each worst request's decoding, in this process (idle otherwise): its CPU seconds, all threads."""
     rows = []
-    for label, paths in (("16-bit 8000x5000 PNG", [files["deep"]]), ("many-page TIFF", [files["pages"]]),
-                         (f"the PNG {MAX_BATCH_FILES} times in one request", [files["deep"]] * MAX_BATCH_FILES)):
+    for label, paths in (
+        ("16-bit 8000x5000 PNG", [files["deep"]]),
+        ("many-page TIFF", [files["pages"]]),
+        (f"the PNG {MAX_BATCH_FILES} times in one request", [files["deep"]] * MAX_BATCH_FILES),
+    ):
         start = time.process_time()
         results = decode_many(paths)
         rows.append([label, f"{time.process_time() - start:.2f} s", results[0].__class__.__name__])
@@ -127,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
             alone = ordinary_users(users, jpegs, args.requests)
             alone_peak = memory.peak
             done, answers = threading.Event(), {}
-            spoiler = threading.Thread(target=lambda: answers.update(zip(("outcomes", "seconds"),
-                                                                          hostile(url, files, args.burst, done))))
+            spoiler = threading.Thread(
+                target=lambda: answers.update(zip(("outcomes", "seconds"), hostile(url, files, args.burst, done)))
+            )
             spoiler.start()
             time.sleep(2)  # the hostile client's first requests are in
             crowded = ordinary_users(users, jpegs, args.requests)
@@ -142,20 +167,36 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(args, alone: dict, crowded: dict, answers: dict, memory, start_rss: int, alone_peak: int, cpu_rows) -> None:
     gib = 2**30
-    rows = [[label, f"{r['images/s']:.1f}", f"{r['p50']:.3f}", f"{r['p95']:.3f}", str(len(r["errors"]))]
-            for label, r in (("ordinary users alone", alone), ("ordinary users beside the hostile client", crowded))]
+    rows = [
+        [label, f"{r['images/s']:.1f}", f"{r['p50']:.3f}", f"{r['p95']:.3f}", str(len(r["errors"]))]
+        for label, r in (("ordinary users alone", alone), ("ordinary users beside the hostile client", crowded))
+    ]
     rows.append(["with / without", "", "", f"{crowded['p95'] / alone['p95']:.2f}x", ""])
-    print_table(f"Hostile crowd: {args.users} ordinary gradio_client users x {args.requests} test images to /predict, "
-                "alone and beside one hostile client", ["", "images/s", "p50 s", "p95 s", "errors"], rows)
+    print_table(
+        f"Hostile crowd: {args.users} ordinary gradio_client users x {args.requests} test images to /predict, "
+        "alone and beside one hostile client",
+        ["", "images/s", "p50 s", "p95 s", "errors"],
+        rows,
+    )
     for error in (alone["errors"] + crowded["errors"])[:5]:
         print(f"   error: {error}")
     outcomes = answers.get("outcomes", Counter())
     seconds = answers.get("seconds", [])
-    print_table("The hostile client's requests", ["", "count"], [[k, str(v)] for k, v in sorted(outcomes.items())]
-                + [["longest request (wall)", f"{max(seconds, default=0):.1f} s"]])
-    print_table("Server memory (resident, process tree)", ["", "GiB"],
-                [["at the start", f"{start_rss / gib:.2f}"], ["peak, ordinary users alone", f"{alone_peak / gib:.2f}"],
-                 ["peak over the whole run", f"{memory.peak / gib:.2f}"]])
+    print_table(
+        "The hostile client's requests",
+        ["", "count"],
+        [[k, str(v)] for k, v in sorted(outcomes.items())]
+        + [["longest request (wall)", f"{max(seconds, default=0):.1f} s"]],
+    )
+    print_table(
+        "Server memory (resident, process tree)",
+        ["", "GiB"],
+        [
+            ["at the start", f"{start_rss / gib:.2f}"],
+            ["peak, ordinary users alone", f"{alone_peak / gib:.2f}"],
+            ["peak over the whole run", f"{memory.peak / gib:.2f}"],
+        ],
+    )
     print_table("Decoding CPU per worst request (this process)", ["", "CPU", "first result"], cpu_rows)
 
 

@@ -88,25 +88,44 @@ def one_image(checkpoint_dir: Path, titles: dict[str, str], images: np.ndarray, 
             totals64[label] += ms64
             rows.append([f"{titles[name]}: {label}", f"{ms1:.2f}", f"{ms64:.2f}", f"{diff:.1e}"])
     for label in labels:
-        rows.append([f"all {len(titles)} detectors: {label}", f"{totals[label]:.1f}", f"{totals64[label]:.2f}",
-                     f"{totals[label] / reference:.1f}x"])
-    ms1, ms64 = best_ms_per_image(lambda: served(one), 1, repeats), best_ms_per_image(lambda: served(batch64), 64, max(2, repeats // 2))
-    rows.append([f"all {len(titles)} detectors: side by side, ONNX Runtime one thread each (served)", f"{ms1:.1f}", f"{ms64:.2f}",
-                 f"{ms1 / reference:.1f}x"])
+        rows.append(
+            [
+                f"all {len(titles)} detectors: {label}",
+                f"{totals[label]:.1f}",
+                f"{totals64[label]:.2f}",
+                f"{totals[label] / reference:.1f}x",
+            ]
+        )
+    ms1, ms64 = (
+        best_ms_per_image(lambda: served(one), 1, repeats),
+        best_ms_per_image(lambda: served(batch64), 64, max(2, repeats // 2)),
+    )
+    rows.append(
+        [
+            f"all {len(titles)} detectors: side by side, ONNX Runtime one thread each (served)",
+            f"{ms1:.1f}",
+            f"{ms64:.2f}",
+            f"{ms1 / reference:.1f}x",
+        ]
+    )
     probas = served(images)[0]  # in (FAKE, REAL) order, as every way answers: CLASSES
     side_diff = max(float(np.abs(probas[name] - befores[name]).max()) for name in titles)
-    print_table(f"1. One image in-process (ms). Plain ResNet-50 forward at 32x32, batch 1, PyTorch: {reference:.2f} ms.\n"
-                f"   Last column: largest |P difference| from 'two passes (before)' over {len(images)} test images; "
-                "for all detectors, the time in multiples of the plain ResNet-50 forward.",
-                ["", "1 image", "per image, batch 64", "diff / ratio"], rows)
+    print_table(
+        f"1. One image in-process (ms). Plain ResNet-50 forward at 32x32, batch 1, PyTorch: {reference:.2f} ms.\n"
+        f"   Last column: largest |P difference| from 'two passes (before)' over {len(images)} test images; "
+        "for all detectors, the time in multiples of the plain ResNet-50 forward.",
+        ["", "1 image", "per image, batch 64", "diff / ratio"],
+        rows,
+    )
     print(f"   Side by side (served): largest |P difference| from 'two passes (before)': {side_diff:.1e}\n", flush=True)
-
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = common_arguments(__doc__)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--check-images", type=int, default=500, help="test images on which the ways of running are compared")
+    parser.add_argument(
+        "--check-images", type=int, default=500, help="test images on which the ways of running are compared"
+    )
     args = parser.parse_args(argv)
     setup(args)
     from cifake_models.page.state import load_state
@@ -122,8 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     for committee in (d for d in state.detectors.values() if isinstance(d, CommitteeDetector)):
         answers = {m: np.array([0.5]) for m in committee.members}
         ms = best_ms_per_image(lambda: committee.combine(answers), 1, args.repeats)
-        print(f"{state.title(committee.name)}: combining its {len(answers)} members' answers for one image: {ms:.3f} ms "
-              "(no forward pass of its own)\n", flush=True)
+        print(
+            f"{state.title(committee.name)}: combining its {len(answers)} members' answers for one image: {ms:.3f} ms "
+            "(no forward pass of its own)\n",
+            flush=True,
+        )
     return 0
 
 

@@ -16,7 +16,17 @@ from PIL import Image
 from cifake_models.data import load_split
 from cifake_models.paths import REPO_ROOT
 
-from .common import best_ms_per_image, client, common_arguments, free_port, median_ms, print_table, setup, start_server, stop
+from .common import (
+    best_ms_per_image,
+    client,
+    common_arguments,
+    free_port,
+    median_ms,
+    print_table,
+    setup,
+    start_server,
+    stop,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,10 +61,14 @@ def the_app(app, state, port: int, sample: np.ndarray, startup: float, work: Pat
     rows.append(["decode + detectors + cards + CSV", f"{one:.1f} ms", f"{many:.2f} ms"])
     user = client(f"http://127.0.0.1:{port}/", "10.0.0.1")
     one = median_ms(lambda: user.predict(handle_file(paths[0]), api_name="/predict"), repeats)
-    many = median_ms(lambda: user.predict([handle_file(p) for p in paths], api_name="/predict_batch"), max(1, repeats // 2)) / 64
+    many = (
+        median_ms(
+            lambda: user.predict([handle_file(p) for p in paths], api_name="/predict_batch"), max(1, repeats // 2)
+        )
+        / 64
+    )
     rows.append(["gradio_client /predict, /predict_batch", f"{one:.1f} ms", f"{many:.2f} ms"])
     print_table("2. The app", ["", "1 image", "per image, batch 64"], rows)
-
 
 
 if __name__ == "__main__":
