@@ -112,7 +112,7 @@ class BatchScorer:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         """Ray Data's batch format: ``{"bytes": [...], "path": [...]}`` in, ``{column: [...]}`` out."""
         items = [
-            decode_or_fail(str(path), lambda: decode_bytes(bytes(data), str(path)))
+            decode_or_fail(str(path), lambda data=data, path=path: decode_bytes(bytes(data), str(path)))
             for data, path in zip(batch["bytes"], batch["path"])
         ]
         records = self.records(items)
@@ -142,10 +142,8 @@ def collect(inputs: Sequence[str], list_file: str | None = None) -> list[tuple[s
         else:
             found += [(p, Path(p)) for p in sorted(glob.glob(spec, recursive=True)) if Path(p).is_file()]
         if len(found) == before:
-            print(
-                f"warning: {spec}: {'no image files in this folder' if path.is_dir() else 'no files match this pattern'}",
-                file=sys.stderr,
-            )
+            problem = "no image files in this folder" if path.is_dir() else "no files match this pattern"
+            print(f"warning: {spec}: {problem}", file=sys.stderr)
     if list_file:
         # Bytes, decoded as the file system's names are (os.fsdecode), so that a listed name that
         # is not UTF-8 (find prints names as they are) still opens.
@@ -157,7 +155,8 @@ def collect(inputs: Sequence[str], list_file: str | None = None) -> list[tuple[s
         name = escaped(name)
         if name in seen and seen[name] != path:
             raise SystemExit(
-                f"error: two inputs both give the name {name!r} ({seen[name]} and {path}); score them into separate outputs"
+                f"error: two inputs both give the name {name!r} ({seen[name]} and {path});"
+                " score them into separate outputs"
             )
         seen.setdefault(name, path)
     return list(seen.items())
@@ -256,7 +255,8 @@ def _exit_with(parent: int) -> None:
 def _decode(chunk: list[tuple[str, str]]) -> list[Decoded | Failed]:
     # The app's decoding, but a path that is no file was typed or listed here: say so in those terms.
     return [
-        decode_or_fail(name, lambda: decode_upload(path, name, missing=f"no such file: {path}")) for name, path in chunk
+        decode_or_fail(name, lambda name=name, path=path: decode_upload(path, name, missing=f"no such file: {path}"))
+        for name, path in chunk
     ]
 
 
@@ -347,7 +347,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--workers",
         type=at_least_one,
         default=os.cpu_count() or 1,
-        help="processes that decode and score batches, each with its share of the cores (default: one per core, %(default)s); 1: all in this process",
+        help="processes that decode and score batches, each with its share of the cores"
+        " (default: one per core, %(default)s); 1: all in this process",
     )
     parser.add_argument("--overwrite", action="store_true", help="start afresh instead of continuing an existing --out")
     args = parser.parse_args(argv)
@@ -427,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - loaded
     print(
         f"{args.out}: scored {len(todo)} files ({failed} with an error, given in the error column)"
-        f" with {', '.join(n for n in names if n not in unavailable)} in {seconds:.1f} s ({len(todo) / max(seconds, 1e-9):.1f} files/s)"
+        f" with {', '.join(n for n in names if n not in unavailable)} in {seconds:.1f} s"
+        f" ({len(todo) / max(seconds, 1e-9):.1f} files/s)"
         f" after {loaded - started:.1f} s of start-up",
         file=sys.stderr,
     )

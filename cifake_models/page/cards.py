@@ -62,8 +62,9 @@ def heatmap_strip(state: AppState, result: ImageResult) -> str:
     if not result.heatmaps:
         return ""
     figures = "".join(
-        f'<figure><img src="{pixels_data_uri(heatmap.image(128, under=result.array), scale=1)}" width="128" height="128" '
-        f'alt="{html.escape(state.title(name))} heatmap"><figcaption>{html.escape(state.title(name))}</figcaption></figure>'
+        f'<figure><img src="{pixels_data_uri(heatmap.image(128, under=result.array), scale=1)}"'
+        f' width="128" height="128" alt="{html.escape(state.title(name))} heatmap">'
+        f"<figcaption>{html.escape(state.title(name))}</figcaption></figure>"
         for name, heatmap in result.heatmaps.items()
     )
     methods = "; ".join(dict.fromkeys(heatmap.method for heatmap in result.heatmaps.values()))
@@ -90,7 +91,10 @@ def scope_badge(result: ImageResult) -> str:
 def result_card(state: AppState, result: ImageResult) -> str:
     name = html.escape(result.file)
     if result.error and not result.predictions:
-        return f'<div class="card error"><div class="head"><b>{name}</b></div><p class="msg">⚠ {html.escape(result.error)}</p></div>'
+        return (
+            f'<div class="card error"><div class="head"><b>{name}</b></div>'
+            f'<p class="msg">⚠ {html.escape(result.error)}</p></div>'
+        )
     rows = []
     for det in state.names:
         title = html.escape(state.title(det))
@@ -98,14 +102,17 @@ def result_card(state: AppState, result: ImageResult) -> str:
             p = result.predictions[det]
             verdict = p.verdict
             rows.append(
-                f'<tr><td class="det">{title}</td><td>{_bar(p.p_real, "#2e7d32")}</td><td>{_bar(p.p_fake, "#c62828")}</td>'
-                f'<td class="verdict {verdict.lower()}">{verdict}</td><td class="thr">{decision_rule(state.detectors[det])}</td>'
+                f'<tr><td class="det">{title}</td><td>{_bar(p.p_real, "#2e7d32")}</td>'
+                f'<td>{_bar(p.p_fake, "#c62828")}</td><td class="verdict {verdict.lower()}">{verdict}</td>'
+                f'<td class="thr">{decision_rule(state.detectors[det])}</td>'
                 f"{_stability_cell(result, det)}</tr>"
             )
         else:
             reason = state.unavailable.get(det) or result.detector_errors.get(det, "unavailable")
+            span = 4 + (result.stability is not None)
             rows.append(
-                f'<tr class="na"><td class="det">{title}</td><td colspan="{4 + (result.stability is not None)}">unavailable: {html.escape(reason)}</td></tr>'
+                f'<tr class="na"><td class="det">{title}</td>'
+                f'<td colspan="{span}">unavailable: {html.escape(reason)}</td></tr>'
             )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) or "<li>none: already 32x32 RGB</li>"
     # No badge where no detector voted (every one unavailable, or only committees answered).
@@ -123,12 +130,19 @@ def result_card(state: AppState, result: ImageResult) -> str:
         if result.stability is not None
         else ""
     )
+    table_head = (
+        "<thead><tr><th>Detector</th><th>P(REAL)</th><th>P(FAKE)</th><th>Verdict</th>"
+        '<th title="calibrated P(FAKE) at or above which the detector says FAKE, and below which REAL;'
+        " UNSURE between (chosen on the validation split: outside the band,"
+        f' {TARGET_ACCURACY:.0%} of validation images are right)">Decides</th>'
+        f"{stability_head}</tr></thead>"
+    )
     return f"""<div class="card">
 <div class="head"><b>{name}</b> {committees}{agreement}</div>
 <div class="body">
 <figure><img src="{pixels_data_uri(result.array)}" width="128" height="128" alt="32x32 input of {name}">
 <figcaption>what the detectors saw: 32x32, shown 4x (nearest neighbour)</figcaption></figure>
-<div class="probs"><table><thead><tr><th>Detector</th><th>P(REAL)</th><th>P(FAKE)</th><th>Verdict</th><th title="calibrated P(FAKE) at or above which the detector says FAKE, and below which REAL; UNSURE between (chosen on the validation split: outside the band, {TARGET_ACCURACY:.0%} of validation images are right)">Decides</th>{stability_head}</tr></thead>
+<div class="probs"><table>{table_head}
 <tbody>{"".join(rows)}</tbody></table>
 <div class="notes">Conversions: <ul>{notes}</ul></div></div></div>{heatmap_strip(state, result)}</div>"""
 
@@ -139,6 +153,7 @@ def results_html(state: AppState, answers: list[ImageResult]) -> str:
     cards = [result_card(state, r) for r in answers[:MAX_CARDS]]
     if len(answers) > MAX_CARDS:
         cards.append(
-            f'<p class="more">Showing the first {MAX_CARDS} of {len(answers)} files; the table below and the CSV hold all of them.</p>'
+            f'<p class="more">Showing the first {MAX_CARDS} of {len(answers)} files;'
+            " the table below and the CSV hold all of them.</p>"
         )
     return "\n".join(cards)

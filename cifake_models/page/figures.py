@@ -6,6 +6,7 @@ report lacks says so in place of the plot; per-split figures are ``report[split]
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -174,7 +175,7 @@ def training_figure(state: AppState, name: str) -> go.Figure:
                 col=col,
             )
     # A checkpoint trained in stages (python -m train --init-from) restarts its schedule there.
-    for before, after in zip(history, history[1:]):
+    for before, after in itertools.pairwise(history):
         if after.get("stage", 1) != before.get("stage", 1):
             fig.add_vline(
                 x=before["epoch"] + 0.5,
@@ -223,7 +224,8 @@ def robustness_figure(state: AppState) -> go.Figure:
     n = robustness["n"]
     fig.update_yaxes(tickformat=".0%")
     fig.update_layout(
-        title=f"Accuracy on test images changed as on the way to an upload ({n:,} balanced test images, each detector at its own threshold)",
+        title=f"Accuracy on test images changed as on the way to an upload ({n:,} balanced test images,"
+        " each detector at its own threshold)",
         height=620,
         margin=dict(l=50, r=20, t=80, b=50),
     )
@@ -390,7 +392,8 @@ def reliability_figure(report: dict, split: str, title: str) -> go.Figure:
                 mode="lines+markers",
                 name=name,
                 line=dict(color=colour),
-                hovertemplate=f"{name}: mean P(FAKE) %{{x:.3f}}, FAKE %{{y:.1%}} of %{{customdata:,}} images<extra></extra>",
+                hovertemplate=f"{name}: mean P(FAKE) %{{x:.3f}},"
+                " FAKE %{y:.1%} of %{customdata:,} images<extra></extra>",
             )
         )
     ece = report[split].get("ece")

@@ -20,6 +20,7 @@ from cifake_models.scope import ScopeScorer, try_load_scope
 from cifake_models.serving import Serving, SharedPasses, side_by_side
 
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
+ONE_AFTER_ANOTHER = Serving(None, None)  # detectors run one after another, each on all of torch's threads
 
 
 @dataclass
@@ -34,7 +35,7 @@ class AppState:
     report_errors: dict[str, str] = field(default_factory=dict)
     stale_reports: dict[str, str] = field(default_factory=dict)  # reports not of the checkpoint loaded, and why
     load_seconds: float = 0.0
-    serving: Serving = Serving(None, None)  # how the detectors run: side by side, or one after another
+    serving: Serving = ONE_AFTER_ANOTHER  # how the detectors run: side by side, or one after another
     passes: SharedPasses = field(init=False)  # every request's forward passes, shared
     scope: ScopeScorer | None = None  # whether an image is like CIFAKE (cifake_models.scope); None: see scope_error
     scope_error: str | None = None

@@ -126,7 +126,8 @@ COMPARE_GROUPS = {
         "ms/image (1)",
         "ms/image (64)",
     ],
-    "On what people upload: the test images resized, re-compressed, blurred, shifted or cropped first (the robustness suite)": [
+    "On what people upload: the test images resized, re-compressed, blurred, shifted or cropped first"
+    " (the robustness suite)": [
         "Detector",
         "Accuracy",
         "Resized/re-saved: mean accuracy",

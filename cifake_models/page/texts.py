@@ -42,7 +42,8 @@ def _percent(fraction: float | None) -> str:
 
 def detectors_markdown(state: AppState) -> str:
     rows = [
-        "| Detector | Status | Initialisation | Threshold P(FAKE) | Decides (UNSURE between) | Accuracy on CIFAKE's test files "
+        "| Detector | Status | Initialisation | Threshold P(FAKE) | Decides (UNSURE between) "
+        "| Accuracy on CIFAKE's test files "
         "| …resized or re-saved first: mean (worst) |",
         "|---|---|---|---|---|---:|---:|",
     ]
@@ -69,7 +70,8 @@ def detectors_markdown(state: AppState) -> str:
             else ""
         )
         rows.append(
-            f"| {state.title(name)} | {status.replace('|', '/')} | {state.initialisation(name)} | {threshold} | {decides} "
+            f"| {state.title(name)} | {status.replace('|', '/')} | {state.initialisation(name)} "
+            f"| {threshold} | {decides} "
             f"| {_percent((report.get('test') or {}).get('accuracy'))} | {robust} |"
         )
     return "\n".join(rows)
@@ -86,7 +88,8 @@ def scope_statement(state: AppState) -> str:
         ((n, r["robustness"]["worst"]) for n, r in reports.items()), key=lambda item: item[1]["accuracy"]
     )
     return (
-        f"On CIFAKE's own test files the detectors are right {_percent(min(clean))} to {_percent(max(clean))} of the time. "
+        f"On CIFAKE's own test files the detectors are right {_percent(min(clean))} to {_percent(max(clean))}"
+        " of the time. "
         f"Uploads are rarely those files: on the same test images resized, re-compressed, blurred, shifted or cropped "
         f"first, they are right {_percent(min(mean))} to {_percent(max(mean))} of the time on average, and "
         f"{state.title(worst_name)} falls to {_percent(worst['accuracy'])} ({worst['perturbation']}); "
@@ -105,7 +108,10 @@ def scratch_statement(state: AppState) -> str:
         )
     scratch = [state.title(n) for n, v in inits.items() if v.lower().startswith("random")]
     if scratch:
-        return f"**Trained from scratch (ImageNet weights not used): {', '.join(scratch)}.** Other checkpoints' initialisation is listed below."
+        return (
+            f"**Trained from scratch (ImageNet weights not used): {', '.join(scratch)}.**"
+            " Other checkpoints' initialisation is listed below."
+        )
     return ""
 
 
@@ -132,9 +138,8 @@ def header_markdown(state: AppState) -> str:
     papers, ours = [s.title for s in specs if s.paper], [s.title for s in specs if not s.paper]
     return (
         "# CIFAKE: real photo or AI-generated?\n"
-        f"The detectors of *Harnessing Machine Learning for Discerning AI-Generated Synthetic Images* ({join_words(papers)})"
-        + (f", then {join_words(ours)}" if ours else "")
-        + ", "
+        "The detectors of *Harnessing Machine Learning for Discerning AI-Generated Synthetic Images*"
+        f" ({join_words(papers)})" + (f", then {join_words(ours)}" if ours else "") + ", "
         "trained on CIFAKE (Bird & Lotfi, 2024): 32x32 CIFAR-10 photos (REAL) and Stable Diffusion 1.4 "
         "images (FAKE). Your image is brought to 32x32 RGB first (shorter side to 32, centre crop), as the "
         f"paper's test transform does, so fine detail is lost. {scope_statement(state)} "
@@ -151,7 +156,9 @@ def threshold_markdown(point: ThresholdPoint | None) -> str:
     precision = _percent(point.precision) if point.precision is not None else "undefined (no image called FAKE)"
     return (
         f"At P(FAKE) ≥ {point.threshold:.3f}, the nearest threshold the report holds (FAKE is the positive class): "
-        f"**precision {precision}**, **recall {_percent(point.recall)}** ({point.fake_called_fake:,} of {point.n_fake:,} FAKE "
-        f"images caught), **false-positive rate {_percent(point.false_positive_rate)}** ({point.real_called_fake:,} of "
-        f"{point.n_real:,} REAL images called FAKE); accuracy {_percent(point.accuracy)} on {point.n_fake + point.n_real:,} images."
+        f"**precision {precision}**, **recall {_percent(point.recall)}**"
+        f" ({point.fake_called_fake:,} of {point.n_fake:,} FAKE images caught),"
+        f" **false-positive rate {_percent(point.false_positive_rate)}**"
+        f" ({point.real_called_fake:,} of {point.n_real:,} REAL images called FAKE);"
+        f" accuracy {_percent(point.accuracy)} on {point.n_fake + point.n_real:,} images."
     )
