@@ -25,9 +25,13 @@ def test_readme_and_docs_tables_match_the_shipped_reports():
 
 
 def _stale_documents(root):
-    # README.md holds the short table and the full one; two docs pages share the other three.
+    # README.md holds the short table and the full one; two docs pages share the others.
     (root / "docs").mkdir()
-    pages = {"README.md": ["summary", "results"], "docs/a.md": ["robustness"], "docs/b.md": ["trust", "recipes"]}
+    pages = {
+        "README.md": ["summary", "results"],
+        "docs/a.md": ["robustness"],
+        "docs/b.md": ["trust", "recipes", "scope_summary", "scope"],
+    }
     for page, blocks in pages.items():
         stale = "\n".join(f"{start}\nstale\n{end}" for start, end in map(results_table.markers, blocks))
         (root / page).write_text(f"intro\n{stale}\nend\n")
@@ -58,8 +62,10 @@ def test_tables_are_rendered_from_reports(tiny_assets, tmp_path):
     for text in texts:
         assert "stale" not in text and text.startswith("intro\n") and text.endswith("end\n")
     text = "\n".join(texts)
+    assert text.count("No scope report ships") == 2  # the tiny assets have none: both scope blocks say so
+    per_detector = [block for block in results_table.BLOCKS if not block.startswith("scope")]
     for name in list_detectors():
-        assert text.count(f"| {get_spec(name).title} |") == len(results_table.BLOCKS)  # one row in each table
+        assert text.count(f"| {get_spec(name).title} |") == len(per_detector)  # one row in each table
     assert "| HOG + SVM | **100.00%** | **1.0000** | 81.43% | 0.8958 |" in texts[0]  # the short table
     assert "| 81.43% | **100.00%** |" in text  # tiny task: the SVM separates it perfectly
     assert "from scratch" in text
