@@ -201,9 +201,11 @@ def test_compare_tab(page):
 
 def test_evaluation_tab_shows_plots(page):
     page.get_by_role("tab", name="Evaluation").click()
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 10")
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 12")
     plots = page.locator(".js-plotly-plot")
-    assert plots.count() == 10
+    assert plots.count() == 12  # ten of the detectors, two of the scope score
+    assert page.locator("#scope-plot .js-plotly-plot").count() == 1
+    assert page.locator("#scope-tradeoff-plot .js-plotly-plot").count() == 1
     roc_legend = plots.nth(0).inner_text()
     robustness = page.locator("#robustness-plot .js-plotly-plot").inner_text()
     for title in TITLES:
