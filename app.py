@@ -79,20 +79,9 @@ def uploaded_path(file: FileData | None) -> str | None:
     return path
 
 
-def detect_tab(state: AppState, examples: list[str]) -> None:
-    """The Detect tab: upload, paste or run the examples; cards, table and CSV for what was sent."""
-
-    def detect(files: list[str] | None) -> tuple:
-        return detect_outputs(state, list(files or []))
-
-    def detect_pasted(image: dict | None) -> tuple:
-        # Unpreprocessed (see pasted.change): gr.Image's fields, which gradio checks only where they
-        # carry FileData's meta, so the path is checked here; the app's own decoder reads the file.
-        return detect_outputs(state, [uploaded_path(image)] if image else [])
-
-    def detect_examples() -> tuple:
-        return detect_outputs(state, examples)
-
+def upload_inputs(examples: list[str]) -> tuple[gr.File, gr.Image, gr.Button | None]:
+    """The Detect tab's inputs: the file drop, the paste box, and the examples with their batch button."""
+    run_all = None
     with gr.Row():
         with gr.Column(scale=3):
             files = gr.File(
@@ -128,6 +117,24 @@ def detect_tab(state: AppState, examples: list[str]) -> None:
                 min_width=200,
                 size="md",
             )
+    return files, pasted, run_all
+
+
+def detect_tab(state: AppState, examples: list[str]) -> None:
+    """The Detect tab: upload, paste or run the examples; cards, table and CSV for what was sent."""
+
+    def detect(files: list[str] | None) -> tuple:
+        return detect_outputs(state, list(files or []))
+
+    def detect_pasted(image: dict | None) -> tuple:
+        # Unpreprocessed (see pasted.change): gr.Image's fields, which gradio checks only where they
+        # carry FileData's meta, so the path is checked here; the app's own decoder reads the file.
+        return detect_outputs(state, [uploaded_path(image)] if image else [])
+
+    def detect_examples() -> tuple:
+        return detect_outputs(state, examples)
+
+    files, pasted, run_all = upload_inputs(examples)
     cards = gr.HTML(results_html(state, []), css_template=CARD_CSS, js_on_load=None, elem_id="results")
     table = gr.Dataframe(
         results_table(state, []),

@@ -179,6 +179,32 @@ def add_network_options(recipe: argparse._ArgumentGroup) -> None:
         help="auto: bf16 autocast on a GPU, float32 on a CPU; bf16 on a CPU too (channels-last in every precision)",
     )
     recipe.add_argument("--images-per-epoch", type=int, help="train each epoch on a fresh random subset of this size")
+    add_augmentation_options(recipe)
+    recipe.add_argument("--seed", type=int, help="training seed")
+    recipe.add_argument(
+        "--distill-from",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="a distillation stage: learn also from this network's probabilities on the same augmented images "
+        "(any network that takes the student's input size and held out the same validation split; each "
+        "network sees the same colour views, encoded its own way, so the grayscale CNN can learn from native32)",
+    )
+    recipe.add_argument(
+        "--distill-weight",
+        type=float,
+        metavar="W",
+        help="share of the loss given to the teacher's probabilities (with --distill-from)",
+    )
+    recipe.add_argument(
+        "--distill-temperature",
+        type=float,
+        metavar="T",
+        help="softening temperature of both networks' probabilities (default 1)",
+    )
+
+
+def add_augmentation_options(recipe: argparse._ArgumentGroup) -> None:
+    """The networks' input size and training augmentation overrides (in the recipe group, in this order)."""
     recipe.add_argument(
         "--crop",
         type=int,
@@ -218,27 +244,6 @@ def add_network_options(recipe: argparse._ArgumentGroup) -> None:
         action="append",
         metavar=("FAMILY", "W"),
         help="draw this upload-like change W times as often as a family left at 1 (repeatable; 0 never draws it)",
-    )
-    recipe.add_argument("--seed", type=int, help="training seed")
-    recipe.add_argument(
-        "--distill-from",
-        type=Path,
-        metavar="CHECKPOINT",
-        help="a distillation stage: learn also from this network's probabilities on the same augmented images "
-        "(any network that takes the student's input size and held out the same validation split; each "
-        "network sees the same colour views, encoded its own way, so the grayscale CNN can learn from native32)",
-    )
-    recipe.add_argument(
-        "--distill-weight",
-        type=float,
-        metavar="W",
-        help="share of the loss given to the teacher's probabilities (with --distill-from)",
-    )
-    recipe.add_argument(
-        "--distill-temperature",
-        type=float,
-        metavar="T",
-        help="softening temperature of both networks' probabilities (default 1)",
     )
 
 

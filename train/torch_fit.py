@@ -454,6 +454,44 @@ def final_checkpoint(
     return stored
 
 
+def stage_metadata(
+    spec: DetectorSpec,
+    recipe: TorchRecipe,
+    data_info: DataInfo,
+    earlier: EarlierStages,
+    run: Run,
+    device: torch.device,
+    processes: int,
+    teacher_net: TorchDetector | None,
+    teacher_record: dict | None,
+) -> dict:
+    """What the finished stage's checkpoint records: recipe, data, the whole history, teacher and lineage."""
+    # One history across stages, numbered on, so the training curves show the whole path.
+    stage = len(earlier.stages) + 1
+    history = earlier.history + [{**r, "epoch": r["epoch"] + len(earlier.history), "stage": stage} for r in run.history]
+    metadata = checkpoint_metadata(
+        spec,
+        recipe.to_dict(),
+        data_info,
+        earlier.weights,
+        history=history,
+        wall_time_s=earlier.wall_time + run.elapsed,
+        device=str(device),
+        earlier_stages=earlier.stages,
+        processes=processes,
+    )
+    if teacher_record:
+        metadata["teacher"] = teacher_record
+    sources = {
+        **({earlier.stages[-1]["sha256"]: earlier.metadata} if earlier.metadata else {}),
+        **({teacher_record["sha256"]: teacher_net.metadata} if teacher_record else {}),
+    }
+    # (the preprocessing enters the metadata when the file is written)
+    written = {**metadata, "preprocessing": spec.preprocessing.to_dict()}
+    metadata["lineage"] = lineage.record(written, sources)
+    return metadata
+
+
 def fit_torch(
     spec: DetectorSpec,
     train: Split,
@@ -525,29 +563,9 @@ def fit_torch(
             on_epoch_end(epoch + 1, record)
     if not ranks.main:
         return None
-    # One history across stages, numbered on, so the training curves show the whole path.
-    stage = len(earlier.stages) + 1
-    history = earlier.history + [{**r, "epoch": r["epoch"] + len(earlier.history), "stage": stage} for r in run.history]
-    detector.metadata = checkpoint_metadata(
-        spec,
-        recipe.to_dict(),
-        data_info,
-        earlier.weights,
-        history=history,
-        wall_time_s=earlier.wall_time + run.elapsed,
-        device=str(device),
-        earlier_stages=earlier.stages,
-        processes=ranks.world,
+    detector.metadata = stage_metadata(
+        spec, recipe, data_info, earlier, run, device, ranks.world, teacher_net, teacher_record
     )
-    if teacher_record:
-        detector.metadata["teacher"] = teacher_record
-    sources = {
-        **({earlier.stages[-1]["sha256"]: earlier.metadata} if earlier.metadata else {}),
-        **({teacher_record["sha256"]: teacher_net.metadata} if teacher_record else {}),
-    }
-    # (the preprocessing enters the metadata when the file is written)
-    written = {**detector.metadata, "preprocessing": spec.preprocessing.to_dict()}
-    detector.metadata["lineage"] = lineage.record(written, sources)
     stored = final_checkpoint(spec, detector, val, out_dir, device)
     state_file.unlink(missing_ok=True)
     return stored
