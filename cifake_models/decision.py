@@ -49,6 +49,10 @@ class Views:
             raise CheckpointError(f"{path} records malformed test-time views (no {error})") from error
 
 
+SINGLE_VIEW = Views()  # the image alone: the views of a detector made in code or being trained
+IDENTITY_CALIBRATION = BetaCalibration()  # a = b = 1, c = 0: P(FAKE) as the detector gives it
+
+
 @dataclass(frozen=True)
 class DecisionRule:
     """Calibrated P(FAKE) at or above ``threshold`` is FAKE, below it REAL; inside ``unsure`` UNSURE."""
@@ -58,7 +62,7 @@ class DecisionRule:
     unsure: UnsureBand
 
     @classmethod
-    def at(cls, threshold: float, calibration: Calibration = BetaCalibration()) -> DecisionRule:
+    def at(cls, threshold: float, calibration: Calibration = IDENTITY_CALIBRATION) -> DecisionRule:
         """A rule that always decides, at ``threshold`` (for detectors made in code, e.g. tests')."""
         return cls(calibration, threshold, UnsureBand(threshold, threshold, 0.5))
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from .calibration import called_fake
 from .checkpoint import CheckpointError, atomic_write, read_safetensors, require_file, save_safetensors
-from .decision import DecisionRule, Views
+from .decision import SINGLE_VIEW, DecisionRule, Views
 from .images import mirror, stack_images
 from .labels import CLASSES, FAKE
 from .preprocessing import Preprocessing
@@ -46,7 +46,7 @@ class Detector:
     records_views = True  # its checkpoint records its test-time views (a committee's members choose their own)
 
     def __init__(
-        self, name: str, metadata: dict | None = None, views: Views = Views(), rule: DecisionRule | None = None
+        self, name: str, metadata: dict | None = None, views: Views = SINGLE_VIEW, rule: DecisionRule | None = None
     ):
         self.name = name
         self.metadata = metadata or {}
@@ -131,7 +131,7 @@ class TorchDetector(Detector):
         module: nn.Module,
         preprocessing: Preprocessing,
         metadata: dict | None = None,
-        views: Views = Views(),
+        views: Views = SINGLE_VIEW,
         rule: DecisionRule | None = None,
     ):
         super().__init__(name, metadata, views, rule)
@@ -195,7 +195,7 @@ class SklearnDetector(Detector):
         name: str,
         estimator,
         metadata: dict | None = None,
-        views: Views = Views(),
+        views: Views = SINGLE_VIEW,
         rule: DecisionRule | None = None,
     ):
         super().__init__(name, metadata, views, rule)
@@ -215,9 +215,7 @@ class SklearnDetector(Detector):
         return atomic_write(path, lambda tmp: skops.io.dump(payload, tmp))
 
     @classmethod
-    def load(
-        cls, path: str | Path, name: str, trusted_types: Sequence[str], validated: bool = True
-    ) -> SklearnDetector:
+    def load(cls, path: str | Path, name: str, trusted_types: Sequence[str], validated: bool = True) -> SklearnDetector:
         """Load refusing any type outside ``trusted_types`` (skops never runs pickled code);
         ``validated``: as :meth:`TorchDetector.load`."""
         import skops.io

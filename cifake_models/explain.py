@@ -97,7 +97,10 @@ def integrated_gradients(detector: TorchDetector, array: np.ndarray, steps: int 
     else:
         per_pixel = per_pixel[0]
     views_text = ", averaged with its mirror's" if detector.views.mirror_average else ""
-    method = f"Integrated Gradients of the FAKE-minus-REAL logit from a black image ({steps} steps{views_text}); red: for FAKE, blue: for REAL"
+    method = (
+        f"Integrated Gradients of the FAKE-minus-REAL logit from a black image ({steps} steps{views_text}); "
+        "red: for FAKE, blue: for REAL"
+    )
     return Heatmap(detector.name, method, _scale_signed(per_pixel), signed=True)
 
 

@@ -140,7 +140,7 @@ def app_module(tiny_assets):
         patch.setenv("CIFAKE_CHECKPOINTS", str(tiny_assets["checkpoints"]))
         patch.setenv("CIFAKE_REPORTS", str(tiny_assets["reports"]))
         module = importlib.import_module("app")
-        module.demo  # built on first use: here, on the tiny assets
+        assert module.demo is not None  # built on first use: here, on the tiny assets
     return module
 
 

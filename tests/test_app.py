@@ -770,6 +770,6 @@ def test_client_predict_bad_file_gets_its_message_and_server_keeps_serving(clien
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    with pytest.raises(AppError, match="notes.txt: not an image this app can read"):
+    with pytest.raises(AppError, match=re.escape("notes.txt: not an image this app can read")):
         client.predict(handle_file(str(images["notes.txt"])), api_name="/predict")
     assert_probabilities(client.predict(handle_file(str(images["photo.png"])), api_name="/predict"), list_detectors())

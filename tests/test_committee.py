@@ -61,7 +61,7 @@ def test_a_missing_member_uses_the_regression_fitted_without_it():
     masks, coefficients = fit_subsets(fake, labels, CommitteeRecipe())
     assert len(masks) == 3  # {a}, {b}, {a, b}
     alone = CommitteeDetector("committee", {"a": Fixed("a", fake["a"])}, ["a", "b"], masks, coefficients)
-    solo_masks, solo_coefficients = fit_subsets({"a": fake["a"]}, labels, CommitteeRecipe())
+    _solo_masks, solo_coefficients = fit_subsets({"a": fake["a"]}, labels, CommitteeRecipe())
     np.testing.assert_allclose(alone.weights[[0, 2]], solo_coefficients[0])
     assert alone.weights[1] == 0
     expected = 1 / (1 + np.exp(-(solo_coefficients[0, 0] * log_odds(fake["a"]) + solo_coefficients[0, 1])))

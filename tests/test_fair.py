@@ -63,7 +63,7 @@ def joined(job, timeout: float = 10):
 
 
 def test_one_client_gets_only_its_share_of_requests_in_flight(server):
-    url, release, calls = server
+    url, release, _calls = server
     greedy, other = client(url, "10.0.0.1"), client(url, "10.0.0.2")
     jobs = [joined(greedy.submit(api_name="/hold")) for _ in range(2)]
     with pytest.raises(httpx.HTTPStatusError) as refused:
@@ -96,7 +96,7 @@ def test_a_file_given_as_a_url_is_refused_not_fetched(server):
 
 
 def test_an_upload_request_over_its_byte_limit_is_refused(server, tmp_path):
-    url, release, calls = server
+    url, _release, calls = server
     big = tmp_path / "big.png"
     big.write_bytes(b"\0" * 2000)
     with pytest.raises(httpx.HTTPStatusError) as refused:

@@ -109,7 +109,7 @@ def test_a_committee_asked_for_alone_answers_as_beside_every_detector(tiny_asset
     assert picked[0] == csv_header([committee, member])
     cells = [full[0].index(column) for column in picked[0][len(COLUMNS) :]]
     assert [[row[0]] + [row[i] for i in cells] for row in full[1:]] == [
-        [row[0]] + row[len(COLUMNS) :] for row in picked[1:]
+        [row[0], *row[len(COLUMNS) :]] for row in picked[1:]
     ]
     assert sum(row[picked[0].index(f"{committee}_verdict")] != "" for row in picked[1:]) == 6  # every good image
 

@@ -30,6 +30,11 @@ from train.validation import record_validation
 TINY_SPLIT = ["--val-fraction", "0.25"]
 
 
+def flags(**options) -> list[str]:
+    """``--name value`` pairs for a command line, in order (``init_from`` gives ``--init-from``)."""
+    return [word for key, value in options.items() for word in (f"--{key.replace('_', '-')}", str(value))]
+
+
 class Interrupt(KeyboardInterrupt):
     """Stands for Ctrl-C arriving after an epoch has been saved."""
 
@@ -288,17 +293,7 @@ def test_imagenet_weights_for_a_detector_without_them_are_refused_before_any_wor
 def test_the_committee_reads_its_members_where_it_is_written(tiny_data, tmp_path, capsys):
     """It loads them from beside its own file, so it has no other folder to read them from."""
     with pytest.raises(SystemExit):
-        train_main(
-            [
-                "committee",
-                "--data",
-                str(tiny_data / "packed"),
-                "--members",
-                str(tmp_path),
-                "--out",
-                str(tmp_path / "elsewhere"),
-            ]
-        )
+        train_main(["committee", *flags(data=tiny_data / "packed", members=tmp_path, out=tmp_path / "elsewhere")])
     assert "unrecognized arguments: --members" in capsys.readouterr().err
 
 
@@ -388,18 +383,7 @@ def test_a_second_stage_continues_from_the_checkpoint_and_keeps_the_first_on_rec
     code = train_main(
         [
             "cnn",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "second"),
-            "--init-from",
-            str(first_file),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--lr",
-            "0",
+            *flags(data=data, out=tmp_path / "second", init_from=first_file, epochs=1, batch_size=8, lr=0),
             *TINY_SPLIT,
         ]
     )
@@ -419,16 +403,13 @@ def test_a_second_stage_continues_from_the_checkpoint_and_keeps_the_first_on_rec
     code = train_main(
         [
             "cnn",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "third"),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--init-from",
-            str(tmp_path / "second" / "cnn.safetensors"),
+            *flags(
+                data=data,
+                out=tmp_path / "third",
+                epochs=1,
+                batch_size=8,
+                init_from=tmp_path / "second" / "cnn.safetensors",
+            ),
             *TINY_SPLIT,
         ]
     )
@@ -450,19 +431,9 @@ def test_a_second_stage_continues_from_the_checkpoint_and_keeps_the_first_on_rec
         train_main(
             [
                 "cnn",
-                "--data",
-                str(data),
-                "--out",
-                str(tmp_path / "fourth"),
-                "--epochs",
-                "1",
-                "--batch-size",
-                "8",
+                *flags(data=data, out=tmp_path / "fourth", epochs=1, batch_size=8),
                 *TINY_SPLIT,
-                "--split-seed",
-                "1",
-                "--init-from",
-                str(first_file),
+                *flags(split_seed=1, init_from=first_file),
             ]
         )
 
@@ -471,15 +442,7 @@ def test_a_second_stage_refuses_another_networks_checkpoint(tiny_data, tmp_path)
     train_tiny("cnn", tiny_data / "packed", tmp_path)
     with pytest.raises(CheckpointError, match="holds the detector 'cnn'"):
         train_main(
-            [
-                "resnet50",
-                "--data",
-                str(tiny_data / "packed"),
-                "--out",
-                str(tmp_path / "r"),
-                "--init-from",
-                str(tmp_path / "cnn.safetensors"),
-            ]
+            ["resnet50", *flags(data=tiny_data / "packed", out=tmp_path / "r", init_from=tmp_path / "cnn.safetensors")]
         )
     with pytest.raises(SystemExit):  # one network at a time, never the SVM
         train_main(["hog_svm", "--init-from", str(tmp_path / "cnn.safetensors")])
@@ -491,21 +454,15 @@ def test_a_second_stage_may_change_the_crop(tiny_data, tmp_path):
     code = train_main(
         [
             "resnet50",
-            "--data",
-            str(data),
-            "--out",
-            str(tmp_path / "second"),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--init-from",
-            str(tmp_path / "first" / "resnet50.safetensors"),
-            "--crop",
-            "32",
-            "--crop-scale",
-            "1",
-            "1",
+            *flags(
+                data=data,
+                out=tmp_path / "second",
+                epochs=1,
+                batch_size=8,
+                init_from=tmp_path / "first" / "resnet50.safetensors",
+                crop=32,
+            ),
+            *("--crop-scale", "1", "1"),
             *TINY_SPLIT,
         ]
     )
@@ -568,7 +525,8 @@ def test_a_second_stage_starts_from_its_parents_preprocessing(tiny_data, tmp_pat
     second = load_detector("cnn", tmp_path / "second").preprocessing
     assert second.translate == 1 and ("blur", 0.3, 1.5) in second.upload_ranges  # the parent's, not the registry's 0
     assert second.upload_augment == 0.5  # given, so it overrides the parent's
-    # The parent's weights, with the given ones replacing theirs; recorded in the families' order, a weight of 1 left out.
+    # The parent's weights, with the given ones replacing theirs; recorded in the families' order,
+    # a weight of 1 left out.
     assert second.upload_weights == (("enlarge", 0.0), ("downscale", 0.0), ("blur", 3.0), ("shift", 0.0), ("crop", 2.0))
     # Weights that, with the parent's, leave no family to draw are refused before training.
     assert (
@@ -653,24 +611,17 @@ def test_a_distillation_stage_records_its_teacher_and_refuses_one_that_saw_its_v
         train_main(
             [
                 "densenet121",
-                "--data",
-                str(data),
-                "--out",
-                str(tmp_path),
-                "--epochs",
-                "1",
-                "--batch-size",
-                "8",
-                "--val-fraction",
-                "0.25",
-                "--crop",
-                "32",
-                "--distill-from",
-                str(teacher),
-                "--distill-weight",
-                "0.5",
-                "--distill-temperature",
-                "2",
+                *flags(
+                    data=data,
+                    out=tmp_path,
+                    epochs=1,
+                    batch_size=8,
+                    val_fraction=0.25,
+                    crop=32,
+                    distill_from=teacher,
+                    distill_weight=0.5,
+                    distill_temperature=2,
+                ),
             ]
         )
         == 0
@@ -698,20 +649,15 @@ def test_a_distillation_stage_records_its_teacher_and_refuses_one_that_saw_its_v
         train_main(
             [
                 "cnn",
-                "--data",
-                str(data),
-                "--out",
-                str(tmp_path),
-                "--epochs",
-                "1",
-                "--val-fraction",
-                "0.25",
-                "--upload-augment",
-                "1",
-                "--distill-from",
-                str(teacher),
-                "--distill-weight",
-                "0.5",
+                *flags(
+                    data=data,
+                    out=tmp_path,
+                    epochs=1,
+                    val_fraction=0.25,
+                    upload_augment=1,
+                    distill_from=teacher,
+                    distill_weight=0.5,
+                ),
             ]
         )
         == 0
@@ -727,33 +673,18 @@ def test_a_distillation_stage_records_its_teacher_and_refuses_one_that_saw_its_v
         train_main(
             [
                 "resnet50",
-                "--data",
-                str(data),
-                "--out",
-                str(tmp_path / "small"),
-                "--val-fraction",
-                "0.25",
-                "--distill-from",
-                str(tmp_path / "cnn.safetensors"),
-                "--distill-weight",
-                "0.5",
+                *flags(
+                    data=data,
+                    out=tmp_path / "small",
+                    val_fraction=0.25,
+                    distill_from=tmp_path / "cnn.safetensors",
+                    distill_weight=0.5,
+                ),
             ]
         )
     # With the default tenth held out, part of this run's validation split trained the teacher.
     with pytest.raises(CheckpointError, match="held out another validation split"):
-        train_main(
-            [
-                "cnn",
-                "--data",
-                str(data),
-                "--out",
-                str(tmp_path / "leaky"),
-                "--distill-from",
-                str(teacher),
-                "--distill-weight",
-                "0.5",
-            ]
-        )
+        train_main(["cnn", *flags(data=data, out=tmp_path / "leaky", distill_from=teacher, distill_weight=0.5)])
     with pytest.raises(SystemExit):
         train_main(["cnn", "--distill-from", str(teacher)])  # no weight
     assert "needs both --distill-from" in capsys.readouterr().err

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if candidate_split != split:
             print(
-                f"{path}: skipped (validated on another split than the shipped checkpoint: {candidate_split}, not {split})"
+                f"{path}: skipped (validated on another split than the shipped checkpoint: "
+                f"{candidate_split}, not {split})"
             )
             continue
         eligible = clean >= shipped_clean - CLEAN_TOLERANCE and (
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         robustness = robustness_score(suite)
         print(
-            f"{path}: validation {clean:.2%} clean, suite mean {suite['mean_accuracy']:.2%}, worst {suite['worst']['accuracy']:.2%},"
+            f"{path}: validation {clean:.2%} clean, suite mean {suite['mean_accuracy']:.2%}, "
+            f"worst {suite['worst']['accuracy']:.2%},"
             f" score {robustness:.2%} ({'eligible' if eligible else 'not eligible'})"
         )
         if eligible and (best is None or robustness > best[1]):

@@ -226,7 +226,10 @@ def unsure_text(unsure: dict | None) -> str:
         return "no unsure band; "
     test = unsure["test"]
     decided = "none decided" if test["accuracy"] is None else f"{percent(test['accuracy'])} right on those"
-    return f"outside its unsure band ({unsure['low']:.3f}-{unsure['high']:.3f}) it decides {percent(test['coverage'])} of test images, {decided}; "
+    return (
+        f"outside its unsure band ({unsure['low']:.3f}-{unsure['high']:.3f}) "
+        f"it decides {percent(test['coverage'])} of test images, {decided}; "
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{spec.name}: accuracy {percent(t['accuracy'])}{paper}, ROC-AUC {t['roc_auc']:.4f}{paper_auc}; "
             f"leak-free accuracy {percent(lf['accuracy'])}; under the suite: mean {percent(r['mean_accuracy'])}, "
             f"worst {percent(r['worst']['accuracy'])} ({r['worst']['perturbation']}); ECE {t['ece']:.4f} "
-            f"(before calibration {report['calibration']['test']['ece_before']:.4f}), suite mean {report['calibration']['suite']['mean_ece_after']:.4f}; "
+            f"(before calibration {report['calibration']['test']['ece_before']:.4f}), "
+            f"suite mean {report['calibration']['suite']['mean_ece_after']:.4f}; "
             f"{unsure_text(report['unsure'])}"
             f"{report['ms_per_image'].get('batch_1', float('nan')):.1f} ms/image"
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
     )
 
     def cost(fn) -> tuple[float, float]:  # per image, over the sample, one image per call
-        per_image = [median_wall_cpu_ms(lambda: fn(image), repeats) for image in images]
+        per_image = [median_wall_cpu_ms(partial(fn, image), repeats) for image in images]
         return statistics.median(w for w, _ in per_image), statistics.median(c for _, c in per_image)
 
     def row(label: str, fn) -> list[str]:
@@ -63,7 +64,12 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
     def checked(image: np.ndarray) -> list:  # as the page does: the copies only, beside the image's own answers
         return stability.check(detectors, image[None], answers=state.predict(image[None]), predict=state.predict)
 
-    both = lambda image: (checked(image), explain.heatmaps(detectors, image, executor=state.serving.executor))
+    def both(image: np.ndarray) -> tuple:
+        return checked(image), explain.heatmaps(detectors, image, executor=state.serving.executor)
+
+    def heatmap_alone(name: str, detector, image: np.ndarray) -> dict:
+        return explain.heatmaps({name: detector}, image)
+
     rows = [
         row("all detectors (today)", lambda image: state.predict(image[None])),
         row(f"+ stability ({len(stability.CHANGES)} changed copies, one pass)", checked),
@@ -78,7 +84,7 @@ def extras(checkpoint_dir: Path | None, data_dir: Path, repeats: int, n_images: 
     ]
     for name, detector in detectors.items():
         if not isinstance(detector, CommitteeDetector):  # a committee has no map (explain.NO_HEATMAP)
-            rows.append(row(f"  heatmap: {name}", lambda image: explain.heatmaps({name: detector}, image)))
+            rows.append(row(f"  heatmap: {name}", partial(heatmap_alone, name, detector)))
     print_table(
         f"5. One image (ms, median over {len(images)} test images of the median of {repeats} runs): "
         f"{os.cpu_count()} CPU cores, {threads} torch threads"

@@ -11,6 +11,7 @@ side, ONNX Runtime on one thread each (``cifake_models.serving``), and a committ
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -81,8 +82,8 @@ def one_image(checkpoint_dir: Path, titles: dict[str, str], images: np.ndarray, 
         before = befores[name] = way["two passes (before)"](images)
         for label in labels:
             fn = way.get(label, way["one pass"])  # the SVM has one way to run in one pass
-            ms1 = best_ms_per_image(lambda: fn(one), 1, repeats)
-            ms64 = best_ms_per_image(lambda: fn(batch64), 64, max(2, repeats // 2))
+            ms1 = best_ms_per_image(partial(fn, one), 1, repeats)
+            ms64 = best_ms_per_image(partial(fn, batch64), 64, max(2, repeats // 2))
             diff = float(np.abs(fn(images) - before).max())
             totals[label] += ms1
             totals64[label] += ms64
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         one_image(state.checkpoint_dir, members, sample, args.repeats, state.predict)
     for committee in (d for d in state.detectors.values() if isinstance(d, CommitteeDetector)):
         answers = {m: np.array([0.5]) for m in committee.members}
-        ms = best_ms_per_image(lambda: committee.combine(answers), 1, args.repeats)
+        ms = best_ms_per_image(partial(committee.combine, answers), 1, args.repeats)
         print(
             f"{state.title(committee.name)}: combining its {len(answers)} members' answers for one image: {ms:.3f} ms "
             "(no forward pass of its own)\n",
