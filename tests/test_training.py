@@ -601,6 +601,31 @@ def test_the_distillation_loss_mixes_cross_entropy_with_the_softened_teacher():
     torch.testing.assert_close(training_loss(student, labels, half, teacher), 0.5 * plain + 0.5 * by_hand)
 
 
+def assert_distillation_refusals(data, tmp_path, teacher, capsys):
+    """The distillation test's refusals: a teacher of the wrong input size, one that saw the
+    student's validation images, and a teacher without a weight."""
+    # A teacher that cannot take the student's input size is refused before training starts.
+    with pytest.raises(CheckpointError, match="cannot take resnet50's 24x24 training views"):
+        train_main(
+            [
+                "resnet50",
+                *flags(
+                    data=data,
+                    out=tmp_path / "small",
+                    val_fraction=0.25,
+                    distill_from=tmp_path / "cnn.safetensors",
+                    distill_weight=0.5,
+                ),
+            ]
+        )
+    # With the default tenth held out, part of this run's validation split trained the teacher.
+    with pytest.raises(CheckpointError, match="held out another validation split"):
+        train_main(["cnn", *flags(data=data, out=tmp_path / "leaky", distill_from=teacher, distill_weight=0.5)])
+    with pytest.raises(SystemExit):
+        train_main(["cnn", "--distill-from", str(teacher)])  # no weight
+    assert "needs both --distill-from" in capsys.readouterr().err
+
+
 def test_a_distillation_stage_records_its_teacher_and_refuses_one_that_saw_its_validation_images(
     tiny_data, tmp_path, capsys, monkeypatch
 ):
@@ -668,26 +693,7 @@ def test_a_distillation_stage_records_its_teacher_and_refuses_one_that_saw_its_v
         assert answered[id(logits)].shape[1] == 3 and x.shape[1] == 1
         assert torch.equal(get_spec("cnn").preprocessing.encode(answered[id(logits)]), x)
     monkeypatch.undo()
-    # A teacher that cannot take the student's input size is refused before training starts.
-    with pytest.raises(CheckpointError, match="cannot take resnet50's 24x24 training views"):
-        train_main(
-            [
-                "resnet50",
-                *flags(
-                    data=data,
-                    out=tmp_path / "small",
-                    val_fraction=0.25,
-                    distill_from=tmp_path / "cnn.safetensors",
-                    distill_weight=0.5,
-                ),
-            ]
-        )
-    # With the default tenth held out, part of this run's validation split trained the teacher.
-    with pytest.raises(CheckpointError, match="held out another validation split"):
-        train_main(["cnn", *flags(data=data, out=tmp_path / "leaky", distill_from=teacher, distill_weight=0.5)])
-    with pytest.raises(SystemExit):
-        train_main(["cnn", "--distill-from", str(teacher)])  # no weight
-    assert "needs both --distill-from" in capsys.readouterr().err
+    assert_distillation_refusals(data, tmp_path, teacher, capsys)
 
 
 def test_the_teacher_answers_the_students_views_as_it_answers_the_images_themselves():
