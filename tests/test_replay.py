@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from conftest import write_tiny_cifake
@@ -59,11 +60,12 @@ def test_a_smoke_replay_rebuilds_every_shipped_chain_stage_for_stage(smoke_all):
     assert report["checkpoint"]["sha256"] == file_sha256(smoke_all / "checkpoints" / "committee.safetensors")
 
 
-def test_a_replay_run_again_keeps_every_finished_stage(smoke_all, replay_data, capsys):
+def test_a_replay_run_again_keeps_every_finished_stage(smoke_all, replay_data, caplog):
+    caplog.set_level(logging.INFO, logger="train")  # the trainer reports through logging
     before = {p: file_sha256(p) for p in (smoke_all / "stages").glob("*/*.safetensors")}
     options = ["--smoke", "--out", str(smoke_all), "--data", str(replay_data), "--threads", "1", "--no-reports"]
     assert train_main(["replay", "cnn", *options]) == 0
-    assert capsys.readouterr().out.count("already trained") == 2  # native-32, then the CNN it teaches
+    assert caplog.text.count("already trained") == 2  # native-32, then the CNN it teaches
     assert {p: file_sha256(p) for p in before} == before
 
 
