@@ -25,6 +25,7 @@ from cifake_models.page.analysis import MAX_BATCH_FILES, MAX_HEATMAPS, analyse_f
 from cifake_models.page.cards import CARD_CSS, results_html
 from cifake_models.page.figures import (
     SPLITS,
+    ReportView,
     chosen_detector,
     evaluation_plots,
     robustness_figure,
@@ -32,6 +33,7 @@ from cifake_models.page.figures import (
     starting_threshold,
     threshold_explorer,
 )
+from cifake_models.page.folder_report import ReportError, folder_plots, read_report, report_markdown
 from cifake_models.page.state import AppState, example_files, load_state
 from cifake_models.page.tables import (
     CACHE_SECONDS,
@@ -54,6 +56,11 @@ from cifake_models.uploads import MAX_PIXELS, MAX_UPLOAD_BYTES, UploadError
 # so more of them at a time means larger, cheaper passes, not more work in parallel.
 PREDICT_CONCURRENCY = 16
 SERVER_MAX_FILE_SIZE = 2 * MAX_UPLOAD_BYTES  # gradio refuses bigger uploads outright
+FOLDER_REPORT_HELP = (
+    "How do the detectors do on your images? Put them in a folder with `REAL/` and `FAKE/` subfolders, run "
+    "`cifake-evaluate FOLDER` on your machine, and upload the `report.json` it writes: its figures appear here "
+    "as the test split's do above (its `report.html` holds the same, self-contained)."
+)
 
 
 def detect_outputs(state: AppState, paths: list) -> tuple[str, pd.DataFrame, dict]:
@@ -316,6 +323,40 @@ def scope_plots(state: AppState) -> None:
         gr.Plot(tradeoff, label="Coverage trade-off", elem_id="scope-tradeoff-plot")
 
 
+def folder_report_section() -> None:
+    """Your own images: a report of ``cifake-evaluate FOLDER``, uploaded, drawn as the test split is."""
+    with gr.Accordion("Your own images: show a report of cifake-evaluate", open=False, elem_id="folder-report"):
+        gr.Markdown(FOLDER_REPORT_HELP)
+        upload = gr.File(file_types=[".json"], label="report.json", elem_id="folder-report-file")
+        summary = gr.Markdown(elem_id="folder-report-summary")
+        chosen = gr.Dropdown([], label="Detector (for the plots below the first row)", elem_id="folder-report-detector")
+        with gr.Row():
+            plots = [gr.Plot(label="ROC, all detectors"), gr.Plot(label="Precision-recall, all detectors")]
+        with gr.Row():
+            plots += [
+                gr.Plot(label=label)
+                for label in ("Confusion matrix", "Reliability diagram", "Accuracy against coverage")
+            ]
+    report = gr.State(None)
+
+    def show(path: str | None) -> tuple:
+        if not path:
+            return None, "", gr.Dropdown(choices=[], value=None), *[None] * len(plots)
+        try:
+            loaded = read_report(path)
+        except ReportError as error:
+            raise gr.Error(str(error), print_exception=False) from None
+        view = ReportView(loaded["detectors"])
+        choices = gr.Dropdown(choices=[(view.title(n), n) for n in view.names], value=view.names[0])
+        return loaded, report_markdown(loaded), choices, *folder_plots(loaded).figures()
+
+    def show_detector(loaded: dict | None, name: str | None) -> tuple:
+        return folder_plots(loaded, name).figures()[2:] if loaded else (None,) * 3
+
+    upload.change(show, upload, [report, summary, chosen, *plots], api_visibility="private")
+    chosen.change(show_detector, [report, chosen], plots[2:], api_visibility="private")
+
+
 def evaluation_plot_rows(plots) -> list[gr.Plot]:
     """The Evaluation tab's rows of plots, two a row; returned in ``EvaluationPlots.figures()``'s order."""
     with gr.Row():
@@ -374,6 +415,7 @@ def build_demo(state: AppState | None = None) -> gr.Blocks:
             with gr.Tab("Evaluation", id="evaluation"):
                 evaluation_tab(state)
                 scope_plots(state)
+                folder_report_section()
         api_endpoints(state)
     demo.queue(max_size=64)
     demo.app_state = state  # for tests and scripts

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -273,8 +274,12 @@ def _start_worker(
     _worker_scorer = BatchScorer(detectors, checkpoint_dir)
 
 
+def _missing(scorer: BatchScorer) -> tuple[dict[str, str], dict[str, dict[str, str]], str | None]:
+    return scorer.unavailable, scorer.without, scorer.scope_error
+
+
 def _worker_missing() -> tuple[dict[str, str], dict[str, dict[str, str]], str | None]:
-    return _worker_scorer.unavailable, _worker_scorer.without, _worker_scorer.scope_error
+    return _missing(_worker_scorer)
 
 
 def _worker_records(chunk: list[tuple[str, str]]) -> list[dict]:
@@ -362,28 +367,65 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    started = time.perf_counter()
-    args = parse_args(argv)
-    files = collect(args.inputs, args.list)
-    if not files:
-        print("error: no files to score: the folders, globs and lists given hold no image files", file=sys.stderr)
-        return 2
-    names = list(dict.fromkeys(args.detectors or list_detectors()))  # each once, as BatchScorer's columns
+@dataclass(frozen=True)
+class ScoreRun:
+    """What one run of :func:`score_files` did: files scored now, already in the output, failed now."""
+
+    scored: int
+    already: int
+    failed: int
+    detectors: list[str]  # those that loaded and answered
+
+
+def score_files(
+    files: list[tuple[str, Path]],
+    out: Path,
+    fmt: str = "jsonl",
+    detectors: Sequence[str] | None = None,
+    checkpoints: str | Path | None = None,
+    batch_size: int = 256,
+    workers: int = 1,
+    overwrite: bool = False,
+) -> ScoreRun:
+    """Score ``(name, path)`` files into ``out``, continuing it where a run stopped; ``SystemExit``
+    with the reason where the output is not this command's or no detector loads."""
+    names = list(dict.fromkeys(detectors or list_detectors()))  # each once, as BatchScorer's columns
     columns = csv_header(names)
     # Before the detectors load: an output this run must not touch is refused at once.
-    done = set() if args.overwrite else finished(args.out, args.format, columns)
-    checkpoints = checkpoint_dir_or_default(args.checkpoints)
-    scorer = pool = None
-    if args.workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // args.workers)
-        pool = ProcessPoolExecutor(
-            args.workers, initializer=_start_worker, initargs=(os.getpid(), threads, names, checkpoints)
-        )
-        unavailable, without, scope_error = pool.submit(_worker_missing).result()
-    else:
-        scorer = BatchScorer(names, checkpoints)
-        unavailable, without, scope_error = scorer.unavailable, scorer.without, scorer.scope_error
+    done = set() if overwrite else finished(out, fmt, columns)
+    scorer, pool = _scorers(names, checkpoint_dir_or_default(checkpoints), workers)
+    try:
+        unavailable = _say_missing(scorer, pool, names)
+        if overwrite:
+            out.unlink(missing_ok=True)
+        todo = [(name, path) for name, path in files if name not in done]
+        if done:
+            print(
+                f"{out}: {len(files) - len(todo)} of {len(files)} files already scored; continuing with {len(todo)}",
+                file=sys.stderr,
+            )
+        failed = _append_scores(todo, out, fmt, columns, batch_size, scorer, pool, ahead_max=2 * workers)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+    return ScoreRun(len(todo), len(files) - len(todo), failed, [n for n in names if n not in unavailable])
+
+
+def _scorers(
+    names: list[str], checkpoints: Path, workers: int
+) -> tuple[BatchScorer | None, ProcessPoolExecutor | None]:
+    """The detectors in this process (one worker), or a pool of ``workers`` processes each with its own."""
+    if workers == 1:
+        return BatchScorer(names, checkpoints), None
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(os.getpid(), threads, names, checkpoints))
+    return None, pool
+
+
+def _say_missing(scorer: BatchScorer | None, pool: ProcessPoolExecutor | None, names: list[str]) -> dict[str, str]:
+    """Report on standard error what will not score (detectors, committee members, the scope score);
+    ``SystemExit`` where no detector loaded. Returns the unavailable detectors and why."""
+    unavailable, without, scope_error = pool.submit(_worker_missing).result() if pool else _missing(scorer)
     if scope_error:
         print(f"in_scope, scope_score and scope_cut stay empty: {scope_error}", file=sys.stderr)
     for name, reason in unavailable.items():
@@ -395,42 +437,53 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     if len(unavailable) == len(names):
-        print("error: no detector could be loaded", file=sys.stderr)
-        if pool:
-            pool.shutdown()
-        return 2
-    if args.overwrite:
-        args.out.unlink(missing_ok=True)
-    todo = [(name, path) for name, path in files if name not in done]
-    if done:
-        print(
-            f"{args.out}: {len(files) - len(todo)} of {len(files)} files already scored; continuing with {len(todo)}",
-            file=sys.stderr,
-        )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+        raise SystemExit("error: no detector could be loaded")
+    return unavailable
+
+
+def _append_scores(
+    todo: list[tuple[str, Path]],
+    out: Path,
+    fmt: str,
+    columns: list[str],
+    batch_size: int,
+    scorer: BatchScorer | None,
+    pool: ProcessPoolExecutor | None,
+    ahead_max: int,
+) -> int:
+    """Score ``todo`` into ``out`` a batch at a time, with a progress bar; how many failed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     failed = 0
-    loaded = time.perf_counter()
-    fd = os.open(args.out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        header = columns if os.fstat(fd).st_size == 0 and args.format == "csv" else None
+        header = columns if os.fstat(fd).st_size == 0 and fmt == "csv" else None
         with tqdm(total=len(todo), unit="img", desc="scoring") as bar:
-            for records in scored_batches(todo, args.batch_size, scorer, pool, ahead_max=2 * args.workers):
+            for records in scored_batches(todo, batch_size, scorer, pool, ahead_max=ahead_max):
                 # One write per batch, appended: a kill leaves whole batches, at worst one cut line,
                 # which the next run removes (finished()).
-                append(fd, encode(records, args.format, header))
+                append(fd, encode(records, fmt, header))
                 header = None
                 failed += sum(record["error"] is not None for record in records)
                 bar.update(len(records))
     finally:
         os.close(fd)
-        if pool:
-            pool.shutdown(cancel_futures=True)
-    seconds = time.perf_counter() - loaded
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    files = collect(args.inputs, args.list)
+    if not files:
+        print("error: no files to score: the folders, globs and lists given hold no image files", file=sys.stderr)
+        return 2
+    run = score_files(
+        files, args.out, args.format, args.detectors, args.checkpoints, args.batch_size, args.workers, args.overwrite
+    )
+    seconds = time.perf_counter() - started
     print(
-        f"{args.out}: scored {len(todo)} files ({failed} with an error, given in the error column)"
-        f" with {', '.join(n for n in names if n not in unavailable)} in {seconds:.1f} s"
-        f" ({len(todo) / max(seconds, 1e-9):.1f} files/s)"
-        f" after {loaded - started:.1f} s of start-up",
+        f"{args.out}: scored {run.scored} files ({run.failed} with an error, given in the error column)"
+        f" with {', '.join(run.detectors)} in {seconds:.1f} s ({run.scored / max(seconds, 1e-9):.1f} files/s)",
         file=sys.stderr,
     )
     return 0

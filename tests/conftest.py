@@ -184,3 +184,15 @@ def with_new_figures(report: dict) -> dict:
         },
     }
     return report
+
+
+@pytest.fixture(scope="session")
+def tiny_folder_report(tiny_assets, tmp_path_factory) -> Path:
+    """``scripts.folder_agreement`` on the tiny test split: OUT/folder (its 16 images, a corrupt JPEG,
+    a text file) and OUT/report (cifake-evaluate's report of it, checked against train.evaluate's figures)."""
+    from scripts import folder_agreement
+
+    out = tmp_path_factory.mktemp("folder-report")
+    arguments = ["--n", "1000", "--out", str(out), "--data", str(tiny_assets["data"])]
+    assert folder_agreement.main([*arguments, "--checkpoints", str(tiny_assets["checkpoints"])]) == 0
+    return out

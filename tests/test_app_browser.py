@@ -243,3 +243,25 @@ def test_threshold_slider_redraws_the_confusion_matrix(page):
     summary = page.locator("#threshold-summary").inner_text()
     assert "recall 50.0%" in summary and "false-positive rate 0.0%" in summary, summary
     page.screenshot(path=str(SHOTS / "threshold.png"), full_page=True)
+
+
+def test_evaluation_tab_shows_a_report_of_cifake_evaluate(page, tiny_folder_report):
+    page.get_by_role("tab", name="Evaluation").click()
+    page.locator("#folder-report").get_by_text("Your own images").click()
+    report = tiny_folder_report / "report" / "report.json"
+    page.locator("#folder-report-file input[type=file]").set_input_files(str(report))
+    summary = "document.querySelector('#folder-report-summary').textContent"
+    page.wait_for_function(f"{summary}.includes('could not be read')")
+    text = page.locator("#folder-report-summary").inner_text()
+    assert "8 FAKE, 8 REAL images" in text and "REAL/broken.jpg" in text
+    for title in TITLES:
+        assert title in text
+    page.wait_for_function("document.querySelectorAll('#folder-report .js-plotly-plot').length == 5")
+    plots = page.locator("#folder-report .js-plotly-plot")
+    assert "Confusion matrix: HOG + SVM" in plots.nth(2).inner_text() and "n=16" in plots.nth(2).inner_text()
+    page.get_by_label("Detector (for the plots below the first row)").last.click()
+    page.get_by_role("option", name="Native-32 CNN (ours)").click()
+    page.wait_for_function(
+        "document.querySelectorAll('#folder-report .js-plotly-plot')[2].textContent.includes('Native-32')"
+    )
+    page.screenshot(path=str(SHOTS / "folder_report.png"), full_page=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, fields
+from typing import Protocol
 
 import numpy as np
 import plotly.colors
@@ -16,13 +17,38 @@ from plotly.subplots import make_subplots
 
 from cifake_models.labels import CLASSES, FAKE_LABEL, REAL_LABEL
 from cifake_models.perturbations import FAMILIES
+from cifake_models.registry import get_spec, list_detectors
 from cifake_models.reports import REEVALUATE
-
-from .state import AppState
 
 SPLITS = {"test": "Official test split", "test_leak_free": "Leak-free test split (test images also in train removed)"}
 COLOURS = plotly.colors.qualitative.D3
 NOT_EVALUATED = "no evaluation report"
+
+
+class Reported(Protocol):
+    """What the figures read: the detectors' names and titles, and each one's report."""
+
+    reports: dict[str, dict]
+
+    @property
+    def names(self) -> list[str]: ...
+
+    def title(self, name: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class ReportView:
+    """Reports other than the shipped ones (a ``cifake-evaluate`` folder report's ``detectors``),
+    seen as the figures see the page's state (``cifake_models.page.state.AppState``)."""
+
+    reports: dict[str, dict]
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name in list_detectors() if name in self.reports]
+
+    def title(self, name: str) -> str:
+        return get_spec(name).title
 
 
 def _empty_figure(title: str, message: str) -> go.Figure:
@@ -48,11 +74,11 @@ def _layout(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     return fig
 
 
-def _figures(state: AppState, name: str, split: str) -> dict | None:
+def _figures(state: Reported, name: str, split: str) -> dict | None:
     return state.reports.get(name, {}).get(split)
 
 
-def _curves_figure(state: AppState, names: list[str], split: str, kind: str) -> go.Figure:
+def _curves_figure(state: Reported, names: list[str], split: str, kind: str) -> go.Figure:
     """ROC (``kind="roc"``) or precision-recall (``kind="pr"``) curves of ``names`` on one plot."""
     curve, (x, y), auc_key, auc_label, axes, titles, what = {
         "roc": (
@@ -105,11 +131,11 @@ def _curves_figure(state: AppState, names: list[str], split: str, kind: str) -> 
     return _layout(fig, title, *axes)
 
 
-def roc_figure(state: AppState, names: list[str], split: str = "test") -> go.Figure:
+def roc_figure(state: Reported, names: list[str], split: str = "test") -> go.Figure:
     return _curves_figure(state, names, split, "roc")
 
 
-def pr_figure(state: AppState, names: list[str], split: str = "test") -> go.Figure:
+def pr_figure(state: Reported, names: list[str], split: str = "test") -> go.Figure:
     return _curves_figure(state, names, split, "pr")
 
 
@@ -138,7 +164,7 @@ def _confusion_heatmap(matrix: np.ndarray, title: str) -> go.Figure:
     return fig
 
 
-def confusion_figure(state: AppState, name: str, split: str = "test") -> go.Figure:
+def confusion_figure(state: Reported, name: str, split: str = "test") -> go.Figure:
     figures = _figures(state, name, split)
     if missing := _lacking(figures, "confusion_matrix", f"Confusion matrix: {state.title(name)}", "confusion matrix"):
         return missing
@@ -148,7 +174,7 @@ def confusion_figure(state: AppState, name: str, split: str = "test") -> go.Figu
     )
 
 
-def training_figure(state: AppState, name: str) -> go.Figure:
+def training_figure(state: Reported, name: str) -> go.Figure:
     history = state.reports.get(name, {}).get("history") or []
     title = f"Training curves: {state.title(name)}"
     if not history:
@@ -188,7 +214,7 @@ def training_figure(state: AppState, name: str) -> go.Figure:
     return fig
 
 
-def robustness_figure(state: AppState) -> go.Figure:
+def robustness_figure(state: Reported) -> go.Figure:
     """Accuracy against perturbation strength, one panel per family, every detector; each line
     starts at the detector's accuracy on the unchanged images of the same sample."""
     names = [n for n in state.names if state.reports.get(n, {}).get("robustness")]
@@ -468,14 +494,14 @@ class EvaluationPlots:
         return tuple(getattr(self, f.name) for f in fields(self))
 
 
-def chosen_detector(state: AppState, name: str | None) -> str:
+def chosen_detector(state: Reported, name: str | None) -> str:
     """``name`` if registered, else the first detector with a report (else the first detector)."""
     if name in state.names:
         return name
     return next((n for n in state.names if n in state.reports), state.names[0])
 
 
-def evaluation_plots(state: AppState, name: str, split: str) -> EvaluationPlots:
+def evaluation_plots(state: Reported, name: str, split: str) -> EvaluationPlots:
     """Every detector's curves on ``split`` (a key of :data:`SPLITS`), and ``name``'s own figures."""
     names = [n for n in state.names if n in state.reports]
     name = chosen_detector(state, name)

@@ -1,0 +1,277 @@
+"""``cifake-evaluate FOLDER``: how every detector does on a folder of labelled images of one's own
+(``FOLDER/REAL/...`` and ``FOLDER/FAKE/...``, any sizes and formats), with the figures the official
+test split gets. ``cifake-evaluate --help`` says how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from .calibration import selective_curve, selective_figures
+from .checkpoint import file_sha256, write_json
+from .detector import Detector
+from .labels import CLASSES, FAKE_LABEL, OUT_OF_SCOPE, REAL_LABEL, UNSURE
+from .metrics import classification_figures
+from .page.folder_report import IN_SCOPE_SPLIT, REPORT_KIND, SPLIT, report_html, report_text
+from .paths import CHECKPOINT_DIR, checkpoint_dir_or_default
+from .registry import get_spec, list_detectors
+from .score import at_least_one, score_files
+
+HELP = """How every detector does on your own labelled images: cifake-evaluate FOLDER.
+
+FOLDER holds a REAL/ and a FAKE/ subfolder (any letter case; subfolders inside them are read
+too), of images of any size and format the app accepts. Each image goes through the app's own
+upload path (decoded, brought to 32x32) and every detector, and OUT gets:
+
+  scores.jsonl   every file's answers (cifake-score's JSON Lines): the run is resumable, the
+                 same command again scores only the files not in it yet
+  report.json    per detector, what train.evaluate writes for the official test split: accuracy,
+                 per-class precision/recall/F1, ROC-AUC, PR-AUC, confusion matrix, ROC and PR
+                 curves, calibration (ECE, Brier, reliability) and accuracy against coverage; the
+                 same on the in-scope images only; each verdict's share (FAKE, REAL, UNSURE,
+                 OUT_OF_SCOPE) per true class; the in-scope share; the files that could not be read
+  report.html    one self-contained page with the tables and the plotly figures
+
+A file that cannot be read (corrupt, not an image, too large) is listed, with its reason, and
+counted nowhere else. The app's Evaluation tab shows a report.json uploaded to it.
+
+examples:
+  cifake-evaluate my_pictures/ --out my_report
+  cifake-evaluate my_pictures/ --detectors native32 committee --workers 1
+"""  # the command's --help
+
+VERDICTS = (FAKE_LABEL, REAL_LABEL, UNSURE, OUT_OF_SCOPE)
+
+
+@dataclass(frozen=True)
+class LabelledFile:
+    name: str  # path relative to FOLDER, as the scores name it
+    path: Path
+    label: int  # index into CLASSES
+
+
+def labelled_files(folder: Path) -> tuple[list[LabelledFile], list[str]]:
+    """Every file under ``folder``'s REAL/ and FAKE/ subfolders (hidden files apart), and the
+    names of the files elsewhere in ``folder`` (not counted). ``SystemExit`` where there is neither."""
+    if not folder.is_dir():
+        raise SystemExit(f"error: {folder} is not a folder")
+    classes = {p.name.upper(): p for p in folder.iterdir() if p.is_dir() and p.name.upper() in CLASSES}
+    if not classes:
+        raise SystemExit(f"error: {folder} has no REAL/ or FAKE/ subfolder: put each image in the one it belongs to")
+    found = [
+        LabelledFile(path.relative_to(folder).as_posix(), path, CLASSES.index(label))
+        for label, sub in sorted(classes.items())
+        for path in sorted(sub.rglob("*"))
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    ]
+    elsewhere = [
+        p.relative_to(folder).as_posix()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.relative_to(folder).parts[0] not in {sub.name for sub in classes.values()}
+    ]
+    return found, elsewhere
+
+
+@dataclass
+class FolderScores:
+    """The scored files as arrays: one row per file that decoded, and the files that did not."""
+
+    files: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    p_fake: dict[str, list[float]] = field(default_factory=dict)  # calibrated, as each detector answers
+    verdicts: dict[str, list[str]] = field(default_factory=dict)
+    in_scope: list[bool | None] = field(default_factory=list)
+    scope_cut: float | None = None
+    bad: dict[str, str] = field(default_factory=dict)  # file: why it could not be scored
+
+    def add(self, record: dict, label: int, names: list[str]) -> None:
+        if record["error"] is not None:
+            self.bad[record["file"]] = record["error"]
+            return
+        self.files.append(record["file"])
+        self.labels.append(label)
+        self.in_scope.append(record["in_scope"])
+        self.scope_cut = record["scope_cut"] if record["scope_cut"] is not None else self.scope_cut
+        for name in names:
+            if record[f"{name}_p_fake"] is not None:
+                self.p_fake.setdefault(name, []).append(record[f"{name}_p_fake"])
+                self.verdicts.setdefault(name, []).append(record[f"{name}_verdict"])
+
+
+def read_scores(scores: Path, files: list[LabelledFile], names: list[str]) -> FolderScores:
+    """``files``' records in ``scores`` (cifake-score's JSON Lines), in ``files``' order; a record
+    of a file no longer in the folder is left out."""
+    records = {}
+    for line in scores.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            records[record["file"]] = record
+    out = FolderScores()
+    for file in files:
+        out.add(records[file.name], file.label, names)
+    return out
+
+
+def verdict_shares(labels: np.ndarray, verdicts: np.ndarray) -> dict[str, dict[str, float | int]]:
+    """Per true class: how many images, and the share given each verdict."""
+    return {
+        CLASSES[c]: {"n": int((labels == c).sum()), **{v: float(np.mean(verdicts[labels == c] == v)) for v in VERDICTS}}
+        for c in range(len(CLASSES))
+        if (labels == c).any()
+    }
+
+
+def split_figures(labels: np.ndarray, p_fake: np.ndarray, detector: Detector) -> dict | None:
+    """train.evaluate's figures for one split: None where the split is empty."""
+    if not len(labels):
+        return None
+    threshold = detector.rule.threshold
+    return {
+        **classification_figures(labels, p_fake, threshold),
+        "selective": selective_curve(labels, p_fake, threshold).to_dict(),
+    }
+
+
+def detector_report(detector: Detector, scores: FolderScores) -> dict:
+    """One detector's block, shaped as its official report (``report[split]``), so that the page's
+    figures draw it as they draw the test split's."""
+    labels = np.asarray(scores.labels)
+    p_fake = np.asarray(scores.p_fake[detector.name], dtype=np.float64)
+    in_scope = np.asarray([bool(s) for s in scores.in_scope]) if None not in scores.in_scope else None
+    band = detector.rule.unsure
+    parts = {SPLIT: np.arange(len(labels))} | ({} if in_scope is None else {IN_SCOPE_SPLIT: np.flatnonzero(in_scope)})
+    return {
+        "detector": detector.name,
+        "title": get_spec(detector.name).title,
+        "threshold": {"value": detector.rule.threshold},
+        **{split: split_figures(labels[rows], p_fake[rows], detector) for split, rows in parts.items()},
+        "unsure": None
+        if band is None
+        else {
+            split: selective_figures(labels[rows], p_fake[rows], band, detector.rule.threshold)
+            for split, rows in parts.items()
+        },
+        "verdicts": verdict_shares(labels, np.asarray(scores.verdicts[detector.name])),
+    }
+
+
+def scope_summary(scores: FolderScores) -> dict | None:
+    """The in-scope share, overall and per true class (one score for every detector); None without a scope score."""
+    if not scores.in_scope or None in scores.in_scope:
+        return None
+    labels, in_scope = np.asarray(scores.labels), np.asarray(scores.in_scope, dtype=bool)
+    return {
+        "cut": scores.scope_cut,
+        "in_scope_share": float(in_scope.mean()),
+        "per_class": {
+            CLASSES[c]: float(in_scope[labels == c].mean()) for c in range(len(CLASSES)) if (labels == c).any()
+        },
+    }
+
+
+def folder_report(
+    folder: Path, scores: FolderScores, detectors: dict[str, Detector], checkpoints: Path, elsewhere: list[str]
+) -> dict:
+    labels = np.asarray(scores.labels)
+    return {
+        "kind": REPORT_KIND,
+        "folder": folder.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "images": {CLASSES[c]: int((labels == c).sum()) for c in range(len(CLASSES))},
+        "bad_files": [{"file": f, "error": e} for f, e in scores.bad.items()],
+        "not_counted": elsewhere,  # files outside REAL/ and FAKE/
+        "scope": scope_summary(scores),
+        "checkpoints": {
+            name: {
+                "file": get_spec(name).checkpoint_file,
+                "sha256": file_sha256(checkpoints / get_spec(name).checkpoint_file),
+            }
+            for name in detectors
+        },
+        "detectors": {name: detector_report(d, scores) for name, d in detectors.items() if name in scores.p_fake},
+    }
+
+
+def load_detectors(names: list[str], checkpoints: Path) -> dict[str, Detector]:
+    """The detectors whose thresholds and bands the report applies (as train.evaluate does)."""
+    loaded: dict[str, Detector] = {}
+    for name in [n for n in list_detectors() if n in names or n in _members(names)]:
+        loaded[name] = get_spec(name).load(checkpoints, loaded=loaded)
+    return {name: loaded[name] for name in names}
+
+
+def _members(names: list[str]) -> set[str]:
+    return {member for name in names for member in get_spec(name).members}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="cifake-evaluate", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folder", type=Path, help="a folder with REAL/ and FAKE/ subfolders")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where the report goes (default: FOLDER-report beside this folder's name, in the current folder)",
+    )
+    parser.add_argument(
+        "--detectors",
+        nargs="+",
+        metavar="NAME",
+        choices=list_detectors(),
+        help=f"default: all ({', '.join(list_detectors())})",
+    )
+    parser.add_argument("--checkpoints", type=Path, help=f"default: $CIFAKE_CHECKPOINTS or {CHECKPOINT_DIR}")
+    parser.add_argument(
+        "--batch-size", type=at_least_one, default=256, help="images per forward pass (default: %(default)s)"
+    )
+    parser.add_argument("--workers", type=at_least_one, default=1, help="processes that score (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="score every file again instead of continuing")
+    args = parser.parse_args(argv)
+    args.out = args.out or Path(f"{args.folder.resolve().name}-report")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    files, elsewhere = labelled_files(args.folder)
+    if elsewhere:
+        print(f"not counted: {len(elsewhere)} files outside REAL/ and FAKE/ (listed in the report)", file=sys.stderr)
+    names = list(dict.fromkeys(args.detectors or list_detectors()))
+    checkpoints = checkpoint_dir_or_default(args.checkpoints)
+    scores_file = args.out / "scores.jsonl"
+    args.out.mkdir(parents=True, exist_ok=True)
+    score_files(
+        [(f.name, f.path) for f in files],
+        scores_file,
+        "jsonl",
+        names,
+        checkpoints,
+        args.batch_size,
+        args.workers,
+        args.overwrite,
+    )
+    scores = read_scores(scores_file, files, names)
+    report = folder_report(args.folder.resolve(), scores, load_detectors(names, checkpoints), checkpoints, elsewhere)
+    write_json(args.out / "report.json", report)
+    (args.out / "report.html").write_text(report_html(report), encoding="utf-8")
+    print(report_text(report))
+    print(
+        f"{len(scores.files)} images scored, {len(scores.bad)} could not be read (listed in the report);"
+        f" {args.out / 'report.json'} and {args.out / 'report.html'} in {time.perf_counter() - started:.0f} s",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
