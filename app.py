@@ -417,7 +417,7 @@ def build_demo(state: AppState | None = None) -> gr.Blocks:
                 scope_plots(state)
                 folder_report_section()
         api_endpoints(state)
-    demo.queue(max_size=64)
+    demo.queue(max_size=64, api_open=False)  # no run past the queue (and its limits)
     demo.app_state = state  # for tests and scripts
     return demo
 

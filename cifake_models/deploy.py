@@ -7,6 +7,7 @@ Every call to the Hub goes through :func:`push`."""
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -16,10 +17,12 @@ from pathlib import Path
 
 from huggingface_hub import metadata_load, metadata_save
 
+from .checkpoint import file_sha256
 from .model_card import model_card
 from .paths import CHECKPOINT_DIR, REPO_ROOT, REPORT_DIR
 from .registry import get_spec, list_detectors
 from .reports import load_report, stale_report
+from .scope import FEATURES_OF, SCOPE_FILE, SCOPE_REPORT, ScopeModel
 
 # What the Space runs on: the app, the package (code and stylesheet), the pins the Space installs, its README
 # (whose front matter configures it), the licence, the LFS rules, the examples and the README's screenshots.
@@ -105,11 +108,14 @@ def _globbed(root: Path, patterns: tuple[str, ...]) -> dict[str, Path]:
 
 
 def detector_files(root: Path, checkpoints: str, reports: str) -> dict[str, Path]:
-    """Every registered detector's checkpoint and report, under the repo folders ``checkpoints`` and ``reports``."""
+    """Every registered detector's checkpoint and report, and the scope score's (without which every
+    image is answered as in scope), under the repo folders ``checkpoints`` and ``reports``."""
     found = {}
     for name in list_detectors():
         found[f"{checkpoints}/{get_spec(name).checkpoint_file}"] = checkpoint_dir(root) / get_spec(name).checkpoint_file
         found[f"{reports}/{name}.json"] = report_dir(root) / f"{name}.json"
+    found[f"{checkpoints}/{SCOPE_FILE}"] = checkpoint_dir(root) / SCOPE_FILE
+    found[f"{reports}/{SCOPE_REPORT}"] = report_dir(root) / SCOPE_REPORT
     return found
 
 
@@ -151,9 +157,29 @@ def problems(root: Path, files: FileSet) -> list[str]:
             and (why := stale_report(load_report(name, report.parent), checkpoint))
         ):
             found.append(f"stale report {report.name}: {why}")
+    found += scope_problems(checkpoint_dir(root), report_dir(root))
     found += dirty(root)
     if not found and (total := sum(files.sizes().values())) > MAX_SET_BYTES:
         found.append(f"the set is {total / 2**20:.1f} MB, over {MAX_SET_BYTES / 2**20:.0f} MB")
+    return found
+
+
+def scope_problems(checkpoints: Path, reports: Path) -> list[str]:
+    """A scope score fitted on another native-32 than the shipped one, or a scope report of another scope file."""
+    scope, report = checkpoints / SCOPE_FILE, reports / SCOPE_REPORT
+    if not (scope.is_file() and report.is_file() and (checkpoints / get_spec(FEATURES_OF).checkpoint_file).is_file()):
+        return []  # a missing file is reported as missing
+    fitted_on = ScopeModel.load(scope).metadata.get("checkpoint_sha256")
+    shipped = file_sha256(checkpoints / get_spec(FEATURES_OF).checkpoint_file)
+    found = (
+        []
+        if fitted_on == shipped
+        else [f"stale {SCOPE_FILE}: fitted on another {FEATURES_OF} (python -m train.scope_fit)"]
+    )
+    if json.loads(report.read_text()).get("scope_file", {}).get("sha256") != file_sha256(scope):
+        found.append(
+            f"stale report {SCOPE_REPORT}: made for another {SCOPE_FILE} (python -m train.evaluate --only scope)"
+        )
     return found
 
 

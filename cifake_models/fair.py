@@ -90,7 +90,11 @@ class FairShare:
             return await self.app(scope, receive, send)
         path = scope["path"].rstrip("/")
         try:
-            if path.endswith("/gradio_api/upload"):
+            if direct_run(path):
+                raise Refused(
+                    404, "this endpoint takes requests through the queue only: use gradio_client or /call/NAME"
+                )
+            if path.endswith("/gradio_api/upload") or "/gradio_api/mcp" in path:  # an MCP call carries its image
                 self.admit_upload(scope)
             elif api := event_endpoint(path):
                 body = await read_body(receive, self.limits.event_body_bytes)
@@ -115,6 +119,8 @@ class FairShare:
         finally:
             with self.lock:
                 self.joining[key] -= 1
+                if not self.joining[key]:
+                    del self.joining[key]
 
     def admit_upload(self, scope) -> None:
         length = header(scope, b"content-length")
@@ -225,6 +231,12 @@ def event_endpoint(path: str) -> str | None:
             rest = path.split(prefix, 1)[1]
             return rest if rest and "/" not in rest else None
     return None
+
+
+def direct_run(path: str) -> bool:
+    """Whether ``path`` runs a function without the queue (Gradio's ``/run/NAME`` and ``/api/NAME``),
+    and so past every limit here: refused, whatever the app's ``api_open``."""
+    return any(prefix in path for prefix in ("/gradio_api/run/", "/gradio_api/api/"))
 
 
 def has_url_file(data) -> bool:

@@ -20,6 +20,7 @@ from .images import LUMA
 from .labels import OUT_OF_SCOPE  # noqa: F401  (re-exported: the verdict this module gives)
 
 SCOPE_FILE = "scope.safetensors"
+SCOPE_REPORT = "scope.json"  # train.scope_eval's report, beside the detectors'
 FEATURES_OF = "native32"  # the detector whose penultimate features the score reads
 STATISTICS = (
     "luma mean",

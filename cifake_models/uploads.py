@@ -184,8 +184,11 @@ def decode_bytes(data: bytes, name: str = "image") -> Decoded:
         fmt, mode = image.format or "", image.mode
         with DECODES.hold(_decode_bytes(image)):
             if width * height > LARGE_PIXELS:  # on the one thread that decodes large images
-                (array, notes), seconds = LARGE_DECODER.submit(_timed, _convert, image, fmt, mode).result()
-                _ELSEWHERE.seconds = _elsewhere() + seconds
+                result, error, seconds = LARGE_DECODER.submit(_timed, _convert, image, fmt, mode).result()
+                _ELSEWHERE.seconds = _elsewhere() + seconds  # a decode that failed took its time too
+                if error is not None:
+                    raise error
+                array, notes = result
             else:
                 array, notes = _convert(image, fmt, mode)
     if array.shape != (32, 32, 3) or array.dtype != np.uint8:
@@ -219,9 +222,12 @@ def _convert(image: Image.Image, fmt: str, mode: str) -> tuple[np.ndarray, list[
 
 
 def _timed(fn, *args):
-    """``fn(*args)`` and the CPU seconds it took on this thread."""
+    """``fn(*args)`` or the exception it raised, and in both cases the CPU seconds it took on this thread."""
     start = time.thread_time()
-    return fn(*args), time.thread_time() - start
+    try:
+        return fn(*args), None, time.thread_time() - start
+    except Exception as error:  # MemoryError included: the caller raises it again
+        return None, error, time.thread_time() - start
 
 
 def _elsewhere() -> float:

@@ -14,6 +14,7 @@ from cifake_models import deploy, get_spec, list_detectors, load_report
 from cifake_models.metrics import percent
 from cifake_models.model_card import CARD_METRICS, model_card
 from cifake_models.paths import REPO_ROOT
+from cifake_models.scope import SCOPE_FILE, SCOPE_REPORT
 
 TRACKED = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.split()
 needs_git = pytest.mark.skipif(not TRACKED, reason="needs the git checkout")
@@ -63,6 +64,10 @@ def test_the_space_set_is_what_the_app_needs_and_nothing_else():
     names = list_detectors()
     assert {f"assets/checkpoints/{get_spec(n).checkpoint_file}" for n in names} < paths
     assert {f"assets/reports/{n}.json" for n in names} < paths
+    assert {
+        f"assets/checkpoints/{SCOPE_FILE}",
+        f"assets/reports/{SCOPE_REPORT}",
+    } < paths  # else nothing is out of scope
     assert {"app.py", "requirements.txt", "README.md", "LICENSE", ".gitattributes"} < paths
     assert "cifake_models/page/cards.css" in paths
     assert {p for p in TRACKED if p.startswith("cifake_models/")} <= paths  # the whole package
@@ -110,6 +115,8 @@ def test_models_go_up_with_their_card(clean_checkout, monkeypatch):
         "README.md",
         *(f"reports/{n}.json" for n in names),
         *(f"checkpoints/{get_spec(n).checkpoint_file}" for n in names),
+        f"checkpoints/{SCOPE_FILE}",
+        f"reports/{SCOPE_REPORT}",
     }
     hub = FakeHub("model", expected)
     monkeypatch.setattr(deploy, "push", hub)
@@ -117,7 +124,7 @@ def test_models_go_up_with_their_card(clean_checkout, monkeypatch):
     assert hub.sent[0]["README.md"].decode().startswith("---\n")
 
 
-@pytest.mark.parametrize("spoil", ["stale report", "dirty tree", "missing checkpoint"])
+@pytest.mark.parametrize("spoil", ["stale report", "stale scope report", "dirty tree", "missing checkpoint"])
 def test_refuses_a_stale_report_a_dirty_tree_or_a_missing_file(clean_checkout, monkeypatch, capsys, spoil):
     monkeypatch.setattr(deploy, "push", lambda upload: pytest.fail("a refused set reached the Hub"))
     report = clean_checkout / "assets" / "reports" / "cnn.json"
@@ -126,6 +133,12 @@ def test_refuses_a_stale_report_a_dirty_tree_or_a_missing_file(clean_checkout, m
         data["checkpoint"]["sha256"] = "0" * 64
         report.write_text(json.dumps(data))
         git(clean_checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "retrained")
+    elif spoil == "stale scope report":
+        scope_report = clean_checkout / "assets" / "reports" / SCOPE_REPORT
+        data = json.loads(scope_report.read_text())
+        data["scope_file"]["sha256"] = "0" * 64
+        scope_report.write_text(json.dumps(data))
+        git(clean_checkout, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "refitted")
     elif spoil == "dirty tree":
         (clean_checkout / "app.py").write_text("# changed\n")
     else:
@@ -134,6 +147,7 @@ def test_refuses_a_stale_report_a_dirty_tree_or_a_missing_file(clean_checkout, m
     err = capsys.readouterr().err
     assert {
         "stale report": "stale report cnn.json",
+        "stale scope report": f"stale report {SCOPE_REPORT}",
         "dirty tree": "uncommitted:  M app.py",
         "missing checkpoint": "missing: assets/checkpoints/cnn.safetensors",
     }[spoil] in err

@@ -108,6 +108,25 @@ def test_an_upload_request_over_its_byte_limit_is_refused(server, tmp_path):
     assert calls == []
 
 
+def test_a_direct_run_past_the_queue_is_refused(server):
+    url, _release, calls = server  # the fixture's queue leaves Gradio's direct runs open (api_open)
+    for path in ("gradio_api/run/hold", "gradio_api/api/hold"):
+        answer = httpx.post(url + path, json={"data": [None]}, headers={"X-Forwarded-For": "10.0.4.1"}, timeout=10)
+        assert answer.status_code == 404 and "through the queue only" in answer.text
+    assert calls == []
+
+
+def test_an_mcp_request_is_held_to_the_upload_limits(server):
+    url, _release, _calls = server
+    body = (
+        b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"image": "data:image/png;base64,' + b"A" * 2000
+    )
+    answer = httpx.post(
+        url + "gradio_api/mcp/", content=body + b'"}}', headers={"X-Forwarded-For": "10.0.5.1"}, timeout=10
+    )
+    assert answer.status_code == 413 and "the limit is 0 MB per upload request" in answer.text
+
+
 def test_a_bucket_refills_at_its_rate_and_says_how_long_to_wait(monkeypatch):
     now = [0.0]
     monkeypatch.setattr(fair.time, "monotonic", lambda: now[0])

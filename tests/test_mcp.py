@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from cifake_models import list_detectors
+from cifake_models import fair, list_detectors
 from cifake_models.page.state import load_state
 
 mcp = pytest.importorskip("mcp", reason="gradio's mcp extra is not installed")
@@ -27,8 +27,9 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def url(app_module, tiny_assets):
     demo = app_module.build_demo(load_state(tiny_assets["checkpoints"], tiny_assets["reports"]))
-    _, local_url, _ = demo.launch(
-        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, mcp_server=True
+    # As app.main serves it: behind cifake_models.fair's limits.
+    _, local_url, _ = fair.launch(
+        demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True, mcp_server=True
     )
     yield local_url
     demo.close()

@@ -13,7 +13,7 @@ from cifake_models.detector import TorchDetector
 from cifake_models.labels import CLASSES
 from cifake_models.paths import CHECKPOINT_DIR
 from cifake_models.results import COLUMNS, OUT_OF_SCOPE_TEXT, Prediction, csv_header, results
-from cifake_models.scope import OUT_OF_SCOPE, SCOPE_FILE, ScopeAnswer, ScopeModel, ScopeScorer, load_scope
+from cifake_models.scope import OUT_OF_SCOPE, SCOPE_FILE, SCOPE_REPORT, ScopeAnswer, ScopeModel, ScopeScorer, load_scope
 from cifake_models.uploads import Decoded, Failed
 from tests.conftest import synthetic_image
 from train import scope_sets
@@ -137,7 +137,7 @@ def test_the_shipped_scope_report_is_of_the_shipped_scope_file():
 
     from cifake_models.paths import REPORT_DIR
 
-    report = json.loads((REPORT_DIR / "scope.json").read_text())
+    report = json.loads((REPORT_DIR / SCOPE_REPORT).read_text())
     shipped_file = CHECKPOINT_DIR / SCOPE_FILE
     assert report["scope_file"]["sha256"] == file_sha256(shipped_file), "rerun python -m train.evaluate --only scope"
     assert report["rule"]["cut"] == ScopeModel.load(CHECKPOINT_DIR / SCOPE_FILE).rule.cut

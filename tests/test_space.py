@@ -84,7 +84,8 @@ def test_every_detector_answers_predict(space, tmp_path):
     assert set(answer) == set(list_detectors())
     for name, mapping in answer.items():
         assert mapping["REAL"] + mapping["FAKE"] == pytest.approx(1, abs=1e-6), name
-        assert mapping["verdict"] in ("REAL", "FAKE", "UNSURE")
+        assert mapping["verdict"] in ("REAL", "FAKE", "UNSURE", "OUT_OF_SCOPE")
+        assert isinstance(mapping["in_scope"], bool), name  # the scope score came with the Space
 
 
 def test_the_compare_tab_has_a_row_per_detector(space):

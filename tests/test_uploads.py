@@ -281,3 +281,14 @@ def test_large_images_decode_on_their_own_thread_and_count_against_the_request(t
     assert isinstance(results[0], Decoded) and threads[0] == threading.current_thread().name
     assert isinstance(results[1], Decoded) and threads[1].startswith("cifake-large-decode")
     assert uploads._elsewhere() > before  # its CPU time counts against this thread's requests
+
+
+def test_a_large_image_that_fails_to_decode_still_counts_against_the_request(tmp_path, monkeypatch):
+    monkeypatch.setattr(uploads, "LARGE_PIXELS", 64 * 64 - 1)
+    monkeypatch.setattr(uploads.time, "thread_time", iter(range(0, 10_000, 5)).__next__)  # 5 s a reading
+    path = tmp_path / "truncated.png"
+    path.write_bytes(encode(noise(64, 64), "PNG")[:-200])
+    before = uploads._elsewhere()
+    [result] = decode_many([path])
+    assert isinstance(result, Failed) and "truncated or corrupt" in result.error
+    assert uploads._elsewhere() - before == 5  # the failed decode's seconds, charged

@@ -16,6 +16,7 @@ from cifake_models import REPORT_DIR, get_spec, list_detectors, load_report
 from cifake_models.metrics import percent
 from cifake_models.paths import REPO_ROOT
 from cifake_models.reports import describe_recipe
+from cifake_models.scope import SCOPE_REPORT
 
 from . import scope_eval
 
@@ -204,7 +205,7 @@ def recipes_table(report_dir: str | Path | None = None) -> str:
 
 
 def _scope_report(report_dir) -> dict | None:
-    path = Path(report_dir or REPORT_DIR) / "scope.json"
+    path = Path(report_dir or REPORT_DIR) / SCOPE_REPORT
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -22,7 +22,7 @@ from cifake_models.data import default_data_dir, load_split
 from cifake_models.inference import predict_all
 from cifake_models.labels import FAKE, OUT_OF_SCOPE, UNSURE
 from cifake_models.robustness import balanced_sample, perturb_all
-from cifake_models.scope import FEATURES_OF, SCOPE_FILE, ScopeScorer, load_scope
+from cifake_models.scope import FEATURES_OF, SCOPE_FILE, SCOPE_REPORT, ScopeScorer, load_scope
 
 from .commands import checkpoint_command, parse
 from .scope_sets import drawing_set, photo_set
@@ -151,7 +151,7 @@ def write_report(
         detectors[name] = load_detector(name, checkpoints, loaded=detectors)
     scorer = load_scope(checkpoints, detectors.get(FEATURES_OF) or load_detector(FEATURES_OF, checkpoints))
     report = scope_report(scorer, detectors, data_dir or default_data_dir(), sample, suite_sample, limit)
-    write_json(reports / "scope.json", report)
+    write_json(reports / SCOPE_REPORT, report)
     print(
         f"scope: test flagged {report['test']['flagged']:.2%}; suite mean {report['suite']['mean_flagged']:.2%}, "
         f"worst {report['suite']['worst_flagged']:.2%}"
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", action="store_true", help="print scope.json's tables and stop")
     args = parse(parser, argv)
     if args.table:
-        print(markdown(json.loads((args.reports / "scope.json").read_text())))
+        print(markdown(json.loads((args.reports / SCOPE_REPORT).read_text())))
         return 0
     write_report(args.detectors, args.checkpoints, args.reports, args.data, args.sample, args.suite_sample, args.limit)
     return 0

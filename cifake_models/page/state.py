@@ -16,7 +16,7 @@ import cifake_models as cm
 from cifake_models.inference import Answers
 from cifake_models.paths import REPO_ROOT, checkpoint_dir_or_default, report_dir_or_default
 from cifake_models.reports import stale_report
-from cifake_models.scope import ScopeScorer, try_load_scope
+from cifake_models.scope import SCOPE_REPORT, ScopeScorer, try_load_scope
 from cifake_models.serving import Serving, SharedPasses, side_by_side
 
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
@@ -128,7 +128,7 @@ def relative(message: str, *folders: Path) -> str:
 def read_scope_report(report_dir: Path) -> dict | None:
     """The scope report, or None where there is none or it cannot be read (the page says so in its figures)."""
     try:
-        return json.loads((report_dir / "scope.json").read_text())
+        return json.loads((report_dir / SCOPE_REPORT).read_text())
     except (OSError, ValueError):
         return None
 
