@@ -378,10 +378,11 @@ def api_endpoints(state: AppState) -> None:
     """The named endpoints for programs (gradio_client), typed by the functions' hints."""
 
     def predict(image: FileData, stability: bool = False) -> dict[str, dict]:
-        """One image file -> {detector name: {"REAL": p, "FAKE": p, "verdict": "FAKE" | "REAL" | "UNSURE"}}
-        for every available detector; the probabilities are calibrated. With stability=True, each
-        mapping also has "stable" (bool; None where the check failed) and "stability" (e.g. "flips to REAL
-        when resized to 24 px and back")."""
+        """One image file -> {detector name: {"REAL": p, "FAKE": p, "verdict": "FAKE" | "REAL" | "UNSURE" |
+        "OUT_OF_SCOPE", "in_scope": bool, "scope_score": s, "scope_cut": c}} for every available detector;
+        the probabilities are calibrated, and an image unlike CIFAKE (scope_score above scope_cut) gets
+        OUT_OF_SCOPE from every detector. With stability=True, each mapping also has "stable" (bool; None
+        where the check failed) and "stability" (e.g. "flips to REAL when resized to 24 px and back")."""
         path = uploaded_path(image)
         try:
             return predict_file(state, path, stability)

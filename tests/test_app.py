@@ -24,6 +24,7 @@ from PIL import Image
 
 from cifake_models import CLASSES, get_spec, list_detectors, results, stability
 from cifake_models.page import analysis, figures, tables, texts
+from cifake_models.page import analysis
 from cifake_models.page.analysis import analyse_files, predict_file, predict_files
 from cifake_models.page.cards import pixels_data_uri, result_card
 from cifake_models.page.state import load_state, resolve_dirs
@@ -190,6 +191,15 @@ def test_predict_file_gives_every_detector_real_and_fake(state, images):
 def test_predict_file_refuses_hostile_files(state, images, name, message):
     with pytest.raises(UploadError, match=message):
         predict_file(state, images[name])
+
+
+def test_predict_file_says_when_an_image_needs_more_memory_than_the_server_has(state, images, monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(analysis, "decode_upload", out_of_memory)
+    with pytest.raises(UploadError, match="needs more memory to decode than this server has"):
+        predict_file(state, images["good.png"])
 
 
 def test_predict_files_one_bad_file_does_not_fail_the_batch(state, images):

@@ -49,3 +49,9 @@ def test_every_docs_page_is_linked_from_the_readme():
     linked = {(REPO_ROOT / link.partition("#")[0]).resolve() for link in _links(README)}
     for page in PAGES[1:]:
         assert page.resolve() in linked, f"README.md does not link docs/{page.name}"
+
+
+def test_the_api_page_names_the_results_columns_the_code_writes():
+    from cifake_models.results import COLUMNS
+
+    assert ", ".join(COLUMNS) in " ".join((REPO_ROOT / "docs" / "api.md").read_text().split())

@@ -11,7 +11,7 @@ import os
 from cifake_models import explain, stability
 from cifake_models.inference import stack
 from cifake_models.results import ImageResult, results, scope_answers, with_note
-from cifake_models.uploads import Decoded, Failed, UploadError, decode_many, decode_upload
+from cifake_models.uploads import Decoded, Failed, UploadError, decode_many, decode_or_fail, decode_upload
 
 from .state import AppState
 
@@ -76,7 +76,8 @@ def predict_file(
     that is not a usable image."""
     if path is None:
         raise UploadError("no file was sent")
-    result = analyse(state, [decode_upload(path)], check_stability)[0]
+    item = decode_or_fail(os.path.basename(os.fspath(path)), lambda: decode_upload(path))  # MemoryError too
+    result = analyse(state, [item], check_stability)[0]
     if result.error:
         raise UploadError(result.error)
     return result.probabilities()
