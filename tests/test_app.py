@@ -24,7 +24,6 @@ from PIL import Image
 
 from cifake_models import CLASSES, get_spec, list_detectors, results, stability
 from cifake_models.page import analysis, figures, tables, texts
-from cifake_models.page import analysis
 from cifake_models.page.analysis import analyse_files, predict_file, predict_files
 from cifake_models.page.cards import pixels_data_uri, result_card
 from cifake_models.page.state import load_state, resolve_dirs
