@@ -17,6 +17,9 @@ from .preprocessing import Preprocessing
 from .recipes import CommitteeRecipe, GpuProfile, SvmRecipe, TorchRecipe, upload_ranges
 from .svm import TRUSTED_TYPES
 
+NATIVE32 = "native32"  # the network designed for 32x32, which teaches others and feeds the scope score
+COMMITTEE = "committee"  # the detector that combines every other
+
 
 @dataclass(frozen=True)
 class PaperResult:
@@ -162,7 +165,7 @@ REGISTRY: dict[str, DetectorSpec] = {
                     mean=(0.0,),
                     std=(1.0,),
                 ),
-                teacher="native32",
+                teacher=NATIVE32,
             ),
         ),
         DetectorSpec(
@@ -182,7 +185,7 @@ REGISTRY: dict[str, DetectorSpec] = {
                     upload_augment=0.6,
                     upload_ranges=upload_ranges(downscale=(12.0, 28.0), blur=(0.7, 1.5)),
                 ),
-                teacher="native32",
+                teacher=NATIVE32,
             ),
         ),
         DetectorSpec(
@@ -201,7 +204,7 @@ REGISTRY: dict[str, DetectorSpec] = {
                     upload_augment=0.6,
                     upload_ranges=upload_ranges(downscale=(12.0, 28.0), blur=(0.5, 1.5)),
                 ),
-                teacher="native32",
+                teacher=NATIVE32,
             ),
             notes=_AT_32 + " Global pooling + one linear layer replace the 4096-wide classifier.",
         ),
@@ -226,7 +229,7 @@ REGISTRY: dict[str, DetectorSpec] = {
             notes=_AT_32,
         ),
         DetectorSpec(
-            name="native32",
+            name=NATIVE32,
             title="Native-32 CNN (ours)",
             paper=None,
             recipe=TorchRecipe(
@@ -261,8 +264,8 @@ REGISTRY: dict[str, DetectorSpec] = {
     )
 }
 # The committee combines every detector above; it is trained (fitted on validation) after them.
-REGISTRY["committee"] = DetectorSpec(
-    name="committee",
+REGISTRY[COMMITTEE] = DetectorSpec(
+    name=COMMITTEE,
     title="Committee (all detectors)",
     paper=None,
     recipe=CommitteeRecipe(),

@@ -18,10 +18,11 @@ from .decision import ScopeRule
 from .detector import Detector, TorchDetector
 from .images import LUMA
 from .labels import OUT_OF_SCOPE  # noqa: F401  (re-exported: the verdict this module gives)
+from .registry import NATIVE32, get_spec
 
 SCOPE_FILE = "scope.safetensors"
 SCOPE_REPORT = "scope.json"  # train.scope_eval's report, beside the detectors'
-FEATURES_OF = "native32"  # the detector whose penultimate features the score reads
+FEATURES_OF = NATIVE32  # the detector whose penultimate features the score reads
 STATISTICS = (
     "luma mean",
     "luma std",
@@ -173,7 +174,7 @@ def load_scope(checkpoint_dir: str | Path, detector: TorchDetector) -> ScopeScor
     """The scope score stored beside the checkpoints, tied to ``detector``'s checkpoint file there."""
     checkpoint_dir = Path(checkpoint_dir)
     path = checkpoint_dir / SCOPE_FILE
-    sha256 = file_sha256(checkpoint_dir / f"{FEATURES_OF}.safetensors")
+    sha256 = file_sha256(Path(checkpoint_dir) / get_spec(FEATURES_OF).checkpoint_file)
     return ScopeScorer(ScopeModel.load(path), detector, sha256, path)
 
 

@@ -18,7 +18,7 @@ from cifake_models import load_detector
 from cifake_models.data import default_data_dir, load_split
 from cifake_models.decision import ScopeRule
 from cifake_models.robustness import balanced_sample
-from cifake_models.scope import ScopeModel, penultimate
+from cifake_models.scope import FEATURES_OF, ScopeModel, penultimate
 from train.scope_fit import C_GRID, fit_data, fit_scope, logistic, moments, suite_copies
 from train.scope_sets import drawing_set, photo_set
 
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    detector = load_detector("native32")
+    detector = load_detector(FEATURES_OF)
     data = fit_data(default_data_dir(), args.fit_images, 2000, args.seed)
     images = {"val": data.val, "val copies": data.val_copies, **evaluation_sets(args.seed, args.test_images)}
     features = {k: penultimate(detector, v) for k, v in images.items()}

@@ -20,14 +20,15 @@ from cifake_models.calibration import called_fake
 from cifake_models.checkpoint import file_sha256, write_json
 from cifake_models.data import default_data_dir, load_split
 from cifake_models.inference import predict_all
-from cifake_models.labels import FAKE, OUT_OF_SCOPE, UNSURE
+from cifake_models.labels import FAKE, FAKE_LABEL, OUT_OF_SCOPE, REAL_LABEL, UNSURE
+from cifake_models.registry import COMMITTEE
 from cifake_models.robustness import balanced_sample, perturb_all
 from cifake_models.scope import FEATURES_OF, SCOPE_FILE, SCOPE_REPORT, ScopeScorer, load_scope
 
 from .commands import checkpoint_command, parse
 from .scope_sets import drawing_set, photo_set
 
-VERDICTS = ("FAKE", "REAL", UNSURE, OUT_OF_SCOPE)
+VERDICTS = (FAKE_LABEL, REAL_LABEL, UNSURE, OUT_OF_SCOPE)
 BINS = 60  # of the score distributions the Evaluation tab plots
 
 
@@ -168,7 +169,7 @@ def write_report(
 
 def markdown(report: dict) -> str:
     """The tables of docs/scope.md: per scope set, then per detector."""
-    committee = lambda f: f["verdicts"].get("committee", {})  # noqa: E731
+    committee = lambda f: f["verdicts"].get(COMMITTEE, {})  # noqa: E731
     lines = [
         "| set | images | AUROC vs CIFAKE test | flagged out of scope | committee FAKE | committee REAL "
         "| committee UNSURE |",
@@ -203,7 +204,7 @@ def summary_markdown(report: dict) -> str:
     ]
     for name, f in report["sets"].items():
         if "kept aside" in name:
-            fake = f["verdicts"].get("committee", {}).get("FAKE", 0)
+            fake = f["verdicts"].get(COMMITTEE, {}).get(FAKE_LABEL, 0)
             lines.append(
                 f"| {name.replace(' (kept aside)', '')} | {f['auroc_vs_test']:.3f} | {f['flagged']:.1%} | {fake:.1%} |"
             )

@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
 
-from cifake_models import CHECKPOINT_DIR, load_detector
+from cifake_models import CHECKPOINT_DIR, get_spec, load_detector
 from cifake_models.checkpoint import file_sha256
 from cifake_models.data import Split, default_data_dir, load_split, train_val_indices
 from cifake_models.decision import ScopeRule
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     detector = load_detector(FEATURES_OF, args.checkpoints)
     data = fit_data(args.data or default_data_dir(), args.fit_images, args.val_images, args.seed)
-    model = fit_scope(detector, data, args.share, file_sha256(args.checkpoints / f"{FEATURES_OF}.safetensors"))
+    model = fit_scope(detector, data, args.share, file_sha256(args.checkpoints / get_spec(FEATURES_OF).checkpoint_file))
     path = model.save((args.out or args.checkpoints) / SCOPE_FILE)
     print(
         f"{path}: C {model.metadata['regularisation_C']}, cut {model.rule.cut:.4f} "

@@ -19,7 +19,6 @@ from PIL import Image, ImageDraw
 
 from cifake_models.images import to_cifake_array
 
-PARTS = ("tuning", "kept")
 CROPS_PER_PHOTO = 40
 DRAWINGS_PER_KIND = 24
 # Generator seeds below this one build the tuning part, the rest the kept-aside part.

@@ -16,9 +16,8 @@ from cifake_models.uploads import Decoded, Failed, UploadError, decode_many, dec
 from .state import AppState
 
 MAX_BATCH_FILES = 100  # files per request; more are reported as skipped, not processed
-# Images of a request that get heatmaps: Integrated Gradients costs about a third of a second per
-# image for all networks on a 2-core CPU (python -m scripts.benchmarks.extras), so a batch of 100
-# files would wait half a minute for maps nobody scrolls to.
+# Images of a request that get heatmaps: Integrated Gradients is costly per image (docs/performance.md,
+# python -m scripts.benchmarks.extras), and a batch of 100 files would wait for maps nobody scrolls to.
 MAX_HEATMAPS = 4
 
 
