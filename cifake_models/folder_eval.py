@@ -21,9 +21,9 @@ from .detector import Detector
 from .labels import CLASSES, FAKE_LABEL, OUT_OF_SCOPE, REAL_LABEL, UNSURE
 from .metrics import classification_figures
 from .page.folder_report import IN_SCOPE_SPLIT, REPORT_KIND, SPLIT, report_html, report_text
-from .paths import CHECKPOINT_DIR, checkpoint_dir_or_default
+from .paths import checkpoint_dir_or_default
 from .registry import get_spec, list_detectors
-from .score import at_least_one, score_files
+from .score import add_scoring_options, score_files
 
 HELP = """How every detector does on your own labelled images: cifake-evaluate FOLDER.
 
@@ -222,18 +222,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         help="where the report goes (default: FOLDER-report beside this folder's name, in the current folder)",
     )
-    parser.add_argument(
-        "--detectors",
-        nargs="+",
-        metavar="NAME",
-        choices=list_detectors(),
-        help=f"default: all ({', '.join(list_detectors())})",
-    )
-    parser.add_argument("--checkpoints", type=Path, help=f"default: $CIFAKE_CHECKPOINTS or {CHECKPOINT_DIR}")
-    parser.add_argument(
-        "--batch-size", type=at_least_one, default=256, help="images per forward pass (default: %(default)s)"
-    )
-    parser.add_argument("--workers", type=at_least_one, default=1, help="processes that score (default: %(default)s)")
+    add_scoring_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="score every file again instead of continuing")
     args = parser.parse_args(argv)
     args.out = args.out or Path(f"{args.folder.resolve().name}-report")

@@ -325,16 +325,8 @@ def at_least_one(text: str) -> int:
     return value
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="cifake-score", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "inputs", nargs="*", metavar="PATH", help="folders (scanned recursively), files, or quoted globs (** allowed)"
-    )
-    parser.add_argument("--list", metavar="FILE", help="a file of paths, one per line (- reads standard input)")
-    parser.add_argument("--out", type=Path, required=True, help="results file: .csv or .jsonl (JSON Lines)")
-    parser.add_argument("--format", choices=sorted(set(FORMATS.values())), help="default: from --out's extension")
+def add_scoring_options(parser: argparse.ArgumentParser) -> None:
+    """--detectors, --checkpoints, --batch-size and --workers: how files are scored (here and in cifake-evaluate)."""
     parser.add_argument(
         "--detectors",
         nargs="+",
@@ -355,6 +347,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="processes that decode and score batches, each with its share of the cores"
         " (default: one per core, %(default)s); 1: all in this process",
     )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="cifake-score", description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "inputs", nargs="*", metavar="PATH", help="folders (scanned recursively), files, or quoted globs (** allowed)"
+    )
+    parser.add_argument("--list", metavar="FILE", help="a file of paths, one per line (- reads standard input)")
+    parser.add_argument("--out", type=Path, required=True, help="results file: .csv or .jsonl (JSON Lines)")
+    parser.add_argument("--format", choices=sorted(set(FORMATS.values())), help="default: from --out's extension")
+    add_scoring_options(parser)
     parser.add_argument("--overwrite", action="store_true", help="start afresh instead of continuing an existing --out")
     args = parser.parse_args(argv)
     if not args.inputs and not args.list:

@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = checkpoint_dir_or_default(args.checkpoints)
     names = make_folder(args.data, args.n, args.out / "folder")
     report_dir = args.out / "report"
-    folder_eval.main([str(args.out / "folder"), "--out", str(report_dir), "--checkpoints", str(checkpoints)])
+    folder_eval.main(
+        [str(args.out / "folder"), "--out", str(report_dir), "--checkpoints", str(checkpoints), "--workers", "1"]
+    )
     report = json.loads((report_dir / "report.json").read_text())
     detectors = folder_eval.load_detectors(list(report["detectors"]), checkpoints)
     diffs = differences(report, evaluate_figures(args.data, names, detectors, checkpoints))
