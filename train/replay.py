@@ -23,6 +23,7 @@ from cifake_models.recipes import CommitteeRecipe, SvmRecipe, TorchRecipe
 from cifake_models.registry import REGISTRY, get_spec, list_detectors
 
 from . import evaluate, lineage
+from .commands import THREADS_HELP, limit_threads
 from .committee_fit import fit_committee
 from .lineage import Lineage, Replayed, Stage
 from .metadata import DataInfo
@@ -232,7 +233,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--smoke", action="store_true", help=f"the same chain on tiny sizes ({Smoke()})")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--threads", type=int, help=THREADS_HELP)
     parser.add_argument("--no-reports", action="store_true", help="stop after the checkpoints (no train.evaluate)")
     args = parser.parse_args(argv)
     if bool(args.all) == bool(args.checkpoints):
@@ -240,22 +241,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def limit_threads(threads: int) -> None:
-    """``threads`` for torch and for the BLAS and OpenMP pools that scikit-learn's and SciPy's fits
-    use: left at their default, their idle threads spin on a busy machine (the calibration's small
-    logistic fits ran 10x slower on a loaded 2-core machine)."""
-    import scipy.optimize  # noqa: F401  (loads SciPy's own BLAS, so that the limit reaches it)
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        limit_threads(args.threads)
+    limit_threads(args.threads)
     targets = targets_of(args)
     try:
         if args.profile == "gpu":

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
@@ -26,6 +25,7 @@ from cifake_models.decision import ScopeRule
 from cifake_models.perturbations import SUITE
 from cifake_models.scope import FEATURES_OF, SCOPE_FILE, ScopeModel, penultimate, pixel_statistics
 
+from .commands import THREADS_HELP, limit_threads
 from .scope_sets import drawing_set, photo_set
 
 C_GRID = (0.01, 0.1, 1.0)
@@ -180,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit-images", type=int, default=10000, help="train-split images fitted on")
     parser.add_argument("--val-images", type=int, default=2000, help="validation images (and as many copies) cut on")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    limit_threads(args.threads)
     detector = load_detector(FEATURES_OF, args.checkpoints)
     data = fit_data(args.data or default_data_dir(), args.fit_images, args.val_images, args.seed)
     model = fit_scope(detector, data, args.share, file_sha256(args.checkpoints / f"{FEATURES_OF}.safetensors"))
