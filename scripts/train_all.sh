@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild every shipped detector from scratch by its recorded chain of stages (teachers first),
-# then the committee and the reports, all under OUT: `python -m train replay --all` (docs/reproduce.md).
+# then the committee, the scope score and the reports, all under OUT: `python -m train replay --all` (docs/reproduce.md).
 #   scripts/train_all.sh OUT [replay options: --profile gpu, --data DIR, --device cuda, --threads N]
 # SMOKE=1 runs the same chains on tiny sizes (any machine, minutes) to check it end to end first.
 # Every stage runs with the trainer's --resume: after a crash the same command again keeps what

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
 import pytest
 from conftest import write_tiny_cifake
 
-from cifake_models.checkpoint import file_sha256
+from cifake_models.checkpoint import file_sha256, read_safetensors
+from cifake_models.paths import CHECKPOINT_DIR
 from cifake_models.registry import get_spec
+from cifake_models.scope import SCOPE_FILE
 from train import lineage
 from train.__main__ import main as train_main
 from train.lineage import Lineage
 from train.replay import Smoke, profile_lineage, with_overrides
+from train.scope_fit import ScopeOptions
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +28,7 @@ def replay_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def smoke_all(replay_data, tmp_path_factory):
-    """``python -m train replay --all --smoke``: every shipped chain, the committee and the reports."""
+    """``python -m train replay --all --smoke``: every shipped chain, the committee, the scope score and the reports."""
     out = tmp_path_factory.mktemp("replay")
     options = ["--smoke", "--out", str(out), "--data", str(replay_data), "--threads", "1"]
     assert train_main(["replay", "--all", *options]) == 0
@@ -60,12 +64,28 @@ def test_a_smoke_replay_rebuilds_every_shipped_chain_stage_for_stage(smoke_all):
     assert report["checkpoint"]["sha256"] == file_sha256(smoke_all / "checkpoints" / "committee.safetensors")
 
 
-def test_a_replay_run_again_keeps_every_finished_stage(smoke_all, replay_data, caplog):
+def test_a_smoke_replay_fits_the_scope_score_on_its_native32_with_the_shipped_options(smoke_all):
+    checkpoints = smoke_all / "checkpoints"
+    fitted = read_safetensors(checkpoints / SCOPE_FILE)[1]
+    assert fitted["checkpoint_sha256"] == file_sha256(checkpoints / "native32.safetensors")
+    shipped_scope = read_safetensors(CHECKPOINT_DIR / SCOPE_FILE)[1]
+    sizes = {"fit_images": Smoke().scope_fit_images, "val_images": Smoke().scope_val_images}
+    assert fitted["replayed"] == {"of": file_sha256(CHECKPOINT_DIR / SCOPE_FILE), "overrides": sizes, "profile": "cpu"}
+    assert ScopeOptions(**fitted["options"]) == dataclasses.replace(ScopeOptions.recorded(shipped_scope), **sizes)
+    report = json.loads((smoke_all / "reports" / "scope.json").read_text())
+    assert report["scope_file"]["sha256"] == file_sha256(checkpoints / SCOPE_FILE)
+
+
+def test_a_replay_run_again_keeps_every_finished_stage_and_the_scope_score(smoke_all, replay_data, caplog, capsys):
     caplog.set_level(logging.INFO, logger="train")  # the trainer reports through logging
-    before = {p: file_sha256(p) for p in (smoke_all / "stages").glob("*/*.safetensors")}
+    before = {
+        p: file_sha256(p)
+        for p in (*(smoke_all / "stages").glob("*/*.safetensors"), smoke_all / "checkpoints" / SCOPE_FILE)
+    }
     options = ["--smoke", "--out", str(smoke_all), "--data", str(replay_data), "--threads", "1", "--no-reports"]
-    assert train_main(["replay", "cnn", *options]) == 0
+    assert train_main(["replay", "cnn", "native32", *options]) == 0
     assert caplog.text.count("already trained") == 2  # native-32, then the CNN it teaches
+    assert "already fitted" in capsys.readouterr().out
     assert {p: file_sha256(p) for p in before} == before
 
 

@@ -744,3 +744,40 @@ def test_a_smoothing_sigma_of_zero_or_less_is_refused(capsys):
     with pytest.raises(SystemExit):
         train_main(["hog_svm", "--svm-smoothing", "1", "0"])
     assert "--svm-smoothing: each SIGMA must be above 0, not 0" in capsys.readouterr().err
+
+
+class Reached(Exception):
+    """Stands for a command's work: raised where it would start, once the pools are read."""
+
+
+@pytest.mark.parametrize(
+    "entry, module, step, argv",
+    [
+        ("train.__main__", "train.__main__", "run", ["cnn"]),
+        ("train.__main__", "train.replay", "targets_of", ["replay", "--all", "--out", "unused"]),
+        ("train.evaluate", "train.evaluate", "load_split", ["cnn", "--data", "unused"]),
+        ("train.scope_fit", "train.scope_fit", "load_detector", []),
+    ],
+)
+def test_threads_caps_the_blas_and_openmp_pools_as_well_as_torch(entry, module, step, argv, monkeypatch):
+    """--threads reaches NumPy's and SciPy's BLAS and scikit-learn's OpenMP (the SVM, calibration and scope fits)."""
+    import importlib
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    pools = {}
+
+    def reached(*args, **kwargs):
+        pools.update({(p["user_api"], p["filepath"]): p["num_threads"] for p in threadpool_info()})
+        raise Reached
+
+    monkeypatch.setattr(importlib.import_module(module), step, reached)
+    torch_threads = torch.get_num_threads()
+    with threadpool_limits(2):  # whatever an earlier test left, more than one thread before the command
+        try:
+            with pytest.raises(Reached):
+                importlib.import_module(entry).main([*argv, "--threads", "1"])
+        finally:
+            torch.set_num_threads(torch_threads)
+    assert {api for api, _ in pools} == {"blas", "openmp"}
+    assert set(pools.values()) == {1}, pools

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cifake_models import CHECKPOINT_DIR, get_spec, list_detectors
 from cifake_models.data import (
@@ -31,6 +30,7 @@ from cifake_models.recipes import OPTIMIZERS, PRECISIONS, SCHEDULES
 from cifake_models.registry import REGISTRY, DetectorSpec
 
 from . import distributed
+from .commands import THREADS_HELP, limit_threads
 from .committee_fit import fit_committee
 from .metadata import DataInfo
 from .svm_fit import fit_svm
@@ -148,7 +148,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         help="continue training from this checkpoint of the same network, with its preprocessing unless "
         "overridden (a new stage with a fresh optimiser and schedule; the earlier stages stay on record)",
     )
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--threads", type=int, help=f"{THREADS_HELP} (default: their own choice)")
     parser.add_argument(
         "--list",
         action="store_true",
@@ -407,8 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print(listing())
         return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    limit_threads(args.threads)
     args.device = distributed.start(args.device)
     try:
         return run(args)

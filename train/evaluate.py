@@ -147,7 +147,13 @@ def unsure_report(detector: Detector, test: Split, splits: dict[str, np.ndarray]
 
 
 def evaluate_detector(
-    detector: Detector, test: Split, leaked: set[str], checkpoint: Path, robust: RobustnessSet, scorer: Scorer
+    detector: Detector,
+    test: Split,
+    leaked: set[str],
+    checkpoint: Path,
+    robust: RobustnessSet,
+    scorer: Scorer,
+    timing_repeats: int = 5,
 ) -> dict:
     spec = get_spec(detector.name)
     proba_fake = scorer.fake(detector, "test", test.images)
@@ -208,7 +214,7 @@ def evaluate_detector(
         "robustness": robustness.to_dict(),
         "ms_per_image": {
             # a small test split is repeated to fill the batch
-            f"batch_{n}": 1000 * seconds_per_image(detector, test.images[np.arange(n) % len(test)])
+            f"batch_{n}": 1000 * seconds_per_image(detector, test.images[np.arange(n) % len(test)], timing_repeats)
             for n in TIMING_BATCHES
         },
         "evaluated": {
@@ -243,6 +249,12 @@ def main(argv: list[str] | None = None) -> int:
         help="balanced test images the perturbation suite is scored on (default: %(default)s)",
     )
     parser.add_argument(
+        "--timing-repeats",
+        type=int,
+        default=5,
+        help="timed calls per batch size for ms_per_image after a warm-up, the fastest kept (default: %(default)s)",
+    )
+    parser.add_argument(
         "--only",
         choices=("detectors", "scope"),
         help="only the detectors' reports, or only scope.json (train.scope_eval; by default written "
@@ -266,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     scorer = Scorer()
     for detector in detectors:
         spec = get_spec(detector.name)
-        report = evaluate_detector(detector, test, leaked, args.checkpoints / spec.checkpoint_file, robust, scorer)
+        checkpoint = args.checkpoints / spec.checkpoint_file
+        report = evaluate_detector(detector, test, leaked, checkpoint, robust, scorer, args.timing_repeats)
         write_json(args.reports / f"{spec.name}.json", report)
         t, lf, r = report["test"], report["test_leak_free"], report["robustness"]
         paper = f" (paper {percent(spec.paper.accuracy)})" if spec.paper else ""

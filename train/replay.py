@@ -2,7 +2,8 @@
 
 Stages run in their lineage's order, teachers and members first, each in DIR/stages/DETECTOR-KEY with
 the trainer's --resume (the same command again continues where it stopped); the replayed detectors are
-then copied to DIR/checkpoints, the committee is fitted there, and train.evaluate writes DIR/reports.
+then copied to DIR/checkpoints, the committee is fitted there, then the out-of-scope score on the replayed
+native-32 (train.scope_fit, with the shipped score's recorded options), and train.evaluate writes DIR/reports.
 """
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cifake_models.checkpoint import CheckpointError, file_sha256
+from cifake_models.checkpoint import CheckpointError, file_sha256, read_safetensors
 from cifake_models.data import Split, default_data_dir
 from cifake_models.paths import CHECKPOINT_DIR, LINEAGE_DIR
 from cifake_models.preprocessing import Preprocessing
 from cifake_models.recipes import CommitteeRecipe, SvmRecipe, TorchRecipe
 from cifake_models.registry import REGISTRY, get_spec, list_detectors
+from cifake_models.scope import FEATURES_OF, SCOPE_FILE
 
-from . import evaluate, lineage
+from . import evaluate, lineage, scope_fit
+from .commands import THREADS_HELP, limit_threads
 from .committee_fit import fit_committee
 from .lineage import Lineage, Replayed, Stage
 from .metadata import DataInfo
+from .scope_fit import ScopeOptions
 from .svm_fit import fit_svm
 from .torch_fit import fit_torch
 
@@ -42,7 +46,10 @@ class Smoke:
     batch_size: int = 8
     precision: str = "fp32"  # bf16 is emulated, and slow, on a CPU without bf16 arithmetic
     svm_components: int = 32
+    scope_fit_images: int = 100  # the scope score's train-split images (train.scope_fit)
+    scope_val_images: int = 10  # and validation images (as many suite copies), as it draws them
     robustness_sample: int = 20  # test images per perturbation in the reports
+    timing_repeats: int = 1  # timed calls per batch size in the reports' ms_per_image
 
     def overrides(self, stage: Stage) -> dict:
         """``recipe.FIELD`` (and ``data.limit``) -> the smoke's value, where it differs from ``stage``'s."""
@@ -57,6 +64,11 @@ class Smoke:
             wanted = {"n_components": self.svm_components} if "n_components" in stage.recipe else {}
         changed = {f"recipe.{k}": v for k, v in wanted.items() if stage.recipe.get(k) != v}
         return {**changed, "data.limit": self.limit}
+
+    def scope_overrides(self, options: ScopeOptions) -> dict:
+        """The scope fit's options the smoke changes -> its value."""
+        wanted = {"fit_images": self.scope_fit_images, "val_images": self.scope_val_images}
+        return {k: v for k, v in wanted.items() if getattr(options, k) != v}
 
 
 def with_overrides(stage: Stage, overrides: dict) -> Stage:
@@ -192,6 +204,26 @@ class Replay:
             copy(files[i], self.out / "checkpoints" / get_spec(name).checkpoint_file)
         return [name for name in list_detectors() if name in names]
 
+    def scope(self, names: list[str]) -> Path | None:
+        """The out-of-scope score on the replayed native-32 in OUT/checkpoints, where it ships, with the
+        options the shipped score records (a smoke's sizes instead of its own); a score fitted so on
+        that very native-32 is kept. Fitted after the committee, as the shipped one was."""
+        if FEATURES_OF not in names:
+            return None
+        checkpoints, shipped_file = self.out / "checkpoints", CHECKPOINT_DIR / SCOPE_FILE
+        recorded = ScopeOptions.recorded(read_safetensors(shipped_file)[1])
+        overrides = self.smoke.scope_overrides(recorded) if self.smoke else {}
+        options, path = dataclasses.replace(recorded, **overrides), checkpoints / SCOPE_FILE
+        if scope_fit.already_fitted(path, checkpoints, options):
+            print(f"replay: {path} already fitted on {FEATURES_OF} there, with {options}", flush=True)
+            return path
+        print(f"replay: scope score on {checkpoints / get_spec(FEATURES_OF).checkpoint_file} ({options})", flush=True)
+        started = time.perf_counter()
+        replayed = {"of": file_sha256(shipped_file), "overrides": overrides, "profile": self.profile}
+        scope_fit.fit(checkpoints, self.data_dir, options, record={"replayed": replayed})
+        print(f"replay: scope score done in {time.perf_counter() - started:.0f}s", flush=True)
+        return path
+
 
 def copy(source: Path, destination: Path) -> None:
     """Copy a checkpoint unless an identical one is there."""
@@ -232,7 +264,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--smoke", action="store_true", help=f"the same chain on tiny sizes ({Smoke()})")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    parser.add_argument("--threads", type=int, help=THREADS_HELP)
     parser.add_argument("--no-reports", action="store_true", help="stop after the checkpoints (no train.evaluate)")
     args = parser.parse_args(argv)
     if bool(args.all) == bool(args.checkpoints):
@@ -240,22 +272,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def limit_threads(threads: int) -> None:
-    """``threads`` for torch and for the BLAS and OpenMP pools that scikit-learn's and SciPy's fits
-    use: left at their default, their idle threads spin on a busy machine (the calibration's small
-    logistic fits ran 10x slower on a loaded 2-core machine)."""
-    import scipy.optimize  # noqa: F401  (loads SciPy's own BLAS, so that the limit reaches it)
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        limit_threads(args.threads)
+    limit_threads(args.threads)
     targets = targets_of(args)
     try:
         if args.profile == "gpu":
@@ -266,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         replay = Replay(args.out, args.data or default_data_dir(), smoke, args.device, args.profile)
         started = time.perf_counter()
         names = replay.ship(target, named, replay.run(target))
+        replay.scope(names)
     except (CheckpointError, FileNotFoundError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -276,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_reports:
         return 0
     sizes = ["--limit", str(smoke.limit), "--robustness-sample", str(smoke.robustness_sample)] if smoke else []
+    sizes += ["--timing-repeats", str(smoke.timing_repeats)] if smoke else []
     return evaluate.main(
         [
             *names,

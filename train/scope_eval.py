@@ -90,12 +90,17 @@ def distributions(scores: dict[str, np.ndarray], cut: float) -> dict:
     }
 
 
+def drawn(n: int, limit: int) -> np.ndarray:
+    """A seeded random ``limit`` of ``n`` rows, in order: what a smoke run (``--limit``) scores."""
+    return np.sort(np.random.default_rng(0).choice(n, min(limit, n), replace=False))
+
+
 def scope_report(
     scorer: ScopeScorer, detectors: dict, data_dir: Path, sample: int, suite_sample: int, limit: int | None = None
 ) -> dict:
     test = load_split(data_dir, "test")
     if limit:
-        test = test.subset(np.sort(np.random.default_rng(0).choice(len(test), min(limit, len(test)), replace=False)))
+        test = test.subset(drawn(len(test), limit))
     test_scores = scorer.score(test.images)
     rule = scorer.rule
     suite_rows = balanced_sample(test.labels, suite_sample, 1)
@@ -105,6 +110,8 @@ def scope_report(
     }
     sets, all_scores = {}, {"CIFAKE test": test_scores}
     for name, images in scope_parts().items():
+        if limit:  # of each part too
+            images = images[drawn(len(images), limit)]
         scores = all_scores[name] = scorer.score(images)
         y = np.r_[np.zeros(len(test_scores)), np.ones(len(scores))]
         sets[name] = {
@@ -216,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", type=Path, default=REPORT_DIR, help="default: %(default)s")
     parser.add_argument("--sample", type=int, default=4000, help="balanced test images for accuracy in scope")
     parser.add_argument("--suite-sample", type=int, default=1000, help="balanced test images under the suite")
-    parser.add_argument("--limit", type=int, help="score a random subset of the test split (smoke runs only)")
+    parser.add_argument(
+        "--limit", type=int, help="score a random subset of the test split and of each set (smoke runs only)"
+    )
     parser.add_argument("--table", action="store_true", help="print scope.json's tables and stop")
     args = parse(parser, argv)
     if args.table:

@@ -8,24 +8,25 @@ cut on the validation split so that ``--share`` of its images, and of their suit
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupKFold
 
 from cifake_models import CHECKPOINT_DIR, get_spec, load_detector
-from cifake_models.checkpoint import file_sha256
+from cifake_models.checkpoint import CheckpointError, file_sha256
 from cifake_models.data import Split, default_data_dir, load_split, train_val_indices
 from cifake_models.decision import ScopeRule
 from cifake_models.perturbations import SUITE
 from cifake_models.scope import FEATURES_OF, SCOPE_FILE, ScopeModel, penultimate, pixel_statistics
 
+from .commands import THREADS_HELP, limit_threads
 from .scope_sets import drawing_set, photo_set
 
 C_GRID = (0.01, 0.1, 1.0)
@@ -171,22 +172,74 @@ def fit_scope(detector, data: FitData, share: float, checkpoint_sha256: str) -> 
     )
 
 
+@dataclass(frozen=True)
+class ScopeOptions:
+    """How a scope file is fitted (``python -m train.scope_fit``'s options), recorded in it as ``options``."""
+
+    share: float = 0.95  # of validation images, and of their suite copies, kept in scope
+    fit_images: int = 10000  # train-split images fitted on
+    val_images: int = 2000  # validation images (and as many copies) cut on
+    seed: int = 0
+
+    @classmethod
+    def recorded(cls, metadata: dict) -> ScopeOptions:
+        """The options a scope file's ``metadata`` records; for a file written before they were, its
+        rule's share and its sizes, and the default seed (such a file records none)."""
+        if "options" in metadata:
+            return cls(**metadata["options"])
+        fitted = metadata["fitted_on"]
+        return cls(metadata["rule"]["target_share"], fitted["train_images"], fitted["validation_images"])
+
+
+def features_sha256(checkpoints: Path) -> str:
+    """The SHA-256 of the checkpoint in ``checkpoints`` whose features the score reads."""
+    return file_sha256(checkpoints / get_spec(FEATURES_OF).checkpoint_file)
+
+
+def already_fitted(path: Path, checkpoints: Path, options: ScopeOptions) -> bool:
+    """Whether ``path`` holds a scope score fitted with ``options`` on the native-32 in ``checkpoints``."""
+    try:
+        metadata = ScopeModel.load(path).metadata
+    except (CheckpointError, FileNotFoundError):
+        return False
+    return (
+        "options" in metadata
+        and ScopeOptions.recorded(metadata) == options
+        and metadata.get("checkpoint_sha256") == features_sha256(checkpoints)
+    )
+
+
+def fit(
+    checkpoints: Path, data_dir: Path, options: ScopeOptions, out: Path | None = None, record: dict | None = None
+) -> tuple[ScopeModel, Path]:
+    """Fit the score on the native-32 in ``checkpoints`` and write <out>/scope.safetensors (default
+    ``checkpoints``), recording ``options`` (and ``record``, more metadata); returns it and its path."""
+    detector = load_detector(FEATURES_OF, checkpoints)
+    data = fit_data(data_dir, options.fit_images, options.val_images, options.seed)
+    model = fit_scope(detector, data, options.share, features_sha256(checkpoints))
+    model = dataclasses.replace(
+        model, metadata={**model.metadata, "options": dataclasses.asdict(options), **(record or {})}
+    )
+    return model, model.save((out or checkpoints) / SCOPE_FILE)
+
+
 def main(argv: list[str] | None = None) -> int:
+    defaults = ScopeOptions()
     parser = argparse.ArgumentParser(prog="python -m train.scope_fit", description=__doc__)
     parser.add_argument("--data", type=Path, help="CIFAKE folder (default: as train)")
     parser.add_argument("--checkpoints", type=Path, default=CHECKPOINT_DIR, help="default: %(default)s")
     parser.add_argument("--out", type=Path, help="folder to write scope.safetensors to (default: --checkpoints)")
-    parser.add_argument("--share", type=float, default=0.95, help="share of validation images kept in scope")
-    parser.add_argument("--fit-images", type=int, default=10000, help="train-split images fitted on")
-    parser.add_argument("--val-images", type=int, default=2000, help="validation images (and as many copies) cut on")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--share", type=float, default=defaults.share, help="share of validation images kept in scope")
+    parser.add_argument("--fit-images", type=int, default=defaults.fit_images, help="train-split images fitted on")
+    parser.add_argument(
+        "--val-images", type=int, default=defaults.val_images, help="validation images (and as many copies) cut on"
+    )
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    detector = load_detector(FEATURES_OF, args.checkpoints)
-    data = fit_data(args.data or default_data_dir(), args.fit_images, args.val_images, args.seed)
-    model = fit_scope(detector, data, args.share, file_sha256(args.checkpoints / get_spec(FEATURES_OF).checkpoint_file))
-    path = model.save((args.out or args.checkpoints) / SCOPE_FILE)
+    limit_threads(args.threads)
+    options = ScopeOptions(args.share, args.fit_images, args.val_images, args.seed)
+    model, path = fit(args.checkpoints, args.data or default_data_dir(), options, args.out)
     print(
         f"{path}: C {model.metadata['regularisation_C']}, cut {model.rule.cut:.4f} "
         f"({args.share:.0%} of validation images and of their suite copies in scope)"
