@@ -40,6 +40,9 @@ class TorchRecipe:
     # augmented images (the teacher checkpoint is named in the metadata); 0 is off.
     distill_weight: float = 0.0
     distill_temperature: float = 1.0
+    # An exponential moving average of the weights (and batch-norm statistics), updated after every
+    # step with this decay, is what is validated and shipped; 0 is off (the weights as trained).
+    ema: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)

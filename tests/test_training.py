@@ -62,6 +62,21 @@ def test_resumed_run_equals_uninterrupted_run(name, tiny_data, tmp_path):
     assert not resume_path(tmp_path / "cut", name).exists()
 
 
+def test_a_moving_average_of_the_weights_is_shipped_and_resumed(tiny_data, tmp_path):
+    """With --ema the checkpoint holds the average (not the last weights), and a resumed run continues it exactly."""
+    plain = train_tiny("cnn", tiny_data / "packed", tmp_path / "plain", epochs=2)
+    whole = train_tiny("cnn", tiny_data / "packed", tmp_path / "whole", epochs=2, ema=0.5)
+    with pytest.raises(Interrupt):
+        train_tiny("cnn", tiny_data / "packed", tmp_path / "cut", epochs=2, ema=0.5, on_epoch_end=interrupt_after(1))
+    resumed = train_tiny("cnn", tiny_data / "packed", tmp_path / "cut", epochs=2, ema=0.5, resume=True)
+    assert whole.metadata["recipe"]["ema"] == 0.5
+    weights = lambda d: torch.cat([p.flatten() for p in d.module.parameters()])  # noqa: E731
+    torch.testing.assert_close(weights(resumed), weights(whole), rtol=0, atol=0)
+    # The same steps as the plain run (same seed), averaged: other weights, not far from them.
+    assert not torch.equal(weights(whole), weights(plain))
+    assert whole.metadata["history"][0]["train_loss"] == plain.metadata["history"][0]["train_loss"]
+
+
 def test_a_fresh_run_over_an_interrupted_one_is_refused_and_the_state_kept(tiny_data, tmp_path):
     with pytest.raises(Interrupt):
         train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, on_epoch_end=interrupt_after(1))

@@ -72,6 +72,7 @@ TORCH_OPTIONS = {  # command-line option -> TorchRecipe field
     "seed": "seed",
     "distill_weight": "distill_weight",
     "distill_temperature": "distill_temperature",
+    "ema": "ema",
 }
 PREPROCESSING_OPTIONS = {
     "crop": "crop",
@@ -200,6 +201,13 @@ def add_network_options(recipe: argparse._ArgumentGroup) -> None:
         type=float,
         metavar="T",
         help="softening temperature of both networks' probabilities (default 1)",
+    )
+    recipe.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="validate and ship an exponential moving average of the weights, updated every step with "
+        "this decay (e.g. 0.998); default 0: the weights as trained",
     )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from cifake_models.checkpoint import CheckpointError, atomic_write, cpu_computes_bf16, file_sha256, read_safetensors
@@ -280,14 +281,21 @@ class Run:
     per_batch: bool  # the scheduler steps after every batch (else every epoch)
     identity: dict
     state_file: Path
+    average: AveragedModel | None = None  # the weights' moving average (recipe.ema), where there is one
     history: list[dict] = field(default_factory=list)
     elapsed: float = 0.0
+
+    @property
+    def shipped(self) -> torch.nn.Module:
+        """The network that is validated and written: the moving average, where there is one."""
+        return self.average.module if self.average is not None else self.module
 
     def save(self) -> None:
         state = {
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else {},
+            "average": self.average.state_dict() if self.average is not None else {},
             "history": json.dumps(self.history),
             "identity": json.dumps(self.identity),
             "elapsed": self.elapsed,
@@ -320,6 +328,8 @@ class Run:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler:
             self.scheduler.load_state_dict(state["scheduler"])
+        if self.average is not None:
+            self.average.load_state_dict(state["average"])
         self.history, self.elapsed = json.loads(state["history"]), float(state["elapsed"])
 
 
@@ -340,7 +350,10 @@ def start_run(
     optimizer = OPTIMIZERS[recipe.optimizer](module.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps = len(range(0, per_epoch, recipe.batch_size))
     scheduler, per_batch = make_scheduler(optimizer, recipe, steps_per_epoch=steps)
-    return Run(module, optimizer, scheduler, per_batch, identity, state_file)
+    average = (
+        AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema), use_buffers=True) if recipe.ema else None
+    )
+    return Run(module, optimizer, scheduler, per_batch, identity, state_file, average)
 
 
 def warn_if_bf16_is_emulated(use_amp: bool, device: torch.device) -> None:
@@ -412,6 +425,8 @@ def train_epoch(
         )
         if run.scheduler and run.per_batch:
             run.scheduler.step()
+        if run.average is not None:
+            run.average.update_parameters(run.module)
         seen += len(y)
         loss_sum += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
@@ -539,7 +554,7 @@ def fit_torch(
         run.restore(device, ranks.world)
         if ranks.main:
             log.info(f"{spec.name}: resuming after epoch {len(run.history)} of {recipe.epochs}")
-    detector = TorchDetector(spec.name, run.module, spec.preprocessing)
+    detector = TorchDetector(spec.name, run.shipped, spec.preprocessing)
     # The whole train split as uint8 is 300 MB: it lives on the device and batches are cut there.
     images, labels = torch.as_tensor(train.images).to(device), torch.as_tensor(train.labels).to(device)
     # Gradients are averaged over the processes (DDP); each starts from rank 0's weights.
