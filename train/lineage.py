@@ -20,14 +20,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cifake_models.checkpoint import file_sha256, write_json
-from cifake_models.data import SPLIT_SEED, VAL_FRACTION
 from cifake_models.paths import CHECKPOINT_DIR, LINEAGE_DIR, REPO_ROOT
 from cifake_models.preprocessing import Preprocessing
 from cifake_models.registry import get_spec, list_detectors
 
-from .metadata import with_new_fields
+from .metadata import held_out_split, with_new_fields
 
-DATA_DEFAULTS = {"val_fraction": VAL_FRACTION, "split_seed": SPLIT_SEED}
+DATA_DEFAULTS = dict(zip(("val_fraction", "split_seed"), held_out_split({}), strict=True))  # before they were recorded
 KEY_DATA = ("train_fingerprint", "val_fingerprint", "n_train", "n_val", "val_fraction", "split_seed")
 Resolve = Callable[[str], "dict | None"]  # SHA-256 of a checkpoint file -> its metadata, or None where unknown
 

@@ -28,7 +28,7 @@ from . import evaluate, lineage, scope_fit
 from .commands import THREADS_HELP, limit_threads
 from .committee_fit import fit_committee
 from .lineage import Lineage, Replayed, Stage
-from .metadata import DataInfo
+from .metadata import DataInfo, held_out_split
 from .scope_fit import ScopeOptions
 from .svm_fit import fit_svm
 from .torch_fit import fit_torch
@@ -140,7 +140,7 @@ class Replay:
         """The splits ``stage`` trains and validates on; refused if they are not the ones it recorded."""
         from .__main__ import training_data
 
-        split = (stage.data.get("val_fraction", lineage.VAL_FRACTION), stage.data.get("split_seed", lineage.SPLIT_SEED))
+        split = held_out_split({"data": stage.data})
         if split not in self._data:
             self._data[split] = training_data(self.data_dir, *split, limit=self.smoke.limit if self.smoke else None)
         train, val, info = self._data[split]
