@@ -77,6 +77,7 @@ def _describe_stage(report: dict) -> str:
     smoothing = f", label smoothing {smooth:g}" if (smooth := recipe.get("label_smoothing")) else ""
     uploads = f" + {100 * p:g}% upload-like changes{_widened(pre)}" if (p := pre.get("upload_augment")) else ""
     bf16 = ", bf16 autocast" if recipe.get("precision") == "bf16" else ""
+    averaged = f", weights averaged (EMA {ema:g})" if (ema := recipe.get("ema")) else ""
     distilled = (
         f", distilled from {(report.get('teacher') or {}).get('title', 'a teacher')} "
         f"(weight {recipe['distill_weight']:g}, T {recipe['distill_temperature']:g})"
@@ -88,7 +89,7 @@ def _describe_stage(report: dict) -> str:
         f"{f' + shift up to {shift} px (reflect pad)' if (shift := pre.get('translate')) else ''}"
         f"{' + h-flip' if pre['hflip'] else ''}; "
         f"{OPTIMIZERS[recipe['optimizer']].__name__} {recipe['lr']:g}{decay}{schedule}"
-        f"{smoothing}{distilled}{bf16}, batch {recipe['batch_size']}; {recipe['epochs']} epochs x "
+        f"{smoothing}{distilled}{averaged}{bf16}, batch {recipe['batch_size']}; {recipe['epochs']} epochs x "
         f"{recipe['images_per_epoch'] or report['data']['n_train']:,} images = {seen:,} images seen"
     )
 
