@@ -108,6 +108,15 @@ def test_the_page_reads_a_report_and_refuses_other_files(tiny_folder_report, tmp
     assert len(plots.all_roc.data) == 1 + len(list_detectors())  # chance, then every detector
     (tmp_path / "x.json").write_text("{not json")
     (tmp_path / "y.json").write_text(json.dumps({"detector": "cnn", "test": {}}))  # an official report
-    for name, message in (("x.json", "not JSON"), ("y.json", "not a report of cifake-evaluate")):
+    broken = {**report, "detectors": {"cnn": {**report["detectors"]["cnn"], SPLIT: {"n": 3}}}}
+    (tmp_path / "z.json").write_text(json.dumps(broken))  # the right kind, a figure missing
+    none = {**report, "detectors": {"someone_elses": report["detectors"]["cnn"]}}
+    (tmp_path / "w.json").write_text(json.dumps(none))  # no detector of this registry
+    for name, message in (
+        ("x.json", "not JSON"),
+        ("y.json", "not a report of cifake-evaluate"),
+        ("z.json", "malformed report .KeyError: 'accuracy'"),
+        ("w.json", "malformed report"),
+    ):
         with pytest.raises(ReportError, match=message):
             read_report(tmp_path / name)

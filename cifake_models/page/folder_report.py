@@ -41,6 +41,12 @@ def read_report(path: str | Path) -> dict:
     blocks = report.get("detectors")
     if not isinstance(blocks, dict) or not all(isinstance(b, dict) and SPLIT in b for b in blocks.values()):
         raise ReportError(f"{path.name}: its detectors' figures are missing or malformed")
+    try:  # everything the page draws from it, once: a malformed figure is this file's fault, said so
+        report_markdown(report)
+        for name in ReportView(blocks).names or [None]:
+            folder_plots(report, name)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+        raise ReportError(f"{path.name}: malformed report ({type(error).__name__}: {error})") from None
     return report
 
 
