@@ -94,8 +94,13 @@ class FairShare:
                 raise Refused(
                     404, "this endpoint takes requests through the queue only: use gradio_client or /call/NAME"
                 )
-            if path.endswith("/gradio_api/upload") or "/gradio_api/mcp" in path:  # an MCP call carries its image
+            if path.endswith("/gradio_api/upload"):
                 self.admit_upload(scope)
+            elif "/gradio_api/mcp" in path:  # an MCP call carries its image: held to the upload limits
+                self.admit_upload(scope)
+                body = await read_body(receive, self.limits.upload_request_bytes)
+                refuse_mcp_urls(body)
+                return await self.app(scope, replayed(body, receive), send)
             elif api := event_endpoint(path):
                 body = await read_body(receive, self.limits.event_body_bytes)
                 key = self.admit_event(scope, api, body)
@@ -237,6 +242,40 @@ def direct_run(path: str) -> bool:
     """Whether ``path`` runs a function without the queue (Gradio's ``/run/NAME`` and ``/api/NAME``),
     and so past every limit here: refused, whatever the app's ``api_open``."""
     return any(prefix in path for prefix in ("/gradio_api/run/", "/gradio_api/api/"))
+
+
+def replayed(body: bytes, receive):
+    """A ``receive`` that gives ``body`` (already read) first, then whatever the client sends next
+    (its disconnect, which a streamed answer listens for)."""
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+def refuse_mcp_urls(body: bytes) -> None:
+    """An MCP tool call whose arguments name a URL is refused: Gradio would fetch it, unbounded."""
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError:
+        return  # not JSON: the MCP server answers that itself
+    for message in request if isinstance(request, list) else [request]:
+        if isinstance(message, dict) and message.get("method") == "tools/call" and has_url(message.get("params")):
+            raise Refused(400, "images given as URLs are not fetched: send each image as a data: URI")
+
+
+def has_url(data) -> bool:
+    """Whether any string in ``data`` (nested dicts and lists) is an http(s) URL."""
+    if isinstance(data, str):
+        return is_http_url_like(data.strip())
+    values = data.values() if isinstance(data, dict) else data if isinstance(data, list) else []
+    return any(has_url(v) for v in values)
 
 
 def has_url_file(data) -> bool:

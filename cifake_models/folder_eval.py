@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from .calibration import selective_curve, selective_figures
-from .checkpoint import file_sha256, write_json
+from .checkpoint import atomic_write, file_sha256, write_json
 from .detector import Detector
-from .labels import CLASSES, FAKE_LABEL, OUT_OF_SCOPE, REAL_LABEL, UNSURE
+from .labels import CLASSES
 from .metrics import classification_figures
-from .page.folder_report import IN_SCOPE_SPLIT, REPORT_KIND, SPLIT, report_html, report_text
+from .page.folder_report import IN_SCOPE_SPLIT, REPORT_KIND, SPLIT, VERDICTS, report_html, report_text
 from .paths import checkpoint_dir_or_default
 from .registry import get_spec, list_detectors
-from .score import add_scoring_options, score_files
+from .scope import SCOPE_FILE
+from .score import add_scoring_options, escaped, score_files
 
 HELP = """How every detector does on your own labelled images: cifake-evaluate FOLDER.
 
@@ -32,7 +33,9 @@ too), of images of any size and format the app accepts. Each image goes through 
 upload path (decoded, brought to 32x32) and every detector, and OUT gets:
 
   scores.jsonl   every file's answers (cifake-score's JSON Lines): the run is resumable, the
-                 same command again scores only the files not in it yet
+                 same command again scores only the files not in it yet, or changed since
+  scored.json    the checkpoints that scored them (others are refused: --overwrite) and each
+                 file's size and time then
   report.json    per detector, what train.evaluate writes for the official test split: accuracy,
                  per-class precision/recall/F1, ROC-AUC, PR-AUC, confusion matrix, ROC and PR
                  curves, calibration (ECE, Brier, reliability) and accuracy against coverage; the
@@ -48,8 +51,6 @@ examples:
   cifake-evaluate my_pictures/ --detectors native32 committee --workers 1
 """  # the command's --help
 
-VERDICTS = (FAKE_LABEL, REAL_LABEL, UNSURE, OUT_OF_SCOPE)
-
 
 @dataclass(frozen=True)
 class LabelledFile:
@@ -63,19 +64,23 @@ def labelled_files(folder: Path) -> tuple[list[LabelledFile], list[str]]:
     names of the files elsewhere in ``folder`` (not counted). ``SystemExit`` where there is neither."""
     if not folder.is_dir():
         raise SystemExit(f"error: {folder} is not a folder")
-    classes = {p.name.upper(): p for p in folder.iterdir() if p.is_dir() and p.name.upper() in CLASSES}
+    classes: dict[str, Path] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.upper() in CLASSES):
+        if sub.name.upper() in classes:
+            raise SystemExit(f"error: {folder} has both {classes[sub.name.upper()].name}/ and {sub.name}/: merge them")
+        classes[sub.name.upper()] = sub
     if not classes:
         raise SystemExit(f"error: {folder} has no REAL/ or FAKE/ subfolder: put each image in the one it belongs to")
+    name = lambda path: escaped(path.relative_to(folder).as_posix())  # noqa: E731  (as cifake-score names files)
     found = [
-        LabelledFile(path.relative_to(folder).as_posix(), path, CLASSES.index(label))
+        LabelledFile(name(path), path, CLASSES.index(label))
         for label, sub in sorted(classes.items())
         for path in sorted(sub.rglob("*"))
         if path.is_file() and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     ]
+    ours = {sub.name for sub in classes.values()}
     elsewhere = [
-        p.relative_to(folder).as_posix()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and p.relative_to(folder).parts[0] not in {sub.name for sub in classes.values()}
+        name(p) for p in sorted(folder.rglob("*")) if p.is_file() and p.relative_to(folder).parts[0] not in ours
     ]
     return found, elsewhere
 
@@ -88,6 +93,7 @@ class FolderScores:
     labels: list[int] = field(default_factory=list)
     p_fake: dict[str, list[float]] = field(default_factory=dict)  # calibrated, as each detector answers
     verdicts: dict[str, list[str]] = field(default_factory=dict)
+    rows: dict[str, list[int]] = field(default_factory=dict)  # which files each detector answered for
     in_scope: list[bool | None] = field(default_factory=list)
     scope_cut: float | None = None
     bad: dict[str, str] = field(default_factory=dict)  # file: why it could not be scored
@@ -96,14 +102,15 @@ class FolderScores:
         if record["error"] is not None:
             self.bad[record["file"]] = record["error"]
             return
+        for name in names:
+            if record.get(f"{name}_p_fake") is not None:
+                self.p_fake.setdefault(name, []).append(record[f"{name}_p_fake"])
+                self.verdicts.setdefault(name, []).append(record[f"{name}_verdict"])
+                self.rows.setdefault(name, []).append(len(self.files))
         self.files.append(record["file"])
         self.labels.append(label)
         self.in_scope.append(record["in_scope"])
         self.scope_cut = record["scope_cut"] if record["scope_cut"] is not None else self.scope_cut
-        for name in names:
-            if record[f"{name}_p_fake"] is not None:
-                self.p_fake.setdefault(name, []).append(record[f"{name}_p_fake"])
-                self.verdicts.setdefault(name, []).append(record[f"{name}_verdict"])
 
 
 def read_scores(scores: Path, files: list[LabelledFile], names: list[str]) -> FolderScores:
@@ -143,9 +150,11 @@ def split_figures(labels: np.ndarray, p_fake: np.ndarray, detector: Detector) ->
 def detector_report(detector: Detector, scores: FolderScores) -> dict:
     """One detector's block, shaped as its official report (``report[split]``), so that the page's
     figures draw it as they draw the test split's."""
-    labels = np.asarray(scores.labels)
+    answered = np.asarray(scores.rows[detector.name])
+    labels = np.asarray(scores.labels)[answered]
     p_fake = np.asarray(scores.p_fake[detector.name], dtype=np.float64)
-    in_scope = np.asarray([bool(s) for s in scores.in_scope]) if None not in scores.in_scope else None
+    scope = [scores.in_scope[i] for i in answered]
+    in_scope = np.asarray([bool(s) for s in scope]) if None not in scope else None
     band = detector.rule.unsure
     parts = {SPLIT: np.arange(len(labels))} | ({} if in_scope is None else {IN_SCOPE_SPLIT: np.flatnonzero(in_scope)})
     return {
@@ -178,7 +187,11 @@ def scope_summary(scores: FolderScores) -> dict | None:
 
 
 def folder_report(
-    folder: Path, scores: FolderScores, detectors: dict[str, Detector], checkpoints: Path, elsewhere: list[str]
+    folder: Path,
+    scores: FolderScores,
+    detectors: dict[str, Detector],
+    scored_with: dict[str, str],
+    elsewhere: list[str],
 ) -> dict:
     labels = np.asarray(scores.labels)
     return {
@@ -189,27 +202,69 @@ def folder_report(
         "bad_files": [{"file": f, "error": e} for f, e in scores.bad.items()],
         "not_counted": elsewhere,  # files outside REAL/ and FAKE/
         "scope": scope_summary(scores),
-        "checkpoints": {
-            name: {
-                "file": get_spec(name).checkpoint_file,
-                "sha256": file_sha256(checkpoints / get_spec(name).checkpoint_file),
-            }
-            for name in detectors
-        },
+        "checkpoints": scored_with,  # file: SHA-256, of the detectors and the scope score that scored
         "detectors": {name: detector_report(d, scores) for name, d in detectors.items() if name in scores.p_fake},
     }
 
 
 def load_detectors(names: list[str], checkpoints: Path) -> dict[str, Detector]:
-    """The detectors whose thresholds and bands the report applies (as train.evaluate does)."""
+    """The detectors whose thresholds and bands the report applies (as train.evaluate does); a
+    committee's members that do not load are left out, as cifake-score leaves them out."""
     loaded: dict[str, Detector] = {}
     for name in [n for n in list_detectors() if n in names or n in _members(names)]:
-        loaded[name] = get_spec(name).load(checkpoints, loaded=loaded)
-    return {name: loaded[name] for name in names}
+        try:
+            loaded[name] = get_spec(name).load(checkpoints, loaded=loaded)
+        except Exception:
+            continue
+    return {name: loaded[name] for name in names if name in loaded}
 
 
 def _members(names: list[str]) -> set[str]:
     return {member for name in names for member in get_spec(name).members}
+
+
+SCORED_WITH = "scored.json"  # beside scores.jsonl: what scored it (checkpoints) and the files' state then
+
+
+def file_states(files: list[LabelledFile]) -> dict[str, list[int]]:
+    """Each file's size and modification time: a file whose state changed is scored again."""
+    states = {}
+    for file in files:
+        try:
+            stat = file.path.stat()
+            states[file.name] = [stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            states[file.name] = [-1, -1]
+    return states
+
+
+def scoring_files(names: list[str], checkpoints: Path) -> dict[str, str]:
+    """``{file: SHA-256}`` of every checkpoint the detectors (and their members) and the scope score read."""
+    needed = [n for n in list_detectors() if n in names or n in _members(names)]
+    paths = [checkpoints / get_spec(n).checkpoint_file for n in needed] + [checkpoints / SCOPE_FILE]
+    return {p.name: file_sha256(p) for p in paths if p.is_file()}
+
+
+def keep_valid_scores(out: Path, files: list[LabelledFile], scored_with: dict[str, str], overwrite: bool) -> None:
+    """Before scoring: refuse scores made with other checkpoints, forget those of files changed
+    since, and record what this run scores with (so that a kill at any point leaves a true record)."""
+    scores, record = out / "scores.jsonl", out / SCORED_WITH
+    states = file_states(files)
+    if overwrite:
+        scores.unlink(missing_ok=True)
+    elif scores.is_file():
+        before = json.loads(record.read_text()) if record.is_file() else {}
+        if before.get("checkpoints") != scored_with:
+            raise SystemExit(
+                f"error: {scores} was scored with other checkpoints (or by another command): "
+                "pass --overwrite to score every file again, or choose another --out"
+            )
+        changed = {name for name, state in states.items() if before["files"].get(name) != state}
+        lines = scores.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line)["file"] not in changed]
+        if len(kept) < len(lines):
+            atomic_write(scores, lambda tmp: Path(tmp).write_text("".join(kept), encoding="utf-8"))
+    write_json(record, {"checkpoints": scored_with, "files": states})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -239,18 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = checkpoint_dir_or_default(args.checkpoints)
     scores_file = args.out / "scores.jsonl"
     args.out.mkdir(parents=True, exist_ok=True)
-    score_files(
-        [(f.name, f.path) for f in files],
-        scores_file,
-        "jsonl",
-        names,
-        checkpoints,
-        args.batch_size,
-        args.workers,
-        args.overwrite,
+    scored_with = scoring_files(names, checkpoints)
+    keep_valid_scores(args.out, files, scored_with, args.overwrite)
+    run = score_files(
+        [(f.name, f.path) for f in files], scores_file, "jsonl", names, checkpoints, args.batch_size, args.workers
     )
-    scores = read_scores(scores_file, files, names)
-    report = folder_report(args.folder.resolve(), scores, load_detectors(names, checkpoints), checkpoints, elsewhere)
+    scores = read_scores(scores_file, files, run.detectors)
+    detectors = load_detectors(run.detectors, checkpoints)
+    report = folder_report(args.folder.resolve(), scores, detectors, scored_with, elsewhere)
     write_json(args.out / "report.json", report)
     (args.out / "report.html").write_text(report_html(report), encoding="utf-8")
     print(report_text(report))

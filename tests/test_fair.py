@@ -127,6 +127,15 @@ def test_an_mcp_request_is_held_to_the_upload_limits(server):
     assert answer.status_code == 413 and "the limit is 0 MB per upload request" in answer.text
 
 
+def test_an_mcp_tool_call_naming_a_url_is_refused_not_fetched(server):
+    url, _release, calls = server
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call"}
+    call["params"] = {"name": "predict", "arguments": {"image": " https://example.com/big.png"}}
+    answer = httpx.post(url + "gradio_api/mcp/", json=call, headers={"X-Forwarded-For": "10.0.6.1"}, timeout=10)
+    assert answer.status_code == 400 and "URLs are not fetched" in answer.text
+    assert calls == []
+
+
 def test_a_bucket_refills_at_its_rate_and_says_how_long_to_wait(monkeypatch):
     now = [0.0]
     monkeypatch.setattr(fair.time, "monotonic", lambda: now[0])

@@ -1,5 +1,5 @@
 """The app's /predict as an MCP tool (gradio[mcp]), called through the MCP streamable-HTTP endpoint with an image
-file; names of server files, file:// URLs and URLs of the server itself are refused."""
+file; names of server files, file:// URLs and any URL (the server's own included) are refused."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import base64
 import os
 import socket
 
+import httpx
 import pytest
 
 from cifake_models import fair, list_detectors
@@ -52,7 +53,7 @@ def call_tools(url: str, calls: list[tuple[str, dict]]) -> tuple[list[str], list
 def test_predict_is_an_mcp_tool_that_takes_an_image_file(url, tiny_data):
     image = next((tiny_data / "kaggle" / "test" / "FAKE").iterdir())
     data = "data:image/jpeg;base64," + base64.b64encode(image.read_bytes()).decode()
-    hostile = ["/etc/passwd", "file:///etc/passwd", f"{url}gradio_api/file=/etc/passwd"]
+    hostile = ["/etc/passwd", "file:///etc/passwd"]
     tools, results = call_tools(url, [("predict", {"image": data}), *(("predict", {"image": h}) for h in hostile)])
     assert set(tools) == {"predict", "predict_batch"}  # the page's own events are not tools
     answer, *refused = results
@@ -61,3 +62,8 @@ def test_predict_is_an_mcp_tool_that_takes_an_image_file(url, tiny_data):
     assert all(f"'{name}': {{'REAL': " in text for name in list_detectors()), text
     assert all(result.isError for result in refused)
     assert all("root:" not in content.text for result in refused for content in result.content)
+    # A URL, even the server's own, is refused before Gradio would fetch it (cifake_models.fair).
+    call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call"}
+    call["params"] = {"name": "predict", "arguments": {"image": f"{url}gradio_api/file=/etc/passwd"}}
+    answer = httpx.post(url + "gradio_api/mcp/", json=call, timeout=30)
+    assert answer.status_code == 400 and "URLs are not fetched" in answer.text

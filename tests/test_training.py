@@ -77,6 +77,13 @@ def test_a_moving_average_of_the_weights_is_shipped_and_resumed(tiny_data, tmp_p
     assert whole.metadata["history"][0]["train_loss"] == plain.metadata["history"][0]["train_loss"]
 
 
+@pytest.mark.parametrize("decay", ["1", "-0.1", "1.5"])
+def test_a_decay_outside_zero_to_one_is_refused(decay, capsys):
+    with pytest.raises(SystemExit):
+        train_main(["cnn", "--ema", decay, "--list"])
+    assert "--ema: DECAY must be at least 0 (off) and below 1" in capsys.readouterr().err
+
+
 def test_a_fresh_run_over_an_interrupted_one_is_refused_and_the_state_kept(tiny_data, tmp_path):
     with pytest.raises(Interrupt):
         train_tiny("cnn", tiny_data / "packed", tmp_path, epochs=2, on_epoch_end=interrupt_after(1))

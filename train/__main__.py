@@ -294,6 +294,8 @@ def check_detectors(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             )
     if args.svm_smoothing and min(args.svm_smoothing) <= 0:
         parser.error(f"--svm-smoothing: each SIGMA must be above 0, not {min(args.svm_smoothing):g}")
+    if args.ema is not None and not 0 <= args.ema < 1:
+        parser.error(f"--ema: DECAY must be at least 0 (off) and below 1, not {args.ema:g}")
 
 
 def check_upload_changes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -51,7 +51,7 @@ class ReportView:
         return get_spec(name).title
 
 
-def _empty_figure(title: str, message: str) -> go.Figure:
+def empty_figure(title: str, message: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_layout(
@@ -127,7 +127,7 @@ def _curves_figure(state: Reported, names: list[str], split: str, kind: str) -> 
     title = titles[0] if len(names) > 1 else f"{titles[1]}: {state.title(names[0])}"
     if not drawn:
         lacking = len(names) == 1 and _lacking(_figures(state, names[0], split), curve, title, what)
-        return lacking or _empty_figure(title, f"no report holds a {what}: {REEVALUATE}")
+        return lacking or empty_figure(title, f"no report holds a {what}: {REEVALUATE}")
     return _layout(fig, title, *axes)
 
 
@@ -178,7 +178,7 @@ def training_figure(state: Reported, name: str) -> go.Figure:
     history = state.reports.get(name, {}).get("history") or []
     title = f"Training curves: {state.title(name)}"
     if not history:
-        return _empty_figure(
+        return empty_figure(
             title, "no epochs to plot: this detector is fitted in one pass" if name in state.reports else NOT_EVALUATED
         )
     epochs = [h["epoch"] for h in history]
@@ -219,7 +219,7 @@ def robustness_figure(state: Reported) -> go.Figure:
     starts at the detector's accuracy on the unchanged images of the same sample."""
     names = [n for n in state.names if state.reports.get(n, {}).get("robustness")]
     if not names:
-        return _empty_figure(
+        return empty_figure(
             "Accuracy on resized and re-saved images", f"no report holds robustness figures: {REEVALUATE}"
         )
     families = list(FAMILIES)
@@ -264,7 +264,7 @@ def scope_figures(report: dict | None) -> tuple[go.Figure, go.Figure]:
     title = "Out-of-scope score"
     if not report or "distributions" not in report:
         message = "no scope report: run python -m train.evaluate --only scope"
-        return _empty_figure(title, message), _empty_figure("Coverage trade-off", message)
+        return empty_figure(title, message), empty_figure("Coverage trade-off", message)
     dist, cut = report["distributions"], report["rule"]["cut"]
     edges = np.asarray(dist["edges"])
     centres = (edges[1:] + edges[:-1]) / 2
@@ -369,9 +369,9 @@ def starting_threshold(report: dict) -> float:
 def _lacking(figures: dict | None, key: str, heading: str, what: str) -> go.Figure | None:
     """A figure that says what is missing, or None when a split's ``figures`` hold ``key`` to plot."""
     if figures is None:
-        return _empty_figure(heading, NOT_EVALUATED)
+        return empty_figure(heading, NOT_EVALUATED)
     if not figures.get(key):
-        return _empty_figure(heading, f"this report has no {what}: {REEVALUATE}")
+        return empty_figure(heading, f"this report has no {what}: {REEVALUATE}")
     return None
 
 

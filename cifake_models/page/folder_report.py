@@ -13,14 +13,25 @@ from pathlib import Path
 import plotly.graph_objects as go
 import plotly.io
 
-from cifake_models.labels import FAKE_LABEL, REAL_LABEL, UNSURE
-from cifake_models.metrics import percent
+from cifake_models.labels import FAKE_LABEL, OUT_OF_SCOPE, REAL_LABEL, UNSURE
+from cifake_models.metrics import CURVE_POINTS, percent
 
-from .figures import ReportView, confusion_figure, pr_figure, reliability_figure, roc_figure, selective_figure
+from .figures import (
+    ReportView,
+    confusion_figure,
+    empty_figure,
+    pr_figure,
+    reliability_figure,
+    roc_figure,
+    selective_figure,
+)
 
 REPORT_KIND = "cifake-evaluate folder report"
 SPLIT, IN_SCOPE_SPLIT = "folder", "folder_in_scope"  # the report's splits, keyed as train.evaluate's are
-MAX_REPORT_BYTES = 50 * 2**20  # a report uploaded to the page
+MAX_REPORT_BYTES = 10 * 2**20  # a report uploaded to the page (curves are thinned: a few MB at most)
+NO_ANSWERS = "no detector answered for any image of this folder"
+MAX_ENTRIES = 4 * CURVE_POINTS  # of any list in an uploaded report
+VERDICTS = (FAKE_LABEL, REAL_LABEL, UNSURE, OUT_OF_SCOPE)  # a report's verdict shares, per true class
 
 
 class ReportError(ValueError):
@@ -34,6 +45,8 @@ def read_report(path: str | Path) -> dict:
         raise ReportError(f"{path.name} is over {MAX_REPORT_BYTES // 2**20} MB: not a report of cifake-evaluate")
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ReportError(f"{path.name} is nested too deeply to be a report of cifake-evaluate") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ReportError(f"{path.name} is not JSON ({error}): upload the report.json cifake-evaluate wrote") from None
     if not isinstance(report, dict) or report.get("kind") != REPORT_KIND:
@@ -42,12 +55,31 @@ def read_report(path: str | Path) -> dict:
     if not isinstance(blocks, dict) or not all(isinstance(b, dict) and SPLIT in b for b in blocks.values()):
         raise ReportError(f"{path.name}: its detectors' figures are missing or malformed")
     try:  # everything the page draws from it, once: a malformed figure is this file's fault, said so
+        check_shapes(report)
         report_markdown(report)
         for name in ReportView(blocks).names or [None]:
             folder_plots(report, name)
     except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
         raise ReportError(f"{path.name}: malformed report ({type(error).__name__}: {error})") from None
     return report
+
+
+def check_shapes(report: dict) -> None:
+    """Before anything is computed from an uploaded report: figures whose lists are no longer than a
+    report's own (curves are thinned to CURVE_POINTS), and verdict shares that are numbers; ValueError otherwise."""
+    pending: list = [report["detectors"]]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, list | dict):
+            values = item if isinstance(item, list) else list(item.values())
+            if len(values) > MAX_ENTRIES:
+                raise ValueError(f"a list or mapping of {len(values):,} entries")
+            pending.extend(values)
+    for block in report["detectors"].values():
+        for part in (block.get("verdicts") or {}).values():
+            shares = [part.get(v) for v in VERDICTS]
+            if not (isinstance(part.get("n"), int) and all(isinstance(x, int | float) for x in shares)):
+                raise ValueError("verdict shares that are not numbers")
 
 
 @dataclass(frozen=True)
@@ -155,7 +187,9 @@ class FolderPlots:
 def folder_plots(report: dict, name: str | None = None) -> FolderPlots:
     """Every detector's curves on the folder, and ``name``'s (default: the first's) own figures."""
     view = ReportView(report["detectors"])
-    name = name if name in view.reports else view.names[0]
+    if not view.names:  # no image could be read, or no detector of this registry answered
+        return FolderPlots(*[empty_figure(f.name, NO_ANSWERS) for f in fields(FolderPlots)])
+    name = name if name in view.names else view.names[0]
     block, title = view.reports[name], view.title(name)
     return FolderPlots(
         all_roc=roc_figure(view, view.names, SPLIT),
