@@ -261,10 +261,18 @@ def keep_valid_scores(out: Path, files: list[LabelledFile], scored_with: dict[st
             )
         changed = {name for name, state in states.items() if before["files"].get(name) != state}
         lines = scores.read_text(encoding="utf-8").splitlines(keepends=True)
-        kept = [line for line in lines if line.strip() and json.loads(line)["file"] not in changed]
+        kept = [line for line in lines if _file_of(line) not in changed]  # a kill's cut line: score_files's
         if len(kept) < len(lines):
             atomic_write(scores, lambda tmp: Path(tmp).write_text("".join(kept), encoding="utf-8"))
     write_json(record, {"checkpoints": scored_with, "files": states})
+
+
+def _file_of(line: str) -> str | None:
+    """The file a scores line names; None for a line that is not a whole record."""
+    try:
+        return json.loads(line)["file"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

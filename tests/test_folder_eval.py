@@ -61,6 +61,8 @@ def test_a_changed_file_is_scored_again_and_other_checkpoints_are_refused(
     out = shutil.copytree(tiny_folder_report / "report", tmp_path / "out")
     first = next((folder / "FAKE").glob("*.jpg"))
     Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(first, format="JPEG")  # same name, other image
+    with open(out / "scores.jsonl", "a") as scores:
+        scores.write('{"file": "REAL/cut by a ki')  # a kill's last, unfinished line
     run(folder, out, tiny_assets)
     assert "17 of 18 files already scored; continuing with 1" in capsys.readouterr().err
     record = json.loads((out / folder_eval.SCORED_WITH).read_text())
