@@ -13,7 +13,7 @@ from cifake_models.checkpoint import file_sha256, read_safetensors
 from cifake_models.paths import CHECKPOINT_DIR
 from cifake_models.registry import get_spec
 from cifake_models.scope import SCOPE_FILE
-from train import lineage
+from train import lineage, replay
 from train.__main__ import main as train_main
 from train.lineage import Lineage
 from train.replay import Smoke, profile_lineage, with_overrides
@@ -110,3 +110,13 @@ def test_the_gpu_profile_is_one_stage_a_network_teachers_first_and_replays(repla
     replayed = lineage.of_checkpoint(tmp_path / "checkpoints" / "cnn.safetensors")
     assert [s.detector for s in replayed.stages] == ["native32", "cnn"] and replayed.final.teacher == 0
     assert all(s.replayed.profile == "gpu" and s.replayed.overrides["recipe.epochs"] == 1 for s in replayed.stages)
+
+
+def test_precision_overrides_the_network_stages_recorded_arithmetic_only(tmp_path):
+    target, _ = replay.recorded_lineage([CHECKPOINT_DIR / get_spec("cnn").checkpoint_file])
+    chosen = replay.Replay(tmp_path, tmp_path, None, "cpu", "cpu", precision="fp32")
+    native32, cnn = target.stages  # native-32 recorded bf16, the CNN fp32
+    assert (native32.recipe["precision"], cnn.recipe["precision"]) == ("bf16", "fp32")
+    assert chosen.precision_override(native32) == {"recipe.precision": "fp32"}
+    assert chosen.precision_override(cnn) == {}
+    assert replay.Replay(tmp_path, tmp_path, None, "cpu", "cpu").precision_override(native32) == {}

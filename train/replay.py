@@ -20,7 +20,7 @@ from cifake_models.checkpoint import CheckpointError, file_sha256, read_safetens
 from cifake_models.data import Split, default_data_dir
 from cifake_models.paths import CHECKPOINT_DIR, LINEAGE_DIR
 from cifake_models.preprocessing import Preprocessing
-from cifake_models.recipes import CommitteeRecipe, SvmRecipe, TorchRecipe
+from cifake_models.recipes import PRECISIONS, CommitteeRecipe, SvmRecipe, TorchRecipe
 from cifake_models.registry import REGISTRY, get_spec, list_detectors
 from cifake_models.scope import FEATURES_OF, SCOPE_FILE
 
@@ -132,8 +132,17 @@ def recorded_lineage(targets: list[Path], lineage_dir: Path = LINEAGE_DIR) -> tu
 class Replay:
     """One replay into ``out``: the data, loaded once per split, and each finished stage's file."""
 
-    def __init__(self, out: Path, data_dir: Path, smoke: Smoke | None, device: str | None, profile: str):
+    def __init__(
+        self,
+        out: Path,
+        data_dir: Path,
+        smoke: Smoke | None,
+        device: str | None,
+        profile: str,
+        precision: str | None = None,
+    ):
         self.out, self.data_dir, self.smoke, self.device, self.profile = out, data_dir, smoke, device, profile
+        self.precision = precision  # every network stage's arithmetic, where asked (recorded as an override)
         self._data: dict[tuple, tuple[Split, Split, DataInfo]] = {}
 
     def data(self, stage: Stage) -> tuple[Split, Split, DataInfo]:
@@ -158,7 +167,7 @@ class Replay:
         keys, files = target.keys(), {}
         for i, stage in enumerate(target.stages):
             folder = self.out / "stages" / f"{stage.detector}-{keys[i]}"
-            overrides = self.smoke.overrides(stage) if self.smoke else {}
+            overrides = {**(self.smoke.overrides(stage) if self.smoke else {}), **self.precision_override(stage)}
             started = time.perf_counter()
             print(f"replay: stage {i + 1}/{len(target.stages)}: {stage.detector} ({keys[i]}) in {folder}", flush=True)
             note = Replayed(None if stage.replayed else keys[i], overrides, self.profile)
@@ -166,6 +175,13 @@ class Replay:
                 files[i] = self.train(with_overrides(stage, overrides), folder, files, target.stages)
             print(f"replay: {stage.detector} ({keys[i]}) done in {time.perf_counter() - started:.0f}s", flush=True)
         return files
+
+    def precision_override(self, stage: Stage) -> dict:
+        """``--precision``: a network stage's arithmetic, where it differs from the recorded (bf16 is
+        emulated, and many times slower, on a CPU without bf16 instructions)."""
+        if self.precision is None or stage.preprocessing is None or stage.recipe.get("precision") == self.precision:
+            return {}
+        return {"recipe.precision": self.precision}
 
     def train(self, stage: Stage, folder: Path, files: dict[int, Path], stages: tuple[Stage, ...]) -> Path:
         spec = get_spec(stage.detector)
@@ -265,6 +281,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help=f"the same chain on tiny sizes ({Smoke()})")
     parser.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     parser.add_argument("--threads", type=int, help=THREADS_HELP)
+    parser.add_argument(
+        "--precision",
+        choices=[p for p in PRECISIONS if p != "auto"],
+        help="every network stage in this arithmetic instead of the recorded one (e.g. fp32 on a CPU without "
+        "bf16 instructions); each stage records it as an override",
+    )
     parser.add_argument("--no-reports", action="store_true", help="stop after the checkpoints (no train.evaluate)")
     args = parser.parse_args(argv)
     if bool(args.all) == bool(args.checkpoints):
@@ -282,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             target, named = recorded_lineage(targets)
         smoke = Smoke() if args.smoke else None
-        replay = Replay(args.out, args.data or default_data_dir(), smoke, args.device, args.profile)
+        replay = Replay(args.out, args.data or default_data_dir(), smoke, args.device, args.profile, args.precision)
         started = time.perf_counter()
         names = replay.ship(target, named, replay.run(target))
         replay.scope(names)
