@@ -407,13 +407,13 @@ def network_preprocessing(spec: DetectorSpec, args: argparse.Namespace) -> Prepr
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # The trainers report through logging: shown on stdout, as the command's own output (replay's too).
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     if argv[:1] == ["replay"]:  # python -m train replay ...: re-run recorded lineages (train.replay)
         from .replay import main as replay
 
         return replay(argv[1:])
     args = parse_args(argv)
-    # The trainers report through logging: shown on stdout, as the command's own output.
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     if args.list:
         print(listing())
         return 0
