@@ -24,7 +24,7 @@ from .page.folder_report import IN_SCOPE_SPLIT, REPORT_KIND, SPLIT, VERDICTS, re
 from .paths import checkpoint_dir_or_default
 from .registry import get_spec, list_detectors
 from .scope import SCOPE_FILE
-from .score import add_scoring_options, escaped, score_files
+from .score import add_scoring_options, escaped, score_files, with_members
 
 HELP = """How every detector does on your own labelled images: cifake-evaluate FOLDER.
 
@@ -211,16 +211,12 @@ def load_detectors(names: list[str], checkpoints: Path) -> dict[str, Detector]:
     """The detectors whose thresholds and bands the report applies (as train.evaluate does); a
     committee's members that do not load are left out, as cifake-score leaves them out."""
     loaded: dict[str, Detector] = {}
-    for name in [n for n in list_detectors() if n in names or n in _members(names)]:
+    for name in with_members(names):
         try:
             loaded[name] = get_spec(name).load(checkpoints, loaded=loaded)
         except Exception:
             continue
     return {name: loaded[name] for name in names if name in loaded}
-
-
-def _members(names: list[str]) -> set[str]:
-    return {member for name in names for member in get_spec(name).members}
 
 
 SCORED_WITH = "scored.json"  # beside scores.jsonl: what scored it (checkpoints) and the files' state then
@@ -240,8 +236,7 @@ def file_states(files: list[LabelledFile]) -> dict[str, list[int]]:
 
 def scoring_files(names: list[str], checkpoints: Path) -> dict[str, str]:
     """``{file: SHA-256}`` of every checkpoint the detectors (and their members) and the scope score read."""
-    needed = [n for n in list_detectors() if n in names or n in _members(names)]
-    paths = [checkpoints / get_spec(n).checkpoint_file for n in needed] + [checkpoints / SCOPE_FILE]
+    paths = [checkpoints / get_spec(n).checkpoint_file for n in with_members(names)] + [checkpoints / SCOPE_FILE]
     return {p.name: file_sha256(p) for p in paths if p.is_file()}
 
 

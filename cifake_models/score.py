@@ -68,6 +68,12 @@ Image.init()
 IMAGE_SUFFIXES = frozenset(ext for ext, fmt in Image.registered_extensions().items() if fmt in ALLOWED_FORMATS)
 
 
+def with_members(names: Sequence[str]) -> list[str]:
+    """``names`` and their committees' members, in the registry's order (members load first)."""
+    needed = {*names, *(member for name in names for member in get_spec(name).members)}
+    return [name for name in list_detectors() if name in needed]
+
+
 class BatchScorer:
     """Detectors loaded once, then batches of images in, rows of results out.
 
@@ -81,9 +87,8 @@ class BatchScorer:
         self.names = list(dict.fromkeys(detectors or list_detectors()))  # the columns, each detector once
         # A committee combines its members' answers, so they are loaded too (once, and in the
         # registry's order, members first) and score unseen where they were not asked for.
-        needed = {*self.names, *(member for name in self.names for member in get_spec(name).members)}
         self.detectors, failed = {}, {}
-        for name in (name for name in list_detectors() if name in needed):
+        for name in with_members(self.names):
             try:
                 self.detectors[name] = get_spec(name).load(checkpoint_dir, loaded=self.detectors).prepare_for_serving()
             except CheckpointError as error:
