@@ -120,3 +120,15 @@ def test_precision_overrides_the_network_stages_recorded_arithmetic_only(tmp_pat
     assert chosen.precision_override(native32) == {"recipe.precision": "fp32"}
     assert chosen.precision_override(cnn) == {}
     assert replay.Replay(tmp_path, tmp_path, None, "cpu", "cpu").precision_override(native32) == {}
+
+
+def test_reuse_takes_a_teacher_that_is_the_recorded_file_and_trains_the_named_stage(replay_data, tmp_path, capsys):
+    options = ["--smoke", "--out", str(tmp_path), "--data", str(replay_data), "--threads", "1", "--no-reports"]
+    assert train_main(["replay", "cnn", "--reuse", str(CHECKPOINT_DIR), *options]) == 0
+    assert "native32 taken from" in capsys.readouterr().out
+    assert [p.name.split("-")[0] for p in (tmp_path / "stages").iterdir()] == ["cnn"]
+    replayed, recorded = lineage.of_checkpoint(tmp_path / "checkpoints" / "cnn.safetensors"), shipped("cnn")
+    teacher = replayed.stages[replayed.final.teacher]
+    assert file_sha256(CHECKPOINT_DIR / get_spec("native32").checkpoint_file) in teacher.files
+    assert teacher.replayed is None and replayed.final.replayed.of == recorded.keys()[-1]
+    assert replayed.keys()[0] == recorded.keys()[0]  # the teacher's stage, as recorded

@@ -140,9 +140,11 @@ class Replay:
         device: str | None,
         profile: str,
         precision: str | None = None,
+        reuse: Path | None = None,
     ):
         self.out, self.data_dir, self.smoke, self.device, self.profile = out, data_dir, smoke, device, profile
         self.precision = precision  # every network stage's arithmetic, where asked (recorded as an override)
+        self.reusable = reusable_files(reuse) if reuse else {}  # SHA-256 -> a file that may stand for its stage
         self._data: dict[tuple, tuple[Split, Split, DataInfo]] = {}
 
     def data(self, stage: Stage) -> tuple[Split, Split, DataInfo]:
@@ -162,10 +164,16 @@ class Replay:
             )
         return train, val, info
 
-    def run(self, target: Lineage) -> dict[str, Path]:
-        """Train every stage of ``target`` in order; returns each stage's file by index."""
-        keys, files = target.keys(), {}
+    def run(self, target: Lineage, named: dict[str, int] | None = None) -> dict[str, Path]:
+        """Train every stage of ``target`` in order; returns each stage's file by index. With ``--reuse``,
+        a stage other than the named ones whose recorded file is there is taken as it is."""
+        keys, files, final = target.keys(), {}, set((named or {}).values())
         for i, stage in enumerate(target.stages):
+            reused = None if i in final else next((self.reusable[s] for s in stage.files if s in self.reusable), None)
+            if reused:
+                print(f"replay: stage {i + 1}/{len(target.stages)}: {stage.detector} taken from {reused}", flush=True)
+                files[i] = reused
+                continue
             folder = self.out / "stages" / f"{stage.detector}-{keys[i]}"
             overrides = {**(self.smoke.overrides(stage) if self.smoke else {}), **self.precision_override(stage)}
             started = time.perf_counter()
@@ -241,6 +249,11 @@ class Replay:
         return path
 
 
+def reusable_files(folder: Path) -> dict[str, Path]:
+    """The checkpoints in ``folder`` by their SHA-256."""
+    return {file_sha256(p): p for p in sorted(folder.iterdir()) if p.suffix in (".safetensors", ".skops")}
+
+
 def copy(source: Path, destination: Path) -> None:
     """Copy a checkpoint unless an identical one is there."""
     if destination.is_file() and file_sha256(destination) == file_sha256(source):
@@ -287,6 +300,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="every network stage in this arithmetic instead of the recorded one (e.g. fp32 on a CPU without "
         "bf16 instructions); each stage records it as an override",
     )
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        metavar="DIR",
+        help="take a teacher, parent or member from DIR (e.g. assets/checkpoints) where a file there is the very "
+        "one its stage recorded (same SHA-256), instead of training it again; the named checkpoints are always trained",
+    )
     parser.add_argument("--no-reports", action="store_true", help="stop after the checkpoints (no train.evaluate)")
     args = parser.parse_args(argv)
     if bool(args.all) == bool(args.checkpoints):
@@ -304,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             target, named = recorded_lineage(targets)
         smoke = Smoke() if args.smoke else None
-        replay = Replay(args.out, args.data or default_data_dir(), smoke, args.device, args.profile, args.precision)
+        data = args.data or default_data_dir()
+        replay = Replay(args.out, data, smoke, args.device, args.profile, args.precision, args.reuse)
         started = time.perf_counter()
-        names = replay.ship(target, named, replay.run(target))
+        names = replay.ship(target, named, replay.run(target, named))
         replay.scope(names)
     except (CheckpointError, FileNotFoundError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
