@@ -17,7 +17,7 @@ import numpy as np
 
 from .calibration import selective_curve, selective_figures
 from .checkpoint import atomic_write, file_sha256, write_json
-from .detector import Detector
+from .decision import DecisionRule
 from .labels import CLASSES
 from .metrics import classification_figures
 from .page.folder_report import IN_SCOPE_SPLIT, REPORT_KIND, SPLIT, VERDICTS, report_html, report_text
@@ -136,39 +136,37 @@ def verdict_shares(labels: np.ndarray, verdicts: np.ndarray) -> dict[str, dict[s
     }
 
 
-def split_figures(labels: np.ndarray, p_fake: np.ndarray, detector: Detector) -> dict | None:
+def split_figures(labels: np.ndarray, p_fake: np.ndarray, threshold: float) -> dict | None:
     """train.evaluate's figures for one split: None where the split is empty."""
     if not len(labels):
         return None
-    threshold = detector.rule.threshold
     return {
         **classification_figures(labels, p_fake, threshold),
         "selective": selective_curve(labels, p_fake, threshold).to_dict(),
     }
 
 
-def detector_report(detector: Detector, scores: FolderScores) -> dict:
+def detector_report(name: str, rule: DecisionRule, scores: FolderScores) -> dict:
     """One detector's block, shaped as its official report (``report[split]``), so that the page's
-    figures draw it as they draw the test split's."""
-    answered = np.asarray(scores.rows[detector.name])
+    figures draw it as they draw the test split's; ``rule``: the one it scored with."""
+    answered = np.asarray(scores.rows[name])
     labels = np.asarray(scores.labels)[answered]
-    p_fake = np.asarray(scores.p_fake[detector.name], dtype=np.float64)
+    p_fake = np.asarray(scores.p_fake[name], dtype=np.float64)
     scope = [scores.in_scope[i] for i in answered]
     in_scope = np.asarray([bool(s) for s in scope]) if None not in scope else None
-    band = detector.rule.unsure
+    band = rule.unsure
     parts = {SPLIT: np.arange(len(labels))} | ({} if in_scope is None else {IN_SCOPE_SPLIT: np.flatnonzero(in_scope)})
     return {
-        "detector": detector.name,
-        "title": get_spec(detector.name).title,
-        "threshold": {"value": detector.rule.threshold},
-        **{split: split_figures(labels[rows], p_fake[rows], detector) for split, rows in parts.items()},
+        "detector": name,
+        "title": get_spec(name).title,
+        "threshold": {"value": rule.threshold},
+        **{split: split_figures(labels[rows], p_fake[rows], rule.threshold) for split, rows in parts.items()},
         "unsure": None
         if band is None
         else {
-            split: selective_figures(labels[rows], p_fake[rows], band, detector.rule.threshold)
-            for split, rows in parts.items()
+            split: selective_figures(labels[rows], p_fake[rows], band, rule.threshold) for split, rows in parts.items()
         },
-        "verdicts": verdict_shares(labels, np.asarray(scores.verdicts[detector.name])),
+        "verdicts": verdict_shares(labels, np.asarray(scores.verdicts[name])),
     }
 
 
@@ -189,7 +187,7 @@ def scope_summary(scores: FolderScores) -> dict | None:
 def folder_report(
     folder: Path,
     scores: FolderScores,
-    detectors: dict[str, Detector],
+    rules: dict[str, DecisionRule],
     scored_with: dict[str, str],
     elsewhere: list[str],
 ) -> dict:
@@ -203,20 +201,10 @@ def folder_report(
         "not_counted": elsewhere,  # files outside REAL/ and FAKE/
         "scope": scope_summary(scores),
         "checkpoints": scored_with,  # file: SHA-256, of the detectors and the scope score that scored
-        "detectors": {name: detector_report(d, scores) for name, d in detectors.items() if name in scores.p_fake},
+        "detectors": {
+            name: detector_report(name, rule, scores) for name, rule in rules.items() if name in scores.p_fake
+        },
     }
-
-
-def load_detectors(names: list[str], checkpoints: Path) -> dict[str, Detector]:
-    """The detectors whose thresholds and bands the report applies (as train.evaluate does); a
-    committee's members that do not load are left out, as cifake-score leaves them out."""
-    loaded: dict[str, Detector] = {}
-    for name in with_members(names):
-        try:
-            loaded[name] = get_spec(name).load(checkpoints, loaded=loaded)
-        except Exception:
-            continue
-    return {name: loaded[name] for name in names if name in loaded}
 
 
 SCORED_WITH = "scored.json"  # beside scores.jsonl: what scored it (checkpoints) and the files' state then
@@ -303,8 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         [(f.name, f.path) for f in files], scores_file, "jsonl", names, checkpoints, args.batch_size, args.workers
     )
     scores = read_scores(scores_file, files, run.detectors)
-    detectors = load_detectors(run.detectors, checkpoints)
-    report = folder_report(args.folder.resolve(), scores, detectors, scored_with, elsewhere)
+    report = folder_report(args.folder.resolve(), scores, run.rules, scored_with, elsewhere)
     write_json(args.out / "report.json", report)
     (args.out / "report.html").write_text(report_html(report), encoding="utf-8")
     print(report_text(report))

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError
 from .committee import CommitteeDetector
+from .decision import DecisionRule
 from .paths import CHECKPOINT_DIR, checkpoint_dir_or_default
 from .registry import get_spec, list_detectors
 from .results import ImageResult, csv_header, from_spreadsheet, score, spreadsheet_safe
@@ -279,12 +280,24 @@ def _start_worker(
     _worker_scorer = BatchScorer(detectors, checkpoint_dir)
 
 
-def _missing(scorer: BatchScorer) -> tuple[dict[str, str], dict[str, dict[str, str]], str | None]:
-    return scorer.unavailable, scorer.without, scorer.scope_error
+@dataclass(frozen=True)
+class Loaded:
+    """What a scorer loaded: the detectors that did not load and why, committees serving without
+    members, why the scope score did not load, and the decision rule of each detector that did."""
+
+    unavailable: dict[str, str]
+    without: dict[str, dict[str, str]]
+    scope_error: str | None
+    rules: dict[str, DecisionRule]
+
+    @classmethod
+    def of(cls, scorer: BatchScorer) -> Loaded:
+        rules = {name: d.rule for name, d in scorer.detectors.items() if name in scorer.names}
+        return cls(scorer.unavailable, scorer.without, scorer.scope_error, rules)
 
 
-def _worker_missing() -> tuple[dict[str, str], dict[str, dict[str, str]], str | None]:
-    return _missing(_worker_scorer)
+def _worker_loaded() -> Loaded:
+    return Loaded.of(_worker_scorer)
 
 
 def _worker_records(chunk: list[tuple[str, str]]) -> list[dict]:
@@ -385,6 +398,7 @@ class ScoreRun:
     already: int
     failed: int
     detectors: list[str]  # those that loaded and answered
+    rules: dict[str, DecisionRule]  # their decision rules, as the scorer applied them
 
 
 def score_files(
@@ -405,7 +419,8 @@ def score_files(
     done = set() if overwrite else finished(out, fmt, columns)
     scorer, pool = _scorers(names, checkpoint_dir_or_default(checkpoints), workers)
     try:
-        unavailable = _say_missing(scorer, pool, names)
+        loaded = pool.submit(_worker_loaded).result() if pool else Loaded.of(scorer)
+        _say_missing(loaded, names)
         if overwrite:
             out.unlink(missing_ok=True)
         todo = [(name, path) for name, path in files if name not in done]
@@ -418,7 +433,8 @@ def score_files(
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-    return ScoreRun(len(todo), len(files) - len(todo), failed, [n for n in names if n not in unavailable])
+    answered = [n for n in names if n not in loaded.unavailable]
+    return ScoreRun(len(todo), len(files) - len(todo), failed, answered, loaded.rules)
 
 
 def _scorers(
@@ -432,23 +448,21 @@ def _scorers(
     return None, pool
 
 
-def _say_missing(scorer: BatchScorer | None, pool: ProcessPoolExecutor | None, names: list[str]) -> dict[str, str]:
+def _say_missing(loaded: Loaded, names: list[str]) -> None:
     """Report on standard error what will not score (detectors, committee members, the scope score);
-    ``SystemExit`` where no detector loaded. Returns the unavailable detectors and why."""
-    unavailable, without, scope_error = pool.submit(_worker_missing).result() if pool else _missing(scorer)
-    if scope_error:
-        print(f"in_scope, scope_score and scope_cut stay empty: {scope_error}", file=sys.stderr)
-    for name, reason in unavailable.items():
+    ``SystemExit`` where no detector loaded."""
+    if loaded.scope_error:
+        print(f"in_scope, scope_score and scope_cut stay empty: {loaded.scope_error}", file=sys.stderr)
+    for name, reason in loaded.unavailable.items():
         print(f"{name}: unavailable, its columns stay empty: {reason}", file=sys.stderr)
-    for name, members in without.items():
+    for name, members in loaded.without.items():
         print(
             f"{name}: serving without {', '.join(members)} (weights fitted for the members it has): "
             + "; ".join(f"{member}: {reason}" for member, reason in members.items()),
             file=sys.stderr,
         )
-    if len(unavailable) == len(names):
+    if len(loaded.unavailable) == len(names):
         raise SystemExit("error: no detector could be loaded")
-    return unavailable
 
 
 def _append_scores(

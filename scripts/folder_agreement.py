@@ -26,6 +26,7 @@ from cifake_models.data import load_split, stored_files
 from cifake_models.labels import CLASSES
 from cifake_models.metrics import classification_figures
 from cifake_models.paths import checkpoint_dir_or_default
+from cifake_models.registry import load_detector
 from train.evaluate import Scorer
 
 # Points of curves, left out: ties among probabilities (kept to six decimals, and computed by ONNX
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         [str(args.out / "folder"), "--out", str(report_dir), "--checkpoints", str(checkpoints), "--workers", "1"]
     )
     report = json.loads((report_dir / "report.json").read_text())
-    detectors = folder_eval.load_detectors(list(report["detectors"]), checkpoints)
+    detectors = {name: load_detector(name, checkpoints) for name in report["detectors"]}
     expected = evaluate_figures(args.data, names, detectors, checkpoints)
     diffs = {name: largest_difference(report["detectors"][name][folder_eval.SPLIT], e) for name, e in expected.items()}
     for name, (difference, where) in diffs.items():

@@ -22,7 +22,7 @@ from cifake_models.page.folder_report import (
     read_report,
     report_markdown,
 )
-from cifake_models.registry import get_spec, list_detectors
+from cifake_models.registry import get_spec, list_detectors, load_detector
 
 
 def run(folder, out, tiny_assets, *extra) -> dict:
@@ -108,7 +108,7 @@ def test_two_folders_of_one_class_in_other_letter_cases_are_refused(tmp_path):
 
 
 def test_in_scope_figures_and_verdict_shares(tiny_assets):
-    detectors = folder_eval.load_detectors(["cnn"], tiny_assets["checkpoints"])
+    rule = load_detector("cnn", tiny_assets["checkpoints"]).rule
     labels = [FAKE, FAKE, FAKE, 1 - FAKE, 1 - FAKE, 1 - FAKE]
     p_fake = [0.9, 0.2, 0.8, 0.1, 0.7, 0.3]
     scores = folder_eval.FolderScores(
@@ -120,9 +120,9 @@ def test_in_scope_figures_and_verdict_shares(tiny_assets):
         scope_cut=1.5,
         rows={"cnn": list(range(6))},
     )
-    block = folder_eval.detector_report(detectors["cnn"], scores)
+    block = folder_eval.detector_report("cnn", rule, scores)
     kept = [0, 1, 3, 4]
-    expected = classification_figures(np.take(labels, kept), np.take(p_fake, kept), detectors["cnn"].rule.threshold)
+    expected = classification_figures(np.take(labels, kept), np.take(p_fake, kept), rule.threshold)
     assert block[IN_SCOPE_SPLIT]["n"] == 4 and block[IN_SCOPE_SPLIT]["accuracy"] == expected["accuracy"]
     assert block[SPLIT]["n"] == 6
     assert block["verdicts"][FAKE_LABEL] == {
