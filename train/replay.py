@@ -144,7 +144,7 @@ class Replay:
     ):
         self.out, self.data_dir, self.smoke, self.device, self.profile = out, data_dir, smoke, device, profile
         self.precision = precision  # every network stage's arithmetic, where asked (recorded as an override)
-        self.reusable = reusable_files(reuse) if reuse else {}  # SHA-256 -> a file that may stand for its stage
+        self.reuse = reuse  # a folder whose checkpoints may stand for the stages they record
         self._data: dict[tuple, tuple[Split, Split, DataInfo]] = {}
 
     def data(self, stage: Stage) -> tuple[Split, Split, DataInfo]:
@@ -169,7 +169,7 @@ class Replay:
         a stage other than the named ones whose recorded file is there is taken as it is."""
         keys, files, final = target.keys(), {}, set((named or {}).values())
         for i, stage in enumerate(target.stages):
-            reused = None if i in final else next((self.reusable[s] for s in stage.files if s in self.reusable), None)
+            reused = None if i in final else self.reused(stage)
             if reused:
                 print(f"replay: stage {i + 1}/{len(target.stages)}: {stage.detector} taken from {reused}", flush=True)
                 files[i] = reused
@@ -183,6 +183,11 @@ class Replay:
                 files[i] = self.train(with_overrides(stage, overrides), folder, files, target.stages)
             print(f"replay: {stage.detector} ({keys[i]}) done in {time.perf_counter() - started:.0f}s", flush=True)
         return files
+
+    def reused(self, stage: Stage) -> Path | None:
+        """``--reuse``: the stage's detector's checkpoint in that folder, if it is a file the stage recorded."""
+        path = self.reuse / get_spec(stage.detector).checkpoint_file if self.reuse else None
+        return path if path and path.is_file() and file_sha256(path) in stage.files else None
 
     def precision_override(self, stage: Stage) -> dict:
         """``--precision``: a network stage's arithmetic, where it differs from the recorded (bf16 is
@@ -249,11 +254,6 @@ class Replay:
         return path
 
 
-def reusable_files(folder: Path) -> dict[str, Path]:
-    """The checkpoints in ``folder`` by their SHA-256."""
-    return {file_sha256(p): p for p in sorted(folder.iterdir()) if p.suffix in (".safetensors", ".skops")}
-
-
 def copy(source: Path, destination: Path) -> None:
     """Copy a checkpoint unless an identical one is there."""
     if destination.is_file() and file_sha256(destination) == file_sha256(source):
@@ -304,8 +304,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--reuse",
         type=Path,
         metavar="DIR",
-        help="take a teacher, parent or member from DIR (e.g. assets/checkpoints) where a file there is the very "
-        "one its stage recorded (same SHA-256), instead of training it again; the named checkpoints are always trained",
+        help="take a teacher, parent or member from DIR (e.g. assets/checkpoints) where its detector's checkpoint "
+        "there is the very file its stage recorded (same SHA-256), instead of training it again; the named checkpoints "
+        "are always trained",
     )
     parser.add_argument("--no-reports", action="store_true", help="stop after the checkpoints (no train.evaluate)")
     args = parser.parse_args(argv)
