@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import write_tiny_cifake
 
 from cifake_models.checkpoint import file_sha256, read_safetensors
-from cifake_models.paths import CHECKPOINT_DIR
+from cifake_models.paths import CHECKPOINT_DIR, REPO_ROOT
 from cifake_models.registry import get_spec
 from cifake_models.scope import SCOPE_FILE
 from train import lineage, replay
@@ -105,11 +109,33 @@ def test_the_gpu_profile_is_one_stage_a_network_teachers_first_and_replays(repla
         assert stage.parent is None and (stage.teacher is None or stage.teacher < i)
         if get_spec(stage.detector).gpu:
             assert stage.recipe == json.loads(json.dumps(get_spec(stage.detector).gpu.recipe.to_dict()))
-    options = ["--smoke", "--out", str(tmp_path), "--data", str(replay_data), "--threads", "1", "--no-reports"]
-    assert train_main(["replay", "cnn", "--profile", "gpu", *options]) == 0
-    replayed = lineage.of_checkpoint(tmp_path / "checkpoints" / "cnn.safetensors")
+    # Through the script a lent GPU machine runs (the replay is the same): its files come back under OUT.
+    out, run = tmp_path / "out", tmp_path / "run"
+    assert device_script("cnn", "--threads", "1", OUT=out, RUN=run, CIFAKE_DATA=replay_data).returncode == 0
+    replayed = lineage.of_checkpoint(run / "checkpoints" / "cnn.safetensors")
     assert [s.detector for s in replayed.stages] == ["native32", "cnn"] and replayed.final.teacher == 0
     assert all(s.replayed.profile == "gpu" and s.replayed.overrides["recipe.epochs"] == 1 for s in replayed.stages)
+    back = sorted(p.relative_to(out).as_posix() for p in (out / "stages").glob("*/*.safetensors"))
+    assert back == sorted(p.relative_to(run).as_posix() for p in (run / "stages").glob("*/*.safetensors"))
+    assert len(back) == 2 and "replay: 2 stages" in (out / "log.txt").read_text()
+
+
+def device_script(*args: str, **env) -> subprocess.CompletedProcess:
+    """``scripts/device_gpu_profile.sh`` on tiny sizes, with this Python, ``env`` added (paths as str)."""
+    for folder in ("OUT", "RUN"):
+        if folder in env:
+            Path(env[folder]).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "SMOKE": "1", "PYTHON": sys.executable, **{k: str(v) for k, v in env.items()}}
+    script = REPO_ROOT / "scripts" / "device_gpu_profile.sh"
+    return subprocess.run(["bash", str(script), *args], env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+
+
+def test_the_device_script_stops_at_its_budget_to_be_continued_and_refuses_missing_data(replay_data, tmp_path):
+    cut = device_script("native32", OUT=tmp_path / "out", RUN=tmp_path / "run", CIFAKE_DATA=replay_data, BUDGET=1)
+    assert cut.returncode == 0 and "stopped at the budget of 1s" in cut.stdout
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    missing = device_script("native32", OUT=tmp_path / "out", CIFAKE_DATA=tmp_path / "nothing")
+    assert missing.returncode == 2 and "no CIFAKE at" in missing.stderr
 
 
 def test_precision_overrides_the_network_stages_recorded_arithmetic_only(tmp_path):
