@@ -17,15 +17,17 @@ run=${RUN:-runs/gpu${SMOKE:+_smoke}}  # the replay's folder: carry it to the nex
 smoke=()
 [ -n "${SMOKE:-}" ] && smoke=(--smoke)
 
+[ -d train ] || { echo "run this from the repository root" >&2; exit 2; }
 [ -d "$data" ] || { echo "no CIFAKE at $data: copy ../shared/data/cifake/*.npz there and carry it" >&2; exit 2; }
+mkdir -p "$out"
 "$python" -c 'import torch; print("torch", torch.__version__, "on", torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU")'
 status=0
-PYTHONUNBUFFERED=1 timeout "$budget" "$python" -m train replay "$detector" --profile gpu --out "$run" \
-    --data "$data" --no-reports "${smoke[@]}" "$@" > "$out/log.txt" 2>&1 || status=$?
+PYTHONUNBUFFERED=1 timeout -k 30 "$budget" "$python" -m train replay "$detector" --profile gpu --out "$run" \
+    --data "$data" --no-reports ${smoke[@]+"${smoke[@]}"} "$@" > "$out/log.txt" 2>&1 || status=$?
 tr '\r' '\n' < "$out/log.txt" | grep -E "^replay|epoch [0-9]+/|rror" || true
 # $OUT/stages/NAME-KEY/: the checkpoint once finished, else the resume state of the last finished epoch
 [ -d "$run/stages" ] && cp -r "$run/stages" "$out/"
-if [ "$status" = 124 ]; then
+if [ "$status" = 124 ] || [ "$status" = 137 ]; then  # TERM at the budget, KILL 30 s later
     echo "stopped at the budget of ${budget}s: carry $run back and run this again to continue"
     exit 0
 fi

@@ -112,6 +112,21 @@ def test_the_accuracy_rule_ships_the_most_accurate_within_the_robustness_bar_and
     assert read_safetensors(shipped / "native32.safetensors")[1]["validation"]["accuracy"] == 0.975
 
 
+def test_the_accuracy_rule_at_its_edges(tmp_path, capsys):
+    """Accuracies on 1,000 and 10,000 images are whole counts: a drop of exactly the bar meets it, and
+    a candidate exactly the credit above the shipped file ties it, and the shipped file stays."""
+    shipped = tmp_path / "shipped"
+    write(shipped, 0.970, 0.947, worst_gap=0.02, name="native32")  # mean drop 2.3 points: over the bar itself
+    write(tmp_path / "at_bar", 0.960, 0.940, worst_gap=0.03, name="native32")  # drops of exactly 2 and 5 points
+    rule = ["--checkpoints", str(shipped), "--rule", "accuracy", "--ship"]
+    assert main(["native32", str(tmp_path / "at_bar"), *rule]) == 0  # 1.0 point less, but within the bar
+    assert "over the robustness bar" in capsys.readouterr().out
+    assert read_safetensors(shipped / "native32.safetensors")[1]["validation"]["accuracy"] == 0.960
+    write(tmp_path / "at_credit", 0.961, 0.950, worst_gap=0.01, name="native32")  # 10 images more, more robust
+    assert main(["native32", str(tmp_path / "at_credit"), *rule]) == 0
+    assert read_safetensors(shipped / "native32.safetensors")[1]["validation"]["accuracy"] == 0.960
+
+
 def test_the_svm_is_chosen_by_the_same_rule(tmp_path, capsys):
     """The SVM's checkpoint is a skops file, read through the registry's safe loader."""
     spec = get_spec("hog_svm")
