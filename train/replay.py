@@ -145,6 +145,7 @@ class Replay:
         self.out, self.data_dir, self.smoke, self.device, self.profile = out, data_dir, smoke, device, profile
         self.precision = precision  # every network stage's arithmetic, where asked (recorded as an override)
         self.reuse = reuse  # a folder whose checkpoints may stand for the stages they record
+        self._reuse_hashes: dict[Path, str] = {}  # SHA-256 of the files looked up there
         self._data: dict[tuple, tuple[Split, Split, DataInfo]] = {}
 
     def data(self, stage: Stage) -> tuple[Split, Split, DataInfo]:
@@ -187,7 +188,11 @@ class Replay:
     def reused(self, stage: Stage) -> Path | None:
         """``--reuse``: the stage's detector's checkpoint in that folder, if it is a file the stage recorded."""
         path = self.reuse / get_spec(stage.detector).checkpoint_file if self.reuse else None
-        return path if path and path.is_file() and file_sha256(path) in stage.files else None
+        if not (path and path.is_file()):
+            return None
+        if path not in self._reuse_hashes:  # a chain holds many stages of one detector: hash its file once
+            self._reuse_hashes[path] = file_sha256(path)
+        return path if self._reuse_hashes[path] in stage.files else None
 
     def precision_override(self, stage: Stage) -> dict:
         """``--precision``: a network stage's arithmetic, where it differs from the recorded (bf16 is
